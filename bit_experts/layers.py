@@ -1,0 +1,129 @@
+"""The two BiT building blocks that Keras does not ship as BiT needs them.
+
+Written with `keras.ops` only, so the same layers run on any Keras backend.
+"""
+
+import keras
+from keras import ops
+
+# BiT standardises kernels with this epsilon inside the square root.
+WEIGHT_STANDARDIZATION_EPSILON = 1e-10
+# BiT's GroupNorm epsilon; Keras' GroupNormalization default (1e-3) would change the numerics.
+GROUP_NORM_EPSILON = 1e-5
+
+
+def standardize_kernel(kernel):
+    """Standardises an HWIO kernel over H, W and input channels, per output channel (in float32)."""
+    kernel = ops.cast(kernel, "float32")
+    mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+    variance = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
+    return (kernel - mean) / ops.sqrt(variance + WEIGHT_STANDARDIZATION_EPSILON)
+
+
+@keras.saving.register_keras_serializable(package="bit_experts")
+class StandardizedConv2D(keras.layers.Layer):
+    """Bias-free 2-D convolution whose kernel is weight-standardised on every call.
+
+    Padding is always "valid": BiT pads explicitly (see `pad_for_kernel`), which keeps outputs identical
+    to the public checkpoints whatever the input size.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, kernel_initializer="he_normal", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        if in_channels is None:
+            raise ValueError(
+                f"{self.name}: the input's channel dimension must be known, got {input_shape}"
+            )
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.kernel_size, self.kernel_size, int(in_channels), self.filters),
+            initializer=self.kernel_initializer,
+        )
+
+    def call(self, inputs):
+        kernel = ops.cast(standardize_kernel(self.kernel), self.compute_dtype)
+        return ops.conv(inputs, kernel, strides=self.strides, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        def out(size):
+            return None if size is None else (size - self.kernel_size) // self.strides + 1
+
+        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+def _group_average(per_channel, groups):
+    # [N, C] -> mean within each group of C // groups channels, broadcast back to [N, 1, 1, C].
+    channels = per_channel.shape[-1]
+    grouped = ops.reshape(per_channel, (-1, groups, channels // groups))
+    grouped = ops.mean(grouped, axis=-1, keepdims=True)
+    grouped = ops.repeat(grouped, channels // groups, axis=-1)
+    return ops.reshape(grouped, (-1, 1, 1, channels))
+
+
+def group_normalize(inputs, groups, epsilon=GROUP_NORM_EPSILON):
+    """Normalises NHWC `inputs` per example and channel group, without scale or offset (float32 out).
+
+    Group moments come from per-channel moments, so no reshape of the spatial dimensions is needed
+    and any input resolution (including unknown ones inside a SavedModel) works.
+    """
+    x = ops.cast(inputs, "float32")
+    mean = _group_average(ops.mean(x, axis=(1, 2)), groups)
+    centered = x - mean
+    variance = _group_average(ops.mean(ops.square(centered), axis=(1, 2)), groups)
+    return centered * ops.rsqrt(variance + epsilon)
+
+
+@keras.saving.register_keras_serializable(package="bit_experts")
+class GroupNorm(keras.layers.Layer):
+    """Group normalisation over NHWC inputs, statistics in float32 even under mixed precision."""
+
+    def __init__(self, groups=32, epsilon=GROUP_NORM_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(
+                f"{self.name}: channels ({channels}) must be a known multiple of groups ({self.groups})"
+            )
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+
+    def call(self, inputs):
+        x = group_normalize(inputs, self.groups, self.epsilon)
+        x = x * ops.cast(self.gamma, "float32") + ops.cast(self.beta, "float32")
+        return ops.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(groups=self.groups, epsilon=self.epsilon)
+        return config
+
+
+def pad_for_kernel(x, kernel_size):
+    """Zero-pads H and W as BiT does before a strided conv or pool: (k - 1) split evenly."""
+    total = kernel_size - 1
+    before, after = total // 2, total - total // 2
+    return ops.pad(x, ((0, 0), (before, after), (before, after), (0, 0)))

@@ -1,0 +1,109 @@
+"""A Keras BiT model as a TF Hub reusable SavedModel (image feature vector or classifier).
+
+`keras.Model.export()` writes only a `serve` endpoint, which `hub.KerasLayer` refuses, so the module is a
+plain trackable object with its own `__call__(images, training=False)` traced for both `training`
+values, plus the `variables`, `trainable_variables` and `regularization_losses` attributes of the
+reusable SavedModel format, and a `serving_default` signature.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+METADATA_FILE = "bit_experts_metadata.json"
+OUTPUTS = ("features", "logits")
+
+
+def _tf_variable(variable):
+    # Keras 3 (TensorFlow backend) keeps the real tf.Variable behind `.value`.
+    return getattr(variable, "value", variable)
+
+
+# tf.Module's `variables` is a read-only property; the Hub format needs plain attributes.
+_Trackable = tf.__internal__.tracking.AutoTrackable
+
+
+class HubModule(_Trackable):
+    """Wraps `model` (a `BiTResNetV2`) so that it saves as a TF Hub reusable SavedModel.
+
+    Args:
+      model: the Keras model.
+      output: "features" (pre-logits, `[N, feature_dim]`) or "logits" (the model's head).
+      expert_id: for a model with several adapter experts, the expert this module computes.
+    """
+
+    def __init__(self, model, output="features", expert_id=None):
+        super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if output == "logits" and model.head is None:
+            raise ValueError("output='logits' needs a model with a head (num_classes > 0)")
+        self._model = model
+        self._output = output
+        self._expert_id = expert_id
+        self.variables = [_tf_variable(v) for v in model.weights]
+        self.trainable_variables = [_tf_variable(v) for v in model.trainable_weights]
+        self.regularization_losses = []  # BiT regularises through the optimiser's weight decay.
+        self.__call__ = tf.function(self._forward)
+        for training in (False, True):
+            self.__call__.get_concrete_function(IMAGE_SPEC, training)
+        self.serving_default = tf.function(self._serve, input_signature=[IMAGE_SPEC])
+
+    def _forward(self, images, training=False):
+        expert_ids = None if self._expert_id is None else tf.constant(self._expert_id, tf.int32)
+        if self._output == "features":
+            return self._model.features(images, expert_ids=expert_ids)
+        return self._model(images, expert_ids=expert_ids, training=training)
+
+    def _serve(self, images):
+        return {"feature_vector" if self._output == "features" else "logits": self._forward(images)}
+
+
+def _replace_directory(tmp_dir, output_dir, overwrite):
+    if os.path.exists(output_dir):
+        if not overwrite:
+            raise FileExistsError(
+                f"{output_dir!r} already exists (pass overwrite=True to replace it)"
+            )
+        old = tempfile.mkdtemp(dir=os.path.dirname(output_dir), prefix=".old-")
+        os.replace(output_dir, os.path.join(old, "module"))
+        os.replace(tmp_dir, output_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp_dir, output_dir)
+
+
+def save_module(module, output_dir, metadata=None, overwrite=False):
+    """Saves `module` to `output_dir` atomically: a killed save never leaves a partial module there.
+
+    `metadata` (a JSON-serialisable dict) is written beside `saved_model.pb` as `METADATA_FILE`.
+    """
+    output_dir = os.path.abspath(os.fspath(output_dir))
+    if os.path.exists(output_dir) and not overwrite:
+        raise FileExistsError(f"{output_dir!r} already exists (pass overwrite=True to replace it)")
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.tmp-")
+    try:
+        tf.saved_model.save(module, tmp_dir, signatures={"serving_default": module.serving_default})
+        if metadata is not None:
+            with open(os.path.join(tmp_dir, METADATA_FILE), "w", encoding="utf-8") as f:
+                json.dump(metadata, f, indent=2, sort_keys=True)
+        _replace_directory(tmp_dir, output_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def read_metadata(module_dir):
+    """The metadata dict saved with a module, or None for a module without one (third-party)."""
+    path = os.path.join(os.fspath(module_dir), METADATA_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

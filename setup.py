@@ -1,0 +1,28 @@
+"""bit-experts: scalable transfer learning with expert models (Puigcerver et al., ICLR 2021)."""
+
+import setuptools
+
+setuptools.setup(
+    name="bit-experts",
+    version="0.1.0",
+    description="BiT ResNet-v2 expert models: train, publish as TF Hub modules, select by kNN, fine-tune.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["bit_experts*", "hub_export*", "vtab_eval*"]),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tf-keras>=2.21,<2.22",  # tensorflow_hub.KerasLayer needs Keras 2 (tf_keras).
+        "keras>=3.10",
+        "tensorflow-hub>=0.16",
+        "tensorflow-datasets>=4.9",
+        "absl-py",
+        "numpy",
+        "matplotlib",  # report plots; also ships the DejaVu fonts the offline world renders.
+        "scikit-learn",  # ships the real handwritten-digits task of the offline demo.
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff==0.17.6"],
+        "bench": ["faiss-cpu", "timm", "torch==2.13.0"],
+    },
+)
