@@ -1,0 +1,342 @@
+"""Downstream tasks in VTAB-1k form, written as image folders.
+
+Each task has exactly 1000 class-balanced training images (a loader splits them 800/200 into
+`train800`/`val200`) and a separate test split. The four tasks sit at different distances from the
+upstream experts: real handwritten digits, Greek small letters in fonts upstream never used (near
+the "greek_lower" expert), counting glyphs (structured) and procedural textures (far from all).
+The folder and JSON formats are in docs/world.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+from bit_experts.world import fonts, inventory, render, textures
+from bit_experts.world.upstream import check_image_size, check_seed
+
+TRAIN_IMAGES = 1000  # VTAB-1k: 800 train + 200 validation, split by the loader.
+TASK_FILE = "task.json"
+INDEX_FILE = "tasks.json"
+# Task name -> first SeedSequence word (0 is the upstream stream). Never renumber: it fixes pixels.
+_STREAMS = {"digits": 1, "greek_lower_heldout_fonts": 2, "glyph_count": 3, "textures": 4}
+TASKS = tuple(_STREAMS)
+_NEAR_GROUP = "greek_lower"
+_LETTER_SCRIPTS = ("latin", "greek", "cyrillic", "armenian", "georgian")
+_MAX_COUNT = 6  # glyph_count classes are 1 .. _MAX_COUNT glyphs, placed in distinct 3x3 cells.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Task:
+    """One downstream task in memory.
+
+    Attributes:
+      name: the task name (one of TASKS).
+      description: one line saying what the images and classes are.
+      near_expert: the upstream hierarchy node the task was built close to, or None.
+      class_names: folder name of each class id, sorted (the image-folder loader's label order).
+      train_images, test_images: uint8 [n, S, S, 3].
+      train_labels, test_labels: int64 [n] class ids.
+    """
+
+    name: str
+    description: str
+    near_expert: str | None
+    class_names: list[str]
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def _balanced_labels(num_classes: int, total: int) -> np.ndarray:
+    """`total` labels over `num_classes` classes, counts differing by at most one, sorted."""
+    counts = total // num_classes + (np.arange(num_classes) < total % num_classes)
+    return np.repeat(np.arange(num_classes), counts)
+
+
+def _digits(rng: np.random.Generator, image_size: int, test_images: int) -> Task:
+    del test_images  # The real dataset fixes the test split: every image not used for training.
+    from sklearn.datasets import load_digits  # Bundled with scikit-learn; nothing is downloaded.
+
+    data = load_digits()
+    per_class = TRAIN_IMAGES // 10
+    train_idx, test_idx = [], []
+    for digit in range(10):
+        idx = rng.permutation(np.flatnonzero(data.target == digit))
+        train_idx.append(idx[:per_class])
+        test_idx.append(idx[per_class:])
+    train_idx, test_idx = np.concatenate(train_idx), np.concatenate(test_idx)
+
+    def to_rgb(indices):
+        # 0..16 ink levels -> dark ink on white, upsampled from 8x8.
+        out = np.empty((len(indices), image_size, image_size, 3), np.uint8)
+        for row, i in enumerate(indices):
+            small = Image.fromarray((255 - data.images[i] * (255 / 16)).round().astype(np.uint8))
+            big = np.asarray(small.resize((image_size, image_size), Image.Resampling.BILINEAR))
+            out[row] = big[..., None]
+        return out
+
+    return Task(
+        name="digits",
+        description="Real 8x8 handwritten digits from scikit-learn (UCI optdigits), upsampled; "
+        "10 classes.",
+        near_expert=None,
+        class_names=[str(d) for d in range(10)],
+        train_images=to_rgb(train_idx),
+        train_labels=data.target[train_idx].astype(np.int64),
+        test_images=to_rgb(test_idx),
+        test_labels=data.target[test_idx].astype(np.int64),
+    )
+
+
+def _greek_heldout_fonts(rng: np.random.Generator, image_size: int, test_images: int) -> Task:
+    classes = [g for g in inventory.glyphs(["greek"]) if g.group == _NEAR_GROUP]
+    classes = [g for g in classes if any(fonts.has_glyph(f, g.char) for f in fonts.HELDOUT_FONTS)]
+    held = [[f for f in fonts.HELDOUT_FONTS if fonts.has_glyph(f, g.char)] for g in classes]
+    sampler = render.GlyphSampler([g.char for g in classes], held, image_size)
+    stream = _STREAMS["greek_lower_heldout_fonts"]
+
+    def split(total, part):
+        labels = _balanced_labels(len(classes), total)
+        poses = render.sample_poses(rng, sampler.mask_ids(rng, labels), image_size)
+        scenery = render.sample_scenery(rng, total)
+        return render.render(sampler.bank, poses, scenery, image_size, [stream, part]), labels
+
+    train_images, train_labels = split(TRAIN_IMAGES, 0)
+    test_images, test_labels = split(test_images, 1)
+    return Task(
+        name="greek_lower_heldout_fonts",
+        description="Greek small letters (the upstream 'greek_lower' classes) drawn only in the "
+        "STIX fonts that upstream never uses, same random pose and colours as upstream; "
+        f"{len(classes)} classes.",
+        near_expert=_NEAR_GROUP,
+        class_names=[g.name for g in classes],
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+    )
+
+
+def _glyph_count(rng: np.random.Generator, image_size: int, test_images: int) -> Task:
+    # Letters only: thin symbols (box drawing, arrows) are hard to see at a third of the image.
+    classes = inventory.glyphs(_LETTER_SCRIPTS)
+    sampler = render.GlyphSampler([g.char for g in classes], [g.fonts for g in classes], image_size)
+    cell = image_size / 3
+    stream = _STREAMS["glyph_count"]
+
+    def split(total, part):
+        labels = _balanced_labels(_MAX_COUNT, total)  # Label c shows c + 1 glyphs.
+        shape = (total, _MAX_COUNT)
+        glyph = rng.integers(0, len(classes), shape)
+        mask_ids = sampler.mask_ids(rng, glyph.reshape(-1)).reshape(shape)
+        mask_ids[np.arange(_MAX_COUNT)[None, :] > labels[:, None]] = -1
+        cells = np.argsort(rng.random((total, 9)), axis=1)[:, :_MAX_COUNT]
+        scale = rng.uniform(0.24, 0.32, shape)
+        slack = np.maximum(cell - scale * image_size, 0) / 2  # Jitter that stays in the cell.
+        poses = render.Poses(
+            mask_ids=mask_ids,
+            scale=scale,
+            angle=np.deg2rad(rng.uniform(-15, 15, shape)),
+            centre_x=(cells % 3 + 0.5) * cell + slack * rng.uniform(-1, 1, shape),
+            centre_y=(cells // 3 + 0.5) * cell + slack * rng.uniform(-1, 1, shape),
+        )
+        scenery = render.sample_scenery(rng, total)
+        return render.render(sampler.bank, poses, scenery, image_size, [stream, part]), labels
+
+    train_images, train_labels = split(TRAIN_IMAGES, 0)
+    test_images, test_labels = split(test_images, 1)
+    return Task(
+        name="glyph_count",
+        description=f"How many small upstream letters (1 to {_MAX_COUNT}) an image shows, each in "
+        "its own cell of a 3x3 grid; a structured task like VTAB's counting tasks.",
+        near_expert=None,
+        class_names=[str(c) for c in range(1, _MAX_COUNT + 1)],
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+    )
+
+
+def _textures(rng: np.random.Generator, image_size: int, test_images: int) -> Task:
+    train_labels = _balanced_labels(len(textures.TEXTURE_CLASSES), TRAIN_IMAGES)
+    test_labels = _balanced_labels(len(textures.TEXTURE_CLASSES), test_images)
+    return Task(
+        name="textures",
+        description="Procedural two-colour textures (stripes in four directions, checkerboard, "
+        f"dots, rings, pinwheel); no glyphs; {len(textures.TEXTURE_CLASSES)} classes.",
+        near_expert=None,
+        class_names=list(textures.TEXTURE_CLASSES),
+        train_images=textures.render_textures(rng, train_labels, image_size),
+        train_labels=train_labels,
+        test_images=textures.render_textures(rng, test_labels, image_size),
+        test_labels=test_labels,
+    )
+
+
+_BUILDERS = {
+    "digits": _digits,
+    "greek_lower_heldout_fonts": _greek_heldout_fonts,
+    "glyph_count": _glyph_count,
+    "textures": _textures,
+}
+
+
+def _check_test_images(test_images: int) -> int:
+    if isinstance(test_images, bool) or not isinstance(test_images, int | np.integer):
+        raise ValueError(f"test_images must be an int, got {test_images!r}")
+    if test_images < 10:
+        raise ValueError(f"test_images must be >= 10, got {test_images}")
+    return int(test_images)
+
+
+def build_task(name: str, seed: int = 0, image_size: int = 32, test_images: int = 500) -> Task:
+    """Generates downstream task `name` in memory; the same arguments give identical arrays.
+
+    `test_images` sets the test split size of the generated tasks; "digits" always tests on the
+    797 real images not used for training.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown downstream task {name!r}; expected one of {list(TASKS)}")
+    seed, image_size = check_seed(seed), check_image_size(image_size)
+    test_images = _check_test_images(test_images)
+    rng = np.random.default_rng([_STREAMS[name], seed])
+    task = _BUILDERS[name](rng, image_size, test_images)
+    # Number classes in sorted-name order, as the image-folder loader does.
+    order = np.argsort(task.class_names, kind="stable")
+    new_id = np.empty_like(order)
+    new_id[order] = np.arange(len(order))
+    return dataclasses.replace(
+        task,
+        class_names=[task.class_names[i] for i in order],
+        train_labels=new_id[task.train_labels],
+        test_labels=new_id[task.test_labels],
+    )
+
+
+def _metadata(task: Task, seed: int, image_size: int, test_images: int) -> dict:
+    return {
+        "name": task.name,
+        "num_classes": len(task.class_names),
+        "classes": task.class_names,
+        "description": task.description,
+        "near_expert": task.near_expert,
+        "train_count": len(task.train_labels),
+        "test_count": len(task.test_labels),
+        "image_size": image_size,
+        "seed": seed,
+        "requested_test_images": test_images,
+    }
+
+
+def _write_json(path: str, payload) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_task_folder(task: Task, task_dir: str, metadata: dict) -> None:
+    """Writes the task to a temporary sibling folder, then renames it into place."""
+    parent = os.path.dirname(task_dir)
+    tmp = tempfile.mkdtemp(prefix=f"{task.name}.tmp-", dir=parent)
+    try:
+        for split, images, labels in (
+            ("train", task.train_images, task.train_labels),
+            ("test", task.test_images, task.test_labels),
+        ):
+            for class_name in task.class_names:
+                os.makedirs(os.path.join(tmp, split, class_name))
+            for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+                path = os.path.join(tmp, split, task.class_names[label], f"{i:05d}.png")
+                Image.fromarray(image).save(path, format="PNG", compress_level=1)
+        _write_json(os.path.join(tmp, TASK_FILE), metadata)
+        os.replace(tmp, task_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_task_metadata(task_dir: str) -> dict:
+    """The metadata of a complete task folder (its task.json)."""
+    path = os.path.join(task_dir, TASK_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{task_dir!r} is not a complete downstream task: no {TASK_FILE}")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_downstream_tasks(
+    out_dir: str,
+    seed: int = 0,
+    image_size: int = 32,
+    tasks: list[str] | tuple[str, ...] | None = None,
+    test_images: int = 500,
+) -> list[str]:
+    """Writes downstream tasks as image folders under `out_dir` and returns their paths.
+
+    Layout: `<out_dir>/<task>/{train,test}/<class>/<index>.png` plus `<task>/task.json`, and an
+    index `<out_dir>/tasks.json` of every complete task there. Each task folder is written under a
+    temporary name and renamed into place, so it is either complete or absent. A task that is
+    already complete with the same seed, image size and test size is skipped, not rewritten; one
+    made with other settings raises ValueError (use another `out_dir`).
+
+    Args:
+      out_dir: folder to write into (created if missing).
+      seed: non-negative int; the same seed gives identical pixels.
+      image_size: side of the square PNGs in pixels, in [8, 512].
+      tasks: names from TASKS to write; None writes all of them.
+      test_images: test split size of the generated tasks (digits always has 797).
+    """
+    seed, image_size = check_seed(seed), check_image_size(image_size)
+    test_images = _check_test_images(test_images)
+    names = list(TASKS if tasks is None else tasks)
+    if isinstance(tasks, str) or not names or any(n not in _BUILDERS for n in names):
+        raise ValueError(f"tasks={tasks!r}: expected a non-empty list of names from {list(TASKS)}")
+    os.makedirs(out_dir, exist_ok=True)
+    task_dirs = []
+    for name in names:
+        task_dir = os.path.join(out_dir, name)
+        wanted = {"seed": seed, "image_size": image_size, "requested_test_images": test_images}
+        if os.path.exists(task_dir):
+            existing = read_task_metadata(task_dir)
+            have = {k: existing.get(k) for k in wanted}
+            if have != wanted:
+                raise ValueError(
+                    f"{task_dir!r} was written with {have}, not {wanted}; use another out_dir"
+                )
+        else:
+            task = build_task(name, seed, image_size, test_images)
+            try:
+                _write_task_folder(task, task_dir, _metadata(task, seed, image_size, test_images))
+            except OSError:
+                if not os.path.isfile(os.path.join(task_dir, TASK_FILE)):
+                    raise  # Not a concurrent writer finishing first: a real failure.
+        task_dirs.append(task_dir)
+    _write_index(out_dir)
+    return task_dirs
+
+
+def _write_index(out_dir: str) -> None:
+    complete = [
+        name
+        for name in sorted(os.listdir(out_dir))
+        if ".tmp-" not in name and os.path.isfile(os.path.join(out_dir, name, TASK_FILE))
+    ]
+    order = sorted(complete, key=lambda n: (TASKS.index(n) if n in TASKS else len(TASKS), n))
+    entries = [dict(read_task_metadata(os.path.join(out_dir, n)), path=n) for n in order]
+    _write_json(os.path.join(out_dir, INDEX_FILE), {"tasks": entries})
