@@ -1,0 +1,103 @@
+"""Image-folder tasks: layout, class order, seeded splits and clear errors."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vtab_eval import tasks
+
+# Each class gets its own colour so a loaded image tells which class folder it came from.
+COLOURS = {"b_red": (255, 0, 0), "a_green": (0, 255, 0), "c_blue": (0, 0, 255)}
+
+
+def _write_images(split_dir, counts, mode="RGB", ext=".png"):
+    for name, count in counts.items():
+        os.makedirs(os.path.join(split_dir, name), exist_ok=True)
+        for i in range(count):
+            image = Image.new("RGB", (5 + i % 3, 4), COLOURS[name]).convert(mode)
+            image.save(os.path.join(split_dir, name, f"{i:04d}{ext}"))
+
+
+def _load_all(task, split, image_size=4):
+    examples = list(task.load(split, image_size=image_size).as_numpy_iterator())
+    return np.stack([e["image"] for e in examples]), np.array([e["label"] for e in examples])
+
+
+def test_folder_with_test_dir(tmp_path):
+    _write_images(tmp_path / "train", {"b_red": 3, "a_green": 2, "c_blue": 2})
+    _write_images(tmp_path / "test", {"b_red": 1, "c_blue": 2}, ext=".jpg")
+    task = tasks.get_task(f"folder:{tmp_path}")
+    assert task.class_names == ("a_green", "b_red", "c_blue")  # sorted: label = index
+    assert task.num_classes == 3 and task.tfds_name is None and task.group is None
+    assert set(tasks.SPLIT_NAMES) == set(task.splits)
+
+    images, labels = _load_all(task, "train800")
+    assert images.shape == (7, 4, 4, 3) and sorted(labels) == [0, 0, 1, 1, 1, 2, 2]
+    # The colour of each image matches its label's class.
+    channel_of_label = {0: 1, 1: 0, 2: 2}  # a_green, b_red, c_blue
+    dominant = images.mean(axis=(1, 2)).argmax(axis=1)
+    assert dominant.tolist() == [channel_of_label[label] for label in labels]
+    test = list(task.load("test").as_numpy_iterator())  # native sizes: 5, 6 and 7 wide
+    assert sorted(e["label"] for e in test) == [1, 2, 2]
+    assert [e["image"].shape for e in test] == [(4, 5, 3), (4, 5, 3), (4, 6, 3)]
+    for e in test:
+        assert e["image"].dtype == np.float32 and 0.0 <= e["image"].min() <= e["image"].max() <= 1
+        assert e["image"].mean(axis=(0, 1)).argmax() == channel_of_label[e["label"]]
+
+
+def test_folder_without_test_dir_is_a_seeded_split(tmp_path):
+    _write_images(tmp_path / "train", {"b_red": 6, "a_green": 4}, mode="L")  # grey PNGs
+    task = tasks.get_task(f"folder:{tmp_path}")
+    train = task.files["trainval"][0]
+    test = task.files["test"][0]
+    assert len(test) == 2 and len(train) == 8 and not set(train) & set(test)
+    assert task.files["train800"][0] == train  # fewer than 800: all of the pool
+    assert "no test/ folder" in task.splits["test"]
+    # Same folder, same order; another seed, another order.
+    assert tasks.get_task(f"folder:{tmp_path}").files == task.files
+    other = tasks.make_folder_task(str(tmp_path), seed=1)
+    assert other.files["trainval"][0] + other.files["test"][0] != train + test
+    images, labels = _load_all(task, "test")
+    assert images.shape == (2, 4, 4, 3)  # grey tiled to 3 channels
+    np.testing.assert_allclose(images[..., 0], images[..., 2])
+    with pytest.raises(ValueError, match="Split 'val200' .* is empty"):
+        task.load("val200")
+
+
+def test_folder_splits_follow_vtab_positions(tmp_path):
+    _write_images(tmp_path / "train", {"b_red": 520, "a_green": 510})
+    os.makedirs(tmp_path / "test" / "a_green")
+    _write_images(tmp_path / "test", {"a_green": 1})
+    files = tasks.get_task(f"folder:{tmp_path}").files
+    pool = files["trainval"][0]
+    assert files["train800"][0] == pool[:800] and files["val200"][0] == pool[800:1000]
+    assert files["train800val200"][0] == pool[:1000]
+    assert files["train"][0] == pool[:800] + pool[1000:] and files["val"] == files["val200"]
+    labels = np.array(files["trainval"][1])
+    assert 300 < labels[:800].sum() < 500  # shuffled, not sorted by class
+
+
+@pytest.mark.parametrize(
+    "layout, error, pattern",
+    [
+        ({}, FileNotFoundError, "has no train/ folder"),
+        ({"train/a_green": 1}, ValueError, "1 class folder"),
+        ({"train/a_green": 1, "train/b_red": 0}, ValueError, "holds no images"),
+        ({"train/a_green": 1, "train/b_red": 1, "test/c_blue": 1}, ValueError, "c_blue"),
+    ],
+)
+def test_bad_folders_raise_clear_errors(tmp_path, layout, error, pattern):
+    for folder, count in layout.items():
+        split, name = folder.split("/")
+        os.makedirs(tmp_path / split / name)
+        _write_images(tmp_path / split, {name: count})
+    with pytest.raises(error, match=pattern) as info:
+        tasks.get_task(f"folder:{tmp_path}")
+    assert str(tmp_path) in str(info.value) and "train/<class_name>" in str(info.value)
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere' does not exist"):
+        tasks.get_task(f"folder:{tmp_path / 'nowhere'}")

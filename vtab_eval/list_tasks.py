@@ -1,0 +1,64 @@
+"""Prints the registered transfer tasks.
+
+    python -m vtab_eval.list_tasks --format=json           # all tasks, JSON list
+    python -m vtab_eval.list_tasks --suite=vtab1k          # the 19 VTAB-1k tasks, a table
+    python -m vtab_eval.list_tasks --task=folder:/data/x   # describe one task (any name)
+
+The JSON fields are documented in docs/tasks.md.
+"""
+
+import json
+import sys
+
+from absl import app, flags
+
+from vtab_eval import tasks
+
+_FORMAT = flags.DEFINE_enum("format", "text", ["text", "json"], "Output format.")
+_SUITE = flags.DEFINE_enum("suite", "all", list(tasks.SUITES), "Which tasks to list.")
+_TASK = flags.DEFINE_multi_string(
+    "task", [], "Describe these tasks instead of a suite (registry names or folder:PATH)."
+)
+
+
+def describe(names: list[str]) -> list[dict]:
+    """The JSON description of each named task, in order."""
+    return [tasks.get_task(name).to_json() for name in names]
+
+
+def format_text(descriptions: list[dict]) -> str:
+    """A fixed-width table: name, group, classes, metric, TFDS name, test split."""
+    header = ("name", "group", "classes", "metric", "tfds_name", "test")
+    rows = [header] + [
+        (
+            d["name"],
+            d["group"] or "-",
+            str(d["num_classes"]),
+            d["metric"],
+            d["tfds_name"] or "-",
+            d["splits"]["test"],
+        )
+        for d in descriptions
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    names = _TASK.value or tasks.list_tasks(_SUITE.value)
+    try:
+        descriptions = describe(names)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    if _FORMAT.value == "json":
+        print(json.dumps(descriptions, indent=2))
+    else:
+        print(format_text(descriptions))
+
+
+if __name__ == "__main__":
+    app.run(main)

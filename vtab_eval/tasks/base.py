@@ -1,0 +1,130 @@
+"""The task contract: a named classification problem with fixed splits and one image format.
+
+Every task, whatever its source (a TFDS dataset or an image folder), yields examples
+``{"image": float32 [H, W, 3] in [0, 1], "label": int64}`` so that selection and
+fine-tuning never need to know where the data came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping
+
+import tensorflow as tf
+
+GROUPS = ("natural", "specialized", "structured")
+METRICS = ("accuracy", "mean_per_class_accuracy")
+# The VTAB-1k protocol: tune on train800 -> val200, then train on train800val200 -> test.
+VTAB_SPLITS = ("train800", "val200", "train800val200", "test")
+# Full-data splits (VTAB defines them too); Table-3 style fine-tuning trains on "trainval".
+FULL_SPLITS = ("train", "val", "trainval")
+SPLIT_NAMES = VTAB_SPLITS + FULL_SPLITS
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Task:
+    """A transfer task: what it is called, how many classes, which splits, how it is scored.
+
+    Attributes:
+      name: registry name, e.g. "cifar100" or "folder:/data/flowers".
+      num_classes: labels are in [0, num_classes).
+      group: VTAB group ("natural", "specialized", "structured"), or None for folder tasks.
+      splits: maps every name in SPLIT_NAMES to a TFDS split string (TFDS tasks) or to a
+        description of the images it holds (folder tasks).
+      metric: "accuracy" or "mean_per_class_accuracy".
+      suite: which list the task belongs to ("vtab1k", "table3" or "folder").
+      tfds_name: TFDS "name[/config]:version" passed to tfds.load, or None.
+    """
+
+    name: str
+    num_classes: int
+    group: str | None
+    splits: Mapping[str, str]
+    metric: str = "accuracy"
+    suite: str
+    tfds_name: str | None = None
+
+    def __post_init__(self):
+        if self.group is not None and self.group not in GROUPS:
+            raise ValueError(
+                f"Task {self.name!r}: group must be one of {GROUPS}, got {self.group!r}"
+            )
+        if self.metric not in METRICS:
+            raise ValueError(
+                f"Task {self.name!r}: metric must be one of {METRICS}, got {self.metric!r}"
+            )
+        if self.num_classes < 2:
+            raise ValueError(
+                f"Task {self.name!r}: needs at least 2 classes, got {self.num_classes}"
+            )
+        missing = [s for s in SPLIT_NAMES if s not in self.splits]
+        if missing:
+            raise ValueError(f"Task {self.name!r}: splits lack {missing}")
+        # Read-only view so a shared registry entry cannot be altered by a caller.
+        object.__setattr__(self, "splits", types.MappingProxyType(dict(self.splits)))
+
+    def split_string(self, split: str) -> str:
+        """Returns the split definition for one of SPLIT_NAMES; ValueError otherwise."""
+        if split not in self.splits:
+            raise ValueError(
+                f"Task {self.name!r} has no split {split!r}; expected one of {list(self.splits)}"
+            )
+        return self.splits[split]
+
+    def load(
+        self,
+        split: str,
+        data_dir: str | None = None,
+        image_size: int | None = None,
+        shuffle_files: bool = False,
+    ) -> tf.data.Dataset:
+        """Loads one split as a dataset of {"image": float32 [H, W, 3] in [0, 1], "label": int64}.
+
+        Args:
+          split: one of SPLIT_NAMES, e.g. "train800" or "test".
+          data_dir: TFDS data directory (None: the TFDS default); ignored by folder tasks.
+          image_size: if given, every image is resized (bilinear) to image_size x image_size.
+          shuffle_files: passed to TFDS (file order only); ignored by folder tasks.
+        """
+        if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+            raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+        self.split_string(split)  # Validates the name before any I/O.
+        raw = self._load_examples(split, data_dir, shuffle_files)
+
+        def convert(example):
+            return to_model_input(example["image"], example["label"], image_size)
+
+        return raw.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _load_examples(
+        self, split: str, data_dir: str | None, shuffle_files: bool
+    ) -> tf.data.Dataset:
+        """Yields {"image": uint8 [H, W, 1 or 3], "label": integer} for a split in SPLIT_NAMES.
+
+        Subclasses implement it.
+        """
+        raise NotImplementedError
+
+    def to_json(self) -> dict:
+        """The public description printed by `python -m vtab_eval.list_tasks` (see docs/tasks.md)."""
+        return {
+            "name": self.name,
+            "tfds_name": self.tfds_name,
+            "num_classes": self.num_classes,
+            "group": self.group,
+            "metric": self.metric,
+            "suite": self.suite,
+            "splits": dict(self.splits),
+        }
+
+
+def to_model_input(image: tf.Tensor, label: tf.Tensor, image_size: int | None = None) -> dict:
+    """Turns a uint8 image (grey or RGB) and an integer label into the common example format."""
+    image = tf.cast(image, tf.float32) / 255.0
+    if image.shape[-1] == 1:
+        # Grey datasets (dSprites, smallNORB) are tiled to 3 channels, as VTAB does.
+        image = tf.tile(image, [1, 1, 3])
+    if image_size is not None:
+        image = tf.image.resize(image, [image_size, image_size], method="bilinear")
+    return {"image": image, "label": tf.cast(label, tf.int64)}

@@ -1,0 +1,41 @@
+"""The 7 natural VTAB-1k tasks.
+
+Each definition follows the matching google-research/task_adaptation file
+(task_adaptation/data/<file>.py, cited per task); split sizes are the TFDS ones for the
+pinned versions.
+"""
+
+from vtab_eval.tasks import splits
+from vtab_eval.tasks.tfds_task import TfdsTask
+
+
+def _natural(name, tfds_name, num_classes, task_splits):
+    return TfdsTask(
+        name=name,
+        tfds_name=tfds_name,
+        num_classes=num_classes,
+        group="natural",
+        suite="vtab1k",
+        splits=task_splits,
+    )
+
+
+TASKS = (
+    # caltech.py: TFDS train (3060) is split 90% train / 10% val; TFDS test is test.
+    _natural("caltech101", "caltech101:3.*.*", 102, splits.val_from_train(3060 * 90 // 100)),
+    # cifar.py (num_classes=100): TFDS train (50000) split 90/10; TFDS test is test.
+    _natural("cifar100", "cifar100:3.*.*", 100, splits.val_from_train(50000 * 90 // 100)),
+    # dtd.py: the official train/validation/test splits (fold 1).
+    _natural("dtd", "dtd:3.*.*", 47, splits.official_val()),
+    # oxford_flowers102.py: the official train/validation/test splits.
+    _natural("oxford_flowers102", "oxford_flowers102:2.*.*", 102, splits.official_val()),
+    # oxford_iiit_pet.py: TFDS train (3680) split 80/20; TFDS test is test. VTAB pinned 3.*.*,
+    # which TFDS 4.9 can no longer build; 4.0.0 has the same 3680/3669 split sizes.
+    _natural(
+        "oxford_iiit_pet", "oxford_iiit_pet:4.*.*", 37, splits.val_from_train(3680 * 80 // 100)
+    ),
+    # svhn.py: svhn_cropped, TFDS train (73257) split 90/10 ("extra" unused); TFDS test is test.
+    _natural("svhn", "svhn_cropped:3.*.*", 10, splits.val_from_train(73257 * 90 // 100)),
+    # sun397.py (config "tfds"): the official train/validation/test splits of sun397/tfds.
+    _natural("sun397", "sun397/tfds:4.*.*", 397, splits.official_val()),
+)

@@ -1,0 +1,43 @@
+"""Tasks selected by name: the VTAB-1k suite, the paper's Table 3 datasets, image folders."""
+
+from __future__ import annotations
+
+from vtab_eval.tasks import folder, natural, specialized, structured, table3
+from vtab_eval.tasks.base import Task
+
+# VTAB order: natural, specialized, structured.
+_SUITES = {
+    "vtab1k": natural.TASKS + specialized.TASKS + structured.TASKS,
+    "table3": table3.TASKS,
+}
+SUITES = (*_SUITES, "all")
+_BY_NAME = {task.name: task for suite in _SUITES.values() for task in suite}
+
+
+def list_tasks(suite: str = "all") -> list[str]:
+    """Names of the registered tasks of a suite: "vtab1k" (19), "table3" or "all"."""
+    if suite == "all":
+        return [task.name for tasks in _SUITES.values() for task in tasks]
+    if suite not in _SUITES:
+        raise ValueError(f"Unknown suite {suite!r}; expected one of {list(SUITES)}")
+    return [task.name for task in _SUITES[suite]]
+
+
+def get_task(name: str) -> Task:
+    """Returns the task called `name`, or the image-folder task for "folder:PATH".
+
+    Raises:
+      ValueError: unknown name (the message lists the known ones) or a bad folder layout.
+      FileNotFoundError: a folder task whose folder or train/ sub-folder does not exist.
+    """
+    if name.startswith(folder.PREFIX):
+        path = name[len(folder.PREFIX) :]
+        if not path:
+            raise ValueError(f"Task name {name!r} lacks a path; expected 'folder:PATH'")
+        return folder.make_folder_task(path)
+    if name not in _BY_NAME:
+        raise ValueError(
+            f"Unknown task {name!r}; known tasks: {', '.join(_BY_NAME)}; "
+            "or 'folder:PATH' for an image folder"
+        )
+    return _BY_NAME[name]

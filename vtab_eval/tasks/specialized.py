@@ -1,0 +1,46 @@
+"""The 4 specialized VTAB-1k tasks (remote sensing and medical images).
+
+Each definition follows the matching google-research/task_adaptation file
+(task_adaptation/data/<file>.py, cited per task).
+"""
+
+from vtab_eval.tasks import splits
+from vtab_eval.tasks.tfds_task import TfdsTask
+
+
+def _specialized(name, tfds_name, num_classes, task_splits):
+    return TfdsTask(
+        name=name,
+        tfds_name=tfds_name,
+        num_classes=num_classes,
+        group="specialized",
+        suite="vtab1k",
+        splits=task_splits,
+    )
+
+
+TASKS = (
+    # patch_camelyon.py: the official train/validation/test splits.
+    _specialized("patch_camelyon", "patch_camelyon:2.*.*", 2, splits.official_val()),
+    # eurosat.py (subset "rgb"): TFDS has only train (27000): 60% train, 20% val, 20% test.
+    _specialized(
+        "eurosat",
+        "eurosat/rgb:2.*.*",
+        10,
+        splits.val_and_test_from_train(27000 * 60 // 100, 27000 * 20 // 100),
+    ),
+    # resisc45.py: TFDS has only train (31500): 60% train, 20% val, 20% test.
+    _specialized(
+        "resisc45",
+        "resisc45:3.*.*",
+        45,
+        splits.val_and_test_from_train(31500 * 60 // 100, 31500 * 20 // 100),
+    ),
+    # diabetic_retinopathy.py (config "btgraham-300"): official train/validation/test splits.
+    _specialized(
+        "diabetic_retinopathy",
+        "diabetic_retinopathy_detection/btgraham-300:3.*.*",
+        5,
+        splits.official_val(),
+    ),
+)
