@@ -15,6 +15,7 @@ setuptools.setup(
         "tf-keras>=2.21,<2.22",  # tensorflow_hub.KerasLayer needs Keras 2 (tf_keras).
         "keras>=3.10",
         "tensorflow-hub>=0.16",
+        "setuptools<81",  # tensorflow_hub imports pkg_resources, which setuptools 81+ dropped.
         "tensorflow-datasets>=4.9",
         "absl-py",
         "numpy",

@@ -1,0 +1,89 @@
+"""Sweep presets and BiT-HyperRule as pure functions."""
+
+import pytest
+
+from vtab_eval import sweeps
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [
+        (1, (100, (200, 300, 400), 500)),
+        (19_999, (100, (200, 300, 400), 500)),
+        (20_000, (500, (3000, 6000, 9000), 10_000)),
+        (499_999, (500, (3000, 6000, 9000), 10_000)),
+        (500_000, (500, (6000, 12_000, 18_000), 20_000)),
+    ],
+)
+def test_hyperrule_schedule_by_dataset_size(size, expected):
+    assert sweeps.hyperrule_schedule(size) == expected
+
+
+def test_hyperrule_resolution_and_mixup():
+    assert sweeps.hyperrule_resolution(32) == (160, 128)
+    assert sweeps.hyperrule_resolution((95, 96)) == (160, 128)
+    assert sweeps.hyperrule_resolution((96, 96)) == (448, 384)
+    assert sweeps.hyperrule_mixup(19_999) == 0.0
+    assert sweeps.hyperrule_mixup(20_000) == 0.1
+    with pytest.raises(ValueError, match="dataset_size"):
+        sweeps.hyperrule_schedule(0)
+
+
+def test_bit_hyperrule_setting_for_vtab1k():
+    (setting,) = sweeps.get_sweep("bit_hyperrule", dataset_size=1000, image_size=(500, 375))
+    assert setting["learning_rate"] == 0.003 and setting["batch_size"] == 512
+    assert setting["steps"] == 500 and setting["warmup_steps"] == 100
+    assert (setting["resize"], setting["resolution"]) == (448, 384)
+    assert setting["mixup_alpha"] == 0.0 and setting["flip"]
+    # Warm-up, then 10x drops at steps 200, 300, 400.
+    lrs = [sweeps.learning_rate_at(setting, s) for s in (0, 99, 100, 199, 200, 300, 400, 499)]
+    assert lrs[0] == pytest.approx(0.003 / 100) and lrs[1] == pytest.approx(0.003)
+    assert lrs[2:] == pytest.approx([0.003, 0.003, 3e-4, 3e-5, 3e-6, 3e-6])
+
+
+def test_vtab_lightweight_is_two_rates_by_two_schedules():
+    sweep = sweeps.get_sweep("vtab_lightweight")
+    assert {(s["learning_rate"], s["steps"]) for s in sweep} == {
+        (0.1, 2500),
+        (0.1, 10_000),
+        (0.01, 2500),
+        (0.01, 10_000),
+    }
+    assert all(s["batch_size"] == 512 and s["resolution"] == 224 for s in sweep)
+    assert all(s["momentum"] == 0.9 and not s["flip"] for s in sweep)
+    assert len({s["name"] for s in sweep}) == 4
+
+
+def test_random_search_is_seeded_and_in_range():
+    a = sweeps.get_sweep("random_search", num_settings=36, seed=3)
+    assert len(a) == 36 and a == sweeps.get_sweep("random_search", num_settings=36, seed=3)
+    assert a != sweeps.get_sweep("random_search", num_settings=36, seed=4)
+    assert all(1e-3 <= s["learning_rate"] <= 0.1 for s in a)
+    assert len({s["name"] for s in a}) == 36
+
+
+def test_cosine_and_resolution_override():
+    sweep = sweeps.get_sweep("local", resolution=16)
+    assert all(s["resolution"] == 16 and s["resize"] is None for s in sweep)
+    setting = sweep[0]
+    assert sweeps.learning_rate_at(setting, setting["steps"] - 1) < 0.01 * setting["learning_rate"]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="unknown sweep preset"):
+        sweeps.get_sweep("huge")
+    with pytest.raises(ValueError, match="learning_rate"):
+        sweeps.make_setting(0, 10, 8)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        sweeps.make_setting(0.1, 10, 8, warmup_steps=10)
+    with pytest.raises(ValueError, match="resize"):
+        sweeps.make_setting(0.1, 10, 8, resolution=32, resize=16)
+    with pytest.raises(ValueError, match="unknown sweep setting keys"):
+        sweeps.override(sweeps.quick()[0], lr=1)
+    grid = sweeps.from_values([0.1, 0.01], [5, 10], 8, 32)
+    assert [(s["learning_rate"], s["steps"]) for s in grid] == [
+        (0.1, 5),
+        (0.1, 10),
+        (0.01, 5),
+        (0.01, 10),
+    ]

@@ -1,0 +1,203 @@
+"""Embeds a task split with every module of a pool, through the on-disk feature cache.
+
+Each module's features for (module checksum, task, split, resolution) are computed once and kept
+in a `vtab_eval.feature_cache.FeatureCache`, so a re-run, a killed run or an enlarged pool only
+computes what is new, and workers started with different shards fill one cache. A module that
+fails to load, returns features of the wrong rank or size, or non-finite features is reported by
+handle and left out; it never stops the others.
+"""
+
+import dataclasses
+import hashlib
+import time
+
+import numpy as np
+import tensorflow_hub as hub
+
+from hub_export import handles as hub_handles
+from vtab_eval import feature_cache
+
+
+class BadModuleError(ValueError):
+    """A module that cannot be used to embed images; the message names its handle."""
+
+
+@dataclasses.dataclass
+class EmbedResult:
+    """Features of one task split under each module of a pool.
+
+    Attributes:
+      features: handle -> float32 [N, d], for the modules that worked, in pool order.
+      labels: int64 [N] labels of the split (None if no module worked).
+      failures: handle -> reason, for the modules left out.
+      computed: handles whose features were computed in this call.
+      cached: handles whose features came from the cache.
+    """
+
+    features: dict
+    labels: np.ndarray | None
+    failures: dict
+    computed: list
+    cached: list
+
+
+def _handle_and_sha(entry):
+    """(handle, sha256 or None) of a ModuleEntry-like object or a plain handle string."""
+    if isinstance(entry, str):
+        return entry, None
+    return entry.handle, getattr(entry, "sha256", None)
+
+
+def module_checksum(handle, sha256=None):
+    """The cache identity of a module: its manifest SHA-256, else one computed from its files.
+
+    Remote handles that are not resolvable offline fall back to a hash of the handle string itself
+    (tfhub.dev handles are versioned, so the string names fixed contents).
+    """
+    if sha256:
+        return sha256
+    try:
+        return hub_handles.module_sha256(hub_handles.resolve(handle))
+    except (hub_handles.ModuleError, OSError):
+        return "handle-" + hashlib.sha256(handle.encode("utf-8")).hexdigest()
+
+
+def load_module(handle):
+    """`hub.load(handle)`, or BadModuleError naming the handle."""
+    try:
+        return hub.load(handle)
+    except Exception as err:  # noqa: BLE001 - any failure to load is reported by handle
+        raise BadModuleError(
+            f"module {handle!r} failed to load: {type(err).__name__}: {err}"
+        ) from None
+
+
+def call_module(module, images):
+    """Runs a loaded module on float images in [0, 1]: `__call__`, else its serving signature."""
+    if callable(module):
+        return module(images)
+    signatures = getattr(module, "signatures", {})
+    if "serving_default" in signatures:
+        outputs = signatures["serving_default"](images)
+        return next(iter(outputs.values()))
+    raise BadModuleError("module is neither callable nor has a serving_default signature")
+
+
+def embed_dataset(module, dataset, handle, batch_size=64):
+    """(features float32 [N, d], labels int64 [N]) of un-batched {"image", "label"} examples.
+
+    Raises:
+      BadModuleError: the module's output is not `[batch, d]` or holds NaN/inf.
+    """
+    features, labels = [], []
+    for batch in dataset.batch(batch_size).prefetch(2):
+        images = batch["image"]
+        try:
+            output = call_module(module, images)
+        except BadModuleError as err:
+            raise BadModuleError(f"module {handle!r}: {err}") from None
+        except Exception as err:  # noqa: BLE001
+            raise BadModuleError(
+                f"module {handle!r} failed on a batch of shape {images.shape}: "
+                f"{type(err).__name__}: {err}"
+            ) from None
+        output = np.asarray(output)
+        if output.ndim != 2 or output.shape[0] != images.shape[0]:
+            raise BadModuleError(
+                f"module {handle!r} returned shape {output.shape} for {images.shape[0]} images; "
+                "expected rank 2 [N, d] (an image feature-vector module)"
+            )
+        if not np.all(np.isfinite(output)):
+            raise BadModuleError(f"module {handle!r} returned non-finite (NaN or inf) features")
+        features.append(output.astype(np.float32))
+        labels.append(batch["label"].numpy())
+    if not features:
+        raise ValueError(f"the task split given to module {handle!r} holds no images")
+    return np.concatenate(features), np.concatenate(labels).astype(np.int64)
+
+
+def embed_pool(
+    pool,
+    task,
+    split="train800val200",
+    resolution=224,
+    *,
+    cache_dir=None,
+    data_dir=None,
+    batch_size=64,
+    cache_only=False,
+    log=None,
+):
+    """Features of `task`'s `split` at `resolution` under every module of `pool`.
+
+    Args:
+      pool: ModuleEntry objects (hub_export.collection) or handle strings, in pool order.
+      task: a `vtab_eval.tasks.Task`.
+      split: the task split to embed.
+      resolution: images are resized to resolution x resolution.
+      cache_dir: feature cache directory (None: no cache).
+      data_dir: TFDS data directory.
+      batch_size: images per module call.
+      cache_only: never compute; a module missing from the cache is a failure.
+      log: optional callable(str) for progress lines.
+
+    Returns:
+      An EmbedResult.
+    """
+    cache = feature_cache.FeatureCache(cache_dir) if cache_dir else None
+    if cache_only and cache is None:
+        raise ValueError("cache_only needs a cache_dir")
+    log = log or (lambda message: None)
+    dataset = None
+    result = EmbedResult(features={}, labels=None, failures={}, computed=[], cached=[])
+    for index, entry in enumerate(pool):
+        handle, sha = _handle_and_sha(entry)
+        prefix = f"[{index + 1}/{len(pool)}] {handle}"
+        try:
+            key = checksum = None
+            if cache is not None:
+                checksum = module_checksum(handle, sha)
+                key = cache.key(checksum, task.name, split, resolution)
+                hit = cache.get(key)
+                if hit is not None:
+                    _add(result, handle, *hit, source="cached")
+                    log(f"{prefix}: cached {hit[0].shape}")
+                    continue
+            if cache_only:
+                raise BadModuleError(f"module {handle!r} has no cached features (cache_only)")
+            start = time.time()
+            module = load_module(handle)
+            if dataset is None:
+                dataset = task.load(split, data_dir=data_dir, image_size=resolution)
+            features, labels = embed_dataset(module, dataset, handle, batch_size)
+            if cache is not None:
+                cache.put(
+                    key,
+                    features,
+                    labels,
+                    {
+                        "handle": handle,
+                        "module_checksum": checksum,
+                        "task": task.name,
+                        "split": split,
+                        "resolution": int(resolution),
+                    },
+                )
+            _add(result, handle, features, labels, source="computed")
+            log(f"{prefix}: computed {features.shape} in {time.time() - start:.1f}s")
+        except BadModuleError as err:
+            result.failures[handle] = str(err)
+            log(f"{prefix}: LEFT OUT: {err}")
+    return result
+
+
+def _add(result, handle, features, labels, source):
+    if result.labels is None:
+        result.labels = labels
+    elif not np.array_equal(result.labels, labels):
+        raise BadModuleError(
+            f"features of module {handle!r} ({source}) are for different labels than the other "
+            "modules' (the task data changed?); delete its cache entry to recompute"
+        )
+    result.features[handle] = features
+    (result.computed if source == "computed" else result.cached).append(handle)

@@ -1,0 +1,142 @@
+"""Ranks a collection of expert modules on a task and writes the ranking as JSON.
+
+    python -m vtab_eval.rank --collection=C --dataset=D --output_json=F [--method=knn]
+
+`--collection` is a collection directory, its manifest.json, or a text file with one module handle
+per line. With `--num_shards=K --shard_index=i` the command only computes (into the shared
+`--cache_dir`) the features of its share of the experts and writes a shard report; a final run
+without sharding then reads the merged cache. Flags and the JSON schema: docs/evaluation.md.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the command's flags (only when run as a program, so that importing this
+    module next to other entry points never clashes over flag names)."""
+    flags.DEFINE_string(
+        "collection", None, "Collection dir, manifest.json or text file of handles."
+    )
+    flags.DEFINE_string(
+        "dataset", None, "Task name (python -m vtab_eval.list_tasks) or folder:PATH."
+    )
+    flags.DEFINE_string("output_json", None, "Where to write the ranking (or shard report) JSON.")
+    flags.DEFINE_enum(
+        "method",
+        "knn",
+        ["knn", "random", "domain_prediction", "label_matching", "baseline"],
+        "Selection method.",
+    )
+    flags.DEFINE_string("split", "train800val200", "Task split the selector looks at.")
+    flags.DEFINE_integer("resolution", 0, "Image side; 0: the modules' metadata, else 224.")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory.")
+    flags.DEFINE_string(
+        "cache_dir", None, "Feature cache; default: feature_cache/ beside output_json."
+    )
+    flags.DEFINE_integer("batch_size", 64, "Images per module call.")
+    flags.DEFINE_integer("seed", 0, "Seed of the random selector.")
+    flags.DEFINE_bool("include_baseline", False, "Rank the baseline B together with the experts.")
+    flags.DEFINE_integer("num_shards", 1, "Split feature extraction over this many workers.")
+    flags.DEFINE_integer("shard_index", 0, "This worker's shard, in [0, num_shards).")
+    flags.DEFINE_bool("cache_only", False, "Never compute features; missing ones are left out.")
+    flags.DEFINE_string("plot_png", None, "Also write a bar plot of the scores here.")
+    flags.DEFINE_bool("verify_checksums", True, "Check module checksums against the manifest.")
+
+
+def rank_command(
+    collection_spec,
+    task_name,
+    output_json,
+    *,
+    method="knn",
+    split="train800val200",
+    resolution=0,
+    data_dir=None,
+    cache_dir=None,
+    batch_size=64,
+    seed=0,
+    include_baseline=False,
+    num_shards=1,
+    shard_index=0,
+    cache_only=False,
+    plot_png=None,
+    verify_checksums=True,
+    log=print,
+):
+    """Does what the command does, with plain arguments; returns the written dict."""
+    from hub_export import collection
+    from vtab_eval import ranking, report, tasks
+
+    task = tasks.get_task(task_name)
+    # Signatures are not pre-checked: a module that fails to load is left out, not fatal.
+    pool = collection.resolve_pool(
+        collection_spec, verify_checksums=verify_checksums, check_signatures=False
+    )
+    resolution = resolution or ranking.default_resolution(pool)
+    cache_dir = cache_dir or os.path.join(
+        os.path.dirname(os.path.abspath(output_json)), "feature_cache"
+    )
+    common = dict(
+        split=split,
+        resolution=resolution,
+        cache_dir=cache_dir,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        include_baseline=include_baseline,
+        log=log,
+    )
+    if num_shards > 1:
+        result = ranking.extract_shard(pool, task, num_shards, shard_index, **common)
+    else:
+        priors = ranking.load_label_priors(collection_spec) if method == "label_matching" else None
+        result = ranking.rank(
+            pool, task, method, seed=seed, cache_only=cache_only, label_priors=priors, **common
+        )
+        result["collection"] = collection_spec
+        if plot_png:
+            report.plot_scores(result, plot_png)
+    report.write_json(output_json, result)
+    for item in result.get("left_out", []):
+        log(f"left out {item['handle']}: {item['error']}")
+    if "selected" in result:
+        log(f"selected {result['selected_name']} ({result['selected']}) by {method}")
+    return result
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    for name in ("collection", "dataset", "output_json"):
+        if not getattr(FLAGS, name):
+            raise app.UsageError(f"--{name} is required")
+    try:
+        rank_command(
+            FLAGS.collection,
+            FLAGS.dataset,
+            FLAGS.output_json,
+            method=FLAGS.method,
+            split=FLAGS.split,
+            resolution=FLAGS.resolution,
+            data_dir=FLAGS.data_dir,
+            cache_dir=FLAGS.cache_dir,
+            batch_size=FLAGS.batch_size,
+            seed=FLAGS.seed,
+            include_baseline=FLAGS.include_baseline,
+            num_shards=FLAGS.num_shards,
+            shard_index=FLAGS.shard_index,
+            cache_only=FLAGS.cache_only,
+            plot_png=FLAGS.plot_png,
+            verify_checksums=FLAGS.verify_checksums,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"vtab_eval.rank: error: {err}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
