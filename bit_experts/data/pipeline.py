@@ -1,0 +1,109 @@
+"""The upstream training pipeline: slice filtering, shuffling, BiT preprocessing, batching.
+
+An expert's slice is selected inside `tf.data` by a boolean mask indexed by each example's `index`,
+so no image array is ever copied per slice. Targets are multi-hot vectors: over the upstream labels
+(baseline and experts) or over the expert domains an image belongs to (the EPN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from bit_experts.data.preprocess import train_preprocess
+from bit_experts.data.sources import UpstreamSource
+
+
+def slice_mask(indices: Sequence[int] | np.ndarray, num_images: int) -> np.ndarray:
+    """bool [num_images], True at `indices`; ValueError if the slice is empty or out of range."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise ValueError("the slice is empty: an expert needs at least one image")
+    if indices.min() < 0 or indices.max() >= num_images:
+        raise ValueError(
+            f"slice image indices must lie in 0..{num_images - 1}, got "
+            f"{int(indices.min())}..{int(indices.max())}"
+        )
+    mask = np.zeros(num_images, dtype=bool)
+    mask[indices] = True
+    return mask
+
+
+def membership_targets(domain_indices: Sequence[np.ndarray], num_images: int):
+    """Which domains each image belongs to, in compressed form.
+
+    Returns `(pattern_ids, patterns)`: int32 `[num_images]` and float32 `[P, num_domains]`, so that
+    image i's multi-hot target is `patterns[pattern_ids[i]]`. Only the P distinct membership patterns
+    are stored (slices of a hierarchy overlap in few ways), not a full images x domains matrix.
+    """
+    if not domain_indices:
+        raise ValueError("membership_targets needs at least one domain")
+    bits = np.zeros((num_images, len(domain_indices)), dtype=bool)
+    for d, indices in enumerate(domain_indices):
+        bits[slice_mask(indices, num_images), d] = True
+    patterns, pattern_ids = np.unique(bits, axis=0, return_inverse=True)
+    return pattern_ids.reshape(-1).astype(np.int32), patterns.astype(np.float32)
+
+
+def training_dataset(
+    source: UpstreamSource,
+    *,
+    batch_size: int,
+    image_size: int,
+    seed: int,
+    indices: Sequence[int] | np.ndarray | None = None,
+    expert_targets: tuple[np.ndarray, np.ndarray] | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    shuffle_buffer: int = 10_000,
+    crop_min_area: float = 0.05,
+    flip: bool = True,
+) -> tf.data.Dataset:
+    """An endless, shuffled, augmented stream of `(images, targets)` batches.
+
+    Args:
+      source: the upstream source.
+      batch_size: the global batch size; with `input_context` each replica gets its share.
+      image_size: model input resolution.
+      seed: shuffling and augmentation seed (the same seed gives the same stream).
+      indices: the slice's image indices (an expert); None for every image.
+      expert_targets: `membership_targets(...)` to train the EPN; None for upstream label targets.
+      input_context: from `strategy.distribute_datasets_from_function`; shards by input pipeline.
+      shuffle_buffer: shuffle buffer size in examples.
+      crop_min_area: the inception crop's smallest area fraction (BiT: 0.05).
+      flip: random horizontal flips (BiT: yes; mirrored glyphs are other glyphs, though).
+    """
+    if not 0 < crop_min_area <= 1:
+        raise ValueError(f"crop_min_area must be in (0, 1], got {crop_min_area!r}")
+    per_replica = batch_size
+    ds = source.stream()
+    if input_context is not None:
+        per_replica = input_context.get_per_replica_batch_size(batch_size)
+        if input_context.num_input_pipelines > 1:
+            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if indices is not None:
+        mask = tf.constant(slice_mask(indices, source.num_images))
+        ds = ds.filter(lambda ex: tf.gather(mask, ex["index"]))
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+
+    encoded = ds.element_spec["image"].dtype == tf.string
+    num_labels = source.num_labels
+    if expert_targets is not None:
+        pattern_ids, patterns = (tf.constant(x) for x in expert_targets)
+
+    def prepare(n, ex):
+        image = ex["image"]
+        if encoded:
+            image = tf.io.decode_image(image, channels=3, expand_animations=False)
+        seeds = tf.stack([tf.constant(seed, tf.int64), n])
+        image = train_preprocess(image, image_size, seeds, min_area=crop_min_area, flip=flip)
+        if expert_targets is not None:
+            target = tf.gather(patterns, tf.gather(pattern_ids, ex["index"]))
+        else:
+            hot = tf.reduce_sum(tf.one_hot(ex["labels"], num_labels), axis=0)
+            target = tf.minimum(hot, 1.0)
+        return image, target
+
+    ds = ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

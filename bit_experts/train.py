@@ -1,0 +1,76 @@
+"""Upstream training entry point: `python -m bit_experts.train --config=... --workdir=...`.
+
+Trains the baseline, the full experts, the adapter experts and the EPN of one config (docs/training.md).
+This module only turns flags into arguments for `bit_experts.training.job.run_job`.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+from bit_experts.training.config import STAGES
+
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Config: a .py file or a bit_experts/configs name, optionally ':arg'."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (outputs, checkpoints, logs).")
+_STRATEGY = flags.DEFINE_enum(
+    "strategy",
+    "default",
+    ["default", "one_device", "mirrored", "multi_worker", "tpu"],
+    "tf.distribute strategy.",
+)
+_TPU = flags.DEFINE_string("tpu", "", "TPUClusterResolver address for --strategy=tpu.")
+_STAGES = flags.DEFINE_list("stages", list(STAGES), "Stages to run, in the order of STAGES.")
+_SET = flags.DEFINE_multi_string("set", [], "Config override key.sub=value (repeatable).")
+_CONTROL = flags.DEFINE_bool(
+    "control_experts", None, "Train random control experts (sets experts.control)."
+)
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0, "Split the CPU into this many logical devices (0: leave as is)."
+)
+_PREEMPTION = flags.DEFINE_bool(
+    "preemption_handler",
+    True,
+    "Use PreemptionCheckpointHandler under the tpu and multi_worker strategies.",
+)
+
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # Progress lines are printed; INFO logs are noise.
+    # Imported here so that --help stays fast and devices are configured before TF starts.
+    from bit_experts.training import strategies
+
+    if _CPU_DEVICES.value:
+        strategies.configure_cpu_devices(_CPU_DEVICES.value)
+    from bit_experts.training.config import apply_overrides, load_config, resolve_config
+    from bit_experts.training.job import check_stages, prepare_job
+
+    try:
+        # Every check on the inputs happens here, before any model is built.
+        stages = check_stages(_STAGES.value)
+        config = load_config(_CONFIG.value)
+        overrides = list(_SET.value)
+        if _CONTROL.value is not None:
+            overrides.append(f"experts.control={_CONTROL.value}")
+        config = resolve_config(apply_overrides(config, overrides))
+        strategy = strategies.make_strategy(_STRATEGY.value, tpu=_TPU.value)
+        job = prepare_job(
+            config,
+            _WORKDIR.value,
+            strategy,
+            chief=strategies.is_chief(strategy),
+            preemption_handler=_PREEMPTION.value and _STRATEGY.value in ("tpu", "multi_worker"),
+            print_fn=lambda line: print(line, flush=True),
+        )
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"bit_experts.train: error: {e}")
+    job.run(stages)
+
+
+if __name__ == "__main__":
+    app.run(main)

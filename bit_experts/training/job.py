@@ -1,0 +1,381 @@
+"""One upstream training job: baseline -> full experts -> adapter experts -> EPN.
+
+Each stage is skipped when its models/<name>/ folder exists, and each model resumes from its newest
+checkpoint, so re-running the same command after a crash finishes the job. Which stages run is
+decided once at the start (so every worker of a multi-worker job agrees). Output layout: docs/workdir.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from bit_experts import presets
+from bit_experts.data import UpstreamSource, training_dataset
+from bit_experts.training import outputs
+from bit_experts.training.config import STAGES, resolve_config
+from bit_experts.training.epn import build_epn, epn_targets
+from bit_experts.training.loop import UnitPlan, UnitResult, train_unit
+from bit_experts.training.schedules import scaled_learning_rate
+from bit_experts.training.transfer import copy_backbone
+from bit_experts.training.upstream import Upstream, prepare_upstream
+
+BASELINE = "baseline"
+ADAPTERS = "adapters"
+EPN = "epn"
+# Settings that may change between runs of one work directory without changing what is trained.
+_RUNTIME_KEYS = ("checkpoint_every", "log_every", "keep_checkpoints")
+
+
+def full_expert_name(domain_name: str) -> str:
+    """The model name of the full expert for a domain, e.g. `expert_latin`."""
+    return f"expert_{outputs.safe_name(domain_name)}"
+
+
+class Job:
+    """Trains the stages of one config into one work directory (see `run_job`)."""
+
+    def __init__(self, config, workdir, strategy, chief, preemption_handler, print_fn, source=None):
+        self.config = config
+        self._source = source
+        self.workdir = workdir
+        self.strategy = strategy
+        self.chief = chief
+        self.preemption_handler = preemption_handler
+        self.print = print_fn
+        self.upstream: Upstream | None = None
+        self._baseline = None
+        model = config["model"]
+        self.preset = model["preset"]
+        self.image_size = model["image_size"]
+        self.dtype = None if model["precision"] == "float32" else model["precision"]
+        self.done = self._finished_models()
+        self.results: list[UnitResult] = []
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def _finished_models(self) -> set[str]:
+        root = outputs.models_dir(self.workdir)
+        if not os.path.isdir(root):
+            return set()
+        return {n for n in os.listdir(root) if outputs.model_exists(self.workdir, n)}
+
+    def prepare(self) -> None:
+        """Checks the work directory's config, chooses the domains, writes the job's JSON files."""
+        config_path = os.path.join(self.workdir, "config.json")
+        if os.path.isfile(config_path):
+            with open(config_path, encoding="utf-8") as f:
+                previous = json.load(f)
+            changed = sorted(
+                k
+                for k in set(previous) | set(self.config)
+                if k not in _RUNTIME_KEYS and previous.get(k) != self.config.get(k)
+            )
+            if changed:
+                raise ValueError(
+                    f"{self.workdir} was trained with a different config (keys {changed} differ); "
+                    "use a new --workdir or the same config"
+                )
+        self.upstream = prepare_upstream(
+            self.config, self.workdir, self.chief, self.print, source=self._source
+        )
+        if self.chief:
+            root = outputs.models_dir(self.workdir)
+            if os.path.isdir(root):  # Leftovers of a save that was killed midway.
+                for name in os.listdir(root):
+                    if name.startswith(".tmp-"):
+                        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            outputs.write_json(config_path, self.config)
+            outputs.write_json(
+                os.path.join(self.workdir, "label_names.json"), self.upstream.source.label_names
+            )
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _plan(self, stage: str, name: str, expert_id=None) -> UnitPlan:
+        s = self.config[stage]
+        batch = s["batch_size"] or self.config["batch_size"]
+        return UnitPlan(
+            name=name,
+            steps=s["steps"],
+            batch_size=batch,
+            peak_lr=scaled_learning_rate(s["base_lr"], batch),
+            warmup_steps=s["warmup_steps"],
+            decay=s["decay"],
+            momentum=s["momentum"],
+            weight_decay=s["weight_decay"],
+            seed=self.config["seed"],
+            expert_id=expert_id,
+        )
+
+    def _dataset_fn(self, plan: UnitPlan, indices=None, expert_targets=None):
+        source = self.upstream.source
+
+        def make(ctx, seed):
+            return training_dataset(
+                source,
+                batch_size=plan.batch_size,
+                image_size=self.image_size,
+                seed=seed,
+                indices=indices,
+                expert_targets=expert_targets,
+                input_context=ctx,
+                shuffle_buffer=self.config["upstream"]["shuffle_buffer"],
+                crop_min_area=self.config["upstream"]["crop_min_area"],
+                flip=self.config["upstream"]["flip"],
+            )
+
+        return make
+
+    def _train(self, plan, model, dataset_fn, checkpoint_name, init_fn=None) -> UnitResult:
+        result = train_unit(
+            plan,
+            model,
+            dataset_fn,
+            self.strategy,
+            os.path.join(self.workdir, "checkpoints", checkpoint_name),
+            init_fn=init_fn,
+            checkpoint_every=self.config["checkpoint_every"],
+            log_every=self.config["log_every"],
+            keep_checkpoints=self.config["keep_checkpoints"],
+            chief=self.chief,
+            summary_dir=os.path.join(self.workdir, "logs"),
+            preemption_handler=self.preemption_handler,
+            print_fn=self.print,
+        )
+        self.print(
+            f"[{plan.name}] finished at step {result.steps} (weights fingerprint "
+            f"{result.fingerprint})"
+        )
+        self.results.append(result)
+        return result
+
+    def _info(self, name, kind, num_classes, steps, slice_=None, image_count=None, experts=None):
+        return {
+            "name": name,
+            "kind": kind,
+            "preset": self.preset,
+            "resolution": self.image_size,
+            "upstream_dataset": self.upstream.source.name,
+            "num_classes": num_classes,
+            "steps": steps,
+            "slice": slice_,
+            "image_count": image_count,
+            "experts": experts,
+        }
+
+    def _save(self, model, info) -> None:
+        if self.chief:
+            outputs.save_model(self.workdir, model, info)
+        self.done.add(info["name"])
+
+    def _create(self, **kwargs):
+        with self.strategy.scope():
+            model = presets.create_model(self.preset, dtype=self.dtype, **kwargs)
+        set_head_bias(model, self.config["model"]["head_bias_init"])
+        return model
+
+    def baseline(self):
+        """The trained baseline (from this process, or loaded from models/baseline)."""
+        if self._baseline is None:
+            self._baseline = outputs.load_model(self.workdir, BASELINE)
+        return self._baseline
+
+    # --- stages --------------------------------------------------------------------------------
+
+    def run(self, stages: Sequence[str] = STAGES) -> list[UnitResult]:
+        """Trains `stages` (always in the order of STAGES); returns what each trained unit reported."""
+        stages = check_stages(stages)
+        runners = {
+            "baseline": self.run_baseline,
+            "full": self.run_full,
+            "adapter": self.run_adapters,
+            "epn": self.run_epn,
+        }
+        for stage in STAGES:
+            if stage in stages:
+                runners[stage]()
+        return self.results
+
+    def run_baseline(self) -> None:
+        """B: all upstream images, multi-label sigmoid cross-entropy over every upstream label."""
+        if BASELINE in self.done:
+            return
+        source = self.upstream.source
+        model = self._create(num_classes=source.num_labels)
+        plan = self._plan("baseline", BASELINE)
+        self._train(plan, model, self._dataset_fn(plan), BASELINE)
+        self._save(
+            model,
+            self._info(
+                BASELINE, "baseline", source.num_labels, plan.steps, None, source.num_images
+            ),
+        )
+        self._baseline = model
+
+    def run_full(self) -> None:
+        """One full expert per domain: B fine-tuned on the slice, the same steps for every expert."""
+        for domain in self.upstream.domains:
+            name = full_expert_name(domain.name)
+            if name in self.done:
+                continue
+            num_labels = self.upstream.source.num_labels
+            model = self._create(num_classes=num_labels)
+            baseline = self.baseline()
+            plan = self._plan("full", name)
+            self._train(
+                plan,
+                model,
+                self._dataset_fn(plan, indices=domain.image_indices),
+                name,
+                init_fn=lambda m=model, b=baseline: m.set_weights(b.get_weights()),
+            )
+            self._save(
+                model,
+                self._info(name, "full", num_labels, plan.steps, domain.name, domain.image_count),
+            )
+
+    def run_adapters(self) -> None:
+        """All adapter experts in one model: B's backbone and head frozen, one expert at a time."""
+        if ADAPTERS in self.done:
+            return
+        domains = self.upstream.domains
+        num_labels = self.upstream.source.num_labels
+        model = self._create(num_classes=num_labels, num_experts=len(domains))
+        model.train_adapters_only()
+        experts, previous_dir = [], None
+        for expert_id, domain in enumerate(domains):
+            name = f"adapter_{outputs.safe_name(domain.name)}"
+            checkpoint_name = os.path.join(
+                ADAPTERS, f"{expert_id:03d}_{outputs.safe_name(domain.name)}"
+            )
+            if previous_dir is None:
+                init = lambda: copy_backbone(model, self.baseline(), head=True)
+            else:
+                init = lambda d=previous_dir: _restore_model_only(model, d)
+            plan = self._plan("adapter", name, expert_id=expert_id)
+            self._train(
+                plan,
+                model,
+                self._dataset_fn(plan, indices=domain.image_indices),
+                checkpoint_name,
+                init,
+            )
+            previous_dir = os.path.join(self.workdir, "checkpoints", checkpoint_name)
+            experts.append(
+                {
+                    "name": name,
+                    "expert_id": expert_id,
+                    "slice": domain.name,
+                    "image_count": domain.image_count,
+                }
+            )
+        steps = self.config["adapter"]["steps"]
+        self._save(model, self._info(ADAPTERS, "adapter", num_labels, steps, experts=experts))
+
+    def run_epn(self) -> None:
+        """The EPN: predicts which domain(s) an upstream image belongs to."""
+        if EPN in self.done:
+            return
+        domains = self.upstream.domains
+        source = self.upstream.source
+        preset = self.config["epn"]["preset"] or self.preset
+        with self.strategy.scope():
+            model = build_epn(preset, len(domains), dtype=self.dtype)
+        set_head_bias(model, self.config["model"]["head_bias_init"])
+        init = None
+        if self.config["epn"]["init"] == "baseline":
+            init = lambda: copy_backbone(model, self.baseline(), head=False)
+        plan = self._plan("epn", EPN)
+        targets = epn_targets(domains, source.num_images)
+        self._train(plan, model, self._dataset_fn(plan, expert_targets=targets), EPN, init)
+        info = self._info(
+            EPN, "epn", len(domains), plan.steps, None, source.num_images, [d.name for d in domains]
+        )
+        info["preset"] = preset
+        self._save(model, info)
+
+
+def set_head_bias(model, value=None) -> None:
+    """Sets every head bias to `value`, or to -ln(num_classes) when None.
+
+    With a zero head and sigmoid outputs over many classes, a zero bias predicts 0.5 for every label
+    and the first hundreds of steps only learn that labels are rare; starting at the prior skips that.
+    """
+    if model.head is None:
+        return
+    value = -math.log(model.num_classes) if value is None else float(value)
+    model.head.bias.assign(np.full(model.head.bias.shape, value, dtype="float32"))
+
+
+def _restore_model_only(model, checkpoint_dir: str) -> None:
+    """Loads the model weights of the newest checkpoint in `checkpoint_dir` (not the optimizer)."""
+    from bit_experts.training.checkpointing import AtomicCheckpointer
+
+    checkpointer = AtomicCheckpointer(checkpoint_dir, tf.train.Checkpoint(model=model), chief=False)
+    step = checkpointer.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir} to continue the adapters from")
+    status = checkpointer.checkpoint.read(os.path.join(checkpointer.path(step), "ckpt"))
+    status.expect_partial()
+
+
+def prepare_job(
+    config: dict,
+    workdir: str,
+    strategy: tf.distribute.Strategy | None = None,
+    *,
+    chief: bool = True,
+    preemption_handler: bool = False,
+    print_fn: Callable[[str], None] = print,
+    source: UpstreamSource | None = None,
+) -> Job:
+    """Validates `config` and prepares the data and expert domains; no model is built yet.
+
+    Every input check happens here: a ValueError or FileNotFoundError means nothing was trained.
+    `source` replaces `config['upstream']` with data already in memory (`data.array_source`).
+    """
+    config = resolve_config(config)
+    strategy = strategy or tf.distribute.get_strategy()
+    job = Job(config, workdir, strategy, chief, preemption_handler, print_fn, source)
+    job.prepare()
+    return job
+
+
+def run_job(
+    config: dict,
+    workdir: str,
+    strategy: tf.distribute.Strategy | None = None,
+    *,
+    stages: Sequence[str] = STAGES,
+    chief: bool = True,
+    preemption_handler: bool = False,
+    print_fn: Callable[[str], None] = print,
+    source: UpstreamSource | None = None,
+) -> list[UnitResult]:
+    """`prepare_job(...)` then `Job.run(stages)`: the whole upstream job as one call."""
+    check_stages(stages)
+    job = prepare_job(
+        config,
+        workdir,
+        strategy,
+        chief=chief,
+        preemption_handler=preemption_handler,
+        print_fn=print_fn,
+        source=source,
+    )
+    return job.run(stages)
+
+
+def check_stages(stages: Sequence[str]) -> list[str]:
+    """Returns `stages` as a list; ValueError naming any that is not in STAGES."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; expected some of {list(STAGES)}")
+    return list(stages)

@@ -1,0 +1,230 @@
+"""Training in real processes: SIGKILL and resume, MirroredStrategy == one device, two workers."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+GROUPS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _toy_folder(tmp_path, per_class=4, size=16):
+    """A folder dataset (2 classes per colour group) and its is-a hierarchy file."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    edges = []
+    for group, colour in GROUPS.items():
+        edges.append(f"root {group}")
+        for k in range(2):
+            name = f"{group}{k}"
+            edges.append(f"{group} {name}")
+            (images / name).mkdir(parents=True)
+            for i in range(per_class):
+                noise = rng.normal(0, 25, (size, size, 3))
+                pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(images / name / f"{i}.png")
+    hierarchy = tmp_path / "is_a.txt"
+    hierarchy.write_text("\n".join(edges) + "\n")
+    return images, hierarchy
+
+
+def _config_file(tmp_path, steps, checkpoint_every=1):
+    images, hierarchy = _toy_folder(tmp_path)
+    config = {
+        "upstream": {"source": f"folder:{images}"},
+        "hierarchy": {"source": f"is_a:{hierarchy}"},
+        "experts": {"top_k": 3},
+        "model": {"preset": "r14_micro", "image_size": 16},
+        "batch_size": 4,
+        "checkpoint_every": checkpoint_every,
+        "log_every": 1,
+        **{s: {"steps": n, "warmup_steps": 1, "base_lr": 0.5} for s, n in steps.items()},
+    }
+    path = tmp_path / "toy_config.py"
+    path.write_text(f"def get_config(arg=None):\n    return {config!r}\n")
+    return str(path)
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _train_cmd(config, workdir, *flags):
+    return [
+        sys.executable,
+        "-m",
+        "bit_experts.train",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        *flags,
+    ]
+
+
+def _run_until(cmd, condition, timeout=120):
+    """Starts cmd; SIGKILLs it as soon as condition() holds. Returns its output."""
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline and not condition():
+        time.sleep(0.02)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    out = proc.communicate()[0]
+    assert killed, f"the process ended before it could be killed:\n{out[-3000:]}"
+    return out
+
+
+def _checkpoints(path):
+    return [n for n in os.listdir(path) if n.startswith("step_")] if os.path.isdir(path) else []
+
+
+def test_sigkill_anywhere_then_rerun_finishes_the_job(tmp_path):
+    config = _config_file(tmp_path, {"baseline": 40, "adapter": 40})
+    workdir = tmp_path / "work"
+    cmd = _train_cmd(config, workdir, "--stages=baseline,adapter")
+    ckpts = workdir / "checkpoints"
+    # Killed during the baseline, right after its first checkpoint...
+    _run_until(cmd, lambda: len(_checkpoints(ckpts / "baseline")) > 0)
+    assert not (workdir / "models" / "baseline").exists()
+    # ...then during the second adapter expert.
+    second = _run_until(
+        cmd, lambda: any(_checkpoints(ckpts / "adapters" / d) for d in _adapter_dirs(ckpts)[1:2])
+    )
+    assert "[baseline] resuming at step" in second
+    assert (workdir / "models" / "baseline" / "info.json").exists()
+    assert not (workdir / "models" / "adapters").exists()
+
+    last = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
+    out = last.stdout
+    assert "[baseline] step" not in out  # Finished models are never retrained.
+    assert "resuming at step" in out
+    for expert in ("adapter_blue", "adapter_green", "adapter_red"):
+        assert f"[{expert}] finished at step 40" in out
+    info = json.loads((workdir / "models" / "adapters" / "info.json").read_text())
+    assert info["steps"] == 40 and len(info["experts"]) == 3
+    baseline = json.loads((workdir / "models" / "baseline" / "info.json").read_text())
+    assert baseline["steps"] == 40
+    assert max(int(n[5:]) for n in _checkpoints(ckpts / "baseline")) == 40
+    assert sorted(os.listdir(workdir / "models")) == ["adapters", "baseline"]
+
+
+def _adapter_dirs(ckpts):
+    path = ckpts / "adapters"
+    return sorted(os.listdir(path)) if path.is_dir() else []
+
+
+_EQUIVALENCE = textwrap.dedent(
+    """
+    import json, sys, tempfile
+    from bit_experts.training import strategies
+    strategies.configure_cpu_devices(2)
+    import numpy as np
+    from bit_experts import data, presets
+    from bit_experts.training.loop import UnitPlan, train_unit
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 16, 16, 3)).astype(np.uint8)
+    labels = rng.integers(0, 5, 64)
+    source = data.array_source("rand", images, labels, list("abcde"))
+    init = None
+    out = {}
+    for name in ("one_device", "mirrored"):
+        strategy = strategies.make_strategy(name)
+        with strategy.scope():
+            model = presets.create_model("r14_micro", num_classes=5)
+        if init is None:
+            init = [np.asarray(w) + 0.01 * rng.normal(size=w.shape) for w in model.get_weights()]
+        model.set_weights([w.astype(np.float32) for w in init])
+        plan = UnitPlan("u", steps=4, batch_size=8, peak_lr=0.1, warmup_steps=1,
+                        weight_decay=1e-3)
+        make = lambda ctx, seed: data.training_dataset(
+            source, batch_size=8, image_size=16, seed=seed, input_context=ctx)
+        result = train_unit(plan, model, make, strategy, tempfile.mkdtemp(), log_every=1,
+                            print_fn=lambda line: None)
+        out[name] = {"replicas": strategy.num_replicas_in_sync, "loss": result.final_loss,
+                     "weights": [w.tolist() for w in model.get_weights()]}
+    a, b = out["one_device"], out["mirrored"]
+    print(json.dumps({
+        "replicas": [a["replicas"], b["replicas"]],
+        "losses": [a["loss"], b["loss"]],
+        "max_diff": max(float(np.max(np.abs(np.array(x) - np.array(y))))
+                        for x, y in zip(a["weights"], b["weights"])),
+        "moved": max(float(np.max(np.abs(np.array(x) - y))) for x, y in zip(a["weights"], init)),
+    }))
+    """
+)
+
+
+def test_mirrored_strategy_on_two_cpus_matches_one_device():
+    run = subprocess.run(
+        [sys.executable, "-c", _EQUIVALENCE],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == [1, 2]
+    assert result["moved"] > 1e-3  # Training really changed the weights...
+    assert result["max_diff"] < 1e-4  # ...identically on one device and on two replicas.
+    assert abs(result["losses"][0] - result["losses"][1]) < 1e-4 * abs(result["losses"][0]) + 1e-5
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost_train_in_lockstep(tmp_path):
+    config = _config_file(tmp_path, {"baseline": 4}, checkpoint_every=2)
+    workdir = tmp_path / "work"
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(
+            subprocess.Popen(
+                _train_cmd(config, workdir, "--strategy=multi_worker", "--stages=baseline"),
+                cwd=ROOT,
+                env=_env(TF_CONFIG=tf_config),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outs = []
+    for proc in procs:
+        try:
+            outs.append(proc.communicate(timeout=240)[0])
+        finally:
+            proc.kill()
+    for proc, out in zip(procs, outs):
+        assert proc.returncode == 0, out[-4000:]
+    finished = [
+        [ln for ln in out.splitlines() if "[baseline] finished at step 4" in ln] for out in outs
+    ]
+    assert all(len(f) == 1 for f in finished), outs
+    assert finished[0] == finished[1]  # Same weights fingerprint on both workers.
+    info = json.loads((workdir / "models" / "baseline" / "info.json").read_text())
+    assert info["steps"] == 4
