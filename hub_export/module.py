@@ -27,6 +27,17 @@ def _tf_variable(variable):
 _Trackable = tf.__internal__.tracking.AutoTrackable
 
 
+class _Untracked:
+    """Holds the Keras model out of sight of SavedModel tracking: only the module's own functions
+    and variable lists are saved, not the model's Keras endpoints (whose default `serving_default`
+    cannot be traced for a model holding several experts)."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model):
+        self.model = model
+
+
 class HubModule(_Trackable):
     """Wraps `model` (a `BiTResNetV2`) so that it saves as a TF Hub reusable SavedModel.
 
@@ -42,7 +53,7 @@ class HubModule(_Trackable):
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if output == "logits" and model.head is None:
             raise ValueError("output='logits' needs a model with a head (num_classes > 0)")
-        self._model = model
+        self._held = _Untracked(model)
         self._output = output
         self._expert_id = expert_id
         self.variables = [_tf_variable(v) for v in model.weights]
@@ -52,6 +63,10 @@ class HubModule(_Trackable):
         for training in (False, True):
             self.__call__.get_concrete_function(IMAGE_SPEC, training)
         self.serving_default = tf.function(self._serve, input_signature=[IMAGE_SPEC])
+
+    @property
+    def _model(self):
+        return self._held.model
 
     def _forward(self, images, training=False):
         expert_ids = None if self._expert_id is None else tf.constant(self._expert_id, tf.int32)

@@ -1,0 +1,384 @@
+"""Published collections: reading a pool of modules, and the manifest and upstream files behind it.
+
+A collection directory (layout and manifest schema in docs/hub_modules.md):
+
+  COLLECTION/
+    manifest.json                 every listed module with its metadata and SHA-256
+    README.md                     the collection page (tfhub.dev format)
+    label_names-<sha8>.json       upstream label vocabulary (content-addressed, so a rewrite is atomic)
+    label_priors-<sha8>.npz       module name -> label prior float32 [L], for experts with a slice
+    <name>/<version>/             one TF Hub module (SavedModel + metadata + doc.md)
+
+Wherever a pool is consumed, `resolve_pool` accepts the collection directory, its manifest, or a text
+file with one module handle per line.
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from hub_export import handles
+from hub_export.handles import CollectionError, ModuleError
+from hub_export.module import read_metadata
+
+__all__ = [
+    "CollectionError",
+    "ModuleError",
+    "ModuleEntry",
+    "resolve_pool",
+    "feature_extractors",
+    "find",
+    "label_priors",
+    "label_names",
+]
+
+MANIFEST_FILE = "manifest.json"
+PAGE_FILE = "README.md"
+DOC_FILE = "doc.md"
+FORMAT = "bit_experts.collection"
+FORMAT_VERSION = 1
+ROLES = ("feature_vector", "classifier", "epn", "packed")
+_ENTRY_KEYS = ("name", "version", "path", "kind", "role", "sha256", "metadata")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleEntry:
+    """One module of a pool.
+
+    Attributes:
+      handle: what `hub.load` / `hub.KerasLayer` takes: a local path or a remote handle.
+      name: unique within the pool (the metadata name, or one derived from the handle).
+      kind: "baseline", "full", "adapter", "epn", or "third_party" for modules without our metadata.
+      role: "feature_vector", "classifier", "epn" or "packed".
+      metadata: the module's metadata dict ({} for third-party modules).
+      sha256: the module's checksum (handles.module_sha256), or None when not computed.
+      version: the collection version, or None outside a collection.
+      path: the local directory the handle resolves to.
+    """
+
+    handle: str
+    name: str
+    kind: str
+    role: str
+    metadata: dict
+    sha256: str | None
+    version: int | None = None
+    path: str | None = None
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def resolve_pool(spec, verify_checksums=True, check_signatures=True, all_versions=False):
+    """The modules of `spec`, in collection order, as [ModuleEntry].
+
+    Args:
+      spec: a collection directory, its manifest.json, or a text file with one handle per line
+        (blank lines and `#` comments skipped; relative paths are relative to the file).
+      verify_checksums: compare each manifest module's files with its SHA-256 (for a handle list,
+        compute the checksums instead, so that they can key caches).
+      check_signatures: check each module's saved_model.pb for the entry points of its role.
+      all_versions: list every version of a module, not only the latest.
+
+    Raises CollectionError (or its subclass ModuleError) naming the module or handle at fault.
+    """
+    spec = os.fspath(spec)
+    if os.path.isdir(spec):
+        manifest_path = os.path.join(spec, MANIFEST_FILE)
+        if not os.path.isfile(manifest_path):
+            raise CollectionError(
+                f"{spec} has no {MANIFEST_FILE}: expected a collection directory, a manifest or "
+                "a text file of module handles"
+            )
+        return _pool_from_manifest(manifest_path, verify_checksums, check_signatures, all_versions)
+    if not os.path.isfile(spec):
+        raise CollectionError(f"collection {spec!r} does not exist")
+    if _looks_like_json(spec):
+        return _pool_from_manifest(spec, verify_checksums, check_signatures, all_versions)
+    return _pool_from_handle_list(spec, verify_checksums, check_signatures)
+
+
+def feature_extractors(pool):
+    """The entries with role "feature_vector": the experts to rank."""
+    return [e for e in pool if e.role == "feature_vector"]
+
+
+def find(pool, role, name=None):
+    """The first entry with `role` (and `name`, if given), or None."""
+    for e in pool:
+        if e.role == role and (name is None or e.name == name):
+            return e
+    return None
+
+
+def label_names(spec):
+    """The upstream label vocabulary of a collection (directory or manifest)."""
+    manifest, root = _load_manifest_of(spec)
+    ref = _upstream_ref(manifest, "label_names", spec)
+    data = _read_checked(root, ref, spec)
+    try:
+        names = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CollectionError(
+            f"collection {spec!r}: {ref['file']} is not valid JSON ({error})"
+        ) from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CollectionError(f"collection {spec!r}: {ref['file']} is not a list of label names")
+    return names
+
+
+def label_priors(spec):
+    """Module name -> label prior float32 [L] for the listed experts that have a slice."""
+    manifest, root = _load_manifest_of(spec)
+    ref = _upstream_ref(manifest, "label_priors", spec)
+    data = _read_checked(root, ref, spec)
+    try:
+        with np.load(io.BytesIO(data)) as npz:
+            priors = {k: npz[k].astype(np.float32) for k in npz.files}
+    except Exception as error:  # np.load raises several types for bad data.
+        raise CollectionError(
+            f"collection {spec!r}: {ref['file']} is unreadable ({error})"
+        ) from None
+    listed = {e["name"] for e in manifest["modules"]}
+    return {k: v for k, v in priors.items() if k in listed}
+
+
+def _looks_like_json(path):
+    if path.endswith(".json"):
+        return True
+    with open(path, "rb") as f:
+        return f.read(64).lstrip().startswith(b"{")
+
+
+def load_manifest(path):
+    """Parses and checks a manifest file; CollectionError if it is malformed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CollectionError(f"manifest {path}: unreadable or not valid JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CollectionError(f"manifest {path}: not a {FORMAT} manifest (no 'format' key)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CollectionError(
+            f"manifest {path}: format_version {manifest.get('format_version')!r}, "
+            f"this code reads {FORMAT_VERSION}"
+        )
+    modules = manifest.get("modules")
+    if not isinstance(modules, list):
+        raise CollectionError(f"manifest {path}: 'modules' must be a list")
+    for i, e in enumerate(modules):
+        missing = [k for k in _ENTRY_KEYS if not isinstance(e, dict) or k not in e]
+        if missing:
+            label = e.get("name", f"#{i}") if isinstance(e, dict) else f"#{i}"
+            raise CollectionError(f"manifest {path}: module {label!r} is missing {missing}")
+        if e["role"] not in ROLES:
+            raise CollectionError(
+                f"manifest {path}: module {e['name']!r} has role {e['role']!r}, expected one of "
+                f"{ROLES}"
+            )
+        if os.path.isabs(e["path"]) or ".." in e["path"].split("/"):
+            raise CollectionError(
+                f"manifest {path}: module {e['name']!r} path {e['path']!r} leaves the collection"
+            )
+    return manifest
+
+
+def _load_manifest_of(spec):
+    spec = os.fspath(spec)
+    path = os.path.join(spec, MANIFEST_FILE) if os.path.isdir(spec) else spec
+    if not os.path.isfile(path):
+        raise CollectionError(f"collection {spec!r}: {path} does not exist")
+    return load_manifest(path), os.path.dirname(os.path.abspath(path))
+
+
+def _upstream_ref(manifest, key, spec):
+    ref = (manifest.get("upstream") or {}).get(key)
+    if not isinstance(ref, dict) or "file" not in ref or "sha256" not in ref:
+        raise CollectionError(f"collection {spec!r} lists no {key}")
+    return ref
+
+
+def _read_checked(root, ref, spec):
+    path = os.path.join(root, ref["file"])
+    if not os.path.isfile(path):
+        raise CollectionError(f"collection {spec!r}: {ref['file']} is missing")
+    with open(path, "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+        raise CollectionError(
+            f"collection {spec!r}: checksum mismatch for {ref['file']} (modified or truncated)"
+        )
+    return data
+
+
+def _latest_only(entries):
+    latest = {}
+    for e in entries:
+        if e["name"] not in latest or e["version"] > latest[e["name"]]["version"]:
+            latest[e["name"]] = e
+    # Keep collection order: a module appears where it was first listed.
+    seen, out = set(), []
+    for e in entries:
+        if e["name"] not in seen:
+            seen.add(e["name"])
+            out.append(latest[e["name"]])
+    return out
+
+
+def _pool_from_manifest(path, verify_checksums, check_signatures, all_versions):
+    manifest = load_manifest(path)
+    root = os.path.dirname(os.path.abspath(path))
+    entries = manifest["modules"] if all_versions else _latest_only(manifest["modules"])
+    pool = []
+    for e in entries:
+        label = f"{e['name']}/{e['version']}"
+        module_dir = os.path.join(root, *e["path"].split("/"))
+        if not os.path.isdir(module_dir):
+            raise ModuleError(f"module {label!r}: listed in {path} but {module_dir} is missing")
+        if verify_checksums and handles.module_sha256(module_dir) != e["sha256"]:
+            raise ModuleError(
+                f"module {label!r}: checksum mismatch in {module_dir} (files modified, truncated "
+                "or missing since it was published)"
+            )
+        if check_signatures:
+            handles.check_signature(module_dir, e["role"], label)
+        pool.append(
+            ModuleEntry(
+                handle=module_dir,
+                name=e["name"],
+                kind=e["kind"],
+                role=e["role"],
+                metadata=dict(e["metadata"]),
+                sha256=e["sha256"],
+                version=int(e["version"]),
+                path=module_dir,
+            )
+        )
+    return pool
+
+
+def _name_from_handle(handle):
+    """`.../expert_a/3` -> `expert_a`; `https://tfhub.dev/google/bit/m-r50x1/1` -> `google/bit/m-r50x1`."""
+    text = handle.split("://", 1)[1] if handles.is_remote(handle) else handle
+    if handles.is_remote(handle):
+        text = text.split("/", 1)[1] if "/" in text else text  # Drop the host.
+    parts = [p for p in text.replace(os.sep, "/").split("/") if p]
+    if len(parts) > 1 and parts[-1].isdigit():
+        parts = parts[:-1]
+    return "/".join(parts) if handles.is_remote(handle) else parts[-1]
+
+
+def _pool_from_handle_list(path, verify_checksums, check_signatures):
+    base = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise CollectionError(f"{path}: not a text file of module handles") from None
+    pool, names = [], {}
+    for number, line in enumerate(lines, 1):
+        handle = line.split(" #", 1)[
+            0
+        ].strip()  # `handle  # comment`; URLs keep their '#'-free form.
+        if not handle or handle.startswith("#"):
+            continue
+        if not handles.is_remote(handle) and not os.path.isabs(handle):
+            handle = os.path.normpath(os.path.join(base, os.path.expanduser(handle)))
+        module_dir = handles.resolve(handle)
+        metadata = read_metadata(module_dir) or {}
+        name = str(metadata.get("name") or _name_from_handle(handle))
+        if name in names:
+            raise CollectionError(
+                f"{path}:{number}: module name {name!r} of {handle!r} is already used by "
+                f"{names[name]!r} (line names must be unique)"
+            )
+        names[name] = handle
+        role = metadata.get("role", "feature_vector")
+        if check_signatures:
+            handles.check_signature(module_dir, role, name)
+        pool.append(
+            ModuleEntry(
+                handle=handle,
+                name=name,
+                kind=metadata.get("kind", "third_party") if metadata else "third_party",
+                role=role,
+                metadata=metadata,
+                sha256=handles.module_sha256(module_dir) if verify_checksums else None,
+                version=metadata.get("version"),
+                path=module_dir,
+            )
+        )
+    if not pool:
+        raise CollectionError(f"{path}: no module handles in the file")
+    return pool
+
+
+# --- writing (used by hub_export.publish) -------------------------------------------------------
+
+
+def write_bytes_atomic(path, data):
+    """Writes `data` to `path` through a temporary file in the same directory and os.replace."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def empty_manifest(name, publisher):
+    """A manifest listing nothing yet."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "publisher": publisher,
+        "page": PAGE_FILE,
+        "upstream": None,
+        "modules": [],
+    }
+
+
+def write_manifest(collection_dir, manifest):
+    """Writes manifest.json atomically."""
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    write_bytes_atomic(os.path.join(collection_dir, MANIFEST_FILE), text.encode("utf-8"))
+
+
+def write_content_addressed(collection_dir, stem, suffix, data):
+    """Writes `data` as `<stem>-<sha8><suffix>` (atomically) and returns its manifest reference."""
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"{stem}-{digest[:8]}{suffix}"
+    path = os.path.join(collection_dir, name)
+    if not os.path.isfile(path) or file_sha256(path) != digest:
+        write_bytes_atomic(path, data)
+    return {"file": name, "sha256": digest}
+
+
+def file_sha256(path):
+    """SHA-256 of one file's contents."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def priors_bytes(priors):
+    """The .npz bytes of a name -> prior dict (keys sorted, so equal dicts give equal bytes)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(priors[k], np.float32) for k in sorted(priors)})
+    return buffer.getvalue()
