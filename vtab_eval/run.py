@@ -150,8 +150,13 @@ def evaluate_task(
     cache_dir,
     label_priors=None,
     log=print,
+    finetune_fn=None,
 ):
-    """Runs (or resumes) selection + the protocol for one task and method; returns the result."""
+    """Runs (or resumes) selection + the protocol for one task and method; returns the result.
+
+    `finetune_fn` replaces `vtab_eval.finetune.finetune_and_evaluate` (e.g. a memoising wrapper
+    that lets several methods share the fine-tunes of an expert they all picked).
+    """
     from vtab_eval import protocol, ranking, report
 
     path = _result_path(output_dir, task.name, method)
@@ -230,6 +235,7 @@ def evaluate_task(
         state=state,
         save=save,
         log=log,
+        finetune_fn=finetune_fn,
     )
     return result
 
@@ -258,8 +264,13 @@ def run_command(
     include_baseline=False,
     report_only=False,
     log=print,
+    finetune_fn=None,
+    sweep_settings=None,
 ):
-    """Does what the command does, with plain arguments; returns method -> task -> result."""
+    """Does what the command does, with plain arguments; returns method -> task -> result.
+
+    `sweep_settings` (a list of `vtab_eval.sweeps` settings) replaces the sweep preset/flags.
+    """
     from vtab_eval import ranking, tasks
 
     output_dir = os.path.abspath(output_dir)
@@ -284,7 +295,7 @@ def run_command(
             task_scheme = (
                 scheme if scheme != "auto" else ("full" if task.suite == "table3" else "vtab1k")
             )
-            task_sweep = build_sweep(
+            task_sweep = sweep_settings or build_sweep(
                 sweep,
                 task=task,
                 scheme=task_scheme,
@@ -325,6 +336,7 @@ def run_command(
                         cache_dir=cache_dir,
                         label_priors=priors,
                         log=log,
+                        finetune_fn=finetune_fn,
                     )
                 except ranking.SelectorUnavailable as err:
                     log(f"{name} / {method}: SKIPPED: {err}")

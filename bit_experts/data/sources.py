@@ -68,6 +68,7 @@ def load_source(
     world_seed: int = 0,
     world_images_per_class: int = 20,
     world_image_size: int = 32,
+    world_scripts: Sequence[str] | None = None,
 ) -> UpstreamSource:
     """Opens an upstream source named by a spec string.
 
@@ -78,7 +79,7 @@ def load_source(
     """
     kind, _, arg = source.partition(":")
     if kind == "world" and not arg:
-        return _world_source(world_seed, world_images_per_class, world_image_size)
+        return _world_source(world_seed, world_images_per_class, world_image_size, world_scripts)
     if kind == "tfds" and arg:
         return _tfds_source(arg, data_dir, split, image_key, label_key)
     if kind == "tfrecord" and arg:
@@ -115,11 +116,14 @@ def array_source(
     return UpstreamSource(name, list(label_names), labels, stream, edges)
 
 
-def _world_source(seed, images_per_class, image_size) -> UpstreamSource:
+def _world_source(seed, images_per_class, image_size, scripts=None) -> UpstreamSource:
     from bit_experts import world  # Imported here: rendering fonts is only needed for this source.
 
     up = world.generate_upstream(
-        seed=seed, images_per_class=images_per_class, image_size=image_size
+        seed=seed,
+        images_per_class=images_per_class,
+        image_size=image_size,
+        scripts=None if scripts is None else list(scripts),
     )
     return array_source("world", up.images, up.labels, up.label_names, up.hierarchy_edges)
 

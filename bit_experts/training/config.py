@@ -46,6 +46,7 @@ DEFAULTS = {
         "world_seed": 0,
         "world_images_per_class": 20,
         "world_image_size": 32,
+        "world_scripts": None,  # None: every script of bit_experts.world; else a list of names
     },
     # upstream (the source's own, e.g. the world's) | is_a:PATH | json:PATH | tfds_two_level
     "hierarchy": {"source": "upstream", "coarse_key": "coarse_label"},

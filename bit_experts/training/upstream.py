@@ -72,6 +72,7 @@ def open_source(config: dict) -> UpstreamSource:
         world_seed=up["world_seed"],
         world_images_per_class=up["world_images_per_class"],
         world_image_size=up["world_image_size"],
+        world_scripts=up["world_scripts"],
     )
 
 

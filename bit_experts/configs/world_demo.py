@@ -1,0 +1,54 @@
+"""The offline demo's upstream job: baseline, 6 full experts, 6 adapter experts and the EPN.
+
+Command (the demo, `python -m vtab_eval.demo`, runs this as its first stage):
+  python -m bit_experts.train --config=world_demo --workdir=runs/demo/upstream
+
+Variants (`--config=world_demo:VARIANT`):
+  (none)  r14_tiny at 32 px on five scripts of the glyph world (latin, greek, cyrillic, numerals,
+          hebrew: 186 characters x 40 images = 7440 images), batch 64. The six largest hierarchy
+          nodes become experts: small_letters, capital_letters, latin, cyrillic, numerals, greek.
+          Baseline 1000 steps, each full and adapter expert 150 steps, EPN 200 steps.
+  quick   the same path with 3 images per character, r14_micro and a few steps per model (tests).
+
+Expected runtime on 2 CPU cores: see the README's demo section (measured by the demo itself).
+"""
+
+# Five scripts keep the world small enough for 2 cores while leaving `greek` among the six largest
+# nodes, so the held-out-font Greek task has a matching expert.
+DEMO_SCRIPTS = ["latin", "greek", "cyrillic", "numerals", "hebrew"]
+
+
+def get_config(arg=None):
+    config = {
+        "upstream": {
+            "source": "world",
+            "world_images_per_class": 40,
+            "world_image_size": 32,
+            "world_scripts": list(DEMO_SCRIPTS),
+            "crop_min_area": 0.5,
+            "flip": False,  # a mirrored glyph is another glyph
+        },
+        "hierarchy": {"source": "upstream"},
+        "experts": {"top_k": 6},
+        "model": {"preset": "r14_tiny", "image_size": 32},
+        "batch_size": 64,
+        "baseline": {"steps": 1000, "base_lr": 1.6, "warmup_steps": 100},
+        "full": {"steps": 150, "base_lr": 0.4, "warmup_steps": 15},
+        "adapter": {"steps": 150, "base_lr": 1.6, "warmup_steps": 15},
+        "epn": {"steps": 200, "base_lr": 0.8, "warmup_steps": 20},
+        "checkpoint_every": 100,
+        "log_every": 100,
+    }
+    if arg in (None, ""):
+        return config
+    if arg == "quick":
+        config["upstream"]["world_images_per_class"] = 3
+        config["model"]["preset"] = "r14_micro"
+        config["batch_size"] = 16
+        config["baseline"].update(steps=6, warmup_steps=2)
+        for stage in ("full", "adapter", "epn"):
+            config[stage].update(steps=3, warmup_steps=1)
+        config["checkpoint_every"] = 3
+        config["log_every"] = 3
+        return config
+    raise ValueError(f"unknown world_demo variant {arg!r}; expected none or 'quick'")

@@ -1,0 +1,103 @@
+"""The README's main job in quick mode, end to end, through its real command line."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vtab_eval import offline_demo
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    cmd = [sys.executable, "-m", "vtab_eval.demo", f"--workdir={workdir}", "--quick"]
+    start = time.time()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return workdir, done, time.time() - start
+
+
+def _results(workdir):
+    from vtab_eval import report
+
+    return report.load_results(os.path.join(workdir, "evaluation"))
+
+
+def test_every_task_has_a_result_for_every_method(demo_run):
+    workdir, _, _ = demo_run
+    results = _results(workdir)
+    assert set(results) == {*offline_demo.SELECTORS, offline_demo.HINDSIGHT}
+    for method, by_task in results.items():
+        names = sorted(os.path.basename(t.split(":", 1)[1]) for t in by_task)
+        assert names == sorted(offline_demo.DEMO_TASKS), method
+        for result in by_task.values():
+            assert result["complete"]
+            assert 0.0 <= result["summary"]["median"] <= 1.0
+
+
+def test_real_digits_are_learnt_above_chance_by_every_method(demo_run):
+    workdir, _, _ = demo_run
+    for method, by_task in _results(workdir).items():
+        digits = next(r for t, r in by_task.items() if t.endswith("/digits"))
+        assert digits["summary"]["median"] > 0.2, (method, digits["summary"])  # chance: 0.1
+
+
+def test_hindsight_is_the_best_of_every_fine_tuned_candidate(demo_run):
+    workdir, _, _ = demo_run
+    results = _results(workdir)
+    for task, hindsight in results["hindsight"].items():
+        best = max(s["median"] for s in hindsight["experts"].values())
+        assert hindsight["summary"]["median"] == best
+        # Every selector fine-tunes one of the candidates hindsight tried, with the same protocol.
+        for method in offline_demo.SELECTORS:
+            assert results[method][task]["summary"]["median"] <= best + 1e-9, (method, task)
+
+
+def test_report_collection_and_summary_are_written(demo_run):
+    workdir, done, _ = demo_run
+    from hub_export import collection
+
+    pool = collection.resolve_pool(os.path.join(workdir, "collection"))
+    kinds = {e.kind for e in pool}
+    assert {"baseline", "full", "adapter"} <= kinds
+    assert collection.find(pool, role="epn") is not None
+    report_md = (workdir / "evaluation" / "report.md").read_text()
+    assert "| knn |" in report_md and "| hindsight |" in report_md
+    assert any(p.suffix == ".png" for p in (workdir / "evaluation" / "plots").iterdir())
+    summary = (workdir / "demo_summary.md").read_text()
+    assert "quick mode" in summary and "| digits |" in summary
+    timings = json.loads((workdir / "timings.json").read_text())
+    assert set(timings) == {"upstream", "publish", "tasks", "evaluate"}
+    assert "== evaluate done" in done.stdout + done.stderr
+
+
+def test_rerun_reuses_finished_work(demo_run):
+    workdir, _, first_seconds = demo_run
+    before = (workdir / "evaluation" / "summary.json").read_text()
+    start = time.time()
+    again = subprocess.run(
+        [sys.executable, "-m", "vtab_eval.demo", f"--workdir={workdir}", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert time.time() - start < first_seconds / 2
+    assert "already published" in again.stdout + again.stderr
+    assert (workdir / "evaluation" / "summary.json").read_text() == before
+
+
+def test_readme_section_is_replaced_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("top\n<!-- demo-results:start -->\nold\n<!-- demo-results:end -->\nbottom\n")
+    offline_demo.replace_readme_section(readme, "new table\n")
+    assert readme.read_text() == (
+        "top\n<!-- demo-results:start -->\nnew table\n<!-- demo-results:end -->\nbottom\n"
+    )
+    (tmp_path / "bare.md").write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        offline_demo.replace_readme_section(tmp_path / "bare.md", "x")
