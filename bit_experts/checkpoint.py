@@ -7,10 +7,10 @@ of them are listed in one message.
 
 import os
 import re
-import tempfile
 
 import numpy as np
 
+from bit_experts import atomic_files
 from bit_experts.resnet_v2 import NUM_BLOCKS, BiTResNetV2
 
 PREFIX = "resnet/"
@@ -166,16 +166,5 @@ def checkpoint_weights(model):
 
 def save_bit_checkpoint(model, path):
     """Writes the model's BiT weights as a `.npz` that `load_bit_checkpoint` and BiT's code read."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **checkpoint_weights(model))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    weights = checkpoint_weights(model)
+    return atomic_files.write_atomic(path, lambda f: np.savez(f, **weights))

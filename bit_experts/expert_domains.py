@@ -17,12 +17,12 @@ import dataclasses
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from bit_experts.hierarchy import Hierarchy, write_text_atomic
+from bit_experts import atomic_files
+from bit_experts.hierarchy import Hierarchy
 
 _INDEX_SUFFIX = ".indices.npz"
 
@@ -389,17 +389,7 @@ def save_domains(domains: Sequence[ExpertDomain], path: str) -> None:
     small = all(d.image_indices.max(initial=0) < 2**31 for d in domains)
     dtype = np.int32 if small else np.int64
     arrays = {f"d{i}": d.image_indices.astype(dtype) for i, d in enumerate(domains)}
-    directory = os.path.dirname(os.path.abspath(index_path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=_INDEX_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, index_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_files.write_atomic(index_path, lambda f: np.savez(f, **arrays))
     entries = [
         {
             "name": d.name,
@@ -412,7 +402,7 @@ def save_domains(domains: Sequence[ExpertDomain], path: str) -> None:
         for i, d in enumerate(domains)
     ]
     # One domain per line: diffable, and still plain JSON.
-    write_text_atomic(path, "[\n" + ",\n".join(map(json.dumps, entries)) + "\n]\n")
+    atomic_files.write_text(path, "[\n" + ",\n".join(map(json.dumps, entries)) + "\n]\n")
 
 
 def load_domains(path: str) -> list[ExpertDomain]:

@@ -12,9 +12,9 @@ import difflib
 import heapq
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+
+from bit_experts import atomic_files
 
 _log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class Hierarchy:
     def to_json(self, path: str) -> None:
         """Writes `{"nodes": [...], "edges": [[parent, child], ...]}` atomically."""
         data = {"nodes": list(self._nodes), "edges": [list(e) for e in self.edges]}
-        write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+        atomic_files.write_text(path, json.dumps(data, indent=1) + "\n")
 
     def __repr__(self) -> str:
         return f"Hierarchy({len(self)} nodes, roots={list(self.roots)[:5]}, depth={self.depth})"
@@ -321,21 +321,6 @@ def two_level_from_tfds(
             "%d fine labels of %s[%s] never occur; they hang under the root", unseen, name, split
         )
     return Hierarchy.from_two_level(fine_names, coarse_names, fine_to_coarse, root=root)
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes `text` to `path` through a temporary file in the same directory and os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _topological_order(parents: dict[str, set[str]], children: dict[str, set[str]]) -> tuple:

@@ -18,10 +18,10 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from bit_experts import atomic_files
 from hub_export import handles
 from hub_export.handles import CollectionError, ModuleError
 from hub_export.module import read_metadata
@@ -322,21 +322,8 @@ def _pool_from_handle_list(path, verify_checksums, check_signatures):
 # --- writing (used by hub_export.publish) -------------------------------------------------------
 
 
-def write_bytes_atomic(path, data):
-    """Writes `data` to `path` through a temporary file in the same directory and os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+# Every collection file is written atomically (the shared helper, under the name publish uses).
+write_bytes_atomic = atomic_files.write_bytes
 
 
 def empty_manifest(name, publisher):

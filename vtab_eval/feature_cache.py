@@ -12,11 +12,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 
 import numpy as np
+
+from bit_experts import atomic_files
 
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
@@ -30,20 +31,7 @@ def _slug(text: str, limit: int) -> str:
     return _UNSAFE_CHARS.sub("-", text).strip("-")[:limit] or "x"
 
 
-def _atomic_write(path: str, write) -> None:
-    """Calls write(file_object) on a unique temporary file next to `path`, then renames it."""
-    directory, name = os.path.split(path)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+_atomic_write = atomic_files.write_atomic
 
 
 class FeatureCache:

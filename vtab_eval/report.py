@@ -10,27 +10,17 @@ exact layout.
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
+
+from bit_experts import atomic_files
 
 GROUP_ORDER = ("natural", "specialized", "structured")
 OTHER_GROUP = "other"  # Tasks without a VTAB group (image folders).
 
 
-def atomic_write_text(path, text):
-    """Writes `text` to `path` through a temporary file in the same directory and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+# Results and reports are written atomically (the shared helper, under the name callers use).
+atomic_write_text = atomic_files.write_text
 
 
 def write_json(path, obj):
@@ -203,18 +193,10 @@ def plot_scores(ranking, path):
     ax.set_title(f"{ranking['task']}: {ranking['method']}", fontsize=9)
     del bars
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
+        return atomic_files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def load_results(output_dir):

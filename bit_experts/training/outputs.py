@@ -10,7 +10,7 @@ import tempfile
 
 import keras
 
-from bit_experts.hierarchy import write_text_atomic
+from bit_experts import atomic_files
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "info.json"
@@ -30,7 +30,7 @@ INFO_KEYS = (
 
 def write_json(path: str, data) -> None:
     """Writes `data` as indented JSON to `path` atomically."""
-    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+    atomic_files.write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 def safe_name(name: str) -> str:

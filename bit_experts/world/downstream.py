@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from bit_experts import atomic_files
 from bit_experts.world import fonts, inventory, render, textures
 from bit_experts.world.upstream import check_image_size, check_seed
 
@@ -238,16 +239,7 @@ def _metadata(task: Task, seed: int, image_size: int, test_images: int) -> dict:
 
 
 def _write_json(path: str, payload) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_files.write_text(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
 def _write_task_folder(task: Task, task_dir: str, metadata: dict) -> None:
