@@ -24,6 +24,7 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8", "ruff==0.17.6"],
-        "bench": ["faiss-cpu", "timm", "torch==2.13.0"],
+        # timm imports torchvision at load time; this pair installs (and runs on the CPU) here.
+        "bench": ["faiss-cpu", "timm", "torch==2.14.1", "torchvision==0.29.1"],
     },
 )
