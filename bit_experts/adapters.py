@@ -65,10 +65,11 @@ class ExpertAdapters(keras.layers.Layer):
             # Scalar id: one expert's weights for the whole batch. Vector: gather per example.
             return ops.take(weights, expert_ids, axis=0)
 
-        def affine(h, gamma, beta):
+        def norm(h, gamma, beta):
+            # Scale and offset are folded into the normalisation (one pass over the activation).
             if per_example:
                 gamma, beta = gamma[:, None, None, :], beta[:, None, None, :]
-            return h * ops.cast(gamma, "float32") + ops.cast(beta, "float32")
+            return group_normalize(h, self.groups, gamma=gamma, beta=beta)
 
         def conv1x1(h, kernel):
             kernel = ops.cast(kernel, dtype)
@@ -76,9 +77,9 @@ class ExpertAdapters(keras.layers.Layer):
                 return ops.einsum("nhwc,nck->nhwk", h, kernel)
             return ops.einsum("nhwc,ck->nhwk", h, kernel)
 
-        h = affine(group_normalize(x, self.groups), pick(self.norm1_gamma), pick(self.norm1_beta))
+        h = norm(x, pick(self.norm1_gamma), pick(self.norm1_beta))
         h = conv1x1(ops.cast(ops.relu(h), dtype), pick(self.conv1_kernel))
-        h = affine(group_normalize(h, self.groups), pick(self.norm2_gamma), pick(self.norm2_beta))
+        h = norm(h, pick(self.norm2_gamma), pick(self.norm2_beta))
         return conv1x1(ops.cast(ops.relu(h), dtype), pick(self.conv2_kernel))
 
     def call(self, x, expert_ids):

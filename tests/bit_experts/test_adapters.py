@@ -36,8 +36,9 @@ def test_one_expert_adapters_cost_about_six_percent_of_r50x1():
 def test_routing_sends_each_example_to_its_expert():
     model = create_model("r14_tiny", num_experts=3)
     rng = np.random.default_rng(3)
-    for adapter in model.adapters:
-        adapter.conv2_kernel.assign(rng.normal(size=adapter.conv2_kernel.shape))
+    for adapter in model.adapters:  # every adapter weight differs between experts
+        for weight in adapter.weights:
+            weight.assign(rng.normal(1.0, 0.5, size=weight.shape))
     images = _images()
     ids = np.array([1, 0, 2, 1])
     mixed = np.asarray(model(images, expert_ids=ids))
