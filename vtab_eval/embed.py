@@ -168,7 +168,9 @@ def embed_pool(
             start = time.time()
             module = load_module(handle)
             if dataset is None:
-                dataset = task.load(split, data_dir=data_dir, image_size=resolution)
+                # Decoded and resized once, kept in memory for the other experts: decoding per
+                # expert cost ~15% of a small module's embedding time (benchmarks/selection.py).
+                dataset = task.load(split, data_dir=data_dir, image_size=resolution).cache()
             features, labels = embed_dataset(module, dataset, handle, batch_size)
             if cache is not None:
                 cache.put(
