@@ -7,7 +7,7 @@ Variants (`--config=world_demo:VARIANT`):
   (none)  r14_tiny at 32 px on five scripts of the glyph world (latin, greek, cyrillic, numerals,
           hebrew: 186 characters x 40 images = 7440 images), batch 64. The six largest hierarchy
           nodes become experts: small_letters, capital_letters, latin, cyrillic, numerals, greek.
-          Baseline 1000 steps, each full and adapter expert 150 steps, EPN 200 steps.
+          Baseline 800 steps, each full and adapter expert 100 steps, EPN 150 steps.
   quick   the same path with 3 images per character, r14_micro and a few steps per model (tests).
 
 Expected runtime on 2 CPU cores: see the README's demo section (measured by the demo itself).
@@ -32,10 +32,10 @@ def get_config(arg=None):
         "experts": {"top_k": 6},
         "model": {"preset": "r14_tiny", "image_size": 32},
         "batch_size": 64,
-        "baseline": {"steps": 1000, "base_lr": 1.6, "warmup_steps": 100},
-        "full": {"steps": 150, "base_lr": 0.4, "warmup_steps": 15},
-        "adapter": {"steps": 150, "base_lr": 1.6, "warmup_steps": 15},
-        "epn": {"steps": 200, "base_lr": 0.8, "warmup_steps": 20},
+        "baseline": {"steps": 800, "base_lr": 1.6, "warmup_steps": 80},
+        "full": {"steps": 100, "base_lr": 0.4, "warmup_steps": 10},
+        "adapter": {"steps": 100, "base_lr": 1.6, "warmup_steps": 10},
+        "epn": {"steps": 150, "base_lr": 0.8, "warmup_steps": 15},
         "checkpoint_every": 100,
         "log_every": 100,
     }
