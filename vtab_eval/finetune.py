@@ -49,6 +49,31 @@ class Classifier:
         return tf.matmul(features, self.kernel) + self.bias
 
 
+# Loaded modules kept for reuse within a process: (handle, strategy) -> (module, initial values).
+# Reloading costs little, but the first gradient through a restored function builds its backward
+# graph (seconds); a kept module has it already. Its weights are reset before every reuse.
+_LOADED = {}
+_MAX_LOADED = 32
+
+
+def _reuse_loaded(handle, strategy):
+    found = _LOADED.get((handle, id(strategy)))
+    if found is None or found[2] is not strategy:
+        return None
+    module, initial, _ = found
+    for variable, value in zip(module.variables, initial):
+        variable.assign(value)
+    return module
+
+
+def _remember_loaded(handle, strategy, module):
+    if len(_LOADED) >= _MAX_LOADED:
+        _LOADED.pop(next(iter(_LOADED)))
+    # The strategy itself is kept too, so that its id cannot be reused by another one.
+    _LOADED[(handle, id(strategy))] = (module, [v.numpy() for v in module.variables], strategy)
+    return module
+
+
 def build_classifier(handle, num_classes, strategy=None, probe_resolution=32):
     """Loads `handle` and adds a zero-initialised head with `num_classes` outputs.
 
@@ -64,9 +89,10 @@ def build_classifier(handle, num_classes, strategy=None, probe_resolution=32):
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
     strategy = strategy or tf.distribute.get_strategy()
+    module = _reuse_loaded(handle, strategy)
     with strategy.scope():
         try:
-            module = hub.load(handle)
+            module = module or _remember_loaded(handle, strategy, hub.load(handle))
         except Exception as err:  # noqa: BLE001 - any load failure is reported by handle
             raise ValueError(f"module {handle!r} failed to load: {err}") from err
         if not getattr(module, "trainable_variables", None):

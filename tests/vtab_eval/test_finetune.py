@@ -105,3 +105,25 @@ def test_mirrored_strategy_matches_single_device(tmp_path, folder_task):
     assert out["mirrored_replicas"] == 2
     for a, b in zip(out["mirrored"], out["default"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_reused_module_starts_from_its_published_weights(tmp_path):
+    """A module kept for reuse is reset to its published weights before the next fine-tune."""
+    import tensorflow_hub as hub
+
+    handle = _tiny_module_for_reuse(tmp_path)
+    published = [v.numpy().copy() for v in hub.load(handle).variables]
+    classifier = finetune.build_classifier(handle, 3)
+    for variable in classifier.module.variables:
+        variable.assign(variable + 1.0)  # what a fine-tune leaves behind
+    again = finetune.build_classifier(handle, 3)
+    assert again.module is classifier.module  # kept, not reloaded
+    for value, variable in zip(published, again.module.variables):
+        np.testing.assert_array_equal(value, variable.numpy())
+
+
+def _tiny_module_for_reuse(tmp_path):
+    from bit_experts.presets import create_model
+    from hub_export.module import HubModule, save_module
+
+    return save_module(HubModule(create_model("r14_micro")), tmp_path / "module")
