@@ -181,7 +181,11 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device():
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["replicas"] == [1, 2]
     assert result["moved"] > 1e-3  # Training really changed the weights...
-    assert result["max_diff"] < 1e-4  # ...identically on one device and on two replicas.
+    # ...and the same way on one device and on two replicas. Summation order differs between
+    # the two, and a ReLU flipping near zero can amplify that: measured max_diff is usually ~3e-6
+    # but reached 2e-3 for some initialisations, against ~0.24 of movement. A real aggregation bug
+    # (gradients averaged twice, or one replica's lost) moves the weights tens of percent apart.
+    assert result["max_diff"] < 0.02 * result["moved"]
     assert abs(result["losses"][0] - result["losses"][1]) < 1e-4 * abs(result["losses"][0]) + 1e-5
 
 
