@@ -1,0 +1,75 @@
+"""Quiet command lines: TensorFlow's start-up banners and INFO logs are hidden unless asked for.
+
+Every `python -m` entry point of the package (`bit_experts.train`, `hub_export.publish`,
+`vtab_eval.run`, ...) prints its own progress with `print`; TensorFlow adds its C++ start-up lines
+(oneDNN, CPU instructions) and Python INFO logs (e.g. the saver's "Sharding callback duration").
+Two calls hide those by default, and absl's own `--verbosity` (or `-v`) brings them back:
+
+- `quiet_start()`, from each package's `__init__`, runs before TensorFlow is imported and sets
+  `TF_CPP_MIN_LOG_LEVEL=2` (errors only), but only when the program is one of our `python -m`
+  entry points and the user set neither `--verbosity` nor `TF_CPP_MIN_LOG_LEVEL`. Importing the
+  package as a library changes nothing.
+- `quiet_logs()`, in each entry point's `if __name__ == "__main__":` block, before `app.run`,
+  sets TensorFlow's Python logger to WARNING unless `--verbosity` was given. Our own absl
+  `logging.info` lines keep absl's usual level.
+
+What neither can hide: the lines TensorFlow's C++ runtime writes before its logging is set up
+("All log messages before absl::InitializeLog() ...", CUDA probing on a machine without a GPU).
+"""
+
+import logging
+import os
+import sys
+
+PACKAGES = ("bit_experts", "hub_export", "vtab_eval")
+TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+QUIET_TF_CPP_LEVEL = "2"  # 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR.
+
+
+def verbosity_requested(argv) -> bool:
+    """True when `argv` (without the program) sets absl's --verbosity / -v in any spelling."""
+    for arg in argv:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name in ("--verbosity", "-verbosity", "-v", "--v"):
+            return True
+    return False
+
+
+def _entry_point_argv():
+    """The arguments after `-m <module>` when the program is `python -m <one of ours>`, else None."""
+    argv = list(getattr(sys, "orig_argv", []))
+    if "-m" not in argv:
+        return None
+    i = argv.index("-m")
+    if i + 1 >= len(argv) or argv[i + 1].split(".")[0] not in PACKAGES:
+        return None
+    return argv[i + 2 :]
+
+
+def quiet_start() -> bool:
+    """Hides TensorFlow's C++ INFO/WARNING lines for our entry points; True if it did.
+
+    Must run before TensorFlow is imported (the C++ runtime reads the variable once).
+    """
+    args = _entry_point_argv()
+    if args is None or verbosity_requested(args) or TF_LOG_LEVEL_ENV in os.environ:
+        return False
+    os.environ[TF_LOG_LEVEL_ENV] = QUIET_TF_CPP_LEVEL
+    return True
+
+
+def quiet_logs(argv=None) -> bool:
+    """Quiets TensorFlow's logs for a command line unless `argv` has --verbosity; True if it did.
+
+    Call it from an entry point's `__main__` block before `app.run(main)`. `argv` defaults to
+    `sys.argv`.
+    """
+    argv = sys.argv if argv is None else argv
+    if verbosity_requested(argv[1:]):
+        return False
+    os.environ.setdefault(TF_LOG_LEVEL_ENV, QUIET_TF_CPP_LEVEL)  # if TF is not imported yet
+    # TensorFlow's Python logs (tf.get_logger()) go to the "tensorflow" logger.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    return True
