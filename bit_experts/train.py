@@ -8,6 +8,7 @@ import sys
 
 from absl import app, flags, logging
 
+from bit_experts import cli
 from bit_experts.training.config import STAGES
 
 _CONFIG = flags.DEFINE_string(
@@ -25,6 +26,21 @@ _STAGES = flags.DEFINE_list("stages", list(STAGES), "Stages to run, in the order
 _SET = flags.DEFINE_multi_string("set", [], "Config override key.sub=value (repeatable).")
 _CONTROL = flags.DEFINE_bool(
     "control_experts", None, "Train random control experts (sets experts.control)."
+)
+_SEED = flags.DEFINE_integer(
+    "seed", None, "Seed of data order, augmentation and initialisation (sets config 'seed')."
+)
+_DETERMINISTIC = flags.DEFINE_bool(
+    "deterministic",
+    None,
+    "Op determinism + seeded initialisation (config 'deterministic', on by default); "
+    "--nodeterministic turns both off.",
+)
+_INIT_FROM = flags.DEFINE_string(
+    "init_from",
+    None,
+    "Start B from a BiT .npz, an exported module folder or a models/<name> folder "
+    "(sets config 'init_from').",
 )
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "Split the CPU into this many logical devices (0: leave as is)."
@@ -44,20 +60,27 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Progress lines are printed; INFO logs are noise.
     # Imported here so that --help stays fast and devices are configured before TF starts.
     from bit_experts.training import strategies
-
-    if _CPU_DEVICES.value:
-        strategies.configure_cpu_devices(_CPU_DEVICES.value)
     from bit_experts.training.config import apply_overrides, load_config, resolve_config
-    from bit_experts.training.job import check_stages, prepare_job
+    from bit_experts.training.job import DiskFullError, check_stages, check_workdir, prepare_job
 
     try:
-        # Every check on the inputs happens here, before any model is built.
+        # Every check on the inputs happens here, before any model is built or anything written.
+        if _CPU_DEVICES.value:
+            strategies.configure_cpu_devices(_CPU_DEVICES.value)
         stages = check_stages(_STAGES.value)
         config = load_config(_CONFIG.value)
         overrides = list(_SET.value)
         if _CONTROL.value is not None:
             overrides.append(f"experts.control={_CONTROL.value}")
+        if _SEED.value is not None:
+            overrides.append(f"seed={_SEED.value}")
+        if _DETERMINISTIC.value is not None:
+            overrides.append(f"deterministic={_DETERMINISTIC.value}")
         config = resolve_config(apply_overrides(config, overrides))
+        if _INIT_FROM.value is not None:
+            config["init_from"] = _INIT_FROM.value
+            config = resolve_config(config)
+        check_workdir(_WORKDIR.value)
         strategy = strategies.make_strategy(_STRATEGY.value, tpu=_TPU.value)
         job = prepare_job(
             config,
@@ -69,8 +92,12 @@ def main(argv):
         )
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"bit_experts.train: error: {e}")
-    job.run(stages)
+    try:
+        job.run(stages)
+    except DiskFullError as e:
+        sys.exit(f"bit_experts.train: error: {e.strerror}")
 
 
 if __name__ == "__main__":
+    cli.quiet_logs()  # TF's INFO logs off unless --verbosity is given
     app.run(main)

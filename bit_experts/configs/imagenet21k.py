@@ -1,4 +1,10 @@
-"""The paper's ImageNet-21k setting: R50x1 baseline, the 50 largest WordNet nodes as experts.
+"""Upstream training on ImageNet-21k: an R50x1 baseline, the 50 largest WordNet nodes as experts.
+
+What it does: trains B (R50x1, 224 px, mixed bfloat16, batch 4096, 300k steps of SGD at lr
+0.03 x batch/256 with 5k warmup steps and cosine decay, weight decay 1e-4, multi-label sigmoid loss
+over the 21k labels) on TFDS `imagenet21k`, chooses the 50 largest nodes of the WordNet hierarchy as
+expert domains, fine-tunes one full expert and one adapter expert per domain from B (10k steps each)
+and trains the EPN (20k steps). These are this repository's settings, not a published recipe.
 
 Command (TPU; data prepared beforehand with TFDS, never downloaded here):
   python -m bit_experts.train --config=imagenet21k --workdir=gs://BUCKET/i21k --strategy=tpu \
@@ -8,14 +14,17 @@ Command (TPU; data prepared beforehand with TFDS, never downloaded here):
   names must be the synset ids used as node names there. A work directory on GCS needs a local
   mount: checkpoints and models are renamed into place with os.replace (docs/training.md).
 
-Variants:
-  (none)   R50x1 at 224 px, batch 4096, baseline 90 epochs-equivalent steps (BiT-M: lr 0.03 x
-           batch/256, wd 1e-4), 50 full experts and 50 adapter experts of 10k steps each, EPN.
-  local    the same data with r14_micro at 64 px and a few steps per model, to check a data setup
-           on a workstation.
+  The paper's public experts were fine-tuned from BiT-M R50x1 instead of a baseline trained here:
+  add `--init_from=BiT-M-R50x1.npz --set baseline.steps=N` (B = BiT-M's backbone with a new
+  21k head, trained N steps; docs/training.md, "Starting B from a checkpoint").
 
-Expected runtime: days on a TPU v3-32 (not run in this repository). Expected result: a baseline
-comparable to BiT-M R50x1 and 50 experts + adapters ready for `hub_export` (not verified here).
+Variants:
+  (none)   as above.
+  local    the same data with r14_micro at 64 px and 20 steps per model, to check a data setup on a
+           workstation.
+
+Expected runtime: days on a TPU v3-32 (not run in this repository). Expected result: a baseline and
+50 full + 50 adapter experts ready for `hub_export`; their accuracy has not been measured here.
 """
 
 

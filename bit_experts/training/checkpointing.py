@@ -16,6 +16,8 @@ import tempfile
 
 import tensorflow as tf
 
+from bit_experts import atomic_files
+
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _PREFIX = "ckpt"
 
@@ -69,7 +71,7 @@ class AtomicCheckpointer:
             return self.path(step)  # Saved already: a resumed run reached the same step again.
         parent = self.directory if self.chief else tempfile.gettempdir()
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+        tmp = atomic_files.make_temp_dir(parent, prefix=".tmp-")
         try:
             self.checkpoint.write(os.path.join(tmp, _PREFIX))
             if not self.chief:

@@ -12,6 +12,7 @@ import copy
 import difflib
 import importlib
 import importlib.util
+import math
 import os
 
 from bit_experts import presets
@@ -50,7 +51,14 @@ DEFAULTS = {
     },
     # upstream (the source's own, e.g. the world's) | is_a:PATH | json:PATH | tfds_two_level
     "hierarchy": {"source": "upstream", "coarse_key": "coarse_label"},
-    "experts": {"top_k": None, "min_images": None, "control": False, "control_seed": 0},
+    # include_roots: hierarchy roots compete like any node (the paper's collection has `entity`).
+    "experts": {
+        "top_k": None,
+        "min_images": None,
+        "include_roots": True,
+        "control": False,
+        "control_seed": 0,
+    },
     # head_bias_init: None starts every logit at the label prior, -ln(num_classes) (see docs).
     "model": {
         "preset": "r14_micro",
@@ -59,7 +67,10 @@ DEFAULTS = {
         "head_bias_init": None,
     },
     "batch_size": 64,
-    "seed": 0,
+    "seed": 0,  # Data order, augmentation and initialisation seeds derive from it (determinism.py).
+    "deterministic": True,  # Op determinism + seeded initialisation (--nodeterministic: off).
+    # B's starting point: None (random), a BiT .npz, an exported baseline module or a models/<name>.
+    "init_from": None,
     "baseline": _stage(steps=300, base_lr=0.03, warmup_steps=30),
     "full": _stage(steps=100, base_lr=0.03, warmup_steps=10),
     "adapter": _stage(steps=100, base_lr=0.03, warmup_steps=10),
@@ -96,9 +107,102 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_str_list(x) -> bool:
+    return isinstance(x, (list, tuple)) and all(isinstance(v, str) and v for v in x)
+
+
+# Every leaf key -> (check, what was expected). Checked before anything is read, built or written.
+_INT_MIN1 = (lambda x: _is_int(x) and x >= 1, "an int >= 1")
+_INT_MIN0 = (lambda x: _is_int(x) and x >= 0, "an int >= 0")
+_SEED = (lambda x: _is_int(x) and 0 <= x <= 2**31 - 1, "an int in [0, 2**31 - 1]")
+_BOOL = (lambda x: isinstance(x, bool), "true or false")
+_STR = (lambda x: isinstance(x, str) and x != "", "a non-empty string")
+_OPT_STR = (lambda x: x is None or (isinstance(x, str) and x != ""), "None or a non-empty string")
+_OPT_INT_MIN1 = (lambda x: x is None or (_is_int(x) and x >= 1), "None or an int >= 1")
+_STAGE = {
+    "steps": _INT_MIN1,
+    "base_lr": (lambda x: _is_number(x) and x > 0, "a number > 0"),
+    "warmup_steps": _INT_MIN0,
+    "decay": (lambda x: x in ("cosine", "linear", "constant"), "'cosine', 'linear' or 'constant'"),
+    "weight_decay": (lambda x: _is_number(x) and x >= 0, "a number >= 0"),
+    "momentum": (lambda x: _is_number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "batch_size": _OPT_INT_MIN1,
+}
+SCHEMA = {
+    "upstream": {
+        "source": _STR,
+        "data_dir": _OPT_STR,
+        "split": _STR,
+        "image_key": _STR,
+        "label_key": _STR,
+        "label_names": _OPT_STR,
+        "shuffle_buffer": _INT_MIN1,
+        "crop_min_area": (lambda x: _is_number(x) and 0 < x <= 1, "a number in (0, 1]"),
+        "flip": _BOOL,
+        "world_seed": _SEED,
+        "world_images_per_class": _INT_MIN1,
+        "world_image_size": _INT_MIN1,
+        "world_scripts": (
+            lambda x: x is None or (_is_str_list(x) and len(x) > 0),
+            "None or a non-empty list of script names",
+        ),
+    },
+    "hierarchy": {"source": _STR, "coarse_key": _STR},
+    "experts": {
+        "top_k": _OPT_INT_MIN1,
+        "min_images": _OPT_INT_MIN1,
+        "include_roots": _BOOL,
+        "control": _BOOL,
+        "control_seed": _SEED,
+    },
+    "model": {
+        "preset": _STR,
+        "image_size": _INT_MIN1,
+        "precision": (lambda x: x in PRECISIONS, f"one of {PRECISIONS}"),
+        "head_bias_init": (lambda x: x is None or _is_number(x), "None or a number"),
+    },
+    "batch_size": _INT_MIN1,
+    "seed": _SEED,
+    "deterministic": _BOOL,
+    "init_from": _OPT_STR,
+    "baseline": _STAGE,
+    "full": _STAGE,
+    "adapter": _STAGE,
+    "epn": {
+        **_STAGE,
+        "preset": _OPT_STR,
+        "init": (lambda x: x in ("baseline", "scratch"), "'baseline' or 'scratch'"),
+    },
+    "checkpoint_every": _INT_MIN1,
+    "log_every": _INT_MIN1,
+    "keep_checkpoints": _INT_MIN1,
+}
+
+
+def _check_types(config: dict, schema: dict, path: str = "") -> None:
+    for key, rule in schema.items():
+        where = f"{path}{key}"
+        if isinstance(rule, dict):
+            _check_types(config[key], rule, f"{where}.")
+            continue
+        check, expected = rule
+        value = config[key]
+        _require(check(value), f"{where} must be {expected}, got {value!r}")
+
+
 def resolve_config(user: dict) -> dict:
-    """Fills in defaults and validates `user`; returns the complete config (a new dict)."""
+    """Fills in defaults and validates `user`; returns the complete config (a new dict).
+
+    Raises ValueError with one line naming the first bad key, what was expected and what was given
+    (e.g. `bad config: baseline.base_lr must be a number > 0, got 'abc'`). Nothing is read, built or
+    written before this check, so a corrected rerun is never refused because of a bad first try.
+    """
     config = _merge(DEFAULTS, user, "")
+    _check_types(config, SCHEMA)
     experts = config["experts"]
     _require(
         (experts["top_k"] is None) != (experts["min_images"] is None),
@@ -108,14 +212,6 @@ def resolve_config(user: dict) -> dict:
     presets.preset_config(config["model"]["preset"])  # Raises listing the presets.
     if config["epn"]["preset"] is not None:
         presets.preset_config(config["epn"]["preset"])
-    _require(
-        config["model"]["precision"] in PRECISIONS,
-        f"model.precision must be one of {PRECISIONS}, got {config['model']['precision']!r}",
-    )
-    _require(
-        config["epn"]["init"] in ("baseline", "scratch"),
-        f"epn.init must be 'baseline' or 'scratch', got {config['epn']['init']!r}",
-    )
     if config["epn"]["init"] == "baseline":
         epn_preset = config["epn"]["preset"] or config["model"]["preset"]
         _require(
@@ -123,21 +219,12 @@ def resolve_config(user: dict) -> dict:
             f"epn.init='baseline' needs epn.preset equal to model.preset "
             f"({config['model']['preset']!r}), got {epn_preset!r}",
         )
-    for key in ("batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
-        _require(_is_int(config[key]) and config[key] >= 1, f"{key} must be an int >= 1")
-    _require(_is_int(config["model"]["image_size"]), "model.image_size must be an int")
     for stage in STAGES:
         s = config[stage]
-        _require(_is_int(s["steps"]) and s["steps"] >= 1, f"{stage}.steps must be an int >= 1")
         _require(
-            _is_int(s["warmup_steps"]) and 0 <= s["warmup_steps"] <= s["steps"],
-            f"{stage}.warmup_steps must be an int in [0, {stage}.steps]",
-        )
-        _require(s["decay"] in ("cosine", "linear", "constant"), f"{stage}.decay is unknown")
-        _require(s["base_lr"] > 0, f"{stage}.base_lr must be > 0")
-        _require(
-            s["batch_size"] is None or (_is_int(s["batch_size"]) and s["batch_size"] >= 1),
-            f"{stage}.batch_size must be None or an int >= 1",
+            s["warmup_steps"] <= s["steps"],
+            f"{stage}.warmup_steps must be in [0, {stage}.steps={s['steps']}], "
+            f"got {s['warmup_steps']!r}",
         )
     return config
 

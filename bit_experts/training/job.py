@@ -7,6 +7,7 @@ decided once at the start (so every worker of a multi-worker job agrees). Output
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -16,9 +17,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from bit_experts import presets
+from bit_experts import determinism, presets
 from bit_experts.data import UpstreamSource, training_dataset
-from bit_experts.training import outputs
+from bit_experts.training import init_source, outputs
 from bit_experts.training.config import STAGES, resolve_config
 from bit_experts.training.epn import build_epn, epn_targets
 from bit_experts.training.loop import UnitPlan, UnitResult, train_unit
@@ -36,6 +37,37 @@ _RUNTIME_KEYS = ("checkpoint_every", "log_every", "keep_checkpoints")
 def full_expert_name(domain_name: str) -> str:
     """The model name of the full expert for a domain, e.g. `expert_latin`."""
     return f"expert_{outputs.safe_name(domain_name)}"
+
+
+class DiskFullError(OSError):
+    """The work directory's disk filled up during training (rerun after freeing space: it resumes)."""
+
+
+def check_workdir(workdir: str) -> None:
+    """ValueError naming `workdir` unless it is (or can be created as) a writable directory.
+
+    Nothing is created: a refused run leaves no trace.
+    """
+    if not workdir:
+        raise ValueError("--workdir must be a directory path, got an empty string")
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--workdir {workdir!r} is a file; expected a directory (or a new path)")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"--workdir {workdir!r} lies under the file {existing!r}; expected a directory path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--workdir {workdir!r}: {existing!r} is not writable")
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return isinstance(error, tf.errors.OpError) and "No space left on device" in str(error)
 
 
 class Job:
@@ -57,6 +89,11 @@ class Job:
         self.dtype = None if model["precision"] == "float32" else model["precision"]
         self.done = self._finished_models()
         self.results: list[UnitResult] = []
+        # Seeds and op determinism (issue 16); recorded in every info.json.
+        self.seeds = determinism.configure(config["seed"], config["deterministic"])
+        self.init_from = (
+            None if config["init_from"] is None else init_source.describe(config["init_from"])
+        )
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -82,6 +119,9 @@ class Job:
                     f"{self.workdir} was trained with a different config (keys {changed} differ); "
                     "use a new --workdir or the same config"
                 )
+        if self.init_from is not None and BASELINE not in self.done:
+            # Strict check of the source against model.preset before anything is written.
+            init_source.load_backbone(self.init_from, presets.create_model(self.preset))
         self.upstream = prepare_upstream(
             self.config, self.workdir, self.chief, self.print, source=self._source
         )
@@ -110,19 +150,21 @@ class Job:
             decay=s["decay"],
             momentum=s["momentum"],
             weight_decay=s["weight_decay"],
-            seed=self.config["seed"],
+            seed=self.seeds["data"],
             expert_id=expert_id,
         )
 
     def _dataset_fn(self, plan: UnitPlan, indices=None, expert_targets=None):
         source = self.upstream.source
 
-        def make(ctx, seed):
+        def make(ctx, start_step):
             return training_dataset(
                 source,
                 batch_size=plan.batch_size,
                 image_size=self.image_size,
-                seed=seed,
+                seed=self.seeds["data"],
+                augment_seed=self.seeds["augmentation"],
+                start_step=start_step,
                 indices=indices,
                 expert_targets=expert_targets,
                 input_context=ctx,
@@ -168,6 +210,8 @@ class Job:
             "slice": slice_,
             "image_count": image_count,
             "experts": experts,
+            "seeds": self.seeds,
+            "init_from": self.init_from,
         }
 
     def _save(self, model, info) -> None:
@@ -175,7 +219,10 @@ class Job:
             outputs.save_model(self.workdir, model, info)
         self.done.add(info["name"])
 
-    def _create(self, **kwargs):
+    def _create(self, name: str, **kwargs):
+        # Each model's random initialisation depends only on the seed and its name, not on which
+        # models this process built before it (a resumed job skips some).
+        determinism.reseed(self.seeds, name)
         with self.strategy.scope():
             model = presets.create_model(self.preset, dtype=self.dtype, **kwargs)
         set_head_bias(model, self.config["model"]["head_bias_init"])
@@ -198,9 +245,18 @@ class Job:
             "adapter": self.run_adapters,
             "epn": self.run_epn,
         }
-        for stage in STAGES:
-            if stage in stages:
-                runners[stage]()
+        try:
+            for stage in STAGES:
+                if stage in stages:
+                    runners[stage]()
+        except (OSError, tf.errors.OpError) as e:
+            if _is_disk_full(e):
+                raise DiskFullError(
+                    errno.ENOSPC,
+                    f"the disk of work directory {self.workdir!r} is full ({type(e).__name__}); "
+                    "free space and rerun the same command: it resumes from the last checkpoint",
+                ) from e
+            raise
         return self.results
 
     def run_baseline(self) -> None:
@@ -208,9 +264,13 @@ class Job:
         if BASELINE in self.done:
             return
         source = self.upstream.source
-        model = self._create(num_classes=source.num_labels)
+        model = self._create(BASELINE, num_classes=source.num_labels)
         plan = self._plan("baseline", BASELINE)
-        self._train(plan, model, self._dataset_fn(plan), BASELINE)
+        init = None
+        if self.init_from is not None:
+            # B = the source's backbone + a new head for the upstream labels (zero kernel, prior bias).
+            init = lambda: init_source.load_backbone(self.init_from, model)
+        self._train(plan, model, self._dataset_fn(plan), BASELINE, init)
         self._save(
             model,
             self._info(
@@ -226,7 +286,7 @@ class Job:
             if name in self.done:
                 continue
             num_labels = self.upstream.source.num_labels
-            model = self._create(num_classes=num_labels)
+            model = self._create(name, num_classes=num_labels)
             baseline = self.baseline()
             plan = self._plan("full", name)
             self._train(
@@ -247,7 +307,7 @@ class Job:
             return
         domains = self.upstream.domains
         num_labels = self.upstream.source.num_labels
-        model = self._create(num_classes=num_labels, num_experts=len(domains))
+        model = self._create(ADAPTERS, num_classes=num_labels, num_experts=len(domains))
         model.train_adapters_only()
         experts, previous_dir = [], None
         for expert_id, domain in enumerate(domains):
@@ -286,6 +346,7 @@ class Job:
         domains = self.upstream.domains
         source = self.upstream.source
         preset = self.config["epn"]["preset"] or self.preset
+        determinism.reseed(self.seeds, EPN)
         with self.strategy.scope():
             model = build_epn(preset, len(domains), dtype=self.dtype)
         set_head_bias(model, self.config["model"]["head_bias_init"])
@@ -338,10 +399,13 @@ def prepare_job(
 ) -> Job:
     """Validates `config` and prepares the data and expert domains; no model is built yet.
 
-    Every input check happens here: a ValueError or FileNotFoundError means nothing was trained.
+    Every input check happens here: a ValueError or FileNotFoundError means nothing was trained,
+    and a config or work directory refused here leaves nothing on disk. Also seeds the process and
+    sets op determinism (`determinism.configure(config["seed"], config["deterministic"])`).
     `source` replaces `config['upstream']` with data already in memory (`data.array_source`).
     """
     config = resolve_config(config)
+    check_workdir(workdir)
     strategy = strategy or tf.distribute.get_strategy()
     job = Job(config, workdir, strategy, chief, preemption_handler, print_fn, source)
     job.prepare()

@@ -88,11 +88,6 @@ def _decayed(model, expert_id):
     return pairs
 
 
-def _seed_for(seed: int, start_step: int) -> int:
-    # A resumed run reshuffles from a seed tied to its start step: deterministic, and not a replay.
-    return (seed * 1_000_003 + start_step) % (2**31 - 1)
-
-
 def train_unit(
     plan: UnitPlan,
     model: keras.Model,
@@ -114,7 +109,9 @@ def train_unit(
     Args:
       plan: what to train and how.
       model: the model; its trainable variables are trained (freeze layers beforehand).
-      make_dataset: `(input_context, seed) -> dataset` of per-replica `(images, targets)` batches.
+      make_dataset: `(input_context, start_step) -> dataset` of per-replica `(images, targets)`
+        batches: the stream an uninterrupted run reads from step `start_step` on (a resumed run then
+        ends with the same weights as an uninterrupted one; `data.training_dataset(start_step=...)`).
       strategy: the tf.distribute strategy.
       checkpoint_dir: this unit's checkpoint folder; the newest complete checkpoint is restored.
       init_fn: called (no checkpoint found) to initialise the model, e.g. from the baseline.
@@ -186,9 +183,7 @@ def train_unit(
         reduce = tf.distribute.ReduceOp.SUM
         return strategy.reduce(reduce, loss, axis=None), strategy.reduce(reduce, hits, axis=None)
 
-    dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: make_dataset(ctx, _seed_for(plan.seed, start))
-    )
+    dataset = strategy.distribute_datasets_from_function(lambda ctx: make_dataset(ctx, start))
     iterator = iter(dataset)
     writer = (
         tf.summary.create_file_writer(os.path.join(summary_dir, plan.name))

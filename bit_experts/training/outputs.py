@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 
 import keras
 
@@ -25,6 +24,8 @@ INFO_KEYS = (
     "slice",
     "image_count",
     "experts",
+    "seeds",
+    "init_from",
 )
 
 
@@ -55,7 +56,7 @@ def save_model(workdir: str, model: keras.Model, info: dict) -> str:
     parent = models_dir(workdir)
     os.makedirs(parent, exist_ok=True)
     final = os.path.join(parent, info["name"])
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{info['name']}-", dir=parent)
+    tmp = atomic_files.make_temp_dir(parent, prefix=f".tmp-{info['name']}-")
     try:
         model.save(os.path.join(tmp, MODEL_FILE))
         with open(os.path.join(tmp, INFO_FILE), "w", encoding="utf-8") as f:

@@ -2,6 +2,17 @@
 
 The same formula exists twice: `learning_rate_at` (plain Python, for logs and tests) and
 `WarmupDecay` (a Keras schedule evaluated on the optimizer's step inside the compiled train step).
+
+Why not `keras.optimizers.schedules` (compared for issue 14; tests/bit_experts/test_schedules.py):
+- Without warm-up our decays are Keras': `CosineDecay(peak, total)` and
+  `PolynomialDecay(peak, total, 0.0, power=1)` give the same values on every step.
+- With warm-up (BiT always warms up) Keras cannot give ours exactly. Ours warms up as
+  `peak * (step + 1) / warmup` (as `vtab_eval.sweeps` does), so no update runs at a zero learning
+  rate and the peak is reached on update `warmup - 1`; `CosineDecay(..., warmup_steps=W)` starts at
+  its `initial_learning_rate` on step 0 and reaches the peak on step W. No choice of its
+  arguments, nor a shift of the step, matches both phases.
+- Keras has no warm-up for a linear or a constant decay (`PolynomialDecay` has none), so a switch
+  would still need a class of ours for two of the three decays: keeping this one is smaller.
 """
 
 import math

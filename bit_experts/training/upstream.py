@@ -99,7 +99,11 @@ def prepare_upstream(
     else:
         experts = config["experts"]
         domains = expert_domains.choose_expert_domains(
-            hierarchy, images, top_k=experts["top_k"], min_images=experts["min_images"]
+            hierarchy,
+            images,
+            top_k=experts["top_k"],
+            min_images=experts["min_images"],
+            include_roots=experts["include_roots"],
         )
         if experts["control"]:
             domains = expert_domains.random_control_domains(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bit_experts import data, presets
+from bit_experts import data, determinism, presets
 from bit_experts.training import checkpointing, config, job, schedules
 
 GROUPS = {"red": ["r0", "r1", "r2"], "green": ["g0", "g1"], "blue": ["b0", "b1", "b2", "b3"]}
@@ -30,7 +30,7 @@ def _toy_source(per_class=6, size=16):
 
 def _toy_config(**stage_steps):
     cfg = {
-        "experts": {"top_k": 3},
+        "experts": {"top_k": 3, "include_roots": False},  # The three colour groups.
         "model": {"preset": "r14_micro", "image_size": 16},
         "batch_size": 8,
         "checkpoint_every": 1,
@@ -72,6 +72,8 @@ def test_config_overrides_and_named_configs():
         config.load_config("nope")
     with pytest.raises(ValueError, match="unknown model preset"):
         config.resolve_config({"experts": {"top_k": 1}, "model": {"preset": "r99"}})
+    # Roots are expert domains by default, as in the paper.
+    assert config.resolve_config({"experts": {"top_k": 1}})["experts"]["include_roots"] is True
 
 
 def test_every_shipped_config_resolves():
@@ -201,7 +203,7 @@ def test_adapter_expert_touches_only_its_own_rows(tmp_path):
     workdir = str(tmp_path / "work")
     job.run_job(_toy_config(), workdir, stages=["baseline"], source=_toy_source(), print_fn=print)
     prepared = job.prepare_job(_toy_config(), workdir, source=_toy_source(), print_fn=print)
-    model = prepared._create(num_classes=9, num_experts=3)
+    model = prepared._create("one", num_classes=9, num_experts=3)
     model.train_adapters_only()
     before = [w.copy() for w in _weights(model.adapters)]
     plan = prepared._plan("adapter", "one", expert_id=1)
@@ -254,3 +256,210 @@ def test_a_workdir_refuses_a_different_config(tmp_path):
     )
     with pytest.raises(ValueError, match=r"different config \(keys \['batch_size'\]"):
         job.prepare_job({**_toy_config(), "batch_size": 4}, workdir, source=_toy_source())
+
+
+# --- seeds and determinism (issue 16) ------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def restore_determinism():
+    """Jobs switch op determinism on process-wide: put it back as it was for the tests that follow
+    (other test files share this process)."""
+    from tensorflow.python.framework import config as tf_config
+
+    before = tf_config.is_op_determinism_enabled()
+    yield
+    if before:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+
+
+def test_derived_seeds_are_fixed_distinct_and_validated(restore_determinism):
+    seeds = determinism.derive_seeds(0)
+    assert set(seeds) == set(determinism.SEED_NAMES)
+    assert len(set(seeds.values())) == len(seeds)  # One independent seed per use.
+    assert determinism.derive_seeds(0) == seeds and determinism.derive_seeds(1) != seeds
+    # A fixed hash: the same numbers on every machine and NumPy version (sha256 of "0/data").
+    assert seeds["data"] == int.from_bytes(
+        __import__("hashlib").sha256(b"0/data").digest()[:8], "big"
+    ) % (2**31 - 1)
+    configured = determinism.configure(3, deterministic=True)
+    assert configured == {"seed": 3, "deterministic": True, **determinism.derive_seeds(3)}
+    assert determinism.is_enabled()
+    assert determinism.configure(3, deterministic=False)["deterministic"] is False
+    assert not determinism.is_enabled()
+    for bad in (-1, 1.5, "0", True, 2**31):
+        with pytest.raises(ValueError, match="seed must be an int"):
+            determinism.configure(bad)
+
+
+def test_two_runs_of_a_tiny_job_give_identical_fingerprints(tmp_path, restore_determinism):
+    cfg = _toy_config(baseline=3)
+    runs = [
+        job.run_job(cfg, str(tmp_path / f"w{i}"), stages=["baseline"], source=_toy_source())
+        for i in range(2)
+    ]
+    assert runs[0][0].fingerprint == runs[1][0].fingerprint
+    info = json.loads((tmp_path / "w0" / "models" / "baseline" / "info.json").read_text())
+    assert info["seeds"] == determinism.configure(0) and info["init_from"] is None
+    other = job.run_job(
+        {**cfg, "seed": 1}, str(tmp_path / "w2"), stages=["baseline"], source=_toy_source()
+    )
+    assert other[0].fingerprint != runs[0][0].fingerprint  # The seed is really used.
+
+
+def test_resumed_data_stream_equals_the_uninterrupted_one():
+    source = _toy_source()
+    make = lambda start: data.training_dataset(  # noqa: E731
+        source,
+        batch_size=4,
+        image_size=8,
+        seed=5,
+        augment_seed=6,
+        start_step=start,
+        indices=np.arange(10, 30),
+        shuffle_buffer=7,
+    )
+    whole = [b[0].numpy() for b in make(0).take(12)]  # 48 examples: 2.4 epochs of the slice.
+    for start in (1, 5, 9):  # Inside the first epoch, and two epochs on.
+        resumed = [b[0].numpy() for b in make(start).take(12 - start)]
+        for a, b in zip(whole[start:], resumed):
+            np.testing.assert_array_equal(a, b)
+
+
+# --- bad inputs: one line naming the key, before anything is written (issue 13 section 3) --------
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("baseline.base_lr=abc", "baseline.base_lr must be a number > 0, got 'abc'"),
+        ("model.image_size=0", "model.image_size must be an int >= 1, got 0"),
+        ("batch_size=-4", "batch_size must be an int >= 1, got -4"),
+        ("seed=-1", r"seed must be an int in \[0, 2\*\*31 - 1\], got -1"),
+        ("deterministic=maybe", "deterministic must be true or false, got 'maybe'"),
+        ("upstream.crop_min_area=2", r"upstream.crop_min_area must be a number in \(0, 1\]"),
+        ("upstream.flip=1", "upstream.flip must be true or false, got 1"),
+        ("full.momentum=x", r"full.momentum must be a number in \[0, 1\), got 'x'"),
+        ("epn.decay=steps", "epn.decay must be 'cosine', 'linear' or 'constant'"),
+        ("experts.top_k=0", "experts.top_k must be None or an int >= 1, got 0"),
+        ("upstream.world_scripts=latin", "upstream.world_scripts must be None or a non-empty list"),
+        ("init_from=3", "init_from must be None or a non-empty string, got 3"),
+    ],
+)
+def test_bad_config_values_name_the_key_before_the_workdir_exists(tmp_path, override, message):
+    cfg = config.apply_overrides(_toy_config(), [override])
+    workdir = tmp_path / "work"
+    with pytest.raises(ValueError, match=message) as error:
+        job.prepare_job(cfg, str(workdir), source=_toy_source())
+    assert "\n" not in str(error.value)
+    assert not workdir.exists()  # So the corrected rerun is not refused as "a different config".
+    job.prepare_job(_toy_config(), str(workdir), source=_toy_source(), print_fn=lambda _: None)
+
+
+def test_every_config_key_has_a_type_rule():
+    def leaves(tree, path=""):
+        return {
+            p
+            for k, v in tree.items()
+            for p in (leaves(v, f"{path}{k}.") if isinstance(v, dict) else {path + k})
+        }
+
+    rules = _rule_tree(config.SCHEMA)
+    assert leaves(config.DEFAULTS) == leaves(rules)
+
+
+def _rule_tree(schema):
+    return {k: _rule_tree(v) if isinstance(v, dict) else None for k, v in schema.items()}
+
+
+def test_workdir_that_is_a_file_is_refused_in_one_line(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="--workdir .* is a file; expected a directory"):
+        job.prepare_job(_toy_config(), str(a_file), source=_toy_source())
+    with pytest.raises(ValueError, match="lies under the file"):
+        job.prepare_job(_toy_config(), str(a_file / "sub"), source=_toy_source())
+
+
+def test_a_full_disk_during_training_is_one_error(tmp_path, monkeypatch):
+    import errno
+
+    def full(self, step):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointing.AtomicCheckpointer, "save", full)
+    workdir = str(tmp_path / "work")
+    with pytest.raises(job.DiskFullError, match="is full .*rerun the same command") as error:
+        job.run_job(_toy_config(), workdir, stages=["baseline"], source=_toy_source())
+    assert workdir in error.value.strerror and "\n" not in error.value.strerror
+    # TensorFlow's own I/O reports a full disk as an OpError; it gets the same line.
+    tf_error = tf.errors.ResourceExhaustedError(None, None, "write: No space left on device")
+    monkeypatch.setattr(
+        checkpointing.AtomicCheckpointer, "save", lambda self, step: (_ for _ in ()).throw(tf_error)
+    )
+    with pytest.raises(job.DiskFullError):
+        job.run_job(_toy_config(), workdir, stages=["baseline"], source=_toy_source())
+
+
+def _cli(argv):
+    """Runs `bit_experts.train.main` in-process; returns its exit message."""
+    from absl import flags
+
+    from bit_experts import train
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["train"])
+    return str(exit_.value.code)
+
+
+def test_cli_bad_inputs_are_one_line_and_leave_no_workdir(tmp_path, restore_determinism):
+    workdir = tmp_path / "work"
+    base = ["--config=world_local:quick", f"--workdir={workdir}"]
+    line = _cli([*base, "--set", "baseline.base_lr=abc"])
+    assert line == (
+        "bit_experts.train: error: bad config: baseline.base_lr must be a number > 0, got 'abc'"
+    )
+    assert "model.image_size must be an int >= 1" in _cli([*base, "--set=model.image_size=0"])
+    assert "seed must be an int" in _cli([*base, "--seed=-3"])
+    assert "init_from" in _cli([*base, f"--init_from={tmp_path / 'nope.npz'}"])
+    assert not workdir.exists()
+    (tmp_path / "file").write_text("")
+    assert "is a file" in _cli(["--config=world_local:quick", f"--workdir={tmp_path / 'file'}"])
+
+
+# --- init_from: B grown from a BiT checkpoint (issue 10 section 2) -------------------------------
+
+
+def test_init_from_a_bit_npz_starts_b_from_its_backbone(tmp_path, restore_determinism):
+    from reference_bit import random_bit_checkpoint
+
+    from bit_experts import checkpoint
+
+    # r14_micro's architecture, with BiT-M's 21k head replaced by 5 classes.
+    weights = random_bit_checkpoint((1, 1, 1, 1), 0.125, num_classes=5, groups=4, seed=3)
+    npz = tmp_path / "BiT-toy.npz"
+    np.savez(npz, **weights)
+    cfg = {**_toy_config(baseline=1), "init_from": str(npz)}
+    cfg["baseline"] = {**cfg["baseline"], "base_lr": 1e-9, "warmup_steps": 0}
+    workdir = tmp_path / "work"
+    job.run_job(cfg, str(workdir), stages=["baseline"], source=_toy_source())
+    model = keras.models.load_model(workdir / "models" / "baseline" / "model.keras")
+    trained = checkpoint.checkpoint_weights(model)
+    for key, value in weights.items():
+        if "/head/" not in key:  # The backbone is the checkpoint's (one step at lr ~0 later).
+            np.testing.assert_allclose(trained[key], value, atol=1e-6)
+    assert model.num_classes == 9  # The head is re-created for the upstream labels.
+    info = json.loads((workdir / "models" / "baseline" / "info.json").read_text())
+    assert info["init_from"]["kind"] == "bit_npz" and info["init_from"]["path"] == str(npz)
+    assert len(info["init_from"]["sha256"]) == 64
+    # A checkpoint of another architecture is refused strictly, before anything is written.
+    wide = random_bit_checkpoint((1, 1, 1, 1), 0.25, groups=4)
+    np.savez(tmp_path / "wide.npz", **wide)
+    other = tmp_path / "other"
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit model preset 'r14_micro'"):
+        job.prepare_job({**cfg, "init_from": str(tmp_path / "wide.npz")}, str(other))
+    assert not other.exists()
