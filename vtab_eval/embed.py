@@ -1,10 +1,13 @@
 """Embeds a task split with every module of a pool, through the on-disk feature cache.
 
-Each module's features for (module checksum, task, split, resolution) are computed once and kept
+Each module's features for (module identity, task fingerprint, split, resolution) are computed
+once and kept
 in a `vtab_eval.feature_cache.FeatureCache`, so a re-run, a killed run or an enlarged pool only
 computes what is new, and workers started with different shards fill one cache. A module that
 fails to load, returns features of the wrong rank or size, or non-finite features is reported by
-handle and left out; it never stops the others.
+handle and left out; it never stops the others. Unless a resolution is forced, each module sees
+images at its own recommended resolution (metadata "resolution", else DEFAULT_RESOLUTION), so the
+order of a pool never changes a module's features.
 """
 
 import dataclasses
@@ -12,14 +15,22 @@ import hashlib
 import time
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_hub as hub
 
 from hub_export import handles as hub_handles
 from vtab_eval import feature_cache
 
+# Image side for modules whose metadata recommends none (third-party modules; BiT's own side).
+DEFAULT_RESOLUTION = 224
+
 
 class BadModuleError(ValueError):
     """A module that cannot be used to embed images; the message names its handle."""
+
+
+class TaskDataError(ValueError):
+    """The task's images could not be read; the message names the task and split."""
 
 
 @dataclasses.dataclass
@@ -32,6 +43,7 @@ class EmbedResult:
       failures: handle -> reason, for the modules left out.
       computed: handles whose features were computed in this call.
       cached: handles whose features came from the cache.
+      resolutions: handle -> image side the module saw (or would have seen, if it failed).
     """
 
     features: dict
@@ -39,6 +51,7 @@ class EmbedResult:
     failures: dict
     computed: list
     cached: list
+    resolutions: dict = dataclasses.field(default_factory=dict)
 
 
 def _handle_and_sha(entry):
@@ -60,6 +73,43 @@ def module_checksum(handle, sha256=None):
         return hub_handles.module_sha256(hub_handles.resolve(handle))
     except (hub_handles.ModuleError, OSError):
         return "handle-" + hashlib.sha256(handle.encode("utf-8")).hexdigest()
+
+
+def module_identity(entry):
+    """The module part of every cache key and fine-tune key: what determines the module's outputs.
+
+    The module's `weights_fingerprint` (hub_export.identity: variables, architecture, export
+    settings and forward-pass code, so republishing identical weights keeps every cache entry)
+    when its metadata has one, else its checksum (`module_checksum`). The feature cache and the
+    run plan (`vtab_eval.plan`) both key on this one function.
+    """
+    from hub_export import identity
+
+    metadata = {} if isinstance(entry, str) else (getattr(entry, "metadata", None) or {})
+    fingerprint = metadata.get(identity.FINGERPRINT_FIELD)
+    if fingerprint:
+        return fingerprint
+    handle, sha = _handle_and_sha(entry)
+    return module_checksum(handle, sha)
+
+
+def module_resolution(entry, default=DEFAULT_RESOLUTION):
+    """The image side `entry` recommends (metadata "resolution"), else `default`.
+
+    Handle strings and modules without our metadata get `default`.
+    """
+    metadata = {} if isinstance(entry, str) else (getattr(entry, "metadata", None) or {})
+    value = metadata.get("resolution")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        return int(default)
+    return int(value)
+
+
+def check_positive_int(name, value):
+    """`value` as an int if it is a positive integer, else ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
 
 
 def load_module(handle):
@@ -90,7 +140,7 @@ def embed_dataset(module, dataset, handle, batch_size=64):
       BadModuleError: the module's output is not `[batch, d]` or holds NaN/inf.
     """
     features, labels = [], []
-    for batch in dataset.batch(batch_size).prefetch(2):
+    for batch in _read_batches(dataset, batch_size):
         images = batch["image"]
         try:
             output = call_module(module, images)
@@ -116,11 +166,28 @@ def embed_dataset(module, dataset, handle, batch_size=64):
     return np.concatenate(features), np.concatenate(labels).astype(np.int64)
 
 
+def _read_batches(dataset, batch_size):
+    """Batches of `dataset`; a failure to read the data is a TaskDataError, not a TF traceback."""
+    iterator = iter(dataset.batch(batch_size).prefetch(2))
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as err:
+            message = " ".join(err.message.split())
+            raise TaskDataError(
+                f"reading the task's images failed (did a file change since the task was "
+                f"built?): {message[:500]}"
+            ) from None
+        yield batch
+
+
 def embed_pool(
     pool,
     task,
     split="train800val200",
-    resolution=224,
+    resolution=None,
     *,
     cache_dir=None,
     data_dir=None,
@@ -134,7 +201,8 @@ def embed_pool(
       pool: ModuleEntry objects (hub_export.collection) or handle strings, in pool order.
       task: a `vtab_eval.tasks.Task`.
       split: the task split to embed.
-      resolution: images are resized to resolution x resolution.
+      resolution: if given, every module sees images resized to resolution x resolution;
+        None: each module at `module_resolution(entry)` (its own recommendation, else 224).
       cache_dir: feature cache directory (None: no cache).
       data_dir: TFDS data directory.
       batch_size: images per module call.
@@ -143,22 +211,32 @@ def embed_pool(
 
     Returns:
       An EmbedResult.
+
+    Raises:
+      ValueError: a resolution or batch_size that is not a positive integer, cache_only without
+        a cache_dir, or (TaskDataError) task images that cannot be read.
     """
+    batch_size = check_positive_int("batch_size", batch_size)
+    if resolution is not None:
+        resolution = check_positive_int("resolution", resolution)
     cache = feature_cache.FeatureCache(cache_dir) if cache_dir else None
     if cache_only and cache is None:
         raise ValueError("cache_only needs a cache_dir")
     log = log or (lambda message: None)
-    dataset = None
+    datasets = {}  # resolution -> the split, decoded and resized once.
     result = EmbedResult(features={}, labels=None, failures={}, computed=[], cached=[])
+    expected = task.split_size(split) if hasattr(task, "split_size") else None
     for index, entry in enumerate(pool):
-        handle, sha = _handle_and_sha(entry)
-        prefix = f"[{index + 1}/{len(pool)}] {handle}"
+        handle, _ = _handle_and_sha(entry)
+        side = resolution or module_resolution(entry)
+        result.resolutions[handle] = side
+        prefix = f"[{index + 1}/{len(pool)}] {handle} at {side}px"
         try:
-            key = checksum = None
+            key = identity = None
             if cache is not None:
-                checksum = module_checksum(handle, sha)
-                key = cache.key(checksum, task.name, split, resolution)
-                hit = cache.get(key)
+                identity = module_identity(entry)
+                key = cache.key(identity, task.fingerprint(), split, side, task_name=task.name)
+                hit = _cache_hit(cache, key, identity, task, expected)
                 if hit is not None:
                     _add(result, handle, *hit, source="cached")
                     log(f"{prefix}: cached {hit[0].shape}")
@@ -167,11 +245,14 @@ def embed_pool(
                 raise BadModuleError(f"module {handle!r} has no cached features (cache_only)")
             start = time.time()
             module = load_module(handle)
-            if dataset is None:
+            if side not in datasets:
                 # Decoded and resized once, kept in memory for the other experts: decoding per
                 # expert cost ~15% of a small module's embedding time (benchmarks/selection.py).
-                dataset = task.load(split, data_dir=data_dir, image_size=resolution).cache()
-            features, labels = embed_dataset(module, dataset, handle, batch_size)
+                datasets[side] = task.load(split, data_dir=data_dir, image_size=side).cache()
+            try:
+                features, labels = embed_dataset(module, datasets[side], handle, batch_size)
+            except TaskDataError as err:
+                raise TaskDataError(f"task {task.name!r}, split {split!r}: {err}") from None
             if cache is not None:
                 cache.put(
                     key,
@@ -179,10 +260,11 @@ def embed_pool(
                     labels,
                     {
                         "handle": handle,
-                        "module_checksum": checksum,
+                        "module_identity": identity,
                         "task": task.name,
+                        "task_fingerprint": task.fingerprint(),
                         "split": split,
-                        "resolution": int(resolution),
+                        "resolution": side,
                     },
                 )
             _add(result, handle, features, labels, source="computed")
@@ -191,6 +273,22 @@ def embed_pool(
             result.failures[handle] = str(err)
             log(f"{prefix}: LEFT OUT: {err}")
     return result
+
+
+def _cache_hit(cache, key, identity, task, expected_rows):
+    """The cached (features, labels) under `key` if its sidecar confirms the module identity and
+    task fingerprint (and the row count matches the split, where known); else None (recompute)."""
+    hit = cache.get(key)
+    if hit is None:
+        return None
+    sidecar = cache.metadata(key) or {}
+    if (
+        sidecar.get("module_identity") != identity
+        or sidecar.get("task_fingerprint") != task.fingerprint()
+        or (expected_rows is not None and hit[0].shape[0] != expected_rows)
+    ):
+        return None
+    return hit
 
 
 def _add(result, handle, features, labels, source):

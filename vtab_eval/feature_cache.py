@@ -1,6 +1,6 @@
 """On-disk cache of expert features for a task's images, shared by workers.
 
-One entry per (module checksum, task, split, resolution): `<key>.npz` holds `features` (float32
+One entry per (module identity, task fingerprint, split, resolution): `<key>.npz` holds `features` (float32
 [N, d]) and `labels` (int64 [N]); `<key>.json` beside it records where they came from. Every
 file is written under a unique temporary name in the same directory and renamed into place, so
 workers can fill one cache concurrently and a killed run never leaves a half-written entry.
@@ -43,23 +43,45 @@ class FeatureCache:
         self.root_dir = os.fspath(root_dir)
 
     @staticmethod
-    def key(module_checksum: str, task: str, split: str, resolution: int) -> str:
-        """The entry name for one expert module's features of one task split at one resolution.
+    def key(
+        module_identity: str,
+        task_fingerprint: str,
+        split: str,
+        resolution: int,
+        *,
+        task_name: str | None = None,
+    ) -> str:
+        """The entry name for one module's features of one task split at one resolution.
 
-        Readable (`<task>__<split>__<resolution>px__<checksum prefix>__<digest>`), safe as a file
-        name, and unique: the digest covers the exact, unshortened arguments.
+        Args:
+          module_identity: what identifies the module's weights and code (`embed.module_identity`:
+            today the module checksum).
+          task_fingerprint: `Task.fingerprint()`: the task's content, so a folder whose images
+            changed gets a new entry instead of stale features.
+          split: the task split.
+          resolution: the image side the module saw.
+          task_name: only for readability of the name (default: the fingerprint's start).
+
+        Readable (`<task>__<split>__<resolution>px__<module prefix>__<digest>`), safe as a file
+        name, and unique: the digest covers the exact, unshortened identities, split and
+        resolution (not the task name: equal content is equal features).
         """
-        for name, value in (("module_checksum", module_checksum), ("task", task), ("split", split)):
+        for name, value in (
+            ("module_identity", module_identity),
+            ("task_fingerprint", task_fingerprint),
+            ("split", split),
+        ):
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name} must be a non-empty string; got {value!r}")
         if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
             raise ValueError(f"resolution must be a positive integer; got {resolution!r}")
         if resolution < 1:
             raise ValueError(f"resolution must be a positive integer; got {resolution}")
-        identity = json.dumps([module_checksum, task, split, int(resolution)])
+        identity = json.dumps([module_identity, task_fingerprint, split, int(resolution)])
         digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
-        parts = [_slug(task, 48), _slug(split, 32), f"{int(resolution)}px"]
-        return "__".join(parts + [_slug(module_checksum, 12), digest])
+        readable = task_name or task_fingerprint[:12]
+        parts = [_slug(readable, 48), _slug(split, 32), f"{int(resolution)}px"]
+        return "__".join(parts + [_slug(module_identity, 12), digest])
 
     def _path(self, key: str, extension: str) -> str:
         if not isinstance(key, str) or not _KEY_PATTERN.match(key):
@@ -127,8 +149,8 @@ class FeatureCache:
           key: from `FeatureCache.key`.
           features: [N, d] array, stored as float32.
           labels: [N] integer array, stored as int64.
-          metadata: JSON-serialisable dict; by convention handle, module_checksum, task, split
-            and resolution. `key`, `shape` and `created` (UTC, ISO 8601) are added.
+          metadata: JSON-serialisable dict; by convention handle, module_identity, task,
+            task_fingerprint, split and resolution. `key`, `shape` and `created` (UTC, ISO 8601) are added.
         """
         npz_path = self._path(key, ".npz")
         features = np.asarray(features)

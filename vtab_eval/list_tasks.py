@@ -12,6 +12,7 @@ import sys
 
 from absl import app, flags
 
+from bit_experts import cli
 from vtab_eval import tasks
 
 _FORMAT = flags.DEFINE_enum("format", "text", ["text", "json"], "Output format.")
@@ -26,15 +27,22 @@ def describe(names: list[str]) -> list[dict]:
     return [tasks.get_task(name).to_json() for name in names]
 
 
+def _augment(policy: dict) -> str:
+    """The random augmentations a task allows: "flip+crop", "flip", "crop" or "none"."""
+    allowed = [k for k in ("flip", "crop") if policy[k]]
+    return "+".join(allowed) or "none"
+
+
 def format_text(descriptions: list[dict]) -> str:
-    """A fixed-width table: name, group, classes, metric, TFDS name, test split."""
-    header = ("name", "group", "classes", "metric", "tfds_name", "test")
+    """A fixed-width table: name, group, classes, metric, augmentation, TFDS name, test split."""
+    header = ("name", "group", "classes", "metric", "augment", "tfds_name", "test")
     rows = [header] + [
         (
             d["name"],
             d["group"] or "-",
             str(d["num_classes"]),
             d["metric"],
+            _augment(d["augmentation"]),
             d["tfds_name"] or "-",
             d["splits"]["test"],
         )
@@ -61,4 +69,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cli.quiet_logs()  # TF's INFO logs off unless --verbosity is given
     app.run(main)

@@ -4,11 +4,22 @@ Nothing is downloaded: glyphs come from the fonts inside matplotlib and the real
 scikit-learn's bundled digits. See docs/world.md.
 """
 
-from bit_experts.world.downstream import TASKS, Task, build_task, write_downstream_tasks
+from bit_experts.world.downstream import (
+    BANK,
+    DEMO_TASKS,
+    KNOBS,
+    TASKS,
+    Task,
+    build_task,
+    write_downstream_tasks,
+)
 from bit_experts.world.summary import describe
 from bit_experts.world.upstream import UpstreamWorld, generate_upstream
 
 __all__ = [
+    "BANK",
+    "DEMO_TASKS",
+    "KNOBS",
     "TASKS",
     "Task",
     "UpstreamWorld",

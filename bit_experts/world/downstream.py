@@ -1,65 +1,119 @@
-"""Downstream tasks in VTAB-1k form, written as image folders.
+"""Downstream tasks in VTAB-1k form, written as image folders: the demo's four and the task bank.
 
 Each task has exactly 1000 class-balanced training images (a loader splits them 800/200 into
-`train800`/`val200`) and a separate test split. The four tasks sit at different distances from the
-upstream experts: real handwritten digits, Greek small letters in fonts upstream never used (near
-the "greek_lower" expert), counting glyphs (structured) and procedural textures (far from all).
-The folder and JSON formats are in docs/world.md.
+`train800`/`val200`) and a separate test split, a VTAB-like `group` ("natural", "specialized",
+"structured") and, where it was built close to one upstream expert domain, `near_expert`.
+
+* `DEMO_TASKS`: the four tasks the offline demo uses (real digits, Greek small letters in held-out
+  fonts, glyph counting, textures); their pixels never change for a given seed.
+* `BANK`: the task bank for the selection audit, 12 tasks made hard enough not to saturate (near
+  five different expert domains, three structured, four far from every expert).
+* `TASKS`: every task `build_task` knows. Difficulty knobs of each task are in `KNOBS`.
+
+The folder and JSON formats and the knobs are in docs/world.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image
 
 from bit_experts import atomic_files
-from bit_experts.world import fonts, inventory, render, textures
+from bit_experts.world import fonts, glyph_tasks, image_tasks, inventory, render, textures
+from bit_experts.world.task_data import GROUPS, TRAIN_IMAGES, Task, balanced_labels
 from bit_experts.world.upstream import check_image_size, check_seed
 
-TRAIN_IMAGES = 1000  # VTAB-1k: 800 train + 200 validation, split by the loader.
 TASK_FILE = "task.json"
 INDEX_FILE = "tasks.json"
 # Task name -> first SeedSequence word (0 is the upstream stream). Never renumber: it fixes pixels.
-_STREAMS = {"digits": 1, "greek_lower_heldout_fonts": 2, "glyph_count": 3, "textures": 4}
+# New tasks are appended with the next number.
+_STREAMS = {
+    "digits": 1,
+    "greek_lower_heldout_fonts": 2,
+    "glyph_count": 3,
+    "textures": 4,
+    "greek_lower_heldout_fonts_cluttered": 5,
+    "cyrillic_lower_heldout_fonts": 6,
+    "latin_upper_heldout_fonts": 7,
+    "digits_heldout_fonts": 8,
+    "georgian_nuskhuri_heldout_chars": 9,
+    "glyph_position": 10,
+    "glyph_orientation": 11,
+    "digits_noisy": 12,
+    "textures_noisy": 13,
+    "photo_patches": 14,
+    "scan_patches": 15,
+}
 TASKS = tuple(_STREAMS)
+DEMO_TASKS = ("digits", "greek_lower_heldout_fonts", "glyph_count", "textures")
+BANK = (
+    "greek_lower_heldout_fonts_cluttered",
+    "cyrillic_lower_heldout_fonts",
+    "latin_upper_heldout_fonts",
+    "digits_heldout_fonts",
+    "georgian_nuskhuri_heldout_chars",
+    "glyph_count",
+    "glyph_position",
+    "glyph_orientation",
+    "digits_noisy",
+    "textures_noisy",
+    "photo_patches",
+    "scan_patches",
+)
+# VTAB-like group of every task: natural images and textures (SVHN, DTD), "specialized" for
+# recognising one narrow domain's symbols or scientific rasters, "structured" for count, position
+# and orientation (CLEVR, dSprites).
+GROUP = {
+    "digits": "natural",
+    "greek_lower_heldout_fonts": "specialized",
+    "glyph_count": "structured",
+    "textures": "natural",
+    "greek_lower_heldout_fonts_cluttered": "specialized",
+    "cyrillic_lower_heldout_fonts": "specialized",
+    "latin_upper_heldout_fonts": "specialized",
+    "digits_heldout_fonts": "specialized",
+    "georgian_nuskhuri_heldout_chars": "specialized",
+    "glyph_position": "structured",
+    "glyph_orientation": "structured",
+    "digits_noisy": "natural",
+    "textures_noisy": "natural",
+    "photo_patches": "natural",
+    "scan_patches": "specialized",
+}
+# Difficulty knobs per task, passed to its builder as keyword arguments (docs/world.md lists what
+# each does). The demo's four tasks have none: their pixels are fixed. A task folder records its
+# knobs in task.json, so folders made with other values are told apart, never silently reused.
+_NEAR_CLUTTER = {"scale": (0.35, 0.6), "max_degrees": 30.0, "clutter": 2, "grain": 0.1}
+KNOBS = {
+    "greek_lower_heldout_fonts_cluttered": {**_NEAR_CLUTTER, "train_fonts": 2},
+    "cyrillic_lower_heldout_fonts": {**_NEAR_CLUTTER, "train_fonts": 2},
+    "latin_upper_heldout_fonts": {**_NEAR_CLUTTER, "train_fonts": 3},
+    "digits_heldout_fonts": {**_NEAR_CLUTTER, "scale": (0.3, 0.5), "clutter": 3, "train_fonts": 3},
+    "georgian_nuskhuri_heldout_chars": dict(_NEAR_CLUTTER),
+    "glyph_position": {"scale": (0.2, 0.3), "cell_fill": 1.0, "max_degrees": 15.0, "clutter": 2},
+    "glyph_orientation": {"bins": 8, "bin_fill": 1.0, "scale": (0.5, 0.8), "grain": 0.1},
+    "digits_noisy": {
+        "scale": (0.45, 0.8),
+        "max_degrees": 30.0,
+        "contrast": (0.4, 1.0),
+        "noise": 0.12,
+    },
+    "textures_noisy": {"jitter_degrees": 22.5, "contrast": 0.35, "noise": 0.1},
+    "photo_patches": {"crop": (0.3, 0.6), "contrast": 0.3, "noise": 0.05},
+    "scan_patches": {"crop": (0.3, 0.6), "contrast": 0.3, "noise": 0.05},
+}
 _NEAR_GROUP = "greek_lower"
-_LETTER_SCRIPTS = ("latin", "greek", "cyrillic", "armenian", "georgian")
+_LETTER_SCRIPTS = glyph_tasks.LETTER_SCRIPTS
 _MAX_COUNT = 6  # glyph_count classes are 1 .. _MAX_COUNT glyphs, placed in distinct 3x3 cells.
+_balanced_labels = balanced_labels
 
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Task:
-    """One downstream task in memory.
-
-    Attributes:
-      name: the task name (one of TASKS).
-      description: one line saying what the images and classes are.
-      near_expert: the upstream hierarchy node the task was built close to, or None.
-      class_names: folder name of each class id, sorted (the image-folder loader's label order).
-      train_images, test_images: uint8 [n, S, S, 3].
-      train_labels, test_labels: int64 [n] class ids.
-    """
-
-    name: str
-    description: str
-    near_expert: str | None
-    class_names: list[str]
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-
-
-def _balanced_labels(num_classes: int, total: int) -> np.ndarray:
-    """`total` labels over `num_classes` classes, counts differing by at most one, sorted."""
-    counts = total // num_classes + (np.arange(num_classes) < total % num_classes)
-    return np.repeat(np.arange(num_classes), counts)
+__all__ = ["BANK", "DEMO_TASKS", "GROUPS", "KNOBS", "TASKS", "TRAIN_IMAGES", "Task"]
 
 
 def _digits(rng: np.random.Generator, image_size: int, test_images: int) -> Task:
@@ -167,7 +221,8 @@ def _glyph_count(rng: np.random.Generator, image_size: int, test_images: int) ->
     )
 
 
-def _textures(rng: np.random.Generator, image_size: int, test_images: int) -> Task:
+def _textures(rng: np.random.Generator, image_size: int, test_images: int, **knobs) -> Task:
+    # knobs: render_textures' jitter_degrees, contrast, noise (none for "textures").
     train_labels = _balanced_labels(len(textures.TEXTURE_CLASSES), TRAIN_IMAGES)
     test_labels = _balanced_labels(len(textures.TEXTURE_CLASSES), test_images)
     return Task(
@@ -176,10 +231,60 @@ def _textures(rng: np.random.Generator, image_size: int, test_images: int) -> Ta
         f"dots, rings, pinwheel); no glyphs; {len(textures.TEXTURE_CLASSES)} classes.",
         near_expert=None,
         class_names=list(textures.TEXTURE_CLASSES),
-        train_images=textures.render_textures(rng, train_labels, image_size),
+        train_images=textures.render_textures(rng, train_labels, image_size, **knobs),
         train_labels=train_labels,
-        test_images=textures.render_textures(rng, test_labels, image_size),
+        test_images=textures.render_textures(rng, test_labels, image_size, **knobs),
         test_labels=test_labels,
+    )
+
+
+def _near(name: str, near_expert: str, description: str, classes) -> functools.partial:
+    return functools.partial(
+        glyph_tasks.recognition,
+        name=name,
+        stream=_STREAMS[name],
+        near_expert=near_expert,
+        description=description,
+        classes=classes,
+    )
+
+
+def _heldout_fonts(name, group, what, extra_fonts=()):
+    def build(rng, image_size, test_images, **knobs):
+        classes = glyph_tasks.heldout_font_classes(group, extra_fonts)
+        fonts_named = ", ".join(f.removesuffix(".ttf") for f in classes[0].fonts)
+        text = (
+            f"{what} (the upstream '{group}' classes) drawn in fonts upstream never uses "
+            f"({fonts_named}), smaller and more turned than upstream, with symbol clutter"
+        )
+        return _near(name, group, text, classes)(rng, image_size, test_images, **knobs)
+
+    return build
+
+
+def _nuskhuri(rng, image_size, test_images, **knobs):
+    classes = glyph_tasks.heldout_char_classes(glyph_tasks.NUSKHURI)
+    text = (
+        "Georgian Nuskhuri letters (U+2D00-U+2D25, characters upstream never shows, close to its "
+        "Asomtavruli capitals) in the upstream DejaVu fonts, with symbol clutter"
+    )
+    return _near("georgian_nuskhuri_heldout_chars", "georgian", text, classes)(
+        rng, image_size, test_images, **knobs
+    )
+
+
+def _textures_noisy(rng, image_size, test_images, **knobs):
+    task = _textures(rng, image_size, test_images, **knobs)
+    return dataclasses.replace(
+        task,
+        name="textures_noisy",
+        description=task.description.replace("Procedural", "Low-contrast, noisy, freely turned"),
+    )
+
+
+def _patches(name, sources, description):
+    return functools.partial(
+        image_tasks.patches, name=name, sources=sources, description=description
     )
 
 
@@ -188,7 +293,42 @@ _BUILDERS = {
     "greek_lower_heldout_fonts": _greek_heldout_fonts,
     "glyph_count": _glyph_count,
     "textures": _textures,
+    "greek_lower_heldout_fonts_cluttered": _heldout_fonts(
+        "greek_lower_heldout_fonts_cluttered", "greek_lower", "Greek small letters"
+    ),
+    "cyrillic_lower_heldout_fonts": _heldout_fonts(
+        "cyrillic_lower_heldout_fonts", "cyrillic_lower", "Cyrillic small letters"
+    ),
+    "latin_upper_heldout_fonts": _heldout_fonts(
+        "latin_upper_heldout_fonts", "latin_upper", "Latin capitals", glyph_tasks.CM_TEXT_FONTS
+    ),
+    "digits_heldout_fonts": _heldout_fonts(
+        "digits_heldout_fonts", "digits", "Digits 0-9", glyph_tasks.CM_TEXT_FONTS
+    ),
+    "georgian_nuskhuri_heldout_chars": _nuskhuri,
+    "glyph_position": functools.partial(glyph_tasks.position, stream=_STREAMS["glyph_position"]),
+    "glyph_orientation": functools.partial(
+        glyph_tasks.orientation, stream=_STREAMS["glyph_orientation"]
+    ),
+    "digits_noisy": image_tasks.noisy_digits,
+    "textures_noisy": _textures_noisy,
+    "photo_patches": _patches(
+        "photo_patches",
+        image_tasks.PHOTO_SOURCES,
+        "Which quadrant of which photograph (scikit-learn's china and flower, matplotlib's "
+        "Grace Hopper) a random crop shows, with contrast jitter and noise",
+    ),
+    "scan_patches": _patches(
+        "scan_patches",
+        image_tasks.SCAN_SOURCES,
+        "Which quadrant of which scientific raster (matplotlib's sample MRI slice, the "
+        "Jacksboro fault and a topography/bathymetry elevation model, as grey) a random crop "
+        "shows, with contrast jitter and noise",
+    ),
 }
+assert set(_BUILDERS) == set(_STREAMS) == set(GROUP) and set(KNOBS) <= set(_STREAMS)
+assert set(DEMO_TASKS) <= set(TASKS) and set(BANK) <= set(TASKS)
+assert set(GROUP.values()) <= set(GROUPS)
 
 
 def _check_test_images(test_images: int) -> int:
@@ -202,21 +342,23 @@ def _check_test_images(test_images: int) -> int:
 def build_task(name: str, seed: int = 0, image_size: int = 32, test_images: int = 500) -> Task:
     """Generates downstream task `name` in memory; the same arguments give identical arrays.
 
-    `test_images` sets the test split size of the generated tasks; "digits" always tests on the
-    797 real images not used for training.
+    `test_images` sets the test split size of the generated tasks; "digits" and "digits_noisy"
+    always test on the 797 real images not used for training. Knobs come from `KNOBS[name]`.
+    The returned task carries `group` (`GROUP[name]`). Raises ValueError for an unknown name.
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown downstream task {name!r}; expected one of {list(TASKS)}")
     seed, image_size = check_seed(seed), check_image_size(image_size)
     test_images = _check_test_images(test_images)
     rng = np.random.default_rng([_STREAMS[name], seed])
-    task = _BUILDERS[name](rng, image_size, test_images)
+    task = _BUILDERS[name](rng, image_size, test_images, **KNOBS.get(name, {}))
     # Number classes in sorted-name order, as the image-folder loader does.
     order = np.argsort(task.class_names, kind="stable")
     new_id = np.empty_like(order)
     new_id[order] = np.arange(len(order))
     return dataclasses.replace(
         task,
+        group=GROUP[name],
         class_names=[task.class_names[i] for i in order],
         train_labels=new_id[task.train_labels],
         test_labels=new_id[task.test_labels],
@@ -230,12 +372,19 @@ def _metadata(task: Task, seed: int, image_size: int, test_images: int) -> dict:
         "classes": task.class_names,
         "description": task.description,
         "near_expert": task.near_expert,
+        "group": task.group,
+        "knobs": _knobs_json(task.name),
         "train_count": len(task.train_labels),
         "test_count": len(task.test_labels),
         "image_size": image_size,
         "seed": seed,
         "requested_test_images": test_images,
     }
+
+
+def _knobs_json(name: str) -> dict:
+    """The task's knobs as JSON values (tuples become lists), as task.json records them."""
+    return json.loads(json.dumps(KNOBS.get(name, {})))
 
 
 def _write_json(path: str, payload) -> None:
@@ -245,7 +394,7 @@ def _write_json(path: str, payload) -> None:
 def _write_task_folder(task: Task, task_dir: str, metadata: dict) -> None:
     """Writes the task to a temporary sibling folder, then renames it into place."""
     parent = os.path.dirname(task_dir)
-    tmp = tempfile.mkdtemp(prefix=f"{task.name}.tmp-", dir=parent)
+    tmp = atomic_files.make_temp_dir(parent, prefix=f"{task.name}.tmp-")
     try:
         for split, images, labels in (
             ("train", task.train_images, task.train_labels),
@@ -284,29 +433,35 @@ def write_downstream_tasks(
     Layout: `<out_dir>/<task>/{train,test}/<class>/<index>.png` plus `<task>/task.json`, and an
     index `<out_dir>/tasks.json` of every complete task there. Each task folder is written under a
     temporary name and renamed into place, so it is either complete or absent. A task that is
-    already complete with the same seed, image size and test size is skipped, not rewritten; one
-    made with other settings raises ValueError (use another `out_dir`).
+    already complete with the same seed, image size, test size and knobs is skipped, not
+    rewritten; one made with other settings raises ValueError (use another `out_dir`).
 
     Args:
       out_dir: folder to write into (created if missing).
       seed: non-negative int; the same seed gives identical pixels.
       image_size: side of the square PNGs in pixels, in [8, 512].
-      tasks: names from TASKS to write; None writes all of them.
-      test_images: test split size of the generated tasks (digits always has 797).
+      tasks: names from TASKS to write (e.g. BANK); None writes the demo's four, DEMO_TASKS.
+      test_images: test split size of the generated tasks (the real digits always have 797).
     """
     seed, image_size = check_seed(seed), check_image_size(image_size)
     test_images = _check_test_images(test_images)
-    names = list(TASKS if tasks is None else tasks)
+    names = list(DEMO_TASKS if tasks is None else tasks)
     if isinstance(tasks, str) or not names or any(n not in _BUILDERS for n in names):
         raise ValueError(f"tasks={tasks!r}: expected a non-empty list of names from {list(TASKS)}")
     os.makedirs(out_dir, exist_ok=True)
     task_dirs = []
     for name in names:
         task_dir = os.path.join(out_dir, name)
-        wanted = {"seed": seed, "image_size": image_size, "requested_test_images": test_images}
+        wanted = {
+            "seed": seed,
+            "image_size": image_size,
+            "requested_test_images": test_images,
+            "knobs": _knobs_json(name),
+        }
         if os.path.exists(task_dir):
             existing = read_task_metadata(task_dir)
-            have = {k: existing.get(k) for k in wanted}
+            # Folders from before knobs existed have none, as the demo's tasks.
+            have = {k: existing.get(k, {} if k == "knobs" else None) for k in wanted}
             if have != wanted:
                 raise ValueError(
                     f"{task_dir!r} was written with {have}, not {wanted}; use another out_dir"

@@ -133,6 +133,18 @@ class MaskBank:
         # A zero border makes samples that fall outside the glyph box read as no ink.
         self.masks = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
 
+    @classmethod
+    def from_masks(cls, masks: np.ndarray) -> MaskBank:
+        """A bank of given coverage masks, float [n, m, m] in [0, 1] (e.g. scanned digits)."""
+        masks = np.asarray(masks, np.float32)
+        if masks.ndim != 3 or masks.shape[1] != masks.shape[2] or not len(masks):
+            raise ValueError(f"masks must be a non-empty [n, m, m] array, got {masks.shape}")
+        bank = cls.__new__(cls)
+        bank.pairs = []
+        bank.mask_size = masks.shape[1]
+        bank.masks = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
+        return bank
+
     def coverage(self, poses: Poses, image_size: int) -> np.ndarray:
         """Ink coverage float32 [n, size, size] in [0, 1] of all glyph instances of each image."""
         n, k = poses.mask_ids.shape

@@ -22,5 +22,8 @@ def describe() -> str:
         lines.append(f"  {parent} (cross-cutting): {', '.join(spanned)}")
     lines.append(f"Upstream fonts: {', '.join(fonts.UPSTREAM_FONTS)}")
     lines.append(f"Held-out fonts (downstream only): {', '.join(fonts.HELDOUT_FONTS)}")
-    lines.append(f"Downstream tasks: {', '.join(downstream.TASKS)}")
+    lines.append(f"Demo downstream tasks: {', '.join(downstream.DEMO_TASKS)}")
+    lines.append(f"Task bank: {', '.join(downstream.BANK)}")
+    other = [t for t in downstream.TASKS if t not in downstream.BANK + downstream.DEMO_TASKS]
+    lines.append(f"Other downstream tasks: {', '.join(other) or 'none'}")
     return "\n".join(lines)

@@ -44,10 +44,20 @@ def _mix(kind: str, p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> n
     return 0.5 + 0.5 * wave_u  # Stripes.
 
 
-def render_textures(rng: np.random.Generator, labels: np.ndarray, image_size: int) -> np.ndarray:
+def render_textures(
+    rng: np.random.Generator,
+    labels: np.ndarray,
+    image_size: int,
+    jitter_degrees: float = _JITTER_DEGREES,
+    contrast: float = 1.0,
+    noise: float = 0.03,
+) -> np.ndarray:
     """One random texture of class `TEXTURE_CLASSES[label]` per label: uint8 [n, S, S, 3].
 
     Frequency, phase, small rotation, centre and the two colours (one light, one dark) are random.
+    Difficulty knobs (the defaults give the "textures" task): `jitter_degrees`, the largest random
+    turn (22.5 makes neighbouring stripe directions touch); `contrast`, how far the second colour
+    lies from the first (1.0: as drawn, 0.3: 30% of the way); `noise`, per-pixel Gaussian sigma.
     """
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
@@ -55,7 +65,7 @@ def render_textures(rng: np.random.Generator, labels: np.ndarray, image_size: in
         raise ValueError(f"texture labels must be in [0, {len(TEXTURE_CLASSES)}), got {labels!r}")
     base = np.array([_STRIPE_DEGREES.get(name, 0.0) for name in TEXTURE_CLASSES])[labels]
     params = {
-        "theta": np.deg2rad(base + rng.uniform(-_JITTER_DEGREES, _JITTER_DEGREES, n)),
+        "theta": np.deg2rad(base + rng.uniform(-jitter_degrees, jitter_degrees, n)),
         "cycles": rng.uniform(2.5, 5.0, n),
         "phase_u": rng.uniform(0, 2 * np.pi, n),
         "phase_v": rng.uniform(0, 2 * np.pi, n),
@@ -67,6 +77,8 @@ def render_textures(rng: np.random.Generator, labels: np.ndarray, image_size: in
     light = rng.random(n) < 0.5
     colour_a = render.random_colours(rng, np.where(light, 0.6, 0.05), np.where(light, 0.95, 0.4))
     colour_b = render.random_colours(rng, np.where(light, 0.0, 0.7), np.where(light, 0.3, 1.0))
+    if contrast != 1.0:  # Skipped at 1.0 so the default keeps its exact pixels.
+        colour_b = (colour_a + contrast * (colour_b - colour_a)).astype(np.float32)
 
     grid = (np.arange(image_size, dtype=np.float32) + 0.5) / image_size - 0.5
     x, y = grid[None, None, :], grid[None, :, None]
@@ -81,6 +93,6 @@ def render_textures(rng: np.random.Generator, labels: np.ndarray, image_size: in
             mix[same] = _mix(TEXTURE_CLASSES[label], chosen, x, y)
         a, b = colour_a[rows, None, None, :], colour_b[rows, None, None, :]
         image = a + (b - a) * mix[..., None]
-        image += 0.03 * rng.standard_normal(image.shape, dtype=np.float32)
+        image += noise * rng.standard_normal(image.shape, dtype=np.float32)
         out[rows] = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
     return out

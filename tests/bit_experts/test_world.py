@@ -160,7 +160,7 @@ def test_bad_upstream_arguments_raise_value_error(kwargs):
 def test_downstream_folders_have_1000_balanced_train_pngs(tasks_dir):
     out, dirs = tasks_dir
     index = json.load(open(os.path.join(out, "tasks.json"), encoding="utf-8"))["tasks"]
-    assert [t["name"] for t in index] == list(world.TASKS)
+    assert [t["name"] for t in index] == list(world.DEMO_TASKS)  # tasks=None: the demo's four.
     assert len(index) >= 4 and dirs == [os.path.join(out, t["path"]) for t in index]
     for meta in index:
         task_dir = os.path.join(out, meta["path"])
@@ -177,6 +177,7 @@ def test_downstream_folders_have_1000_balanced_train_pngs(tasks_dir):
         assert meta["num_classes"] == len(meta["classes"]) >= 2
         assert meta["classes"] == sorted(meta["classes"])  # The folder loader's label order.
         assert meta["image_size"] == SIZE and meta["seed"] == 0
+        assert meta["group"] in ("natural", "specialized", "structured") and meta["knobs"] == {}
         first = os.path.join(task_dir, "train", meta["classes"][0])
         with Image.open(os.path.join(first, sorted(os.listdir(first))[0])) as image:
             assert image.format == "PNG" and image.size == (SIZE, SIZE) and image.mode == "RGB"

@@ -46,31 +46,43 @@ def test_round_trip_with_sidecar(tmp_path):
 
 
 def test_keys_are_deterministic_distinct_and_file_safe():
-    base = ("sha256-0f1e2d", "clevr(task='count_all')", "train800val200", 224)
-    key = FeatureCache.key(*base)
-    assert key == FeatureCache.key(*base)
+    base = ("sha256-0f1e2d", "9f2c" * 16, "train800val200", 224)
+    key = FeatureCache.key(*base, task_name="clevr(task='count_all')")
+    assert key == FeatureCache.key(*base, task_name="clevr(task='count_all')")
     assert key.startswith("clevr-task-count_all__train800val200__224px__")
+    # Without a task name the readable part is the fingerprint's start.
+    assert FeatureCache.key(*base).startswith("9f2c9f2c9f2c__train800val200__224px__")
     variants = {
         FeatureCache.key("sha256-0f1e2e", *base[1:]),
-        FeatureCache.key(base[0], "clevr(task='count_all') ", *base[2:]),
+        FeatureCache.key(base[0], "9f2c" * 16 + "0", *base[2:]),
         FeatureCache.key(*base[:2], "test", 224),
         FeatureCache.key(*base[:3], 128),
-        key,
+        FeatureCache.key(*base),
     }
     assert len(variants) == 5
-    # Names that slug to the same text still get different keys.
+    # Fingerprints that slug to the same text still get different keys.
     assert FeatureCache.key("c", "dsprites/loc", "test", 64) != FeatureCache.key(
         "c", "dsprites:loc", "test", 64
     )
-    for value in variants:
+    for value in variants | {key}:
         assert all(ch.isalnum() or ch in "_-" for ch in value)
+
+
+def test_key_is_content_not_name():
+    """Equal content under two names shares the digest; new content under one name does not."""
+    fingerprint = "ab" * 32
+    a = FeatureCache.key("m", fingerprint, "test", 32, task_name="folder:/data/a")
+    b = FeatureCache.key("m", fingerprint, "test", 32, task_name="folder:/data/b")
+    assert a.rsplit("__", 1)[1] == b.rsplit("__", 1)[1]
+    changed = FeatureCache.key("m", "cd" * 32, "test", 32, task_name="folder:/data/a")
+    assert changed != a
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("", "t", "s", 224), "module_checksum"),
-        (("c", "", "s", 224), "task"),
+        (("", "t", "s", 224), "module_identity"),
+        (("c", "", "s", 224), "task_fingerprint"),
         (("c", "t", None, 224), "split"),
         (("c", "t", "s", 0), "resolution"),
         (("c", "t", "s", 22.4), "resolution"),

@@ -61,6 +61,7 @@ def test_folder_without_test_dir_is_a_seeded_split(tmp_path):
     assert other.files["trainval"][0] + other.files["test"][0] != train + test
     images, labels = _load_all(task, "test")
     assert images.shape == (2, 4, 4, 3)  # grey tiled to 3 channels
+    # Tiled copies of one channel: bit-identical, any tolerance is moot (default rtol 1e-7).
     np.testing.assert_allclose(images[..., 0], images[..., 2])
     with pytest.raises(ValueError, match="Split 'val200' .* is empty"):
         task.load("val200")
@@ -101,3 +102,12 @@ def test_bad_folders_raise_clear_errors(tmp_path, layout, error, pattern):
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere' does not exist"):
         tasks.get_task(f"folder:{tmp_path / 'nowhere'}")
+
+
+def test_folder_task_takes_its_group_from_task_json(tmp_path):
+    _write_images(tmp_path / "train", {"b_red": 2, "a_green": 2})
+    assert tasks.make_folder_task(str(tmp_path)).group is None
+    (tmp_path / "task.json").write_text('{"name": "x", "group": "structured"}')
+    assert tasks.make_folder_task(str(tmp_path)).group == "structured"
+    (tmp_path / "task.json").write_text('{"group": "other"}')  # Not a VTAB group: none.
+    assert tasks.make_folder_task(str(tmp_path)).group is None

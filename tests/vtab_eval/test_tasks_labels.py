@@ -112,6 +112,8 @@ def test_grey_images_are_tiled_and_resized():
     out = tasks.to_model_input(grey, tf.constant(3, tf.int32))
     assert out["image"].shape == (2, 3, 3) and out["label"].dtype == tf.int64
     for c in range(3):
+        # One correctly rounded float32 division (<= 2**-24 = 6e-8 relative) against float64: under
+        # the default rtol 1e-7; a wrong scale (/ 256, or no division) is off by >= 4e-3.
         np.testing.assert_allclose(out["image"][..., c], grey[..., 0].numpy() / 255.0)
     resized = tasks.to_model_input(grey, tf.constant(0), image_size=5)["image"]
     assert resized.shape == (5, 5, 3)

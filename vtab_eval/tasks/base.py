@@ -8,10 +8,16 @@ fine-tuning never need to know where the data came from.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import inspect
+import json
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import tensorflow as tf
+
+from vtab_eval.tasks.augmentation import FLIP_AND_CROP, Augmentation
 
 GROUPS = ("natural", "specialized", "structured")
 METRICS = ("accuracy", "mean_per_class_accuracy")
@@ -20,6 +26,8 @@ VTAB_SPLITS = ("train800", "val200", "train800val200", "test")
 # Full-data splits (VTAB defines them too); Table-3 style fine-tuning trains on "trainval".
 FULL_SPLITS = ("train", "val", "trainval")
 SPLIT_NAMES = VTAB_SPLITS + FULL_SPLITS
+# Bumped whenever what `Task.fingerprint` covers changes, so old fingerprints never match new ones.
+FINGERPRINT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -35,6 +43,7 @@ class Task:
       metric: "accuracy" or "mean_per_class_accuracy".
       suite: which list the task belongs to ("vtab1k", "table3" or "folder").
       tfds_name: TFDS "name[/config]:version" passed to tfds.load, or None.
+      augmentation: which random flips/crops keep the labels true (vtab_eval/tasks/augmentation.py).
     """
 
     name: str
@@ -44,6 +53,7 @@ class Task:
     metric: str = "accuracy"
     suite: str
     tfds_name: str | None = None
+    augmentation: Augmentation = FLIP_AND_CROP
 
     def __post_init__(self):
         if self.group is not None and self.group not in GROUPS:
@@ -106,6 +116,59 @@ class Task:
         """
         raise NotImplementedError
 
+    def fingerprint(self) -> str:
+        """Hex SHA-256 of everything that determines the task's examples (docs/tasks.md).
+
+        Stable across processes and machines; computed once per instance (no I/O: folder tasks
+        record their files' sizes and modification times when they are built). Caches, results
+        paths and resume checks key a task on this, never on its name or path.
+        """
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            identity = {"fingerprint_version": FINGERPRINT_VERSION, **self._identity()}
+            text = json.dumps(identity, sort_keys=True, separators=(",", ":"), allow_nan=False)
+            cached = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            object.__setattr__(self, "_fingerprint", cached)
+        return cached
+
+    def _identity(self) -> dict:
+        """The JSON-serialisable content `fingerprint` hashes; subclasses extend it."""
+        return {
+            "type": type(self).__name__,
+            "num_classes": self.num_classes,
+            "metric": self.metric,
+            "splits": dict(self.splits),
+            "image_format": callable_identity(to_model_input),
+        }
+
+    def split_size(self, split: str) -> int | None:
+        """Number of examples of `split` if known without reading data (folder tasks), else None."""
+        self.split_string(split)
+        return None
+
+    def validate_splits(self, splits: Iterable[str], min_images: int = 1) -> None:
+        """Checks, before any training, that every split in `splits` exists and holds enough images.
+
+        Call it with the splits a protocol will use, e.g. `protocol.SPLIT_SCHEMES["vtab1k"]`.
+        Sizes are only checked where they are known without reading data (folder tasks).
+
+        Raises:
+          ValueError: one line naming the task (the folder, for folder tasks), the split and its
+            size, for an unknown split or one with fewer than `min_images` images.
+        """
+        if isinstance(splits, str):
+            splits = (splits,)
+        for split in splits:
+            size = self.split_size(split)
+            if size is not None and size < min_images:
+                raise ValueError(self._too_small_message(split, size, min_images))
+
+    def _too_small_message(self, split: str, size: int, min_images: int) -> str:
+        return (
+            f"Task {self.name!r} is too small for split {split!r}: it holds {size} images "
+            f"({self.splits[split]}); at least {min_images} needed"
+        )
+
     def to_json(self) -> dict:
         """The public description printed by `python -m vtab_eval.list_tasks` (see docs/tasks.md)."""
         return {
@@ -116,6 +179,7 @@ class Task:
             "metric": self.metric,
             "suite": self.suite,
             "splits": dict(self.splits),
+            "augmentation": self.augmentation.to_json(),
         }
 
 
@@ -128,3 +192,40 @@ def to_model_input(image: tf.Tensor, label: tf.Tensor, image_size: int | None = 
     if image_size is not None:
         image = tf.image.resize(image, [image_size, image_size], method="bilinear")
     return {"image": image, "label": tf.cast(label, tf.int64)}
+
+
+def callable_identity(fn) -> dict:
+    """A JSON description of a label or decode function that changes whenever its code may.
+
+    The qualified name, the arguments bound by `functools.partial`, and the SHA-256 of the source
+    file that defines the function (so editing it, or constants such as bin thresholds beside it,
+    changes every fingerprint that uses it; the interpreter and the data directory do not count).
+
+    Raises:
+      ValueError: a bound argument that is not a number, string, bool, None, list or callable.
+    """
+    if isinstance(fn, functools.partial):
+        return {
+            "partial": callable_identity(fn.func),
+            "args": [_value_identity(a) for a in fn.args],
+            "keywords": {k: _value_identity(v) for k, v in sorted(fn.keywords.items())},
+        }
+    module = inspect.getmodule(fn)
+    try:
+        source = inspect.getsource(module) if module is not None else ""
+    except (OSError, TypeError):
+        source = ""  # Built-ins and interactively defined functions: the name must do.
+    return {
+        "function": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
+        "source_sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(),
+    }
+
+
+def _value_identity(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_value_identity(v) for v in value]
+    if callable(value):
+        return callable_identity(value)
+    raise ValueError(f"cannot fingerprint a bound argument of type {type(value).__name__}")

@@ -9,12 +9,21 @@ so the splits never change between runs or machines:
 
 As for VTAB, train800 is pool[:800], val200 pool[800:1000], train800val200 pool[:1000];
 the full-data splits are trainval (the pool), val (= val200) and train (the pool minus val).
+
+Every image is decoded once when the task is built (with the decoder loading uses), so a file
+that is empty, cut off or not an image is named in one line then, not deep inside tf.data later;
+`skip_bad_images=True` leaves such files out with a warning instead. The task's fingerprint covers
+each file's relative path, size and modification time (see docs/tasks.md).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import json
 import os
+import re
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -30,13 +39,39 @@ _LAYOUT = (
 )
 
 
+# How many files are decoded at once when a folder is checked (TF's decoders release the GIL).
+_CHECK_THREADS = 8
+# Decode checks already done in this process: (path, size, mtime_ns) -> None or the reason.
+_CHECKED: dict[tuple[str, int, int], str | None] = {}
+
+
+class BadImageWarning(UserWarning):
+    """Files of an image folder that cannot be decoded were left out (skip_bad_images=True)."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class FolderTask(base.Task):
-    """An image-folder task; `files` maps each split name to (paths, labels)."""
+    """An image-folder task; `files` maps each split name to (paths, labels).
+
+    Attributes:
+      root: the absolute folder.
+      class_names: label i is class_names[i].
+      files: split name -> (absolute image paths, labels).
+      seed, test_fraction: the split parameters `make_folder_task` was given.
+      skip_bad_images: whether undecodable files were left out (else they raise).
+      file_stats: (path relative to root, size in bytes, mtime in ns) of every image file found,
+        sorted; what the fingerprint covers.
+      skipped_images: (path relative to root, reason) of the files left out as undecodable.
+    """
 
     root: str
     class_names: tuple[str, ...]
     files: Mapping[str, tuple[tuple[str, ...], tuple[int, ...]]]
+    seed: int = 0
+    test_fraction: float = 0.2
+    skip_bad_images: bool = False
+    file_stats: tuple[tuple[str, int, int], ...] = ()
+    skipped_images: tuple[tuple[str, str], ...] = ()
 
     def _load_examples(self, split, data_dir, shuffle_files):
         del data_dir, shuffle_files  # Only meaningful for TFDS.
@@ -51,9 +86,45 @@ class FolderTask(base.Task):
         )
         return ds.map(_read_image, num_parallel_calls=tf.data.AUTOTUNE)
 
+    def split_size(self, split: str) -> int:
+        """Number of images of `split` (known without reading them)."""
+        self.split_string(split)
+        return len(self.files[split][0])
+
+    def _too_small_message(self, split, size, min_images):
+        pool = len(self.files["trainval"][0])
+        return (
+            f"Image folder {self.root!r} is too small for split {split!r}: it holds {size} "
+            f"images ({self.splits[split]}), at least {min_images} needed; the folder has {pool} "
+            f"pool and {len(self.files['test'][0])} test images (VTAB-1k's train800 and val200 "
+            "need 1000 pool images)"
+        )
+
+    def _identity(self) -> dict:
+        """Content, not location: relative file list with sizes and mtimes, class names, split
+        parameters. The root path and the task name are left out, so a folder moved (with its
+        times kept) keeps its fingerprint."""
+        return {
+            **super()._identity(),
+            "class_names": list(self.class_names),
+            "seed": self.seed,
+            "test_fraction": self.test_fraction,
+            "skip_bad_images": self.skip_bad_images,
+            "files": [list(item) for item in self.file_stats],
+            "skipped_images": [path for path, _ in self.skipped_images],
+            "read_image": base.callable_identity(_read_image),
+        }
+
     def to_json(self) -> dict:
-        """The common description plus the folder and its class names (label order)."""
-        return {**super().to_json(), "root": self.root, "class_names": list(self.class_names)}
+        """The common description plus the folder, its class names (label order), the files left
+        out as undecodable and the fingerprint."""
+        return {
+            **super().to_json(),
+            "root": self.root,
+            "class_names": list(self.class_names),
+            "skipped_images": [{"path": p, "reason": r} for p, r in self.skipped_images],
+            "fingerprint": self.fingerprint(),
+        }
 
 
 def _read_image(example):
@@ -83,6 +154,80 @@ def _class_images(split_dir: str) -> dict[str, list[str]]:
     return classes
 
 
+def _clean_tf_message(message: str) -> str:
+    """TF's op error without the function-node prefix and the op suffix, on one line."""
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+    message = re.sub(r"\s*\[Op:\w+\].*$", "", message, flags=re.S)
+    return " ".join(message.split()) or "unknown error"
+
+
+def _decode_problem(path: str, size: int) -> str | None:
+    """Why `path` cannot be decoded as loading decodes it, or None if it can."""
+    if size == 0:
+        return "empty file"
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except tf.errors.OpError as err:
+        return _clean_tf_message(err.message)
+    return None
+
+
+def _stat_and_check(path: str) -> tuple[int, int, str | None]:
+    """(size, mtime_ns, problem or None) of one image file; decode checks are memoised."""
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        return 0, 0, f"cannot be read ({err.strerror})"
+    if not os.path.isfile(path):
+        return info.st_size, info.st_mtime_ns, "not a regular file"
+    key = (path, info.st_size, info.st_mtime_ns)
+    if key not in _CHECKED:
+        _CHECKED[key] = _decode_problem(path, info.st_size)
+    return info.st_size, info.st_mtime_ns, _CHECKED[key]
+
+
+def _check_images(root, class_images, skip_bad_images):
+    """Stats and decode-checks every image; returns (good class images, stats, skipped).
+
+    Raises:
+      ValueError: one line naming the first bad file (and how many more there are), unless
+        skip_bad_images, or naming a class folder left with no decodable image.
+    """
+    paths = [p for images in class_images.values() for p in images]
+    with concurrent.futures.ThreadPoolExecutor(_CHECK_THREADS) as pool:
+        checked = dict(zip(paths, pool.map(_stat_and_check, paths)))
+    rel = {p: os.path.relpath(p, root).replace(os.sep, "/") for p in paths}
+    stats = tuple(sorted((rel[p], size, mtime) for p, (size, mtime, _) in checked.items()))
+    bad = [(p, problem) for p, (_, _, problem) in checked.items() if problem]
+    if bad and not skip_bad_images:
+        path, problem = bad[0]
+        more = f" (and {len(bad) - 1} more undecodable files)" if len(bad) > 1 else ""
+        raise ValueError(
+            f"Image folder {root!r}: {path!r} cannot be decoded as an image: {problem}{more}; "
+            "remove or replace it, or pass --skip_bad_images (skip_bad_images=True) to leave "
+            "such files out"
+        )
+    if bad:
+        shown = ", ".join(f"{rel[p]} ({problem})" for p, problem in bad[:5])
+        warnings.warn(
+            f"Image folder {root!r}: left out {len(bad)} undecodable files: {shown}"
+            + (" ..." if len(bad) > 5 else ""),
+            BadImageWarning,
+            stacklevel=3,
+        )
+    bad_paths = {p for p, _ in bad}
+    good = {}
+    for name, images in class_images.items():
+        good[name] = [p for p in images if p not in bad_paths]
+        if not good[name]:
+            raise ValueError(
+                f"Class folder {os.path.dirname(images[0])!r} holds no decodable images "
+                f"({len(images)} left out as undecodable); {_LAYOUT}"
+            )
+    skipped = tuple(sorted((rel[p], problem) for p, problem in bad))
+    return good, stats, skipped
+
+
 def _pool_splits(pool, note):
     """The VTAB positions in the seeded pool: files and a description of every pool split."""
 
@@ -110,13 +255,40 @@ def _pool_splits(pool, note):
     return files, descriptions
 
 
-def make_folder_task(path: str, seed: int = 0, test_fraction: float = 0.2) -> FolderTask:
+def _declared_group(root: str) -> str | None:
+    """The VTAB group a folder declares in PATH/task.json ("group", as bit_experts.world writes
+    it), or None without one or for a value that is not a VTAB group."""
+    path = os.path.join(root, "task.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            group = json.load(f).get("group")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return group if group in base.GROUPS else None
+
+
+def make_folder_task(
+    path: str, seed: int = 0, test_fraction: float = 0.2, *, skip_bad_images: bool = False
+) -> FolderTask:
     """Builds the task for an image folder (see the module docstring for the layout and splits).
+
+    Every image is decoded once here (a few ms per typical JPEG, on 8 threads; memoised per
+    process by path, size and modification time).
 
     Args:
       path: the folder holding train/ and optionally test/.
       seed: seed of the order of the training images.
       test_fraction: share of the training images held out as test when there is no test/.
+      skip_bad_images: leave out files that cannot be decoded (empty, cut off, not an image)
+        with a BadImageWarning naming them, instead of raising. They are left out before the
+        seeded order is drawn, and the task's fingerprint records them.
+
+    Raises:
+      FileNotFoundError: no such folder, or no train/ in it.
+      ValueError: a bad layout, or an undecodable file (one line naming it) unless
+        skip_bad_images.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
@@ -127,6 +299,14 @@ def make_folder_task(path: str, seed: int = 0, test_fraction: float = 0.2) -> Fo
     if not os.path.isdir(train_dir):
         raise FileNotFoundError(f"Image folder {root!r} has no train/ folder; {_LAYOUT}")
     train = _class_images(train_dir)
+    test_dir = os.path.join(root, "test")
+    test = _class_images(test_dir) if os.path.isdir(test_dir) else None
+    everything = {("train", k): v for k, v in train.items()}
+    everything.update({("test", k): v for k, v in (test or {}).items()})
+    good, file_stats, skipped = _check_images(root, everything, skip_bad_images)
+    train = {k: good[("train", k)] for k in train}
+    if test is not None:
+        test = {k: good[("test", k)] for k in test}
     if len(train) < 2:
         raise ValueError(
             f"Image folder {root!r} has {len(train)} class folder(s) in train/; {_LAYOUT}"
@@ -139,9 +319,7 @@ def make_folder_task(path: str, seed: int = 0, test_fraction: float = 0.2) -> Fo
     paths = [paths[i] for i in order]
     labels = [labels[i] for i in order]
 
-    test_dir = os.path.join(root, "test")
-    if os.path.isdir(test_dir):
-        test = _class_images(test_dir)
+    if test is not None:
         unknown = sorted(set(test) - set(class_names))
         if unknown:
             raise ValueError(
@@ -175,10 +353,15 @@ def make_folder_task(path: str, seed: int = 0, test_fraction: float = 0.2) -> Fo
     return FolderTask(
         name=PREFIX + path,
         num_classes=len(class_names),
-        group=None,
+        group=_declared_group(root),
         suite="folder",
         splits=descriptions,
         root=root,
         class_names=class_names,
         files=files,
+        seed=int(seed),
+        test_fraction=float(test_fraction),
+        skip_bad_images=bool(skip_bad_images),
+        file_stats=file_stats,
+        skipped_images=skipped,
     )

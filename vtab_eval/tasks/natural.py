@@ -6,10 +6,14 @@ pinned versions.
 """
 
 from vtab_eval.tasks import splits
+from vtab_eval.tasks.augmentation import FLIP_AND_CROP, Augmentation
 from vtab_eval.tasks.tfds_task import TfdsTask
 
+# A mirrored digit is not that digit (a flipped 3 is no 3); a crop of the centred digit keeps it.
+DIGIT_AUGMENTATION = Augmentation(flip=False, reason="digits: a mirrored digit is not that digit")
 
-def _natural(name, tfds_name, num_classes, task_splits):
+
+def _natural(name, tfds_name, num_classes, task_splits, augmentation=FLIP_AND_CROP):
     return TfdsTask(
         name=name,
         tfds_name=tfds_name,
@@ -17,6 +21,7 @@ def _natural(name, tfds_name, num_classes, task_splits):
         group="natural",
         suite="vtab1k",
         splits=task_splits,
+        augmentation=augmentation,
     )
 
 
@@ -35,7 +40,13 @@ TASKS = (
         "oxford_iiit_pet", "oxford_iiit_pet:4.*.*", 37, splits.val_from_train(3680 * 80 // 100)
     ),
     # svhn.py: svhn_cropped, TFDS train (73257) split 90/10 ("extra" unused); TFDS test is test.
-    _natural("svhn", "svhn_cropped:3.*.*", 10, splits.val_from_train(73257 * 90 // 100)),
+    _natural(
+        "svhn",
+        "svhn_cropped:3.*.*",
+        10,
+        splits.val_from_train(73257 * 90 // 100),
+        DIGIT_AUGMENTATION,
+    ),
     # sun397.py (config "tfds"): the official train/validation/test splits of sun397/tfds.
     _natural("sun397", "sun397/tfds:4.*.*", 397, splits.official_val()),
 )

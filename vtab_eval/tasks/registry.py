@@ -23,18 +23,24 @@ def list_tasks(suite: str = "all") -> list[str]:
     return [task.name for task in _SUITES[suite]]
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, *, skip_bad_images: bool = False) -> Task:
     """Returns the task called `name`, or the image-folder task for "folder:PATH".
 
+    Args:
+      name: a registered name (`list_tasks`) or "folder:PATH".
+      skip_bad_images: folder tasks only: leave out undecodable image files with a warning
+        instead of raising (see `make_folder_task`); registered tasks ignore it.
+
     Raises:
-      ValueError: unknown name (the message lists the known ones) or a bad folder layout.
+      ValueError: unknown name (the message lists the known ones), a bad folder layout, or an
+        undecodable image file (named) in a folder.
       FileNotFoundError: a folder task whose folder or train/ sub-folder does not exist.
     """
     if name.startswith(folder.PREFIX):
         path = name[len(folder.PREFIX) :]
         if not path:
             raise ValueError(f"Task name {name!r} lacks a path; expected 'folder:PATH'")
-        return folder.make_folder_task(path)
+        return folder.make_folder_task(path, skip_bad_images=skip_bad_images)
     if name not in _BY_NAME:
         raise ValueError(
             f"Unknown task {name!r}; known tasks: {', '.join(_BY_NAME)}; "

@@ -11,6 +11,7 @@ import functools
 import tensorflow as tf
 
 from vtab_eval.tasks import splits
+from vtab_eval.tasks.augmentation import Augmentation
 from vtab_eval.tasks.tfds_task import TfdsTask
 
 # clevr.py, closest_object_distance: bins of the smallest object depth (pixel_coords[:, 2]).
@@ -21,6 +22,23 @@ KITTI_DISTANCE_THRESHOLDS = (-100.0, 8.0, 20.0, 999.0)
 KITTI_NO_VEHICLE_DEPTH = 1000.0
 # TFDS kitti object types 0, 1, 2 are Car, Van, Truck: the "vehicles".
 KITTI_NUM_VEHICLE_TYPES = 3
+
+
+# Augmentation policies, decided from each label function below (BiT colab: no random crops for
+# counting, no flips where the label is an orientation).
+# The label is a count or the nearest object over the whole scene: a crop can cut objects out.
+# Depth and counts do not change in a mirror image.
+SCENE_AUGMENTATION = Augmentation(
+    crop=False, reason="label counts or measures objects anywhere in the scene; a crop can cut them"
+)
+# dSprites x position: a flip mirrors x and a crop (a translation) moves the shape.
+POSITION_AUGMENTATION = Augmentation(
+    flip=False, crop=False, reason="label is a position: flips mirror it and crops move it"
+)
+# Orientations and pose angles: a mirror image reverses the angle; a crop keeps it.
+ORIENTATION_AUGMENTATION = Augmentation(
+    flip=False, reason="label is an orientation or pose angle, which a mirror image changes"
+)
 
 
 def _bin(value, thresholds):
@@ -96,7 +114,7 @@ _SMALLNORB_SPLITS = {
 }
 
 
-def _structured(name, tfds_name, num_classes, task_splits, decode, preprocess):
+def _structured(name, tfds_name, num_classes, task_splits, decode, preprocess, augmentation):
     return TfdsTask(
         name=name,
         tfds_name=tfds_name,
@@ -106,6 +124,7 @@ def _structured(name, tfds_name, num_classes, task_splits, decode, preprocess):
         splits=task_splits,
         decode=decode,
         preprocess=preprocess,
+        augmentation=augmentation,
     )
 
 
@@ -117,6 +136,7 @@ TASKS = (
         _CLEVR_SPLITS,
         _CLEVR_DECODE,
         functools.partial(_clevr_preprocess, clevr_count_label),
+        SCENE_AUGMENTATION,
     ),
     _structured(
         "clevr_distance",
@@ -125,6 +145,7 @@ TASKS = (
         _CLEVR_SPLITS,
         _CLEVR_DECODE,
         functools.partial(_clevr_preprocess, clevr_distance_label),
+        SCENE_AUGMENTATION,
     ),
     # dmlab.py: official train/validation/test splits; the TFDS label is the task label.
     TfdsTask(
@@ -134,6 +155,7 @@ TASKS = (
         group="structured",
         suite="vtab1k",
         splits=splits.official_val(),
+        augmentation=SCENE_AUGMENTATION,  # Label: distance and reward of the objects in view.
     ),
     # kitti.py: official train/validation/test splits of kitti:3.1.0.
     _structured(
@@ -143,6 +165,7 @@ TASKS = (
         splits.official_val(),
         {"image": True, "objects": {"type": True, "location": True}},
         _kitti_preprocess,
+        SCENE_AUGMENTATION,
     ),
     # dSpr-Loc: label_x_position has 32 values -> 16 classes.
     _structured(
@@ -152,6 +175,7 @@ TASKS = (
         _DSPRITES_SPLITS,
         {"image": True, "label_x_position": True},
         functools.partial(_dsprites_preprocess, "label_x_position", 32),
+        POSITION_AUGMENTATION,
     ),
     # dSpr-Ori: label_orientation has 40 values -> 16 classes.
     _structured(
@@ -161,6 +185,7 @@ TASKS = (
         _DSPRITES_SPLITS,
         {"image": True, "label_orientation": True},
         functools.partial(_dsprites_preprocess, "label_orientation", 40),
+        ORIENTATION_AUGMENTATION,
     ),
     # sNORB-Azim: label_azimuth, 18 classes (the first camera's "image" only).
     _structured(
@@ -170,6 +195,7 @@ TASKS = (
         _SMALLNORB_SPLITS,
         {"image": True, "label_azimuth": True},
         functools.partial(_smallnorb_preprocess, "label_azimuth"),
+        ORIENTATION_AUGMENTATION,
     ),
     # sNORB-Elev: label_elevation, 9 classes.
     _structured(
@@ -179,5 +205,6 @@ TASKS = (
         _SMALLNORB_SPLITS,
         {"image": True, "label_elevation": True},
         functools.partial(_smallnorb_preprocess, "label_elevation"),
+        ORIENTATION_AUGMENTATION,
     ),
 )

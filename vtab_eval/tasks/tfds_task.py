@@ -45,6 +45,18 @@ class TfdsTask(base.Task):
             raise FileNotFoundError(self._not_prepared_message(data_dir, e)) from None
         return ds.map(self.preprocess, num_parallel_calls=tf.data.AUTOTUNE)
 
+    def _identity(self) -> dict:
+        """The common identity plus the TFDS builder "name[/config]:version" as registered (a
+        wildcard version stays a wildcard: the data directory is not part of a task's identity),
+        the decoded features and the label code."""
+        return {
+            **super()._identity(),
+            "name": self.name,
+            "tfds_name": self.tfds_name,
+            "decode": _plain(self.decode),
+            "preprocess": base.callable_identity(self.preprocess),
+        }
+
     def _not_prepared_message(self, data_dir, error) -> str:
         name, _, version = self.tfds_name.partition(":")
         # `tfds build` takes name/config[:version]; a wildcard version means "the default one".
@@ -58,3 +70,10 @@ class TfdsTask(base.Task):
             f"resisc45 and diabetic_retinopathy_detection, also need --manual_dir). "
             f"TFDS said: {error}"
         )
+
+
+def _plain(value):
+    """A decode spec (nested mappings of bools) as plain JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value

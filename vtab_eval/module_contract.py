@@ -1,0 +1,138 @@
+"""Whether a module can be fine-tuned, checked from its `saved_model.pb` without loading it.
+
+`vtab_eval.finetune.build_classifier` and its training step use the reusable SavedModel API
+(TF Hub TF2 format): the root object's `variables` (reset before reuse), a non-empty
+`trainable_variables` (what the gradient updates) and a traced `__call__(images, training=...)`
+called with `training=True` while training and `training=False` to evaluate. A module can be
+embedded without them (a Keras 3 `model.export()` archive has only `serve`, a signature-only
+SavedModel only `signatures`), so a pool keeps such modules rankable but never fine-tunes them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tensorflow.core.protobuf import saved_model_pb2
+
+# Root attributes fine-tuning uses (finetune.build_classifier, Classifier, _reuse_loaded).
+REQUIRED_ATTRIBUTES = ("__call__", "variables", "trainable_variables")
+
+# module directory -> (size, mtime_ns, result) of checks done in this process.
+_CHECKED: dict[str, tuple[int, int, tuple[bool, str]]] = {}
+
+
+def _handle_and_dir(entry):
+    """(handle, local directory or None) of a ModuleEntry-like object or a handle string."""
+    if isinstance(entry, str):
+        handle, path = entry, None
+    else:
+        handle, path = entry.handle, getattr(entry, "path", None)
+    if path is None and "://" not in handle:
+        path = os.path.abspath(os.path.expanduser(handle))
+    return handle, path
+
+
+def finetunable(entry) -> tuple[bool, str]:
+    """Checks the fine-tuning contract of a module, from its saved_model.pb alone.
+
+    Args:
+      entry: a `hub_export.collection.ModuleEntry` (its `path` is used when set) or a handle
+        string (a local module directory; remote handles are resolved through TFHUB_CACHE_DIR).
+
+    Returns:
+      (True, "") when `vtab_eval.finetune` can fine-tune it; else (False, reason), where the
+      reason is one line saying what the module lacks, e.g. "no __call__ (a serving-only
+      SavedModel such as Keras 3 model.export())".
+    """
+    handle, path = _handle_and_dir(entry)
+    if path is None:
+        try:
+            import tensorflow_hub as hub  # Only needed for remote handles.
+
+            path = hub.resolve(handle)
+        except Exception as err:  # noqa: BLE001 - any resolver failure: not available here
+            return False, f"remote handle not available offline ({type(err).__name__})"
+    pb = os.path.join(path, "saved_model.pb")
+    try:
+        info = os.stat(pb)
+    except OSError:
+        if os.path.isfile(os.path.join(path, "tfhub_module.pb")):
+            return False, "TF1 Hub format module (no TF2 reusable SavedModel API)"
+        return False, f"no saved_model.pb in {path}"
+    found = _CHECKED.get(path)
+    if found is not None and found[:2] == (info.st_size, info.st_mtime_ns):
+        return found[2]
+    result = _check(pb)
+    _CHECKED[path] = (info.st_size, info.st_mtime_ns, result)
+    return result
+
+
+def _check(pb_path) -> tuple[bool, str]:
+    proto = saved_model_pb2.SavedModel()
+    try:
+        with open(pb_path, "rb") as handle:
+            proto.ParseFromString(handle.read())
+    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and others
+        return False, f"unreadable saved_model.pb ({type(err).__name__})"
+    if not proto.meta_graphs or not proto.meta_graphs[0].object_graph_def.nodes:
+        return False, "no object graph (a TF1-style SavedModel with signatures only)"
+    graph = proto.meta_graphs[0].object_graph_def
+    children = {c.local_name: c.node_id for c in graph.nodes[0].children}
+    missing = [name for name in REQUIRED_ATTRIBUTES if name not in children]
+    if "__call__" in missing:
+        kind = (
+            "serving-only (e.g. Keras 3 model.export())"
+            if "serve" in children
+            else "signature-only"
+        )
+        return False, (
+            f"no __call__(images, training=...): a {kind} SavedModel; root has {sorted(children)}"
+        )
+    if missing:
+        return False, f"lacks {missing} of the reusable SavedModel API"
+    if not graph.nodes[children["trainable_variables"]].children:
+        return False, "trainable_variables is empty: nothing to fine-tune"
+    node = graph.nodes[children["__call__"]]
+    if node.WhichOneof("kind") != "function" or not node.function.concrete_functions:
+        return False, "__call__ is not a traced tf.function"
+    modes = _training_modes(node.function, graph)
+    if True not in modes:
+        return False, "__call__ has no traced training=True variant (fine-tuning calls it so)"
+    if False not in modes:
+        return False, "__call__ has no traced training=False variant (evaluation calls it so)"
+    return True, ""
+
+
+def _training_modes(function, graph) -> set:
+    """The values `training` takes over the traced concrete functions of a SavedFunction."""
+    spec = function.function_spec.fullargspec.named_tuple_value
+    fields = {v.key: v.value for v in spec.values}
+    args = [v.string_value for v in fields["args"].list_value.values] if "args" in fields else []
+    if args and args[0] == "self":
+        args = args[1:]
+    defaults = []
+    if "defaults" in fields and fields["defaults"].WhichOneof("kind") == "tuple_value":
+        defaults = list(fields["defaults"].tuple_value.values)
+    default = None
+    if "training" in args and len(args) - args.index("training") <= len(defaults):
+        value = defaults[len(defaults) - (len(args) - args.index("training"))]
+        if value.WhichOneof("kind") == "bool_value":
+            default = value.bool_value
+    modes = set()
+    for name in function.concrete_functions:
+        signature = graph.concrete_functions[name].canonicalized_input_signature
+        positional, keywords = signature.tuple_value.values
+        value = None
+        kw_fields = keywords.dict_value.fields
+        if "training" in kw_fields:
+            value = kw_fields["training"]
+        elif "training" in args and args.index("training") < len(positional.tuple_value.values):
+            value = positional.tuple_value.values[args.index("training")]
+        if value is None:
+            if default is not None:
+                modes.add(default)
+        elif value.WhichOneof("kind") == "bool_value":
+            modes.add(value.bool_value)
+        else:  # A tensor-valued `training` accepts both.
+            modes.update((True, False))
+    return modes
