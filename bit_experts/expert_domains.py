@@ -1,9 +1,12 @@
 """Choosing expert domains: the hierarchy nodes whose image slices the experts are trained on.
 
 Every image belongs to its labels and all their ancestors, so slices overlap (the lion image is in
-the organism, animal, carnivore, felidae and lion slices). Domains are the K largest non-root
-nodes (the paper's ImageNet-21k setting) or every non-root node with at least N images (its JFT
-setting). Random "control" domains of the same sizes are the paper's appendix G baseline.
+the organism, animal, carnivore, felidae and lion slices). Domains are the K largest nodes (the
+paper's ImageNet-21k setting) or every node with at least N images (its JFT setting). Roots count
+like any node, as in the paper: its released ImageNet-21k experts include the WordNet root `entity`
+and the top nodes under it, which give the selector a generic member to fall back on
+(`include_roots=False` leaves them out). Random "control" domains of the same sizes are the paper's
+appendix G baseline.
 
 Counting goes through label *sets*: images with the same set of labels share one ancestor closure,
 so the hierarchy is walked once per distinct set, not once per image. The saved format is in
@@ -201,12 +204,17 @@ def choose_expert_domains(
     *,
     top_k: int | None = None,
     min_images: int | None = None,
+    include_roots: bool = True,
 ) -> list[ExpertDomain]:
     """Picks the expert domains: the `top_k` largest nodes, or every node with >= `min_images`.
 
-    Roots are never chosen (their slice is everything). Give exactly one of `top_k`/`min_images`.
+    Give exactly one of `top_k`/`min_images`. A root (a node without parents) is eligible like any
+    other node by default, as in the paper (Puigcerver et al., ICLR 2021): the top-K nodes of its
+    ImageNet-21k collection include the WordNet root `entity`, a generic expert whose slice is
+    every image. `include_roots=False` leaves roots out. Nodes without images are never chosen.
+
     Returns domains sorted by image count (largest first), ties by name. Raises ValueError when
-    fewer than `top_k` non-root nodes have images, or when no node reaches `min_images`.
+    fewer than `top_k` eligible nodes have images, or when no eligible node reaches `min_images`.
     """
     if (top_k is None) == (min_images is None):
         raise ValueError(f"give exactly one of top_k or min_images, got {top_k=}, {min_images=}")
@@ -222,12 +230,19 @@ def choose_expert_domains(
         pair_nodes, weights=groups.counts[pair_groups], minlength=len(nodes)
     ).astype(np.int64)
 
-    candidates = [i for i, n in enumerate(nodes) if node_counts[i] > 0 and hierarchy.parents(n)]
+    if not isinstance(include_roots, bool | np.bool_):
+        raise ValueError(f"include_roots must be a bool, got {include_roots!r}")
+    eligible = "" if include_roots else "non-root "
+    candidates = [
+        i
+        for i, n in enumerate(nodes)
+        if node_counts[i] > 0 and (include_roots or hierarchy.parents(n))
+    ]
     candidates.sort(key=lambda i: (-node_counts[i], nodes[i]))
     if top_k is not None:
         if top_k > len(candidates):
             raise ValueError(
-                f"top_k={top_k} expert domains requested but only {len(candidates)} non-root "
+                f"top_k={top_k} expert domains requested but only {len(candidates)} {eligible}"
                 "hierarchy nodes have images"
             )
         chosen = candidates[:top_k]
@@ -236,7 +251,7 @@ def choose_expert_domains(
         if not chosen:
             largest = int(node_counts[candidates[0]]) if candidates else 0
             raise ValueError(
-                f"no non-root hierarchy node has min_images={min_images} images "
+                f"no {eligible}hierarchy node has min_images={min_images} images "
                 f"(the largest has {largest})"
             )
 
@@ -425,7 +440,17 @@ def load_domains(path: str) -> list[ExpertDomain]:
             ref = e["image_indices"]
             if not isinstance(ref, dict) or not {"file", "key"} <= ref.keys():
                 raise ValueError(f"{path}: entry {i} image_indices must be {{'file', 'key'}}")
-            file = os.path.join(os.path.dirname(os.path.abspath(path)), ref["file"])
+            name = ref["file"]
+            if (
+                not isinstance(name, str)
+                or name in ("", ".", "..")
+                or name != os.path.basename(name)
+            ):
+                raise ValueError(
+                    f"{path}: entry {i} image_indices file {name!r} leaves the folder of "
+                    "expert_domains.json (expected a file name beside it)"
+                )
+            file = os.path.join(os.path.dirname(os.path.abspath(path)), name)
             if file not in loaded:
                 if not os.path.exists(file):
                     raise FileNotFoundError(f"{path}: image index file {file} does not exist")

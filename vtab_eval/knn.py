@@ -165,6 +165,34 @@ def loo_nearest_neighbors(features, chunk_size: int = 1024) -> tf.Tensor:
     return nearest
 
 
+def loo_1nn_correct(features, labels, chunk_size: int = 1024) -> np.ndarray:
+    """Per-row leave-one-out 1-nearest-neighbour hits of `labels` under `features`.
+
+    Args:
+      features: numeric [N, d] array or tensor (see `loo_nearest_neighbors`).
+      labels: integer [N] class labels.
+      chunk_size: query rows per matrix product; does not change the result.
+
+    Returns:
+      bool numpy array [N]: True where the row's nearest other row has the same label. Its mean
+      is `loo_1nn_accuracy`.
+
+    Raises:
+      ValueError: on malformed features, or labels that are not an integer vector of length N.
+    """
+    tensor = _as_features(features)
+    labels_np = np.asarray(labels.numpy() if isinstance(labels, tf.Tensor) else labels)
+    if labels_np.ndim != 1 or labels_np.shape[0] != tensor.shape[0]:
+        raise ValueError(
+            f"labels must be a 1-D array with one label per feature row ({tensor.shape[0]}); "
+            f"got shape {labels_np.shape}"
+        )
+    if not np.issubdtype(labels_np.dtype, np.integer):
+        raise ValueError(f"labels must be integers; got dtype {labels_np.dtype}")
+    nearest = loo_nearest_neighbors(tensor, chunk_size=chunk_size).numpy()
+    return labels_np[nearest] == labels_np
+
+
 def loo_1nn_accuracy(features, labels, chunk_size: int = 1024) -> float:
     """Leave-one-out 1-nearest-neighbour accuracy of `labels` under `features`.
 

@@ -13,6 +13,8 @@ import sys
 
 from absl import app, flags
 
+from bit_experts import cli
+
 FLAGS = flags.FLAGS
 
 
@@ -29,18 +31,38 @@ def define_flags():
     flags.DEFINE_enum(
         "method",
         "knn",
-        ["knn", "random", "domain_prediction", "label_matching", "baseline"],
+        ["knn", "random", "domain_prediction", "label_matching", "baseline"]
+        + ["logme", "linear_loo", "ncm", "gbc"],
         "Selection method.",
     )
+    flags.DEFINE_enum(
+        "fallback",
+        "none",
+        ["none", "baseline"],
+        "baseline: pick B unless the best expert beats it with probability >= "
+        "--fallback_confidence (knn, linear_loo, ncm; needs --include_baseline).",
+    )
+    flags.DEFINE_float(
+        "fallback_confidence", 0.9, "Paired bootstrap probability the pick must beat B with."
+    )
     flags.DEFINE_string("split", "train800val200", "Task split the selector looks at.")
-    flags.DEFINE_integer("resolution", 0, "Image side; 0: the modules' metadata, else 224.")
+    flags.DEFINE_integer(
+        "resolution", 0, "Image side for every module; 0: each module its own (metadata, else 224)."
+    )
     flags.DEFINE_string("data_dir", None, "TFDS data directory.")
     flags.DEFINE_string(
         "cache_dir", None, "Feature cache; default: feature_cache/ beside output_json."
     )
     flags.DEFINE_integer("batch_size", 64, "Images per module call.")
     flags.DEFINE_integer("seed", 0, "Seed of the random selector.")
-    flags.DEFINE_bool("include_baseline", False, "Rank the baseline B together with the experts.")
+    flags.DEFINE_bool(
+        "include_baseline",
+        True,
+        "Rank the baseline B with the experts (--noinclude_baseline: not).",
+    )
+    flags.DEFINE_bool(
+        "skip_bad_images", False, "Leave out undecodable images of a folder task, with a warning."
+    )
     flags.DEFINE_integer("num_shards", 1, "Split feature extraction over this many workers.")
     flags.DEFINE_integer("shard_index", 0, "This worker's shard, in [0, num_shards).")
     flags.DEFINE_bool("cache_only", False, "Never compute features; missing ones are left out.")
@@ -60,27 +82,43 @@ def rank_command(
     cache_dir=None,
     batch_size=64,
     seed=0,
-    include_baseline=False,
+    include_baseline=True,
     num_shards=1,
     shard_index=0,
     cache_only=False,
     plot_png=None,
     verify_checksums=True,
+    fallback="none",
+    fallback_confidence=0.9,
+    skip_bad_images=False,
     log=print,
 ):
-    """Does what the command does, with plain arguments; returns the written dict."""
+    """Does what the command does, with plain arguments; returns the written dict.
+
+    Every flag value, path and the task's split are checked before any module is loaded; each
+    problem is a ValueError of one line naming the flag (`check_arguments`).
+    """
     from hub_export import collection
     from vtab_eval import ranking, report, tasks
 
-    task = tasks.get_task(task_name)
+    cache_dir = check_arguments(
+        output_json,
+        split=split,
+        resolution=resolution,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        cache_only=cache_only,
+        plot_png=plot_png,
+    )
+    task = tasks.get_task(task_name, skip_bad_images=skip_bad_images)
+    task.validate_splits([split])
     # Signatures are not pre-checked: a module that fails to load is left out, not fatal.
     pool = collection.resolve_pool(
         collection_spec, verify_checksums=verify_checksums, check_signatures=False
     )
-    resolution = resolution or ranking.default_resolution(pool)
-    cache_dir = cache_dir or os.path.join(
-        os.path.dirname(os.path.abspath(output_json)), "feature_cache"
-    )
+    resolution = resolution or None  # None: each module at its own recommended resolution.
     common = dict(
         split=split,
         resolution=resolution,
@@ -95,7 +133,15 @@ def rank_command(
     else:
         priors = ranking.load_label_priors(collection_spec) if method == "label_matching" else None
         result = ranking.rank(
-            pool, task, method, seed=seed, cache_only=cache_only, label_priors=priors, **common
+            pool,
+            task,
+            method,
+            seed=seed,
+            cache_only=cache_only,
+            label_priors=priors,
+            fallback=fallback,
+            fallback_confidence=fallback_confidence,
+            **common,
         )
         result["collection"] = collection_spec
         if plot_png:
@@ -105,7 +151,53 @@ def rank_command(
         log(f"left out {item['handle']}: {item['error']}")
     if "selected" in result:
         log(f"selected {result['selected_name']} ({result['selected']}) by {method}")
+    if result.get("fallback"):
+        fired = result["fallback"]["fired"]
+        log(f"fallback to the baseline {'fired' if fired else 'did not fire'}")
     return result
+
+
+def check_arguments(
+    output_json,
+    *,
+    split,
+    resolution,
+    cache_dir,
+    batch_size,
+    num_shards,
+    shard_index,
+    cache_only,
+    plot_png,
+):
+    """Checks the command's values and paths before any work; returns the cache directory.
+
+    Raises:
+      ValueError: one line naming the flag and what was expected.
+    """
+    from vtab_eval import input_checks, tasks
+
+    input_checks.positive_int("--batch_size", batch_size)
+    input_checks.non_negative_int("--resolution", resolution)
+    input_checks.positive_int("--num_shards", num_shards)
+    input_checks.non_negative_int("--shard_index", shard_index)
+    if shard_index >= num_shards:
+        raise ValueError(
+            f"--shard_index must be in [0, --num_shards={num_shards}); got {shard_index}"
+        )
+    if split not in tasks.SPLIT_NAMES:
+        raise ValueError(f"--split must be one of {list(tasks.SPLIT_NAMES)}; got {split!r}")
+    output_json = input_checks.output_file("--output_json", output_json)
+    cache_dir = cache_dir or os.path.join(os.path.dirname(output_json), "feature_cache")
+    if cache_only:
+        if not os.path.isdir(cache_dir):
+            raise ValueError(
+                f"--cache_dir: {cache_dir!r} is not a directory (--cache_only reads it)"
+            )
+    else:
+        input_checks.writable_dir("--cache_dir", cache_dir)
+    if plot_png:
+        input_checks.output_file("--plot_png", plot_png)
+    return cache_dir
 
 
 def main(argv):
@@ -132,11 +224,23 @@ def main(argv):
             cache_only=FLAGS.cache_only,
             plot_png=FLAGS.plot_png,
             verify_checksums=FLAGS.verify_checksums,
+            fallback=FLAGS.fallback,
+            fallback_confidence=FLAGS.fallback_confidence,
+            skip_bad_images=FLAGS.skip_bad_images,
         )
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"vtab_eval.rank: error: {err}")
+    except OSError as err:  # E.g. the disk filled up while writing features or the JSON.
+        paths = {
+            os.path.dirname(os.path.abspath(FLAGS.output_json)): "--output_json",
+            FLAGS.cache_dir: "--cache_dir",
+        }
+        from vtab_eval import input_checks
+
+        sys.exit(f"vtab_eval.rank: error: {input_checks.disk_error_line(paths, err)}")
 
 
 if __name__ == "__main__":
     define_flags()
+    cli.quiet_logs()  # TF's INFO logs off unless --verbosity is given
     app.run(main)

@@ -4,15 +4,35 @@ Selectors (`METHODS`): `knn` (leave-one-out 1-NN accuracy of each expert's featu
 default), `random` (seeded), `domain_prediction` (the EPN's geometric-mean probability of each
 expert's domain), `label_matching` (KL divergence between the upstream labels the baseline's
 classifier predicts on the task and each expert's label prior) and `baseline` (no selection: the
-upstream baseline `B`, the "no expert" reference). Features and classifier outputs go through the
+upstream baseline `B`, the "no expert" reference), and the proxies on cached features `logme`,
+`linear_loo`, `ncm` and `gbc` (docs/selection.md). Features and classifier outputs go through the
 feature cache (`vtab_eval.embed`). The result dict is documented in docs/evaluation.md.
+
+Proxies with per-image correctness (`knn`, `linear_loo`, `ncm`) also give every expert a bootstrap
+interval, the paired bootstrap probabilities that the top pick beats the runner-up and that the
+best expert beats B, and allow the `baseline` fallback policy (`selectors.baseline_fallback`).
+
+Each module sees images at its own recommended resolution (`embed.module_resolution`: metadata
+"resolution", else `embed.DEFAULT_RESOLUTION` = 224) unless a resolution is forced, so the order of
+a pool never changes a score. Experts that can be embedded but not fine-tuned
+(`module_contract.finetunable`) are ranked and marked, but never selected.
 """
 
 import numpy as np
 
-from vtab_eval import embed, selectors
+from vtab_eval import confidence, embed, module_contract, selectors
 
-METHODS = ("knn", "random", "domain_prediction", "label_matching", "baseline")
+METHODS = (
+    "knn",
+    "random",
+    "domain_prediction",
+    "label_matching",
+    "baseline",
+    "logme",
+    "linear_loo",
+    "ncm",
+    "gbc",
+)
 DEFAULT_SPLIT = "train800val200"
 
 
@@ -99,7 +119,7 @@ def rank(
     method="knn",
     *,
     split=DEFAULT_SPLIT,
-    resolution=224,
+    resolution=None,
     cache_dir=None,
     data_dir=None,
     batch_size=64,
@@ -107,6 +127,10 @@ def rank(
     include_baseline=False,
     cache_only=False,
     label_priors=None,
+    fallback="none",
+    fallback_confidence=selectors.DEFAULT_FALLBACK_CONFIDENCE,
+    confidence_level=confidence.DEFAULT_LEVEL,
+    n_resamples=confidence.DEFAULT_RESAMPLES,
     log=None,
 ):
     """Scores every expert of `pool` on `task` with `method` and picks one.
@@ -116,24 +140,35 @@ def rank(
       task: a `vtab_eval.tasks.Task`.
       method: one of METHODS.
       split: the task images selection looks at (the paper: train800val200).
-      resolution: image side the modules see.
+      resolution: image side every module sees; None or 0: each module its own
+        (`embed.module_resolution`), recorded per expert in the result.
       cache_dir, data_dir, batch_size, cache_only: see `vtab_eval.embed.embed_pool`.
-      seed: seed of the `random` selector.
+      seed: seed of the `random` selector and of the bootstrap intervals.
       include_baseline: rank the baseline `B` together with the experts.
       label_priors: expert name -> [L] prior (hub_export.collection.label_priors); needed by
         `label_matching`.
+      fallback: "none", or "baseline": pick B unless the best expert beats it with paired
+        bootstrap probability >= `fallback_confidence` (needs a method of
+        `selectors.ROW_METHODS` and `include_baseline=True`).
+      fallback_confidence: probability in [0, 1] the best expert must beat B with.
+      confidence_level: coverage of the per-expert bootstrap intervals, in (0, 1).
+      n_resamples: bootstrap resamples per interval.
       log: optional callable(str) for progress lines.
 
     Returns:
       The ranking dict (docs/evaluation.md, "Ranking JSON").
 
     Raises:
-      ValueError: unknown method; bad task labels (fewer than 2 images, one class, out of range).
+      ValueError: unknown method; bad task labels (fewer than 2 images, one class, out of range);
+        a fallback the method or the pool cannot support.
       SelectorUnavailable: the pool lacks the EPN / baseline classifier / priors the method needs,
-        or every expert was left out.
+        or every expert was left out, or B was left out under the fallback.
     """
     if method not in METHODS:
         raise ValueError(f"unknown selection method {method!r}; expected one of {METHODS}")
+    _check_fallback(fallback, fallback_confidence, method, include_baseline)
+    resolution = embed.check_positive_int("resolution", resolution) if resolution else None
+    embed.check_positive_int("batch_size", batch_size)
     embed_kwargs = dict(
         cache_dir=cache_dir,
         data_dir=data_dir,
@@ -155,13 +190,14 @@ def rank(
         "task": task.name,
         "method": method,
         "split": split,
-        "resolution": int(resolution),
+        "resolution": resolution,
         "num_images": None,
         "higher_is_better": method != "label_matching",
         "left_out": [],
     }
     scores = {}
-    if method == "knn":
+    correct = None  # handle -> bool [N] per-image hits, for selectors.ROW_METHODS
+    if method in selectors.FEATURE_METHODS:
         embedded = embed.embed_pool(experts, task, split, resolution, **embed_kwargs)
         result["left_out"] = [{"handle": h, "error": e} for h, e in embedded.failures.items()]
         result["cache"] = {"computed": embedded.computed, "cached": embedded.cached}
@@ -172,7 +208,7 @@ def rank(
             )
         labels = selectors.validate_task_labels(embedded.labels, task.num_classes)
         result["num_images"] = int(labels.size)
-        scores = selectors.knn_scores(embedded.features, labels)
+        scores, correct = selectors.feature_scores(method, embedded.features, labels)
     elif method in ("random", "baseline"):
         handles = [e if isinstance(e, str) else e.handle for e in experts]
         scores = selectors.random_scores(handles, seed) if method == "random" else {handles[0]: 1.0}
@@ -208,7 +244,15 @@ def rank(
         raise SelectorUnavailable(f"{method} scored none of the experts")
     ordered = {e.handle if not isinstance(e, str) else e: None for e in experts}
     ordered = {h: scores[h] for h in ordered if h in scores}
-    selection = selectors.select_best(ordered, result["higher_is_better"], method)
+    # Experts that cannot be fine-tuned keep their score but are never selected.
+    contract = {entry_info(e)["handle"]: module_contract.finetunable(e) for e in experts}
+    selectable = {h: v for h, v in ordered.items() if contract[h][0]}
+    if not selectable:
+        raise SelectorUnavailable(
+            "no scored expert can be fine-tuned: "
+            + "; ".join(f"{h}: {contract[h][1]}" for h in ordered)
+        )
+    selection = selectors.select_best(selectable, result["higher_is_better"], method)
     left_out = {item["handle"] for item in result["left_out"]}
     result["experts"] = []
     for e in experts:
@@ -219,6 +263,10 @@ def rank(
             info.update(score=None, status="left_out")
         else:
             info.update(score=None, status="not_scored")
+        info["resolution"] = resolution or embed.module_resolution(e)
+        info["finetunable"], reason = contract[info["handle"]]
+        if reason:
+            info["finetunable_reason"] = reason
         result["experts"].append(info)
     result.update(
         selected=selection.selected,
@@ -228,7 +276,135 @@ def rank(
         tie_broken=selection.tie_broken,
         tie_note=selection.tie_note,
     )
+    _add_confidence(
+        result,
+        experts,
+        selection,
+        correct,
+        find_baseline(pool) if fallback == "baseline" or include_baseline else None,
+        fallback=fallback,
+        fallback_confidence=fallback_confidence,
+        confidence_level=confidence_level,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
     return result
+
+
+def _check_fallback(fallback, fallback_confidence, method, include_baseline):
+    """ValueError, naming the argument, for a fallback policy that cannot run."""
+    if fallback not in selectors.FALLBACK_POLICIES:
+        raise ValueError(
+            f"unknown fallback {fallback!r}; expected one of {selectors.FALLBACK_POLICIES}"
+        )
+    if isinstance(fallback_confidence, bool) or not 0 <= float(fallback_confidence) <= 1:
+        raise ValueError(f"fallback_confidence must be in [0, 1]; got {fallback_confidence!r}")
+    if fallback == "baseline":
+        if method not in selectors.ROW_METHODS:
+            raise ValueError(
+                f"fallback 'baseline' needs per-image correctness, which {method!r} lacks; "
+                f"use one of {selectors.ROW_METHODS}"
+            )
+        if not include_baseline:
+            raise ValueError(
+                "fallback 'baseline' needs the baseline B ranked with the experts: "
+                "pass include_baseline=True (--include_baseline)"
+            )
+
+
+def _add_confidence(
+    result,
+    experts,
+    selection,
+    correct,
+    baseline,
+    *,
+    fallback,
+    fallback_confidence,
+    confidence_level,
+    n_resamples,
+    seed,
+):
+    """Adds bootstrap intervals, pairwise win probabilities and the fallback to `result`.
+
+    Keys (docs/evaluation.md): per expert `ci_low`, `ci_high`; `confidence`, `pairwise`,
+    `fallback`. Without per-image correctness the intervals are null and `pairwise` is empty.
+    """
+    names = {entry_info(e)["handle"]: entry_info(e)["name"] for e in experts}
+    for info in result["experts"]:
+        low = high = None
+        if correct is not None and info["handle"] in correct:
+            low, high = confidence.accuracy_interval(
+                correct[info["handle"]],
+                confidence_level=confidence_level,
+                n_resamples=n_resamples,
+                seed=seed,
+            )
+        info.update(ci_low=low, ci_high=high)
+    result["confidence"] = None
+    result["pairwise"] = []
+    if correct is not None:
+        result["confidence"] = {
+            "level": float(confidence_level),
+            "n_resamples": int(n_resamples),
+            "interval": "bca",
+            "seed": int(seed),
+            "pairwise": "exact paired bootstrap",
+        }
+        top = selection.selected
+        pairs = []
+        others = {h: v for h, v in selection.scores.items() if h != top}
+        try:
+            runner_up = selectors.select_best(others, selection.higher_is_better).selected
+            pairs.append(("top_vs_runner_up", top, runner_up))
+        except ValueError:  # a single finite score: no runner-up
+            pass
+        b_handle = entry_info(baseline)["handle"] if baseline is not None else None
+        if b_handle in selection.scores:
+            experts_only = {h: v for h, v in selection.scores.items() if h != b_handle}
+            try:
+                best = selectors.select_best(experts_only, selection.higher_is_better).selected
+                pairs.append(("best_expert_vs_baseline", best, b_handle))
+            except ValueError:
+                pass
+        for kind, a, b in pairs:
+            win = confidence.paired_win_probability(correct[a], correct[b])
+            result["pairwise"].append(
+                {
+                    "pair": kind,
+                    "a": a,
+                    "a_name": names.get(a, a),
+                    "b": b,
+                    "b_name": names.get(b, b),
+                    "p_better": win.p_better,
+                    "p_tie": win.p_tie,
+                    "p_worse": win.p_worse,
+                }
+            )
+    result["fallback"] = None
+    if fallback == "baseline":
+        if baseline is None or entry_info(baseline)["handle"] not in selection.scores:
+            raise SelectorUnavailable(
+                "fallback 'baseline' needs the baseline B's score, but "
+                + (
+                    "the pool has no baseline module"
+                    if baseline is None
+                    else "B was left out or cannot be fine-tuned"
+                )
+            )
+        b_handle = entry_info(baseline)["handle"]
+        decision = selectors.baseline_fallback(selection, b_handle, correct, fallback_confidence)
+        result["fallback"] = {
+            "policy": "baseline",
+            "confidence": float(fallback_confidence),
+            "baseline": b_handle,
+            "best_expert": decision.best_expert,
+            "p_better": decision.p_better,
+            "proxy_selected": selection.selected,
+            "fired": decision.fired,
+        }
+        result["selected"] = decision.selected
+        result["selected_name"] = names.get(decision.selected, decision.selected)
 
 
 def extract_shard(
@@ -238,23 +414,26 @@ def extract_shard(
     shard_index,
     *,
     split=DEFAULT_SPLIT,
-    resolution=224,
+    resolution=None,
     cache_dir,
     data_dir=None,
     batch_size=64,
     include_baseline=False,
     log=None,
 ):
-    """Computes (into the cache) the features of this worker's shard of the experts.
+    """Computes (into the cache) the features of this worker's shard of the experts, each at
+    `resolution` (None or 0: its own, as `rank` does).
 
     Returns:
-      {"task", "split", "resolution", "num_shards", "shard_index", "experts" (this shard's
-      handles), "computed", "cached", "left_out"}.
+      {"task", "split", "resolution" (the forced side or None), "resolutions" (handle -> side),
+      "num_shards", "shard_index", "experts" (this shard's handles), "computed", "cached",
+      "left_out"}.
     """
     from vtab_eval import feature_cache
 
     if not cache_dir:
         raise ValueError("sharded feature extraction needs a cache directory to write into")
+    resolution = embed.check_positive_int("resolution", resolution) if resolution else None
     experts = candidates(pool, include_baseline)
     handles = [entry_info(e)["handle"] for e in experts]
     mine = set(feature_cache.shard_assignment(handles, num_shards, shard_index))
@@ -272,7 +451,8 @@ def extract_shard(
     return {
         "task": task.name,
         "split": split,
-        "resolution": int(resolution),
+        "resolution": resolution,
+        "resolutions": embedded.resolutions,
         "num_shards": int(num_shards),
         "shard_index": int(shard_index),
         "experts": [entry_info(e)["handle"] for e in shard],
@@ -283,7 +463,11 @@ def extract_shard(
 
 
 def default_resolution(pool, fallback=224):
-    """The resolution the pool's modules recommend (metadata "resolution"), else `fallback`."""
+    """The first module's recommended resolution (metadata "resolution"), else `fallback`.
+
+    Depends on the order of the pool: rank with `resolution=None` instead, which embeds each
+    module at its own (`embed.module_resolution`). Kept for callers not yet moved over.
+    """
     for e in pool:
         value = (_field(e, "metadata") or {}).get("resolution")
         if value:

@@ -10,13 +10,20 @@ import math
 
 import numpy as np
 
-from vtab_eval import knn
+from vtab_eval import confidence, knn, proxies
 
 # Probabilities are clipped to at least this before taking logs (domain prediction).
 LOG_PROB_FLOOR = 1e-12
 # Added to every upstream label's prior before renormalising (label matching), so an expert
 # whose prior is 0 on a label the task shows gets a large but finite divergence.
 PRIOR_EPSILON = 1e-6
+
+# Selectors that score the experts' cached features (all higher-is-better), and among them those
+# whose score is a mean of per-image hits, which gives it bootstrap intervals.
+FEATURE_METHODS = ("knn", "logme", "linear_loo", "ncm", "gbc")
+ROW_METHODS = ("knn", "linear_loo", "ncm")
+FALLBACK_POLICIES = ("none", "baseline")
+DEFAULT_FALLBACK_CONFIDENCE = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +122,166 @@ def validate_task_labels(labels, num_classes: int | None = None) -> np.ndarray:
             f"task labels must contain at least 2 classes; all {array.size} are {distinct[0]}"
         )
     return array
+
+
+def _per_expert(features_by_expert: dict, labels, function) -> dict:
+    """handle -> function(features, labels), checking every expert has one row per label."""
+    labels = validate_task_labels(labels)
+    results = {}
+    for handle, features in features_by_expert.items():
+        num_rows = int(np.shape(features)[0]) if np.ndim(features) >= 1 else 0
+        if num_rows != labels.shape[0]:
+            raise ValueError(
+                f"expert {handle!r} has features for {num_rows} images but there are "
+                f"{labels.shape[0]} labels"
+            )
+        try:
+            results[handle] = function(features, labels)
+        except ValueError as err:
+            raise ValueError(f"expert {handle!r}: {err}") from err
+    return results
+
+
+def row_correctness(method: str, features_by_expert: dict, labels) -> dict[str, np.ndarray]:
+    """Per-image hits of a row proxy (`ROW_METHODS`) for each expert.
+
+    Args:
+      method: "knn" (leave-one-out 1-NN, `knn.loo_1nn_correct`), "linear_loo" (exact
+        leave-one-out ridge classifier, `proxies.ridge_loo`) or "ncm" (leave-one-out nearest
+        class mean, `proxies.ncm_loo_correct`).
+      features_by_expert: handle -> float [N, d] features of the task's images.
+      labels: the task's integer labels [N].
+
+    Returns:
+      handle -> bool [N], in the order given; the expert's score is its mean.
+
+    Raises:
+      ValueError: unknown method, bad labels, mismatched sizes or malformed features.
+    """
+    functions = {
+        "knn": knn.loo_1nn_correct,
+        "linear_loo": proxies.linear_loo_correct,
+        "ncm": proxies.ncm_loo_correct,
+    }
+    if method not in functions:
+        raise ValueError(f"{method!r} has no per-row correctness; expected one of {ROW_METHODS}")
+    return _per_expert(features_by_expert, labels, functions[method])
+
+
+def linear_loo_scores(features_by_expert: dict, labels) -> dict[str, float]:
+    """Exact leave-one-out accuracy of a ridge classifier on one-hot targets (`proxies.ridge_loo`).
+
+    Same arguments as `knn_scores`; handle -> accuracy in [0, 1]; higher is better.
+    """
+    correct = row_correctness("linear_loo", features_by_expert, labels)
+    return {handle: float(np.mean(hits)) for handle, hits in correct.items()}
+
+
+def ncm_scores(features_by_expert: dict, labels) -> dict[str, float]:
+    """Leave-one-out nearest-class-mean accuracy (`proxies.ncm_loo_correct`).
+
+    Same arguments as `knn_scores`; handle -> accuracy in [0, 1]; higher is better.
+    """
+    correct = row_correctness("ncm", features_by_expert, labels)
+    return {handle: float(np.mean(hits)) for handle, hits in correct.items()}
+
+
+def logme_scores(features_by_expert: dict, labels) -> dict[str, float]:
+    """LogME (You et al., ICML 2021; `proxies.logme`) of each expert's features.
+
+    Same arguments as `knn_scores`; handle -> mean over classes of the maximised log evidence
+    divided by N (nats per image); higher is better.
+    """
+    return _per_expert(features_by_expert, labels, proxies.logme_score)
+
+
+def gbc_scores(features_by_expert: dict, labels) -> dict[str, float]:
+    """Gaussian Bhattacharyya coefficient (Pandy et al., CVPR 2022; `proxies.gbc_score`).
+
+    Same arguments as `knn_scores`; handle -> GBC in [-C(C-1), 0] on the top 64 principal
+    components with spherical class Gaussians; higher is better.
+    """
+    return _per_expert(features_by_expert, labels, proxies.gbc_score)
+
+
+def feature_scores(method: str, features_by_expert: dict, labels):
+    """Scores of a feature proxy (`FEATURE_METHODS`), with per-image hits where it has them.
+
+    Returns:
+      (scores: handle -> float, correct: handle -> bool [N] for `ROW_METHODS`, else None).
+
+    Raises:
+      ValueError: unknown method, bad labels, mismatched sizes or malformed features.
+    """
+    if method in ROW_METHODS:
+        correct = row_correctness(method, features_by_expert, labels)
+        return {h: float(np.mean(hits)) for h, hits in correct.items()}, correct
+    if method == "logme":
+        return logme_scores(features_by_expert, labels), None
+    if method == "gbc":
+        return gbc_scores(features_by_expert, labels), None
+    raise ValueError(f"unknown feature proxy {method!r}; expected one of {FEATURE_METHODS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FallbackDecision:
+    """The outcome of the `baseline` fallback policy.
+
+    Attributes:
+      selected: the handle finally picked (the baseline when the policy fired).
+      fired: True when the proxy's pick was replaced by the baseline.
+      best_expert: the best-scoring candidate other than the baseline, or None if there is none.
+      p_better: paired bootstrap probability that `best_expert` beats the baseline (None when
+        the proxy already picked the baseline or there is no other candidate).
+    """
+
+    selected: str
+    fired: bool
+    best_expert: str | None
+    p_better: float | None
+
+
+def baseline_fallback(
+    selection: SelectionResult,
+    baseline: str,
+    correct: dict,
+    fallback_confidence: float = DEFAULT_FALLBACK_CONFIDENCE,
+) -> FallbackDecision:
+    """Keeps the proxy's pick only if it beats the baseline B with enough confidence.
+
+    The best candidate other than B (by `selection.scores`) is kept when the paired bootstrap
+    probability that its per-image correctness beats B's (`confidence.paired_win_probability`,
+    strictly better, ties count against) is at least `fallback_confidence`; otherwise B is
+    picked and the policy has fired. When the proxy itself picked B, B stays and it has not.
+
+    Args:
+      selection: the proxy's selection; its scores must include `baseline`.
+      baseline: handle of B.
+      correct: handle -> bool [N] per-image correctness for at least B and the best expert.
+      fallback_confidence: required probability, in [0, 1].
+
+    Raises:
+      ValueError: `baseline` not among the scores, missing correctness, or a bad confidence.
+    """
+    if not 0 <= fallback_confidence <= 1:
+        raise ValueError(f"fallback_confidence must be in [0, 1]; got {fallback_confidence!r}")
+    if baseline not in selection.scores:
+        raise ValueError(
+            f"the baseline {baseline!r} was not ranked, so it cannot be fallen back on"
+        )
+    others = {h: v for h, v in selection.scores.items() if h != baseline}
+    finite = {h: v for h, v in others.items() if math.isfinite(v)}
+    if not finite:
+        return FallbackDecision(baseline, selection.selected != baseline, None, None)
+    best = select_best(finite, selection.higher_is_better, selection.method).selected
+    if selection.selected == baseline:
+        return FallbackDecision(baseline, False, best, None)
+    for handle in (best, baseline):
+        if handle not in correct:
+            raise ValueError(f"no per-image correctness for {handle!r}; the fallback needs it")
+    p_better = confidence.paired_win_probability(correct[best], correct[baseline]).p_better
+    fired = p_better < fallback_confidence
+    return FallbackDecision(baseline if fired else selection.selected, fired, best, p_better)
 
 
 def knn_scores(features_by_expert: dict, labels, chunk_size: int = 1024) -> dict[str, float]:

@@ -41,7 +41,7 @@ def by_name(domains):
 
 def test_images_belong_to_every_ancestor_once():
     h, ds = dataset()
-    domains = by_name(ed.choose_expert_domains(h, ds, min_images=1))
+    domains = by_name(ed.choose_expert_domains(h, ds, min_images=1, include_roots=False))
     # Image 4 (lion + cat) reaches felidae twice and image 1 (cat) reaches animal by two paths.
     expected = {
         "animal": [0, 1, 2, 4, 5, 6],
@@ -55,7 +55,7 @@ def test_images_belong_to_every_ancestor_once():
         "plant": [3, 6],
         "tree": [3, 6],
     }
-    assert set(domains) == set(expected)  # The root "organism" is never a domain.
+    assert set(domains) == set(expected)  # include_roots=False: the root "organism" is left out.
     for name, images in expected.items():
         d = domains[name]
         assert d.image_indices.tolist() == images and d.image_count == len(images)
@@ -66,18 +66,39 @@ def test_images_belong_to_every_ancestor_once():
 
 def test_top_k_orders_by_count_then_name():
     h, ds = dataset()
-    names = [d.name for d in ed.choose_expert_domains(h, ds, top_k=7)]
+    names = [d.name for d in ed.choose_expert_domains(h, ds, top_k=7, include_roots=False)]
     # animal and carnivore tie at 6; canidae, dog, lion, plant and tree tie at 2.
     assert names == ["animal", "carnivore", "pet", "felidae", "cat", "canidae", "dog"]
     counts = [d.image_count for d in ed.choose_expert_domains(h, ds, top_k=10)]
     assert counts == sorted(counts, reverse=True)
 
 
+def test_root_is_eligible_by_default_as_in_the_paper():
+    # The paper's top-K ImageNet-21k nodes include the WordNet root: a generic expert whose slice
+    # is every image. By default the root competes like any node; include_roots=False drops it.
+    h, ds = dataset()
+    default = ed.choose_expert_domains(h, ds, top_k=3)
+    assert [d.name for d in default] == ["organism", "animal", "carnivore"]
+    root = default[0]
+    assert root.parents == [] and root.image_indices.tolist() == list(range(ds.num_images))
+    np.testing.assert_allclose(root.label_prior, ds.label_prior(np.arange(ds.num_images)))
+    without = ed.choose_expert_domains(h, ds, top_k=3, include_roots=False)
+    assert [d.name for d in without] == ["animal", "carnivore", "pet"]
+    # A root with fewer images than other nodes is ranked by its count like them (a second root).
+    two_roots = Hierarchy.from_edges(EDGES + [("artifact", "tree")])
+    names = [d.name for d in ed.choose_expert_domains(two_roots, ds, min_images=2)]
+    assert names.index("artifact") > names.index("pet") and "organism" in names
+    with pytest.raises(ValueError, match="include_roots must be a bool"):
+        ed.choose_expert_domains(h, ds, top_k=3, include_roots="no")
+
+
 def test_min_images_threshold():
     h, ds = dataset()
     chosen = ed.choose_expert_domains(h, ds, min_images=3)
-    assert [d.name for d in chosen] == ["animal", "carnivore", "pet", "felidae", "cat"]
+    assert [d.name for d in chosen] == ["organism", "animal", "carnivore", "pet", "felidae", "cat"]
     assert all(d.image_count >= 3 for d in chosen)
+    chosen = ed.choose_expert_domains(h, ds, min_images=3, include_roots=False)
+    assert [d.name for d in chosen] == ["animal", "carnivore", "pet", "felidae", "cat"]
 
 
 def test_selection_errors():
@@ -88,10 +109,14 @@ def test_selection_errors():
         ed.choose_expert_domains(h, ds, top_k=2, min_images=2)
     with pytest.raises(ValueError, match="top_k must be a positive integer"):
         ed.choose_expert_domains(h, ds, top_k=0)
+    with pytest.raises(ValueError, match="top_k=12 .* only 11 hierarchy nodes"):
+        ed.choose_expert_domains(h, ds, top_k=12)
     with pytest.raises(ValueError, match="top_k=11 .* only 10 non-root"):
-        ed.choose_expert_domains(h, ds, top_k=11)
-    with pytest.raises(ValueError, match=r"min_images=7 images \(the largest has 6\)"):
-        ed.choose_expert_domains(h, ds, min_images=7)
+        ed.choose_expert_domains(h, ds, top_k=11, include_roots=False)
+    with pytest.raises(ValueError, match=r"min_images=8 images \(the largest has 7\)"):
+        ed.choose_expert_domains(h, ds, min_images=8)
+    with pytest.raises(ValueError, match=r"non-root hierarchy node has min_images=7 .* has 6\)"):
+        ed.choose_expert_domains(h, ds, min_images=7, include_roots=False)
     other = ed.LabelledImages(["lion", "zebra"], [[0], [1]])
     with pytest.raises(ValueError, match="upstream label names are not hierarchy nodes: 'zebra'"):
         ed.choose_expert_domains(h, other, top_k=1)
@@ -105,10 +130,12 @@ def test_label_priors_match_hand_computation():
     felidae[[LION, CAT]] = [2 / 5, 3 / 5]
     # pet: 1 cat, 2 dog, 4 lion+cat, 5 cat, 6 dog+tree -> lion 1, cat 3, dog 2, tree 1 of 7.
     pet = np.array([1, 3, 2, 1]) / 7
+    # Priors are counts / total (one float32 rounding, 6e-8 relative): rtol 1e-6 is 16x that.
     np.testing.assert_allclose(domains["felidae"].label_prior, felidae, rtol=1e-6)
     np.testing.assert_allclose(domains["pet"].label_prior, pet, rtol=1e-6)
     for d in domains.values():
         assert d.label_prior.dtype == np.float32 and d.label_prior.shape == (4,)
+        # A float32 sum of <= 4 values each within 6e-8 relative: < 4 * 2 * 6e-8 = 5e-7 < 1e-6.
         assert abs(float(d.label_prior.sum()) - 1.0) < 1e-6
 
 
@@ -116,6 +143,7 @@ def test_repeated_label_in_one_image_counts_once():
     h = Hierarchy.from_edges(EDGES)
     ds = ed.LabelledImages(LABELS, [[CAT, CAT, LION], [CAT]])
     felidae = by_name(ed.choose_expert_domains(h, ds, min_images=1))["felidae"]
+    # float32 of 1/3 against float64: 3e-8 relative < 1e-6; a wrong count moves it by 1/3.
     np.testing.assert_allclose(felidae.label_prior, [1 / 3, 2 / 3, 0, 0], rtol=1e-6)
 
 
@@ -164,6 +192,7 @@ def test_matches_per_image_expansion_on_skewed_data():
         members = [i for i, ls in enumerate(images) if d.name in h.expand(LABELS[x] for x in ls)]
         np.testing.assert_array_equal(d.image_indices, members)
         counts = np.bincount([x for i in members for x in images[i]], minlength=4)
+        # One float32 rounding of counts / total (6e-8 relative) < 1e-6.
         np.testing.assert_allclose(d.label_prior, counts / counts.sum(), rtol=1e-6)
 
 
@@ -209,7 +238,9 @@ def test_random_controls_differ_across_seeds_and_have_own_priors():
     domains = ed.choose_expert_domains(h, ds, min_images=1)
     a = ed.random_control_domains(domains, ds, seed=0)
     b = ed.random_control_domains(domains, ds, seed=1)
-    assert not np.array_equal(a[0].image_indices, b[0].image_indices)
+    # The root's control is every image whatever the seed; a smaller domain's control is not.
+    assert np.array_equal(a[0].image_indices, b[0].image_indices) and a[0].control_of == "organism"
+    assert not np.array_equal(a[1].image_indices, b[1].image_indices)
     # A random "felidae" is not all cats and lions, unlike the real one.
     felidae = by_name(domains)["felidae"]
     control = by_name(a)["random_felidae"]
@@ -220,6 +251,7 @@ def test_random_controls_differ_across_seeds_and_have_own_priors():
 def test_label_prior_hand_computed():
     _, ds = dataset()
     np.testing.assert_allclose(ds.label_prior([4, 6]), [0.25, 0.25, 0.25, 0.25])
+    # float32 of thirds against float64: 3e-8 relative < 1e-6.
     np.testing.assert_allclose(ds.label_prior([1, 5, 0]), [1 / 3, 2 / 3, 0, 0], rtol=1e-6)
     with pytest.raises(ValueError, match="0..6"):
         ds.label_prior([7])
@@ -227,7 +259,7 @@ def test_label_prior_hand_computed():
 
 def test_format_table():
     h, ds = dataset()
-    domains = ed.choose_expert_domains(h, ds, top_k=5)
+    domains = ed.choose_expert_domains(h, ds, top_k=5, include_roots=False)
     table = ed.format_table(domains + ed.random_control_domains(domains[:1], ds, 0))
     lines = table.splitlines()
     assert lines[0].split() == ["#", "name", "images", "parents"]
@@ -248,7 +280,8 @@ def test_save_load_round_trip(tmp_path):
     ed.save_domains(domains, path)
     assert sorted(os.listdir(tmp_path / "out")) == ["experts.indices.npz", "experts.json"]
     entries = json.loads(open(path).read())
-    assert entries[0]["name"] == "animal" and entries[0]["parents"] == ["organism"]
+    assert entries[0]["name"] == "organism" and entries[0]["parents"] == []
+    assert entries[1]["name"] == "animal" and entries[1]["parents"] == ["organism"]
     assert entries[0]["image_indices"] == {"file": "experts.indices.npz", "key": "d0"}
     loaded = ed.load_domains(path)
     assert len(loaded) == len(domains)
@@ -278,6 +311,22 @@ def test_save_load_errors(tmp_path):
         ed.load_domains(str(path))
     path.write_text('{"name": "x"}')
     with pytest.raises(ValueError, match="JSON list"):
+        ed.load_domains(str(path))
+
+
+@pytest.mark.parametrize("outside", ["../experts.indices.npz", "/tmp/x.npz", "sub/x.npz", ".."])
+def test_index_file_reference_stays_beside_the_json(tmp_path, outside):
+    h, ds = dataset()
+    path = tmp_path / "d" / "experts.json"
+    path.parent.mkdir()
+    ed.save_domains(ed.choose_expert_domains(h, ds, top_k=2), str(path))
+    (tmp_path / "experts.indices.npz").write_bytes(
+        (path.parent / "experts.indices.npz").read_bytes()
+    )
+    entries = json.loads(path.read_text())
+    entries[0]["image_indices"]["file"] = outside
+    path.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match=r"entry 0 image_indices file .* leaves the folder"):
         ed.load_domains(str(path))
 
 
@@ -335,7 +384,7 @@ def test_large_synthetic_hierarchy_is_fast_and_correct():
             kids = [c for n in frontier for c in h.children(n) if c not in below]
             below.update(kids)
             frontier = kids
-        ids = np.array([label_id[n] for n in below])
+        ids = np.array([label_id[n] for n in below if n in label_id])  # The root is no label.
         hit = np.flatnonzero(np.isin(first, ids) | np.isin(second, ids))
         np.testing.assert_array_equal(d.image_indices, hit)
         assert d.image_count == len(hit)

@@ -97,7 +97,22 @@ def test_accuracy_matches_brute_force(seed):
     labels = rng.integers(0, 3, size=90)
     expected = brute_force_accuracy(x, labels)
     for chunk_size in (1, 7, 90, 200):
+        # A ratio of counts in float64 on both sides; one wrong neighbour moves it by 1/90.
         assert knn.loo_1nn_accuracy(x, labels, chunk_size=chunk_size) == pytest.approx(expected)
+
+
+def test_per_row_hits_match_brute_force_and_average_to_the_accuracy():
+    rng = np.random.default_rng(6)
+    x = _integer_grid_with_ties(rng, 70, 3)
+    labels = rng.integers(0, 3, size=70)
+    labels_np = np.asarray(labels)
+    expected = labels_np[brute_force_nearest(x)] == labels_np
+    got = knn.loo_1nn_correct(x, labels, chunk_size=9)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, expected)
+    assert float(np.mean(got)) == knn.loo_1nn_accuracy(x, labels)
+    with pytest.raises(ValueError, match="one label per feature row"):
+        knn.loo_1nn_correct(x, labels[:-1])
 
 
 def test_accuracy_separates_clustered_from_mixed_labels():

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from vtab_eval import knn, selectors
+from vtab_eval import confidence, knn, selectors
 
 
 def test_select_best_picks_highest_or_lowest():
@@ -77,6 +77,86 @@ def test_knn_scores_reject_mismatched_sizes_and_bad_labels():
         selectors.knn_scores(features, [1, 1, 1, 1, 1])
 
 
+@pytest.mark.parametrize("method", selectors.FEATURE_METHODS)
+def test_every_feature_proxy_ranks_the_planted_expert_first(method):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 25)
+    features = {
+        "noise": rng.normal(size=(100, 16)).astype(np.float32),
+        "planted": _clustered_features(rng, labels, separation=8.0),
+        "weak": _clustered_features(rng, labels, separation=0.7),
+    }
+    scores, correct = selectors.feature_scores(method, features, labels)
+    assert list(scores) == ["noise", "planted", "weak"]
+    assert scores["planted"] > scores["weak"] > scores["noise"]
+    assert selectors.select_best(scores, method=method).selected == "planted"
+    if method in selectors.ROW_METHODS:
+        assert list(correct) == list(scores)
+        for handle, hits in correct.items():
+            assert hits.dtype == bool and hits.shape == (100,)
+            assert scores[handle] == float(np.mean(hits))
+        if method == "knn":
+            assert scores == selectors.knn_scores(features, labels)
+    else:
+        assert correct is None
+    named = {
+        "knn": selectors.knn_scores,
+        "logme": selectors.logme_scores,
+        "linear_loo": selectors.linear_loo_scores,
+        "ncm": selectors.ncm_scores,
+        "gbc": selectors.gbc_scores,
+    }[method]
+    assert named(features, labels) == scores
+
+
+def test_feature_proxies_name_the_expert_with_bad_features():
+    labels = [0, 1, 0, 1]
+    bad = {"ok": np.eye(4), "broken": np.full((4, 2), np.nan)}
+    with pytest.raises(ValueError, match="expert 'broken'.*NaN"):
+        selectors.feature_scores("ncm", bad, labels)
+    with pytest.raises(ValueError, match="features for 3 images"):
+        selectors.feature_scores("logme", {"a": np.ones((3, 2))}, labels)
+    with pytest.raises(ValueError, match="no per-row correctness"):
+        selectors.row_correctness("gbc", {"a": np.eye(4)}, labels)
+    with pytest.raises(ValueError, match="unknown feature proxy"):
+        selectors.feature_scores("oracle", {"a": np.eye(4)}, labels)
+
+
+def _hits(count, total=200, offset=0):
+    hits = np.zeros(total, dtype=bool)
+    hits[offset : offset + count] = True
+    return hits
+
+
+def test_baseline_fallback_keeps_a_confident_pick_and_falls_back_otherwise():
+    baseline = _hits(150)
+    clear = _hits(150) | _hits(30, offset=150)  # 30 more images right, none lost
+    marginal = _hits(149) | _hits(2, offset=150)  # +2, -1: within noise
+    for expert, keeps in [(clear, True), (marginal, False)]:
+        correct = {"B": baseline, "e": expert}
+        scores = {h: float(np.mean(c)) for h, c in correct.items()}
+        selection = selectors.select_best(scores)
+        assert selection.selected == "e"
+        p = confidence.paired_win_probability(expert, baseline).p_better
+        assert (p >= 0.9) == keeps
+        decision = selectors.baseline_fallback(selection, "B", correct)
+        assert decision == selectors.FallbackDecision("e" if keeps else "B", not keeps, "e", p)
+        # The threshold is the caller's: at p itself the pick stays, just above it B wins.
+        assert not selectors.baseline_fallback(selection, "B", correct, p).fired
+        assert selectors.baseline_fallback(selection, "B", correct, min(1.0, p + 1e-9)).fired
+
+
+def test_baseline_fallback_when_the_proxy_picks_b_or_b_was_not_ranked():
+    correct = {"B": _hits(160), "e": _hits(150)}
+    selection = selectors.select_best({h: float(np.mean(c)) for h, c in correct.items()})
+    decision = selectors.baseline_fallback(selection, "B", correct)
+    assert decision == selectors.FallbackDecision("B", False, "e", None)
+    with pytest.raises(ValueError, match="was not ranked"):
+        selectors.baseline_fallback(selection, "B0", correct)
+    with pytest.raises(ValueError, match="fallback_confidence"):
+        selectors.baseline_fallback(selection, "B", correct, 1.5)
+
+
 def test_domain_prediction_prefers_the_expert_the_epn_believes_in():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(30, 4))
@@ -85,6 +165,7 @@ def test_domain_prediction_prefers_the_expert_the_epn_believes_in():
     names = ["a", "b", "c", "d"]
     scores = selectors.domain_prediction_scores(probs, names)
     assert list(scores) == names
+    # float64 on both sides, same formula: default rtol 1e-7 is ~1e9 float64 ulps.
     np.testing.assert_allclose(scores["b"], np.mean(np.log(probs[:, 1])))
     # The log of the geometric mean, not of the arithmetic mean.
     assert scores["b"] < np.log(np.mean(probs[:, 1]))
@@ -95,6 +176,7 @@ def test_domain_prediction_clips_zero_probabilities():
     probs = np.array([[1.0, 0.0], [0.5, 0.5]])
     scores = selectors.domain_prediction_scores(probs, ["x", "y"])
     assert math.isfinite(scores["y"])
+    # float64 on both sides: approx's rel 1e-6 is ample; without the floor it is -inf.
     assert scores["y"] == pytest.approx(0.5 * (np.log(selectors.LOG_PROB_FLOOR) + np.log(0.5)))
 
 
@@ -125,6 +207,8 @@ def test_label_matching_prefers_the_matching_prior():
     }
     scores = selectors.label_matching_scores(upstream, priors)
     assert list(scores) == list(priors)
+    # Not rounding: PRIOR_EPSILON (1e-6) smoothing makes KL ~6 * 1e-6 > 0; 1e-4 bounds it, and
+    # the next-best prior scores > 0.1.
     assert scores["matching"] == pytest.approx(0.0, abs=1e-4)
     assert 0 < scores["partial"] < scores["animals"]
     assert math.isfinite(scores["animals"])  # zero prior mass is smoothed, not infinite
@@ -139,6 +223,7 @@ def test_label_matching_is_kl_of_task_from_expert():
     expert = (prior + selectors.PRIOR_EPSILON) / (1 + 3 * selectors.PRIOR_EPSILON)
     expected = sum(t * np.log(t / e) for t, e in zip(task, expert) if t > 0)
     score = selectors.label_matching_scores(upstream, {"e": prior})["e"]
+    # Same float64 formula: rel 1e-9 is ~1e7 float64 ulps.
     assert score == pytest.approx(expected, rel=1e-9)
 
 

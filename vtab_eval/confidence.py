@@ -1,0 +1,142 @@
+"""How sure a selection is: bootstrap intervals of accuracy-type scores and paired win chances.
+
+A proxy with per-row correctness (`knn`, `linear_loo`, `ncm`: one hit or miss per task image) has
+a score that is a mean of N zeros and ones, so resampling the task's images says how much the
+score would move on another draw of N images from the same task (Efron & Tibshirani 1993).
+
+- `accuracy_interval`: a bootstrap confidence interval of one expert's score, computed by
+  `scipy.stats.bootstrap` (BCa, seeded).
+- `paired_win_probability`: the paired bootstrap probability that expert a scores higher than
+  expert b when the same rows are resampled for both. The score difference on a resample only
+  depends on how many rows of each kind it holds (a right and b wrong, a wrong and b right, the
+  rest), and those counts are trinomial, so the probability is computed exactly from binomial
+  distributions (`scipy.stats.binom`), i.e. as the limit of infinitely many resamples: it has no
+  Monte Carlo error and needs no seed. (scipy.stats.bootstrap returns intervals, not this
+  probability.)
+"""
+
+import dataclasses
+import warnings
+
+import numpy as np
+from scipy import stats
+
+DEFAULT_LEVEL = 0.95
+DEFAULT_RESAMPLES = 9999
+# Resamples scipy.stats.bootstrap holds in memory at once (each N floats).
+_BATCH = 1000
+
+
+def as_correctness(correct, name="correct") -> np.ndarray:
+    """bool [N] from a 1-D array of booleans or 0/1 values; ValueError otherwise."""
+    array = np.asarray(correct)
+    if array.ndim != 1 or array.size < 2:
+        raise ValueError(f"{name} must be a 1-D array of at least 2 hits/misses; got {array.shape}")
+    if array.dtype != bool:
+        if not np.issubdtype(array.dtype, np.number) or not np.all((array == 0) | (array == 1)):
+            raise ValueError(f"{name} must hold booleans or 0/1 values")
+        array = array.astype(bool)
+    return array
+
+
+def accuracy_interval(
+    correct, *, confidence_level=DEFAULT_LEVEL, n_resamples=DEFAULT_RESAMPLES, seed=0
+) -> tuple[float, float]:
+    """Bootstrap confidence interval of the mean of per-row correctness.
+
+    Args:
+      correct: bool or 0/1 [N], one entry per task image.
+      confidence_level: two-sided coverage, in (0, 1).
+      n_resamples: bootstrap resamples.
+      seed: seed of the resampling (numpy.random.default_rng); the same inputs and seed give the
+        same interval on every machine.
+
+    Returns:
+      (low, high), fractions in [0, 1], from scipy.stats.bootstrap with the bias-corrected and
+      accelerated (BCa) method. When every row is a hit (or every row a miss) each resample has
+      the same mean, and the interval is that value at both ends.
+
+    Raises:
+      ValueError: malformed `correct`, or `confidence_level` outside (0, 1).
+    """
+    hits = as_correctness(correct).astype(np.float64)
+    if not 0 < confidence_level < 1:
+        raise ValueError(f"confidence_level must be in (0, 1); got {confidence_level!r}")
+    if np.all(hits == hits[0]):
+        return float(hits[0]), float(hits[0])
+    with warnings.catch_warnings():
+        # BCa warns when few rows differ from the rest; the interval is still returned.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (hits,),
+            np.mean,
+            confidence_level=confidence_level,
+            n_resamples=int(n_resamples),
+            batch=_BATCH,
+            vectorized=True,
+            method="BCa",
+            rng=np.random.default_rng(seed),
+        )
+    low, high = result.confidence_interval
+    if not (np.isfinite(low) and np.isfinite(high)):  # BCa undefined: fall back to percentiles
+        low, high = np.percentile(
+            result.bootstrap_distribution,
+            [50 * (1 - confidence_level), 50 * (1 + confidence_level)],
+        )
+    return float(low), float(high)
+
+
+@dataclasses.dataclass(frozen=True)
+class WinProbability:
+    """Paired bootstrap outcome of expert a against expert b (the three sum to 1).
+
+    Attributes:
+      p_better: probability that a's resampled score is strictly higher than b's.
+      p_tie: probability that they are equal.
+      p_worse: probability that a's is strictly lower.
+    """
+
+    p_better: float
+    p_tie: float
+    p_worse: float
+
+
+def paired_win_probability(correct_a, correct_b) -> WinProbability:
+    """Exact paired bootstrap probability that expert a's accuracy beats expert b's.
+
+    Resampling N rows with replacement, jointly for both experts, the difference of the two
+    accuracies is (K_plus - K_minus) / N, where K_plus counts resampled rows that a gets right
+    and b wrong (probability p = n_plus / N per draw) and K_minus the reverse (q = n_minus / N).
+    K_plus ~ Binomial(N, p) and, given K_plus = k, K_minus ~ Binomial(N - k, q / (1 - p)), so
+    P(better) = sum_k P(K_plus = k) P(K_minus <= k - 1 | k), and P(tie) likewise with = k.
+
+    Args:
+      correct_a, correct_b: bool or 0/1 [N] per-row correctness on the same rows.
+
+    Returns:
+      WinProbability.
+
+    Raises:
+      ValueError: malformed inputs or different lengths.
+    """
+    a = as_correctness(correct_a, "correct_a")
+    b = as_correctness(correct_b, "correct_b")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"correct_a and correct_b must cover the same rows; got {a.size}, {b.size}"
+        )
+    n = a.size
+    n_plus = int(np.sum(a & ~b))
+    n_minus = int(np.sum(~a & b))
+    if n_plus == 0 and n_minus == 0:
+        return WinProbability(0.0, 1.0, 0.0)
+    if n_plus == n:
+        return WinProbability(1.0, 0.0, 0.0)
+    p = n_plus / n
+    q = n_minus / (n - n_plus)
+    k = np.arange(n + 1)
+    weight = stats.binom.pmf(k, n, p)
+    better = float(np.sum(weight * stats.binom.cdf(k - 1, n - k, q)))
+    tie = float(np.sum(weight * stats.binom.pmf(k, n - k, q)))
+    better, tie = min(max(better, 0.0), 1.0), min(max(tie, 0.0), 1.0)
+    return WinProbability(better, tie, max(1.0 - better - tie, 0.0))
