@@ -7,12 +7,13 @@ after a kill (or after the job finished) reuses what is done. Stages:
   upstream   bit_experts.training.job.run_job with the `world_demo` config
   publish    hub_export.publish.publish of the upstream work directory into collection/
   tasks      bit_experts.world.write_downstream_tasks into tasks/
-  evaluate   per task: every candidate fine-tuned (the best expert in hindsight), then the
-             baseline, random, label_matching, domain_prediction and knn selectors side by side
+  evaluate   `vtab_eval.run.run_command` on the four tasks: the baseline, random,
+             label_matching, domain_prediction and knn selectors side by side, and hindsight (every
+             candidate fine-tuned, the best reported); identical fine-tunes run once, and each is
+             kept in evaluation/finetunes/ the moment it ends, so a killed demo redoes none
   report     evaluation/report.md (+ summary.json, plots/) and demo_summary.md
 """
 
-import hashlib
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ import time
 
 DEMO_TASKS = ("digits", "greek_lower_heldout_fonts", "glyph_count", "textures")
 SELECTORS = ("baseline", "random", "label_matching", "domain_prediction", "knn")
-HINDSIGHT = "hindsight"
+HINDSIGHT = "hindsight"  # = vtab_eval.stages.HINDSIGHT
 IMAGE_SIZE = 32
 
 
@@ -37,31 +38,6 @@ def demo_sweep(quick):
             0.03, 50, 32, warmup_steps=5, schedule="cosine", resolution=IMAGE_SIZE, name="lr0.03"
         )
     ]
-
-
-def memoized_finetune(cache_dir):
-    """`finetune_and_evaluate` with results kept on disk, keyed by everything that determines them.
-
-    The selectors and the hindsight search often fine-tune the same expert with the same setting,
-    splits and seed; this runs each such fine-tune once (and keeps it across a killed run).
-    """
-    from vtab_eval import finetune, report
-
-    def run(handle, task, train_split, eval_split, setting, *, seed, **kwargs):
-        identity = json.dumps(
-            [handle, task.name, train_split, eval_split, setting, int(seed)], sort_keys=True
-        )
-        path = os.path.join(cache_dir, hashlib.sha256(identity.encode()).hexdigest()[:24] + ".json")
-        found = report.read_json(path)
-        if found is not None:
-            return found
-        result = finetune.finetune_and_evaluate(
-            handle, task, train_split, eval_split, setting, seed=seed, **kwargs
-        )
-        report.write_json(path, result)
-        return result
-
-    return run
 
 
 def _stage(name, log, timings):
@@ -89,49 +65,17 @@ def run_upstream(upstream_dir, quick, log):
 
 
 def run_publish(upstream_dir, collection_dir, log):
-    from hub_export import collection, publish
+    """Publishes the upstream work directory's modules into `collection_dir`; returns the entries
+    written. Always runs `hub_export.publish.publish`, which is the stage's completion check: it
+    skips every module already listed from the same source (content fingerprints, not the
+    manifest's existence), so a rerun after a kill finishes the collection and one after a finished
+    publish writes nothing."""
+    from hub_export import publish
 
-    manifest = os.path.join(collection_dir, collection.MANIFEST_FILE)
-    if os.path.isfile(manifest):
-        log(f"{manifest} exists: collection already published")
-        return
-    publish.publish([upstream_dir], collection_dir, log=log)
-
-
-def run_hindsight(pool, task, sweep, eval_dir, finetune_fn, strategy, log):
-    """Fine-tunes every candidate (the baseline too) and records the best one's outcome."""
-    from vtab_eval import protocol, ranking, report
-
-    path = os.path.join(eval_dir, "results", report.task_slug(task.name), f"{HINDSIGHT}.json")
-    done = report.read_json(path)
-    if done is not None and done.get("complete"):
-        return done
-    per_expert = {}
-    for entry in ranking.candidates(pool, include_baseline=True):
-        state = protocol.run_protocol(
-            lambda i, e=entry: (e.handle, {"selected_name": e.name}),
-            task,
-            sweep,
-            scheme="vtab1k",
-            strategy=strategy,
-            log=log,
-            finetune_fn=finetune_fn,
-        )
-        per_expert[entry.name] = state
-        log(f"{task.name} / {HINDSIGHT}: {entry.name} -> {state['summary']['median']:.3f}")
-    best = max(per_expert, key=lambda name: per_expert[name]["summary"]["median"])
-    result = dict(
-        per_expert[best],
-        task=task.name,
-        group=task.group,
-        metric=task.metric,
-        method=HINDSIGHT,
-        scheme="vtab1k",
-        sweep=sweep,
-        experts={name: s["summary"] for name, s in per_expert.items()},
-    )
-    report.write_json(path, result)
-    return result
+    written = publish.publish([upstream_dir], collection_dir, log=log)
+    if not written:
+        log(f"{collection_dir}: every module already published from the same source")
+    return written
 
 
 def _ordered(results):
@@ -143,6 +87,8 @@ def _ordered(results):
 
 def expectation_lines(results, tasks_dir):
     """Plain statements about the expected outcome, computed from the results (never by hand)."""
+    from vtab_eval import report
+
     with open(os.path.join(tasks_dir, "tasks.json"), encoding="utf-8") as f:
         listing = json.load(f)
     entries = listing["tasks"] if isinstance(listing, dict) else listing
@@ -152,13 +98,17 @@ def expectation_lines(results, tasks_dir):
         name = f"folder:{os.path.join(tasks_dir, info['name'])}"
         knn = results.get("knn", {}).get(name)
         base = results.get("baseline", {}).get(name)
-        if not near or not knn or not base:
+        knn_summary = report.task_summary(knn) if knn else None
+        base_summary = report.task_summary(base) if base else None
+        if not near or not knn_summary or not base_summary:
             continue
         picked = knn["selections"][0]["selection"]["selected_name"]
-        knn_acc, base_acc = knn["summary"]["median"], base["summary"]["median"]
+        knn_acc, base_acc = knn_summary["value"], base_summary["value"]
+        kind = knn_summary["kind"]
         lines.append(
             f"- `{info['name']}` is built near the `{near}` domain: kNN picked `{picked}` "
-            f"({100 * knn_acc:.1f}% test accuracy) against the baseline's {100 * base_acc:.1f}% "
+            f"({100 * knn_acc:.1f}% test accuracy, {kind} of n = {knn_summary['n']}) against "
+            f"the baseline's {100 * base_acc:.1f}% "
             f"({'better' if knn_acc > base_acc else 'not better'})."
         )
     return lines
@@ -180,7 +130,14 @@ def summary_markdown(eval_dir, tasks_dir, timings, command, quick):
     from vtab_eval import report
 
     results = _ordered(report.load_results(eval_dir))
-    table = report.markdown_report(results, title="Demo results")
+    # The run's summary.json holds every method's group intervals already (bootstraps are slow).
+    written = report.read_json(os.path.join(eval_dir, "summary.json")) or {}
+    summaries = {
+        m: written[m]["groups"]
+        for m in results
+        if "bootstrap" in (written.get(m) or {}).get("groups", {})  # group_summary's form only
+    }
+    table = report.markdown_report(results, title="Demo results", summaries=summaries)
     table = table.replace("# Demo results\n", "", 1).replace("\n## ", "\n#### ")
     total = sum(timings.values())
     stage_times = ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
@@ -218,13 +175,23 @@ def replace_readme_section(
 
 
 def run_demo(
-    workdir, quick=False, strategy="default", log=print, command="python -m vtab_eval.demo"
+    workdir,
+    quick=False,
+    strategy="default",
+    log=print,
+    command="python -m vtab_eval.demo",
+    seed=0,
+    deterministic=True,
+    include_baseline=True,
+    progress=True,
 ):
-    """Runs (or resumes) the whole demo under `workdir`; returns the summary markdown."""
+    """Runs (or resumes) the whole demo under `workdir`; returns the summary markdown.
+
+    `seed` is the base seed of every selection and fine-tune (`vtab_eval.run`), `deterministic`
+    asks for TF op determinism, `include_baseline` ranks B with the experts.
+    """
     from bit_experts import world
-    from bit_experts.training import strategies
-    from hub_export import collection
-    from vtab_eval import report, run, tasks
+    from vtab_eval import report, run
 
     workdir = os.path.abspath(workdir)
     upstream_dir = os.path.join(workdir, "upstream")
@@ -253,23 +220,19 @@ def run_demo(
     )
 
     def evaluate():
-        pool = collection.resolve_pool(collection_dir)
-        sweep = demo_sweep(quick)
-        finetune_fn = memoized_finetune(os.path.join(eval_dir, "finetunes"))
-        dist = strategies.make_strategy(strategy)
-        task_names = [f"folder:{os.path.join(tasks_dir, t)}" for t in DEMO_TASKS]
-        for name in task_names:
-            run_hindsight(pool, tasks.get_task(name), sweep, eval_dir, finetune_fn, dist, log)
         run.run_command(
             collection_dir,
-            task_names,
+            [f"folder:{os.path.join(tasks_dir, t)}" for t in DEMO_TASKS],
             eval_dir,
-            selectors=SELECTORS,
-            sweep_settings=sweep,
+            selectors=(*SELECTORS, HINDSIGHT),
+            sweep_settings=demo_sweep(quick),
             log=log,
-            finetune_fn=finetune_fn,
             strategy=strategy,
             selection_resolution=IMAGE_SIZE,
+            seed=seed,
+            deterministic=deterministic,
+            include_baseline=include_baseline,
+            progress=progress,
         )
 
     timed("evaluate", evaluate)

@@ -1,19 +1,24 @@
-"""Selects an expert and fine-tunes it on one task or many, then reports; resumable after a kill.
+r"""Selects experts and fine-tunes them on one task or many, then reports; resumable after a kill.
 
     python -m vtab_eval.run --collection=C --tasks=vtab1k --output_dir=OUT \
         --selectors=knn,random,baseline --sweep=vtab_lightweight
 
-Every fine-tune that finishes is recorded at once in OUT/results/<task>/<method>.json (written
-atomically), so re-running the same command after a kill skips finished work and continues. The
-report (OUT/report.md, OUT/summary.json, OUT/plots/) is rewritten after every task. Flags, layout
-and JSON schema: docs/evaluation.md.
+Everything is checked before anything trains. The run is a plan of fine-tunes, each identified by
+its content (module checksum, task fingerprint, splits, setting, seed); identical fine-tunes run
+once, and each is recorded the moment it ends in OUT/finetunes/<key>.json, so re-running the same
+command after a kill redoes nothing finished. `--dry_run` prints the plan and a time estimate.
+Results (OUT/results/<task>/<method>.json) and the report (OUT/report.md, OUT/summary.json) are
+written from those records as tasks finish, the plots (OUT/plots/) at the end; every fine-tune
+writes TensorBoard scalars, every final one its test-set predictions (and with `--save_models` a
+SavedModel). Flags, layout and JSON schema: docs/evaluation.md.
 """
 
 import os
 import sys
-import time
 
 from absl import app, flags
+
+from bit_experts import cli
 
 FLAGS = flags.FLAGS
 
@@ -27,7 +32,10 @@ def define_flags():
     flags.DEFINE_list("tasks", None, "Task names, folder:PATH, or a suite: vtab1k, table3.")
     flags.DEFINE_string("output_dir", None, "Results, rankings, plots and the report go here.")
     flags.DEFINE_list(
-        "selectors", ["knn"], "Selection methods side by side; 'baseline' = no expert."
+        "selectors",
+        ["knn"],
+        "Selection methods side by side; 'baseline' = no expert; 'hindsight' = every candidate "
+        "fine-tuned, the best on test reported.",
     )
     flags.DEFINE_string(
         "sweep",
@@ -44,9 +52,7 @@ def define_flags():
         "selection_resolution", 0, "Ranking image side; 0: module metadata, else 224."
     )
     flags.DEFINE_integer("random_search_size", 36, "Settings drawn by --sweep=random_search.")
-    flags.DEFINE_integer(
-        "num_selections", 1, "Repeated selections (+ sweeps) per task (paper: 10)."
-    )
+    flags.DEFINE_integer("num_selections", 1, "Repeated selections per task (paper: 10).")
     flags.DEFINE_integer("num_retrains", 1, "Final fine-tunes per selection (paper: 3).")
     flags.DEFINE_enum(
         "scheme",
@@ -54,6 +60,14 @@ def define_flags():
         ["auto", "vtab1k", "full"],
         "Splits: vtab1k (train800/val200/...), full (train/val/trainval/test); auto: "
         "full for table3 tasks, vtab1k otherwise.",
+    )
+    flags.DEFINE_enum(
+        "search",
+        "auto",
+        ["auto", "per_selection", "once"],
+        "Tuning search: per_selection (VTAB-1k: every selection tunes its own expert), once "
+        "(table 3: one search, then every retrain uses its best setting); auto: once for table3 "
+        "tasks.",
     )
     flags.DEFINE_string("data_dir", None, "TFDS data directory.")
     flags.DEFINE_string("cache_dir", None, "Feature cache; default OUT/feature_cache.")
@@ -64,9 +78,30 @@ def define_flags():
         "tf.distribute strategy for fine-tuning.",
     )
     flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
-    flags.DEFINE_integer("seed", 0, "Base seed of the random selector and of random search.")
-    flags.DEFINE_bool("include_baseline", False, "Rank the baseline B together with the experts.")
+    flags.DEFINE_integer(
+        "seed", 0, "Base seed: selections, random search and every fine-tune's seed derive from it."
+    )
+    flags.DEFINE_bool(
+        "deterministic", True, "TF op determinism and seeded RNGs (--nodeterministic: off)."
+    )
+    flags.DEFINE_enum(
+        "aggregate",
+        "auto",
+        ["auto", "median", "mean"],
+        "Aggregate of a task's outcomes: auto = the suite's (median for VTAB-1k, mean for table "
+        "3, median for folders); folder tasks may choose.",
+    )
+    flags.DEFINE_bool("include_baseline", True, "Rank the baseline B together with the experts.")
     flags.DEFINE_bool("report_only", False, "Only rewrite the report from existing results.")
+    flags.DEFINE_bool(
+        "dry_run", False, "Check and print the plan with a time estimate; no training."
+    )
+    flags.DEFINE_bool(
+        "save_models", False, "Also export every final fine-tune as a SavedModel (OUT/models/)."
+    )
+    flags.DEFINE_bool(
+        "skip_bad_images", False, "Leave out undecodable images of folder tasks with a warning."
+    )
     flags.DEFINE_list(
         "compare",
         None,
@@ -90,6 +125,17 @@ def expand_tasks(names):
     return list(dict.fromkeys(expanded))
 
 
+def _numbers(values, kind, flag):
+    out = []
+    for value in values or []:
+        try:
+            out.append(kind(value))
+        except ValueError:
+            what = "a number" if kind is float else "an integer"
+            raise ValueError(f"{flag}: {value!r} is not {what}") from None
+    return out
+
+
 def build_sweep(
     preset,
     *,
@@ -102,25 +148,32 @@ def build_sweep(
     batch_size=512,
     random_search_size=36,
     seed=0,
+    log=None,
 ):
-    """The sweep for one task: from flags when learning rates are given, else the preset."""
+    """The sweep for one task, with the task's augmentation policy applied (`sweeps.for_task`).
+
+    From flags when learning rates or steps are given, else the preset. BiT-HyperRule's schedule
+    and resolution come from the whole final training split (`train800val200`, or `trainval` in
+    the full scheme): its image count and the side of its median image area
+    (`sweeps.split_statistics`, which logs the size chosen through `log`). The settings returned
+    are the ones fine-tuning runs, so spec keys and result identities describe what ran.
+    """
     from vtab_eval import sweeps
 
     if learning_rates or steps:
-        return sweeps.from_values(
-            [float(x) for x in learning_rates or []],
-            [int(x) for x in steps or []],
+        settings = sweeps.from_values(
+            _numbers(learning_rates, float, "--learning_rates"),
+            _numbers(steps, int, "--steps"),
             batch_size,
             resolution or 224,
         )
+        return sweeps.for_task(settings, task)
     dataset_size, image_size = 1000, 224
     if preset == "bit_hyperrule":
-        sizes = {"vtab1k": "train800val200", "full": "trainval"}
-        ds = task.load(sizes[scheme], data_dir=data_dir)
-        image_size = tuple(int(d) for d in next(iter(ds))["image"].shape[:2])
-        count = int(ds.cardinality())
-        dataset_size = count if count > 0 else sum(1 for _ in ds)
-    return sweeps.get_sweep(
+        split = {"vtab1k": "train800val200", "full": "trainval"}[scheme]
+        stats = sweeps.split_statistics(task, split, data_dir, log)
+        dataset_size, image_size = stats["num_images"], stats["image_side"]
+    settings = sweeps.get_sweep(
         preset,
         dataset_size=dataset_size,
         image_size=image_size,
@@ -128,116 +181,175 @@ def build_sweep(
         num_settings=random_search_size,
         seed=seed,
     )
+    return sweeps.for_task(settings, task)
 
 
-def _result_path(output_dir, task_name, method):
-    from vtab_eval import report
+def _search(search, task):
+    if search != "auto":
+        return search
+    return "once" if task.suite == "table3" else "per_selection"
 
-    return os.path.join(output_dir, "results", report.task_slug(task_name), f"{method}.json")
+
+def make_jobs(
+    task_names,
+    *,
+    sweep="local",
+    sweep_settings=None,
+    scheme="auto",
+    search="auto",
+    data_dir=None,
+    resolution=0,
+    learning_rates=None,
+    steps=None,
+    batch_size=512,
+    random_search_size=36,
+    seed=0,
+    skip_bad_images=False,
+    aggregate=None,
+    log=None,
+):
+    """One `stages.Job` per task (suites expanded): the task, its scheme, search and sweep.
+
+    `sweep_settings` (a list of settings) replaces the preset for every task; like a preset's, it
+    goes through `sweeps.for_task` before anything is keyed on it. `aggregate`: None or "auto"
+    (each suite's), "median" or "mean" (folder tasks only; ValueError for another suite).
+    """
+    from vtab_eval import stages, sweeps, tasks
+
+    aggregate = None if aggregate in (None, "auto") else aggregate
+    jobs = []
+    for name in expand_tasks(task_names):
+        task = _get_task(tasks, name, skip_bad_images)
+        task_scheme = (
+            scheme if scheme != "auto" else ("full" if task.suite == "table3" else "vtab1k")
+        )
+        if sweep_settings:
+            task_sweep = sweeps.for_task(list(sweep_settings), task)
+        else:
+            task_sweep = build_sweep(
+                sweep,
+                task=task,
+                scheme=task_scheme,
+                data_dir=data_dir,
+                resolution=resolution,
+                learning_rates=learning_rates,
+                steps=steps,
+                batch_size=batch_size,
+                random_search_size=random_search_size,
+                seed=seed,
+                log=log,
+            )
+        jobs.append(
+            stages.Job(
+                task, task_scheme, _search(search, task), list(task_sweep), aggregate=aggregate
+            )
+        )
+    return jobs
 
 
-def evaluate_task(
-    task,
-    method,
+def _get_task(tasks, name, skip_bad_images):
+    import inspect
+
+    if skip_bad_images and "skip_bad_images" in inspect.signature(tasks.get_task).parameters:
+        return tasks.get_task(name, skip_bad_images=True)
+    return tasks.get_task(name)
+
+
+def evaluate(
+    jobs,
+    methods,
     pool,
+    executor,
+    config,
     *,
     output_dir,
-    config,
-    sweep,
-    scheme,
-    strategy,
-    data_dir,
     cache_dir,
+    data_dir=None,
     label_priors=None,
     log=print,
-    finetune_fn=None,
 ):
-    """Runs (or resumes) selection + the protocol for one task and method; returns the result.
+    """Stages 1-4 of `vtab_eval.stages` for every job and method; returns method -> task -> result.
 
-    `finetune_fn` replaces `vtab_eval.finetune.finetune_and_evaluate` (e.g. a memoising wrapper
-    that lets several methods share the fine-tunes of an expert they all picked).
+    Results and the report are rewritten as the run goes, from the memo only (never training):
+    every result file when the final fine-tunes start (with the outcomes recorded so far and
+    `complete: false` where some are missing), each (task, method) result file again as soon as
+    its last final fine-tune is recorded, and OUT/report.md + summary.json (no plots) as soon as
+    a task's last one is. A killed run thus keeps a report of what it finished.
     """
-    from vtab_eval import protocol, ranking, report
+    from vtab_eval import stages
 
-    path = _result_path(output_dir, task.name, method)
-    previous = report.read_json(path)
-    if previous is not None and previous.get("config") != config:
-        raise ValueError(
-            f"{path} was written with different settings ({previous.get('config')}); use another "
-            "--output_dir or delete it to start this task again"
-        )
-    if previous is not None and previous.get("complete"):
-        log(f"{task.name} / {method}: already complete, skipped")
-        return previous
-    result = previous or {
-        "task": task.name,
-        "group": task.group,
-        "metric": task.metric,
-        "method": method,
-        "scheme": scheme,
-        "config": config,
-        "sweep": sweep,
-    }
-    rankings = {}
-
-    def select(index):
-        seed = config["seed"] + index if method == "random" else config["seed"]
-        if seed not in rankings:
-            ranking_path = os.path.join(
-                output_dir, "rankings", report.task_slug(task.name), f"{method}_seed{seed}.json"
-            )
-            found = report.read_json(ranking_path)
-            if found is None:
-                found = ranking.rank(
-                    pool,
-                    task,
-                    method,
-                    resolution=config["selection_resolution"],
-                    cache_dir=cache_dir,
-                    data_dir=data_dir,
-                    seed=seed,
-                    include_baseline=config["include_baseline"],
-                    label_priors=label_priors,
-                    log=log,
-                )
-                report.write_json(ranking_path, found)
-                if method != "baseline":
-                    report.plot_scores(
-                        found,
-                        os.path.join(
-                            output_dir, "plots", f"{report.task_slug(task.name)}__{method}.png"
-                        ),
-                    )
-            rankings[seed] = found
-            result.setdefault("ranking", found)
-        found = rankings[seed]
-        log(f"{task.name} / {method}: selected {found['selected_name']}")
-        return found["selected"], {
-            "selected_name": found["selected_name"],
-            "seed": seed,
-            "score": next(e["score"] for e in found["experts"] if e["handle"] == found["selected"]),
-        }
-
-    def save(state):
-        result.update(state)
-        report.write_json(path, result)
-
-    state = {k: result[k] for k in ("selections",) if k in result}
-    protocol.run_protocol(
-        select,
-        task,
-        sweep,
-        num_selections=config["num_selections"],
-        num_retrains=config["num_retrains"],
-        scheme=scheme,
+    ctx = dict(
+        config=config,
+        output_dir=output_dir,
+        cache_dir=cache_dir,
         data_dir=data_dir,
-        strategy=strategy,
-        state=state,
-        save=save,
+        label_priors=label_priors,
         log=log,
-        finetune_fn=finetune_fn,
     )
-    return result
+    groups = {}
+    for job in jobs:
+        for method in methods:
+            try:
+                groups[(job.task.name, method)] = stages.select(job, method, pool, ctx)
+            except ranking_unavailable() as err:
+                log(f"{job.task.name} / {method}: SKIPPED: {err}")
+    tracks = [t for group in groups.values() for t in group]
+    for track in tracks:
+        stages.plan_tuning(track, config)
+    retrains = set().union(*[stages.retrain_placeholders(t, config) for t in tracks] or [set()])
+    executor.run([s for t in tracks for specs in t.tuning for s in specs], later=len(retrains))
+    for track in tracks:
+        stages.plan_retrains(track, config, executor.memo)
+    results = {}
+
+    def write_group(task_name, method):
+        results.setdefault(method, {})[task_name] = stages.write_result(
+            groups[(task_name, method)], executor.memo, config, pool, output_dir, log
+        )
+
+    # Final fine-tunes not yet recorded, per (task, method) group and per task. Retrain specs
+    # run in job order, so tasks finish one after another.
+    pending = {
+        group: {
+            s.key
+            for t in group_tracks
+            for specs in t.retrains
+            for s in specs
+            if executor.memo.get(s) is None
+        }
+        for group, group_tracks in groups.items()
+    }
+    by_task = {}
+    for (task_name, _), keys in pending.items():
+        by_task.setdefault(task_name, set()).update(keys)
+    for task_name, method in groups:
+        write_group(task_name, method)
+    if any(by_task.values()):
+        write_report(output_dir, plots=False)
+
+    def on_result(spec, _):
+        for (task_name, method), keys in pending.items():
+            if spec.key in keys:
+                keys.discard(spec.key)
+                if not keys:
+                    write_group(task_name, method)
+        keys = by_task.get(spec.task.name)
+        if keys and spec.key in keys:
+            keys.discard(spec.key)
+            if not keys:
+                write_report(output_dir, plots=False)
+
+    executor.run([s for t in tracks for specs in t.retrains for s in specs], on_result=on_result)
+    for (task_name, method), keys in pending.items():
+        if keys:  # Not reported through on_result (not expected): written from the memo now.
+            write_group(task_name, method)
+    return results
+
+
+def ranking_unavailable():
+    from vtab_eval import ranking
+
+    return ranking.SelectorUnavailable
 
 
 def run_command(
@@ -256,109 +368,168 @@ def run_command(
     num_selections=1,
     num_retrains=1,
     scheme="auto",
+    search="auto",
     data_dir=None,
     cache_dir=None,
     strategy="default",
     tpu="",
     seed=0,
-    include_baseline=False,
+    deterministic=True,
+    include_baseline=True,
     report_only=False,
+    dry_run=False,
+    save_models=False,
+    skip_bad_images=False,
     log=print,
+    progress=True,
     finetune_fn=None,
     sweep_settings=None,
+    aggregate="auto",
 ):
     """Does what the command does, with plain arguments; returns method -> task -> result.
 
-    `sweep_settings` (a list of `vtab_eval.sweeps` settings) replaces the sweep preset/flags.
+    Every problem with the input is found before anything trains (`vtab_eval.preflight`) and
+    raised as one ValueError with a line per problem. `sweep_settings` (a list of
+    `vtab_eval.sweeps` settings) replaces the sweep preset/flags. `aggregate` ("auto", "median",
+    "mean") is the aggregate of each task's outcomes (`stages.Job`). With `dry_run` the plan is
+    printed through `log` and nothing trains; it returns None.
     """
-    from vtab_eval import ranking, tasks
+    from vtab_eval import executor as executor_lib
+    from vtab_eval import preflight, ranking, stages
 
     output_dir = os.path.abspath(output_dir)
-    unknown = [m for m in selectors if m not in ranking.METHODS]
+    unknown = [m for m in selectors if m not in stages.METHODS]
     if unknown:
-        raise ValueError(f"unknown selectors {unknown}; expected some of {ranking.METHODS}")
-    if not report_only:
-        from bit_experts.training import strategies
-        from hub_export import collection
+        raise ValueError(f"--selectors: unknown {unknown}; expected some of {stages.METHODS}")
+    if report_only:
+        return write_report(output_dir)
+    problems = preflight.check_numbers(
+        batch_size=batch_size,
+        num_selections=num_selections,
+        num_retrains=num_retrains,
+        random_search_size=random_search_size,
+        resolution=resolution,
+        selection_resolution=selection_resolution,
+    )
+    problems += preflight.check_output_dir(output_dir, "--output_dir")
+    problems += preflight.check_output_dir(cache_dir, "--cache_dir") if cache_dir else []
+    from bit_experts.training import strategies
+    from hub_export import collection
 
+    try:
         pool = collection.resolve_pool(collection_spec, check_signatures=False)
-        selection_resolution = selection_resolution or ranking.default_resolution(pool)
-        cache_dir = cache_dir or os.path.join(output_dir, "feature_cache")
-        dist = strategies.make_strategy(strategy, tpu)
-        priors = (
-            ranking.load_label_priors(collection_spec) if "label_matching" in selectors else None
+        jobs = make_jobs(
+            task_names,
+            sweep=sweep,
+            sweep_settings=sweep_settings,
+            scheme=scheme,
+            search=search,
+            data_dir=data_dir,
+            resolution=resolution,
+            learning_rates=learning_rates,
+            steps=steps,
+            batch_size=batch_size,
+            random_search_size=random_search_size,
+            seed=seed,
+            skip_bad_images=skip_bad_images,
+            aggregate=aggregate,
+            log=log,
         )
-        names = expand_tasks(task_names)
-        start = time.time()
-        for t, name in enumerate(names):
-            task = tasks.get_task(name)
-            task_scheme = (
-                scheme if scheme != "auto" else ("full" if task.suite == "table3" else "vtab1k")
-            )
-            task_sweep = sweep_settings or build_sweep(
-                sweep,
-                task=task,
-                scheme=task_scheme,
-                data_dir=data_dir,
-                resolution=resolution,
-                learning_rates=learning_rates,
-                steps=steps,
-                batch_size=batch_size,
-                random_search_size=random_search_size,
-                seed=seed,
-            )
-            for method in selectors:
-                config = {
-                    "collection": collection_spec,
-                    "sweep": [s["name"] for s in task_sweep],
-                    "num_selections": num_selections,
-                    "num_retrains": num_retrains,
-                    "scheme": task_scheme,
-                    "selection_resolution": selection_resolution,
-                    "seed": seed,
-                    "include_baseline": include_baseline,
-                }
-                log(
-                    f"[task {t + 1}/{len(names)}] {name} / {method} "
-                    f"({time.time() - start:.0f}s elapsed)"
-                )
-                try:
-                    evaluate_task(
-                        task,
-                        method,
-                        pool,
-                        output_dir=output_dir,
-                        config=config,
-                        sweep=task_sweep,
-                        scheme=task_scheme,
-                        strategy=dist,
-                        data_dir=data_dir,
-                        cache_dir=cache_dir,
-                        label_priors=priors,
-                        log=log,
-                        finetune_fn=finetune_fn,
-                    )
-                except ranking.SelectorUnavailable as err:
-                    log(f"{name} / {method}: SKIPPED: {err}")
-            write_report(output_dir)
+    except (ValueError, FileNotFoundError) as err:
+        preflight.raise_problems(problems + [str(err)])
+        raise
+    sizes, found = preflight.check_jobs(jobs, data_dir)
+    problems += found + preflight.check_pool(pool) + preflight.check_old_layout(output_dir, jobs)
+    preflight.raise_problems(problems)
+    config = stages.Config(
+        num_selections=num_selections,
+        num_retrains=num_retrains,
+        seed=seed,
+        deterministic=deterministic,
+        include_baseline=include_baseline,
+        selection_resolution=selection_resolution or ranking.default_resolution(pool),
+        collection=collection_spec,
+    )
+    dist = strategies.make_strategy(strategy, tpu)
+    if dry_run:
+        preflight.print_plan(jobs, sizes, pool, selectors, config, dist, data_dir, log, finetune_fn)
+        return None
+    executor = executor_lib.Executor(
+        os.path.join(output_dir, "finetunes"),
+        output_dir=output_dir,
+        save_models=save_models,
+        finetune_fn=finetune_fn,
+        data_dir=data_dir,
+        strategy=dist,
+        log=log,
+        progress=progress,
+    )
+    priors = ranking.load_label_priors(collection_spec) if "label_matching" in selectors else None
+    try:
+        evaluate(
+            jobs,
+            selectors,
+            pool,
+            executor,
+            config,
+            output_dir=output_dir,
+            cache_dir=cache_dir or os.path.join(output_dir, "feature_cache"),
+            data_dir=data_dir,
+            label_priors=priors,
+            log=log,
+        )
+    finally:
+        executor.close()
     return write_report(output_dir)
 
 
-def write_report(output_dir):
-    """Rewrites OUT/report.md and OUT/summary.json from the results; returns the results."""
+def write_report(output_dir, plots=True):
+    """Rewrites OUT/report.md and OUT/summary.json from OUT/results; returns the results.
+
+    Reads result files only (never trains). summary.json: method -> {"groups":
+    `report.group_summary` (group means with bootstrap intervals), "tasks": task -> its summary
+    (`report.aggregate`'s {"value", "ci_low", "ci_high", "n", "kind"}, or null before any outcome)}.
+    With `plots`: OUT/plots/outcomes.png (`report.plot_outcomes`) and any missing ranking plot
+    OUT/plots/<task slug>__<method>.png (`report.plot_scores`; each is also drawn when its ranking
+    is computed). Runs rewrite the report without plots as tasks finish, and with them at the end.
+    """
     from vtab_eval import report
 
     results = report.load_results(output_dir)
-    report.atomic_write_text(os.path.join(output_dir, "report.md"), report.markdown_report(results))
+    summaries = {method: report.group_summary(by_task) for method, by_task in results.items()}
+    report.atomic_write_text(
+        os.path.join(output_dir, "report.md"),
+        report.markdown_report(results, summaries=summaries),
+    )
     summary = {
         method: {
-            "groups": report.group_means(by_task),
+            "groups": summaries[method],
             "tasks": {name: r.get("summary") for name, r in by_task.items()},
         }
         for method, by_task in results.items()
     }
     report.write_json(os.path.join(output_dir, "summary.json"), summary)
+    if plots:
+        _write_plots(output_dir, results, summaries)
     return results
+
+
+def _write_plots(output_dir, results, summaries):
+    from vtab_eval import report
+
+    folder = os.path.join(output_dir, "plots")
+    if any(report.task_summary(r) for by_task in results.values() for r in by_task.values()):
+        report.plot_outcomes(results, os.path.join(folder, "outcomes.png"), summaries=summaries)
+    for method, by_task in results.items():
+        for task_name, result in by_task.items():
+            ranking = result.get("ranking")
+            path = os.path.join(folder, f"{report.task_slug(task_name)}__{method}.png")
+            if method == "baseline" or not ranking or os.path.exists(path):
+                continue
+            try:
+                report.plot_scores(ranking, path)
+            except ValueError:  # No scored expert: nothing to draw.
+                continue
 
 
 def main(argv):
@@ -376,6 +547,10 @@ def main(argv):
             return
         if not FLAGS.report_only and not (FLAGS.collection and FLAGS.tasks):
             raise app.UsageError("--collection and --tasks are required (unless --report_only)")
+        if not FLAGS.report_only:
+            from vtab_eval import executor
+
+            executor.configure_determinism(FLAGS.seed, FLAGS.deterministic)
         run_command(
             FLAGS.collection,
             FLAGS.tasks or [],
@@ -395,15 +570,23 @@ def main(argv):
             cache_dir=FLAGS.cache_dir,
             strategy=FLAGS.strategy,
             tpu=FLAGS.tpu,
+            search=FLAGS.search,
             seed=FLAGS.seed,
+            deterministic=FLAGS.deterministic,
             include_baseline=FLAGS.include_baseline,
+            aggregate=FLAGS.aggregate,
             report_only=FLAGS.report_only,
+            dry_run=FLAGS.dry_run,
+            save_models=FLAGS.save_models,
+            skip_bad_images=FLAGS.skip_bad_images,
         )
-        print(open(os.path.join(FLAGS.output_dir, "report.md"), encoding="utf-8").read())
+        if not FLAGS.dry_run:
+            print(open(os.path.join(FLAGS.output_dir, "report.md"), encoding="utf-8").read())
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         sys.exit(f"vtab_eval.run: error: {err}")
 
 
 if __name__ == "__main__":
     define_flags()
+    cli.quiet_logs()  # TF's INFO logs off unless --verbosity is given
     app.run(main)

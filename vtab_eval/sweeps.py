@@ -9,15 +9,21 @@ Presets:
     {2500, 10000} steps, batch 512, SGD momentum 0.9, decay by 10x at 30/60/90% of the steps,
     images resized to 224, no augmentation.
   bit_hyperrule: BiT-HyperRule (Kolesnikov et al., 2020), one setting derived from the dataset
-    size and image size by the small functions below.
+    size and image size by the small functions below, with google-research/big_transfer's values
+    (bit_hyperrule.py: resize 512 -> crop 480, or 160 -> 128 below 96x96 pixels).
   local: a CPU preset for the offline demo (32-px images, ~1000 training images, ~1 min per run).
   quick: a few steps, for tests and smoke runs.
   random_search: `num_settings` settings drawn from a fixed space (paper table 3 uses 36).
+
+A task forbids the augmentations that would corrupt its labels (`task.augmentation`, see
+vtab_eval/tasks/augmentation.py); `for_task` applies that policy to any preset's settings, so call
+it on every sweep before fine-tuning (and before keying caches on the settings).
 """
 
 import math
 
 import numpy as np
+import tensorflow as tf
 
 PRESETS = ("vtab_lightweight", "bit_hyperrule", "local", "quick", "random_search")
 SCHEDULES = ("step", "cosine", "constant")
@@ -146,11 +152,16 @@ def hyperrule_schedule(dataset_size):
 
 
 def hyperrule_resolution(image_size):
-    """(resize, crop) by original image size: small images (area < 96x96) 160 -> 128, else 448 -> 384."""
+    """(resize, crop) by original image size: area < 96x96 px: 160 -> 128, else 512 -> 480.
+
+    The values of google-research/big_transfer (bit_hyperrule.py `get_resolution` and the colab's
+    table): training images are resized to the first and randomly cropped to the second; test
+    images are resized to the second.
+    """
     height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
     if height < 1 or width < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
-    return (160, 128) if height * width < _SMALL_IMAGE_AREA else (448, 384)
+    return (160, 128) if height * width < _SMALL_IMAGE_AREA else (512, 480)
 
 
 def hyperrule_mixup(dataset_size):
@@ -260,6 +271,84 @@ def get_sweep(name, *, dataset_size=1000, image_size=224, resolution=None, num_s
     if resolution is not None:
         settings = [override(s, resolution=resolution, resize=None) for s in settings]
     return settings
+
+
+def apply_augmentation(setting, augmentation):
+    """`setting` with the augmentations that `augmentation` forbids turned off.
+
+    Args:
+      setting: a sweep setting dict.
+      augmentation: a `vtab_eval.tasks.augmentation.Augmentation` (a task's `augmentation`).
+
+    Returns a new validated dict: `flip` is False unless both allow it; without crops `resize` is
+    None (images are resized straight to `resolution`). Idempotent; the name is kept.
+    """
+    changes = {}
+    if setting.get("flip") and not augmentation.flip:
+        changes["flip"] = False
+    if setting.get("resize") is not None and not augmentation.crop:
+        changes["resize"] = None
+    return override(setting, **changes) if changes else dict(setting)
+
+
+def for_task(settings, task):
+    """The settings (a list, or one dict) with `task.augmentation` applied (see apply_augmentation).
+
+    Every preset that augments (bit_hyperrule, local, random_search, flag grids with flips) goes
+    through this, so no fine-tune flips or crops a task whose labels that would corrupt.
+    """
+    if isinstance(settings, dict):
+        return apply_augmentation(settings, task.augmentation)
+    return [apply_augmentation(s, task.augmentation) for s in settings]
+
+
+def image_statistics(dataset, what="dataset", log=None):
+    """Image count and typical size of a dataset of {"image": [H, W, C], ...} examples.
+
+    Reads every example once (only the shapes are kept). The typical side is the square root of the
+    median image area, rounded down, so that `side**2 < 96*96` exactly when the median area is below
+    BiT-HyperRule's threshold. Logs one line with the size chosen.
+
+    Args:
+      dataset: an un-batched tf.data.Dataset, e.g. `task.load("train800val200")`.
+      what: a name for the log line (e.g. "cifar100/train800val200").
+      log: callable(str); None logs nothing.
+
+    Returns:
+      {"num_images": int, "median_area": float (px^2), "image_side": int (px),
+       "min_side": int, "max_side": int (over heights and widths)}.
+
+    Raises:
+      ValueError: the dataset is empty.
+    """
+    shapes = dataset.map(lambda e: tf.shape(e["image"])[:2], num_parallel_calls=tf.data.AUTOTUNE)
+    sizes = np.array([s.numpy() for s in shapes], dtype=np.int64).reshape(-1, 2)
+    if len(sizes) == 0:
+        raise ValueError(f"{what} has no images: cannot choose an image size")
+    median_area = float(np.median(sizes[:, 0] * sizes[:, 1]))
+    stats = {
+        "num_images": int(len(sizes)),
+        "median_area": median_area,
+        "image_side": max(1, math.isqrt(int(median_area))),
+        "min_side": int(sizes.min()),
+        "max_side": int(sizes.max()),
+    }
+    if log:
+        log(
+            f"{what}: {stats['num_images']} images of {stats['min_side']}..{stats['max_side']} px; "
+            f"median area {median_area:.0f} px^2 -> image size {stats['image_side']} px"
+        )
+    return stats
+
+
+def split_statistics(task, split, data_dir=None, log=None):
+    """`image_statistics` of one split of a task (e.g. the tuning split for BiT-HyperRule).
+
+    Returns the same dict; `get_sweep(..., dataset_size=stats["num_images"],
+    image_size=stats["image_side"])` then picks the schedule and resolution from the whole split.
+    """
+    dataset = task.load(split, data_dir=data_dir)
+    return image_statistics(dataset, what=f"{task.name}/{split}", log=log)
 
 
 def override(setting, **changes):

@@ -36,25 +36,29 @@ def test_every_task_has_a_result_for_every_method(demo_run):
         assert names == sorted(offline_demo.DEMO_TASKS), method
         for result in by_task.values():
             assert result["complete"]
-            assert 0.0 <= result["summary"]["median"] <= 1.0
+            # Folder tasks: the median of the outcomes, as VTAB-1k reports it.
+            assert result["summary"]["kind"] == "median"
+            assert 0.0 <= result["summary"]["value"] <= 1.0
 
 
 def test_real_digits_are_learnt_above_chance_by_every_method(demo_run):
     workdir, _, _ = demo_run
     for method, by_task in _results(workdir).items():
         digits = next(r for t, r in by_task.items() if t.endswith("/digits"))
-        assert digits["summary"]["median"] > 0.2, (method, digits["summary"])  # chance: 0.1
+        assert digits["summary"]["value"] > 0.2, (method, digits["summary"])  # chance: 0.1
 
 
 def test_hindsight_is_the_best_of_every_fine_tuned_candidate(demo_run):
     workdir, _, _ = demo_run
     results = _results(workdir)
     for task, hindsight in results["hindsight"].items():
-        best = max(s["median"] for s in hindsight["experts"].values())
-        assert hindsight["summary"]["median"] == best
+        best = max(s["value"] for s in hindsight["experts"].values())
+        assert hindsight["summary"]["value"] == best
         # Every selector fine-tunes one of the candidates hindsight tried, with the same protocol.
         for method in offline_demo.SELECTORS:
-            assert results[method][task]["summary"]["median"] <= best + 1e-9, (method, task)
+            # Medians of the same stored accuracies (ratios of counts, float64): 1e-9 only absorbs
+            # float64 rounding of the median (< 1e-15); accuracies differ in steps of 1/500.
+            assert results[method][task]["summary"]["value"] <= best + 1e-9, (method, task)
 
 
 def test_report_collection_and_summary_are_written(demo_run):
@@ -67,7 +71,11 @@ def test_report_collection_and_summary_are_written(demo_run):
     assert collection.find(pool, role="epn") is not None
     report_md = (workdir / "evaluation" / "report.md").read_text()
     assert "| knn |" in report_md and "| hindsight |" in report_md
-    assert any(p.suffix == ".png" for p in (workdir / "evaluation" / "plots").iterdir())
+    plots = workdir / "evaluation" / "plots"
+    assert (plots / "outcomes.png").stat().st_size > 0
+    assert any(p.name.endswith("__knn.png") for p in plots.iterdir())
+    groups = json.loads((workdir / "evaluation" / "summary.json").read_text())["knn"]["groups"]
+    assert groups["all"]["num_tasks"] == len(offline_demo.DEMO_TASKS)
     summary = (workdir / "demo_summary.md").read_text()
     assert "quick mode" in summary and "| digits |" in summary
     timings = json.loads((workdir / "timings.json").read_text())

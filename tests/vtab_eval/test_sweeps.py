@@ -1,6 +1,8 @@
 """Sweep presets and BiT-HyperRule as pure functions."""
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from vtab_eval import sweeps
 
@@ -22,7 +24,9 @@ def test_hyperrule_schedule_by_dataset_size(size, expected):
 def test_hyperrule_resolution_and_mixup():
     assert sweeps.hyperrule_resolution(32) == (160, 128)
     assert sweeps.hyperrule_resolution((95, 96)) == (160, 128)
-    assert sweeps.hyperrule_resolution((96, 96)) == (448, 384)
+    # google-research/big_transfer bit_hyperrule.py: area < 96*96 -> (160, 128), else (512, 480).
+    assert sweeps.hyperrule_resolution((96, 96)) == (512, 480)
+    assert sweeps.hyperrule_resolution((48, 192)) == (512, 480)  # Area, not side, decides.
     assert sweeps.hyperrule_mixup(19_999) == 0.0
     assert sweeps.hyperrule_mixup(20_000) == 0.1
     with pytest.raises(ValueError, match="dataset_size"):
@@ -33,10 +37,11 @@ def test_bit_hyperrule_setting_for_vtab1k():
     (setting,) = sweeps.get_sweep("bit_hyperrule", dataset_size=1000, image_size=(500, 375))
     assert setting["learning_rate"] == 0.003 and setting["batch_size"] == 512
     assert setting["steps"] == 500 and setting["warmup_steps"] == 100
-    assert (setting["resize"], setting["resolution"]) == (448, 384)
+    assert (setting["resize"], setting["resolution"]) == (512, 480)
     assert setting["mixup_alpha"] == 0.0 and setting["flip"]
     # Warm-up, then 10x drops at steps 200, 300, 400.
     lrs = [sweeps.learning_rate_at(setting, s) for s in (0, 99, 100, 199, 200, 300, 400, 499)]
+    # Schedule values in float64 (Python floats): approx's rel 1e-6 only absorbs rounding.
     assert lrs[0] == pytest.approx(0.003 / 100) and lrs[1] == pytest.approx(0.003)
     assert lrs[2:] == pytest.approx([0.003, 0.003, 3e-4, 3e-5, 3e-6, 3e-6])
 
@@ -87,3 +92,47 @@ def test_bad_settings_are_refused():
         (0.01, 5),
         (0.01, 10),
     ]
+
+
+def _sized_images(sizes):
+    images = [np.zeros((h, w, 3), np.float32) for h, w in sizes]
+    return tf.data.Dataset.from_generator(
+        lambda: ({"image": im, "label": 0} for im in images),
+        output_signature={
+            "image": tf.TensorSpec([None, None, 3], tf.float32),
+            "label": tf.TensorSpec([], tf.int64),
+        },
+    )
+
+
+def test_image_statistics_use_the_median_area_of_the_whole_split():
+    # The first image is small; most are large: the first image alone would pick 160 -> 128.
+    sizes = [(32, 32), (200, 50), (120, 120), (100, 100), (90, 300)]
+    lines = []
+    stats = sweeps.image_statistics(
+        _sized_images(sizes), what="toy/train800val200", log=lines.append
+    )
+    areas = sorted(h * w for h, w in sizes)  # 1024, 10000, 10000, 14400, 27000
+    assert stats == {
+        "num_images": 5,
+        "median_area": float(areas[2]),
+        "image_side": 100,
+        "min_side": 32,
+        "max_side": 300,
+    }
+    assert lines == [
+        "toy/train800val200: 5 images of 32..300 px; median area 10000 px^2 -> image size 100 px"
+    ]
+    assert sweeps.hyperrule_resolution(stats["image_side"]) == (512, 480)
+    assert sweeps.hyperrule_resolution(sizes[0]) == (160, 128)
+
+
+def test_image_side_is_on_the_right_side_of_the_hyperrule_threshold():
+    # Median area 9215 (just below 96*96): the side rounds down, so the rule stays "small".
+    below = sweeps.image_statistics(_sized_images([(95, 97)] * 2 + [(5, 5)]))
+    assert below["median_area"] == 9215 and below["image_side"] == 95
+    assert sweeps.hyperrule_resolution(below["image_side"]) == (160, 128)
+    at = sweeps.image_statistics(_sized_images([(96, 96)]))
+    assert sweeps.hyperrule_resolution(at["image_side"]) == (512, 480)
+    with pytest.raises(ValueError, match="empty/split has no images"):
+        sweeps.image_statistics(_sized_images([]), what="empty/split")

@@ -1,0 +1,380 @@
+"""The selection audit: its metrics on hand-made tables, and `audit_command` end to end in quick
+mode on a tiny bank (toy modules, two folder tasks), checked against the memo by hand."""
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import vtab_eval_toys as toys
+
+from vtab_eval import audit_metrics as metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Sums of a few accuracies in [0, 1] scaled to points: float error far below this.
+TOL = 1e-9
+
+
+# --- metrics on hand-made tables --------------------------------------------------------------
+
+TABLE = {"B": [0.80, 0.82, 0.84], "e1": [0.90, 0.70, 0.80], "e2": [0.85, 0.85, 0.86]}
+
+
+def test_regret_hit_and_random_by_hand():
+    # Means: B 0.82, e1 0.80, e2 0.8533...; the hindsight best is e2.
+    best = (0.85 + 0.85 + 0.86) / 3
+    assert metrics.hindsight_best(TABLE) == ["e2"]
+    assert metrics.regret(TABLE, "B") == pytest.approx(100 * (best - 0.82), abs=TOL)
+    assert metrics.regret(TABLE, "e1") == pytest.approx(100 * (best - 0.80), abs=TOL)
+    assert metrics.regret(TABLE, "e2") == 0
+    assert metrics.hit(TABLE, "e2") and not metrics.hit(TABLE, "B")
+    full, half = metrics.random_regret(TABLE)
+    assert full == pytest.approx(100 * (best - 0.82 + best - 0.80) / 3, abs=TOL)
+    assert half == pytest.approx(
+        np.mean([metrics.split_half_regret(TABLE, c) for c in TABLE]), abs=TOL
+    )
+    with pytest.raises(ValueError, match="not a candidate"):
+        metrics.regret(TABLE, "e3")
+    with pytest.raises(ValueError, match="one accuracy per seed"):
+        metrics.regret({"B": [0.5], "e": [0.5, 0.6]}, "B")
+
+
+def test_split_half_regret_by_hand_two_seeds():
+    table = {"B": [0.80, 0.84], "e": [0.90, 0.70]}
+    # Means 0.82 and 0.80: full regret of B is 0. Choosing on seed 0 gives e, which scores 0.70 on
+    # seed 1 against B's 0.84 (-14 points); choosing on seed 1 gives B itself (0).
+    assert metrics.regret(table, "B") == 0
+    assert metrics.split_half_regret(table, "B") == pytest.approx(-7.0, abs=TOL)
+    # For e: seed 0 -> e, scored on seed 1: 0; seed 1 -> B (0.80 on seed 0) vs e's 0.90: -10.
+    assert metrics.split_half_regret(table, "e") == pytest.approx(-5.0, abs=TOL)
+    assert metrics.split_half_regret({"B": [0.8], "e": [0.9]}, "B") is None
+
+
+def test_split_half_ties_average_the_tied_candidates():
+    # Seed 0 ties a and b; scored on seed 1 they give 0.5 and 0.75: the chosen score is 0.625.
+    table = {"a": [0.5, 0.5], "b": [0.5, 0.75], "c": [0.25, 0.25]}
+    by_hand = ((0.625 - 0.25) + (0.5 - 0.25)) / 2  # second split: b chosen on seed 1 -> 0.5
+    assert metrics.split_half_regret(table, "c") == pytest.approx(100 * by_hand, abs=TOL)
+
+
+def test_seed_splits_cover_every_balanced_split():
+    for n in range(2, 6):
+        splits = metrics.seed_splits(n)
+        expected = sum(
+            len(list(itertools.combinations(range(n), k))) for k in {n // 2, (n + 1) // 2}
+        )
+        assert len(splits) == expected == len(set(splits))
+        for choose, score in splits:
+            assert sorted(choose + score) == list(range(n)) and choose and score
+    assert metrics.seed_splits(1) == []
+
+
+def test_split_half_removes_the_winners_curse():
+    # Ten candidates with the same true accuracy: the full regret of a fixed pick is biased up (the
+    # best of ten noisy means), the split-half regret is not. 400 tables, 4 seeds, sd 1 point.
+    rng = np.random.default_rng(0)
+    full, half = [], []
+    for _ in range(400):
+        table = {f"c{i}": list(0.8 + 0.01 * rng.standard_normal(4)) for i in range(10)}
+        full.append(metrics.regret(table, "c0"))
+        half.append(metrics.split_half_regret(table, "c0"))
+    half_se = np.std(half, ddof=1) / np.sqrt(len(half))
+    assert abs(np.mean(half)) < 4 * half_se
+    # E[max of 10 N(0, 1/4)] is about 0.77 points; with pick c0 the mean full regret is that.
+    assert np.mean(full) > 0.5
+
+
+def test_agnostic_pick_leaves_the_task_out():
+    # Exact binary fractions: the means below compare exactly.
+    tables = {
+        "x": {"B": [0.5], "e1": [0.875], "e2": [0.625]},
+        "y": {"B": [0.625], "e1": [0.5], "e2": [0.75]},
+        "z": {"B": [0.75], "e1": [0.625], "e2": [0.625]},
+    }
+    # x: others y, z -> B 0.6875, e1 0.5625, e2 0.6875: a tie of B and e2, the first (B) wins.
+    # y: x, z -> B 0.625, e1 0.75, e2 0.625 -> e1.  z: x, y -> B 0.5625, e1 0.6875, e2 0.6875 -> e1.
+    assert metrics.agnostic_picks(tables) == {"x": "B", "y": "e1", "z": "e1"}
+    assert metrics.agnostic_picks({"x": tables["x"]}) == {"x": None}
+    with pytest.raises(ValueError, match="other candidates"):
+        metrics.agnostic_picks({"x": tables["x"], "w": {"B": [0.5], "e9": [0.5]}})
+
+
+def test_weighted_tau_agrees_with_the_order():
+    acc = {"a": [0.9], "b": [0.8], "c": [0.7], "d": [0.6]}
+    assert metrics.weighted_tau({"a": 4, "b": 3, "c": 2, "d": 1}, acc) == pytest.approx(1.0)
+    assert metrics.weighted_tau({"a": 1, "b": 2, "c": 3, "d": 4}, acc) == pytest.approx(-1.0)
+    # Lower-is-better scores are turned around.
+    lower = metrics.weighted_tau({"a": 1, "b": 2, "c": 3, "d": 4}, acc, higher_is_better=False)
+    assert lower == pytest.approx(1.0)
+    # A swap at the top costs more than one at the bottom (hyperbolic weights).
+    top = metrics.weighted_tau({"a": 3, "b": 4, "c": 2, "d": 1}, acc)
+    bottom = metrics.weighted_tau({"a": 4, "b": 3, "c": 1, "d": 2}, acc)
+    assert -1 < top < bottom < 1
+    assert metrics.weighted_tau({"a": 1, "b": 1}, acc) is None  # constant scores
+    assert metrics.weighted_tau({"a": 1, "b": None, "z": 2}, acc) is None  # one usable score
+
+
+def test_mean_interval():
+    assert metrics.mean_interval([]) == {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    one = metrics.mean_interval([2.0, None])
+    assert one["mean"] == 2.0 and one["ci_low"] is None and one["n"] == 1
+    same = metrics.mean_interval([1.5, 1.5, 1.5])
+    assert same["ci_low"] == same["ci_high"] == 1.5
+    values = [0.1, 0.4, 2.0, 0.3, 1.2, 0.0, 0.8, 0.5]
+    first = metrics.mean_interval(values, seed=3)
+    assert first == metrics.mean_interval(values, seed=3)  # seeded
+    assert first["ci_low"] < np.mean(values) < first["ci_high"]
+    assert min(values) <= first["ci_low"] and first["ci_high"] <= max(values)
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+
+def _memo_score(memo_dir, key):
+    with open(os.path.join(memo_dir, f"{key}.json"), encoding="utf-8") as f:
+        record = json.load(f)
+    assert record["key"] == key
+    return record["result"]["score"]
+
+
+def _quiet(message):
+    pass
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    save = toys.save_toy_module
+    modules = [
+        save(str(root / "b"), "noise", {"name": "baseline", "kind": "baseline"}),
+        save(str(root / "noise"), "noise", {"name": "expert_noise", "kind": "full"}),
+        save(str(root / "colour"), "colour", {"name": "expert_colour", "kind": "full"}),
+    ]
+    pool = toys.write_handle_list(str(root / "pool.txt"), modules)
+    tasks = [
+        "folder:" + toys.make_colour_folder(str(root / f"data{i}"), per_class=8, seed=i)
+        for i in range(2)
+    ]
+    return root, pool, tasks
+
+
+def _audit(pool, tasks, out, **overrides):
+    from vtab_eval import audit
+
+    kwargs = dict(
+        quick=True,
+        seeds=(0, 1),
+        resolution=16,
+        selection_resolution=16,
+        log=_quiet,
+        progress=False,
+    )
+    kwargs.update(overrides)
+    return audit.audit_command(pool, tasks, str(out), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished(bank):
+    root, pool, tasks = bank
+    out = root / "out"
+    result = _audit(pool, tasks, out)
+    return root, pool, tasks, out, result
+
+
+def test_audit_end_to_end_matches_the_memo_by_hand(finished):
+    from vtab_eval import audit, report
+
+    root, _, tasks, out, result = finished
+    assert result["trained"] == 3 * 2 * 2  # candidates x seeds x tasks
+    written = json.loads((out / "audit.json").read_text())
+    assert written == {k: v for k, v in result.items() if k != "trained"}
+    assert written["candidates"] == ["baseline", "expert_noise", "expert_colour"]
+    assert written["policies"] == audit.policy_names(audit.DEFAULT_PROXIES)
+    memo = str(out / "finetunes")
+    means = {}
+    for task in tasks:
+        info = written["tasks"][task]
+        acc = {}
+        for name, row in info["accuracy"].items():
+            acc[name] = [_memo_score(memo, k) for k in row["spec_keys"]]
+            assert acc[name] == row["seeds"] and len(set(row["spec_keys"])) == 2
+        mean = {c: sum(v) / len(v) for c, v in acc.items()}
+        means[task] = mean
+        best = max(mean.values())
+        pol = info["policies"]
+        # Always-B: hindsight best minus B's mean, in points.
+        assert pol["baseline"]["regret"] == pytest.approx(100 * (best - mean["baseline"]), abs=TOL)
+        # Each proxy's regret is that of the expert its ranking picked.
+        for proxy in audit.DEFAULT_PROXIES:
+            pick = info["proxies"][proxy]["pick"]
+            assert pol[proxy]["pick"] == pick
+            assert pol[proxy]["regret"] == pytest.approx(100 * (best - mean[pick]), abs=TOL)
+        # Random: the mean over candidates of their regret.
+        expected = sum(100 * (best - m) for m in mean.values()) / len(mean)
+        assert pol["random"]["regret"] == pytest.approx(expected, abs=TOL)
+        # Split-half with 2 seeds: choose on one, score on the other, both ways, ties averaged.
+        halves = []
+        for c, s in ((0, 1), (1, 0)):
+            top = max(v[c] for v in acc.values())
+            chosen = [v[s] for v in acc.values() if v[c] == top]
+            halves.append(sum(chosen) / len(chosen) - acc["baseline"][s])
+        assert pol["baseline"]["split_half_regret"] == pytest.approx(50 * sum(halves), abs=TOL)
+        # The fallback keeps the proxy's pick exactly when its p_better reaches the confidence.
+        fb = info["proxies"]["knn"]["fallback"]
+        assert fb["fired"] == (fb["p_better"] is not None and fb["p_better"] < 0.9)
+        assert pol["knn+fallback"]["pick"] == ("baseline" if fb["fired"] else fb["best_expert"])
+        assert info["proxies"]["knn"]["pick"] == "expert_colour"  # the informative features
+        # Seed sd in points, from the memo.
+        sd = np.std([100 * a for a in acc["baseline"]], ddof=1)
+        assert info["accuracy"]["baseline"]["sd"] == pytest.approx(sd, abs=TOL)
+        assert info["forward"]["computed"] + info["forward"]["cached"] == 3
+    # Agnostic: the best mean on the other task.
+    for task, other in (tasks, tasks[::-1]):
+        order = written["candidates"]
+        top = max(means[other].values())
+        pick = next(c for c in order if means[other][c] == top)
+        assert written["tasks"][task]["policies"]["agnostic"]["pick"] == pick
+    # Aggregates: means over the two tasks.
+    agg = written["aggregate"]["baseline"]["regret"]
+    by_task = [written["tasks"][t]["policies"]["baseline"]["regret"] for t in tasks]
+    assert agg["mean"] == pytest.approx(sum(by_task) / 2, abs=TOL) and agg["n"] == 2
+    # Outputs: the report and one plot per task.
+    text = (out / "audit.md").read_text()
+    assert "## Aggregate over tasks" in text and "| knn+fallback |" in text
+    for task in tasks:
+        png = out / "plots" / f"{report.task_slug(task)}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plots/{png.name}" in text
+
+
+def _count_finetunes(monkeypatch):
+    from vtab_eval import finetune
+
+    calls = []
+    real = finetune.finetune_and_evaluate
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "finetune_and_evaluate", counting)
+    return calls
+
+
+def test_rerun_trains_nothing_and_resumes_a_kill(finished, monkeypatch):
+    from bit_experts.training import slice_eval
+
+    _, pool, tasks, out, first = finished
+    calls = _count_finetunes(monkeypatch)
+    quality = {
+        "expert_colour": {
+            "slice": "colour",
+            "kind": "full",
+            "n": 10,
+            "num_labels": 2,
+            "expert_acc": 0.9,
+            "baseline_acc": 0.6,
+            "delta": 0.3,
+        }
+    }
+    monkeypatch.setattr(slice_eval, "expert_quality", lambda workdir: quality)
+    again = _audit(pool, tasks, out, upstream_dir=str(out))
+    assert calls == [] and again["trained"] == 0
+    assert again["aggregate"]["knn"]["regret"] == first["aggregate"]["knn"]["regret"]
+    assert again["expert_quality"] == quality
+    assert "| expert_colour | colour | 10 | 90.0 | 60.0 | +30.0 |" in (out / "audit.md").read_text()
+    # As if killed before one fine-tune was recorded: only that one runs again.
+    key = first["tasks"][tasks[1]]["accuracy"]["expert_colour"]["spec_keys"][1]
+    (out / "finetunes" / f"{key}.json").unlink()
+    resumed = _audit(pool, tasks, out)
+    assert resumed["trained"] == 1 and calls == [str(out.parent / "colour")]
+    # Deterministic fine-tunes: the redone one gives the same score, so the same table.
+    for t in tasks:
+        assert resumed["tasks"][t]["accuracy"] == first["tasks"][t]["accuracy"]
+
+
+def test_shares_fine_tunes_with_run_hindsight(finished, monkeypatch):
+    """`vtab_eval.run --selectors=hindsight --seed=s` on the same output trains nothing new."""
+    from vtab_eval import run
+
+    _, pool, tasks, out, _ = finished
+    calls = _count_finetunes(monkeypatch)
+    results = run.run_command(
+        pool,
+        tasks[:1],
+        str(out),
+        selectors=["hindsight"],
+        sweep="quick",
+        resolution=16,
+        selection_resolution=16,
+        seed=1,
+        log=_quiet,
+        progress=False,
+    )
+    assert calls == []
+    audit = json.loads((out / "audit.json").read_text())
+    seed_1 = {row["spec_keys"][1] for row in audit["tasks"][tasks[0]]["accuracy"].values()}
+    assert set(results["hindsight"][tasks[0]]["spec_keys"]) == seed_1
+
+
+def test_bad_input_is_one_line_and_writes_nothing(bank, tmp_path):
+    _, pool, tasks = bank
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match=r"--seeds=\[0\]: the audit needs at least 3 seeds"):
+        _audit(pool, tasks, out, quick=False, seeds=(0,))
+    with pytest.raises(ValueError, match=r"--proxies=\['oracle'\]"):
+        _audit(pool, tasks, out, proxies=["oracle"])
+    with pytest.raises(ValueError, match="--reference='ncm'"):
+        _audit(pool, tasks, out, proxies=["knn"], reference="ncm")
+    with pytest.raises(ValueError, match="repeated"):
+        _audit(pool, tasks, out, seeds=(1, 1))
+    no_b = toys.write_handle_list(str(tmp_path / "no_b.txt"), [str(bank[0] / "colour")])
+    with pytest.raises(ValueError, match="no baseline B"):
+        _audit(no_b, tasks, out)
+    assert not out.exists()
+
+
+def test_command_line(finished):
+    """The entry point: flags to `audit_command`, everything read from the memo and cache."""
+    _, pool, tasks, out, _ = finished
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    cli_out = out.parent / "cli_out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vtab_eval.audit",
+            f"--collection={pool}",
+            f"--tasks={','.join(tasks)}",
+            f"--output_dir={cli_out}",
+            f"--memo_dir={out / 'finetunes'}",
+            f"--cache_dir={out / 'feature_cache'}",
+            "--quick",
+            "--seeds=0,1",
+            "--proxies=knn,ncm",
+            "--resolution=16",
+            "--selection_resolution=16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "# Selection audit" in proc.stdout and "test score" not in proc.stdout  # no training
+    written = json.loads((cli_out / "audit.json").read_text())
+    assert written["policies"] == [
+        "knn",
+        "ncm",
+        "knn+fallback",
+        "ncm+fallback",
+        "baseline",
+        "agnostic",
+        "random",
+    ]
+    assert written["command"].startswith("python -m vtab_eval.audit --collection=")

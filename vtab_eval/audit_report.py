@@ -1,0 +1,307 @@
+"""The selection audit's report: audit.md and, per task, a plot of proxy score against accuracy.
+
+Both are drawn from the audit dict that `vtab_eval.audit.audit_command` writes to audit.json
+(docs/selection.md, "Audit"). Accuracies and regrets are in points; intervals are the dict's.
+"""
+
+import os
+
+from bit_experts import atomic_files
+
+PANEL_COLUMNS = 3
+
+
+def _num(value, digits=1, signed=False):
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _interval(item, digits=1, signed=False, scale=1.0):
+    """`mean [low, high]` of a `audit_metrics.mean_interval` dict (scaled), or `–`."""
+    if not item or item.get("mean") is None:
+        return "–"
+    text = _num(scale * item["mean"], digits, signed)
+    if item.get("ci_low") is not None:
+        text += f" [{_num(scale * item['ci_low'], digits, signed)}, "
+        text += f"{_num(scale * item['ci_high'], digits, signed)}]"
+    return text
+
+
+def _count(item):
+    return "–" if not item else f"{item['count']}/{item['of']}"
+
+
+def _short(task_name):
+    from vtab_eval import report
+
+    return report.display_name(task_name)
+
+
+def _aggregate_table(audit):
+    ref = audit["reference"]
+    lines = [
+        f"| policy | regret | split-half regret | top-1 hits (%) | weighted τ | regret − {ref} | "
+        "loss vs B | max loss vs B | worse than B by > B's sd | fallback fired |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for policy in audit["policies"]:
+        item = audit["aggregate"].get(policy)
+        if item is None:
+            continue
+        lines.append(
+            f"| {policy} | {_interval(item['regret'])} | {_interval(item['split_half_regret'])} | "
+            f"{_interval(item['hit_rate'], 0, scale=100.0)} | "
+            f"{_interval(item['weighted_tau'], 2)} | "
+            f"{_interval(item['regret_minus_reference'], 1, True)} | "
+            f"{_interval(item['loss_vs_baseline'], 1, True)} | "
+            f"{_num(item['max_loss_vs_baseline'], 1, True)} | "
+            f"{_count(item['worse_than_baseline_sd'])} | {_count(item['fallback_fired'])} |"
+        )
+    return lines
+
+
+def _group_table(audit):
+    groups = sorted({g for item in audit["aggregate"].values() for g in item["groups"]})
+    lines = [
+        "| policy | " + " | ".join(groups) + " | all |",
+        "|---|" + "---|" * (len(groups) + 1),
+    ]
+    for policy in audit["policies"]:
+        item = audit["aggregate"].get(policy)
+        if item is None:
+            continue
+        cells = []
+        for g in groups:
+            found = item["groups"].get(g)
+            cells.append("–" if not found else f"{found['mean']:.1f} (n={found['n']})")
+        cells.append(_num(item["regret"]["mean"]))
+        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _timing_table(audit):
+    timing = audit["timing"]
+    lines = [
+        f"| proxy | ms per task on cached features | × {timing['reference']} (total time) |",
+        "|---|---|---|",
+    ]
+    for proxy, item in timing["proxies"].items():
+        lines.append(
+            f"| {proxy} | {_interval(item['seconds'], 2, scale=1e3)} | "
+            f"{_num(item['ratio_to_reference'], 2)} |"
+        )
+    forward = timing["forward"]
+    lines += [
+        "",
+        f"Shared forward passes (one per candidate and task, feeding every proxy): "
+        f"{forward['seconds']:.1f} s in all, {forward['computed']} computed and "
+        f"{forward['cached']} read from the feature cache (a cached pass costs only the read).",
+    ]
+    return lines
+
+
+def _spread_table(audit):
+    lines = [
+        "| candidate | pooled sd | smallest | largest |",
+        "|---|---|---|---|",
+    ]
+    for name, item in audit["seed_sd"].items():
+        lines.append(
+            f"| {name} | {_num(item['pooled_sd'], 2)} | {_num(item['min_sd'], 2)} | "
+            f"{_num(item['max_sd'], 2)} |"
+        )
+    return lines
+
+
+def _task_section(audit, task_name, task):
+    from vtab_eval import report
+
+    proxies = audit["proxies"]
+    best = ", ".join(task["hindsight_best"])
+    lines = [
+        f"### {_short(task_name)} ({task['group'] or 'no group'})",
+        "",
+        f"`{task_name}`. Hindsight best: {best}. Accuracy in % (mean ± sd over "
+        f"{len(audit['seeds'])} seeds); proxy scores as each proxy reports them.",
+        "",
+        "| candidate | accuracy | " + " | ".join(proxies) + " |",
+        "|---|---|" + "---|" * len(proxies),
+    ]
+    for name, acc in task["accuracy"].items():
+        cells = []
+        for p in proxies:
+            score = task["proxies"][p]["scores"].get(name)
+            mark = " ◀" if task["proxies"][p]["pick"] == name else ""
+            cells.append(("–" if score is None else f"{score + 0.0:.4g}") + mark)  # no "-0"
+        sd = "" if acc["sd"] is None else f" ± {acc['sd']:.1f}"
+        star = " **★**" if name in task["hindsight_best"] else ""
+        lines.append(f"| {name}{star} | {100 * acc['mean']:.1f}{sd} | " + " | ".join(cells) + " |")
+    taus = ", ".join(f"{p} {_num(task['proxies'][p]['tau'], 2)}" for p in proxies)
+    lines += [
+        "",
+        f"Weighted τ: {taus}.",
+        "",
+        "| policy | pick | regret | split-half regret | loss vs B | fallback |",
+        "|---|---|---|---|---|---|",
+    ]
+    for policy in audit["policies"]:
+        row = task["policies"].get(policy)
+        if row is None:
+            continue
+        fired = "" if "fired" not in row else ("fired" if row["fired"] else "kept")
+        lines.append(
+            f"| {policy} | {row['pick'] or '(uniform)'} | {_num(row['regret'])} | "
+            f"{_num(row['split_half_regret'], 1, True)} | {_num(row['loss_vs_baseline'], 1, True)} "
+            f"| {fired} |"
+        )
+    lines += ["", f"![{_short(task_name)}](plots/{report.task_slug(task_name)}.png)", ""]
+    return lines
+
+
+def markdown(audit):
+    """audit.md: setup, aggregate, groups, time, seed spread, expert quality, per task."""
+    n_tasks, seeds = len(audit["tasks"]), audit["seeds"]
+    boot = audit["bootstrap"]
+    lines = [
+        "# Selection audit",
+        "",
+        *([f"Command: `{audit['command']}`.", ""] if audit.get("command") else []),
+        f"Collection `{audit['collection']}`: {len(audit['candidates'])} candidates "
+        f"(B = `{audit['baseline']}` and the experts), {n_tasks} tasks, seeds "
+        f"{', '.join(map(str, seeds))} (n = {len(seeds)} fine-tunes per candidate and task)"
+        + (", **quick mode** (a smoke run: the numbers mean nothing)" if audit["quick"] else "")
+        + f". Fallback confidence {audit['fallback_confidence']}. Wall time "
+        f"{audit['wall_seconds'] / 60:.1f} min.",
+        "",
+        "Regret: the hindsight best's mean test accuracy over seeds minus the pick's, in points. "
+        "Split-half regret: hindsight chosen on half of the seeds and both scored on the other "
+        "half (every split averaged; no winner's curse, so it can be negative). `random` is the "
+        "exact expectation over a uniform pick; `agnostic` picks the candidate with the best mean "
+        "accuracy on the other tasks; `baseline` always picks B; `+fallback` picks B unless the "
+        "proxy's best expert beats B with paired bootstrap probability ≥ the confidence. "
+        f"Aggregates are means over tasks with {int(100 * boot['level'])}% bootstrap intervals "
+        f"over tasks ({boot['method'].split(',')[0]}, {boot['n_resamples']} resamples, seed "
+        f"{boot['seed']}); `regret − {audit['reference']}` is paired per task. "
+        + (
+            "With one task there are no intervals. "
+            if n_tasks < 2
+            else "Intervals that overlap do not separate two policies. "
+        ),
+        "",
+        "## Aggregate over tasks",
+        "",
+        *_aggregate_table(audit),
+        "",
+        "## Mean regret by group (points)",
+        "",
+        *_group_table(audit),
+        "",
+        "## Proxy time",
+        "",
+        *_timing_table(audit),
+        "",
+        "## Seed-to-seed sd of fine-tuned accuracy (points)",
+        "",
+        *_spread_table(audit),
+        "",
+    ]
+    if audit.get("expert_quality"):
+        from bit_experts.training import slice_eval
+
+        lines += [
+            "## Expert quality: accuracy on the expert's own upstream slice (held-out images)",
+            "",
+            slice_eval.format_table(audit["expert_quality"]),
+            "",
+        ]
+    lines += ["## Per task", ""]
+    for name, task in audit["tasks"].items():
+        lines += _task_section(audit, name, task)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_task(audit, task_name, path):
+    """One panel per proxy: each candidate's proxy score (with its interval, when the proxy has
+    one) against its mean fine-tuned accuracy (with the seed sd); B, the hindsight best and the
+    proxy's pick are marked."""
+    plt = _pyplot()
+    task = audit["tasks"][task_name]
+    proxies = audit["proxies"]
+    columns = min(PANEL_COLUMNS, len(proxies))
+    rows = -(-len(proxies) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(proxies) :]:
+        ax.set_visible(False)
+    for ax, proxy in zip(axes.flat, proxies):
+        entry = task["proxies"][proxy]
+        for name, acc in task["accuracy"].items():
+            score = entry["scores"].get(name)
+            if score is None:
+                continue
+            ci = entry["ci"].get(name)
+            xerr = None if ci is None else [[score - ci[0]], [ci[1] - score]]
+            yerr = None if acc["sd"] is None else acc["sd"]
+            is_b = name == audit["baseline"]
+            colour = "tab:red" if name == entry["pick"] else ("black" if is_b else "tab:blue")
+            ax.errorbar(
+                score,
+                100 * acc["mean"],
+                xerr=xerr,
+                yerr=yerr,
+                fmt="s" if is_b else ("*" if name in task["hindsight_best"] else "o"),
+                markersize=9 if name in task["hindsight_best"] else 6,
+                color=colour,
+                ecolor=colour,
+                elinewidth=0.8,
+                capsize=2,
+            )
+            ax.annotate(
+                name,
+                (score, 100 * acc["mean"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        base = task["accuracy"].get(audit["baseline"])
+        if base is not None:
+            ax.axhline(100 * base["mean"], color="grey", linestyle=":", linewidth=0.8)
+        tau = entry.get("tau")
+        ax.set_title(f"{proxy} (weighted τ {'–' if tau is None else f'{tau:.2f}'})", fontsize=9)
+        ax.set_xlabel(f"{proxy} score", fontsize=8)
+        ax.set_ylabel("fine-tuned accuracy (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(
+        f"{_short(task_name)}: proxy score vs test accuracy (mean ± sd over "
+        f"{len(audit['seeds'])} seeds)\nred: the proxy's pick; square and dotted line: B; "
+        "star: hindsight best",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    try:
+        atomic_files.write_atomic(
+            path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+        )
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_plots(audit, plots_dir):
+    """plots_dir/<task slug>.png for every task; returns the paths."""
+    from vtab_eval import report
+
+    return [
+        plot_task(audit, name, os.path.join(plots_dir, f"{report.task_slug(name)}.png"))
+        for name in audit["tasks"]
+    ]
