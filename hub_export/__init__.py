@@ -1,0 +1,48 @@
+"""hub_export: experts as TF Hub modules and collections (docs/hub_modules.md).
+
+The public Python API (docs/api.md), imported lazily on first use so that `import hub_export` imports
+none of the submodules below (and so no import cycle with vtab_eval):
+
+  publish_collection(workdirs, collection_dir, ...)   `hub_export.publish.publish`
+  import_checkpoint(checkpoint_path, output_dir, ...)  `hub_export.import_bit_checkpoint`
+  publish_checkpoint(checkpoint_path, collection_dir, ...)
+  resolve_pool(spec, ...)                              `hub_export.collection.resolve_pool`
+  read_metadata(module_dir)                            `hub_export.module.read_metadata`
+  module_identity(entry_or_path)                       `hub_export.identity.module_identity`
+  CollectionError, ModuleError                         the errors they raise (ValueError)
+
+(`hub_export.publish` is the command's module, so the function is `publish_collection`.)
+"""
+
+import importlib
+
+from bit_experts import cli
+
+cli.quiet_start()  # Before TensorFlow is imported: hides its start-up lines for our commands.
+
+_API = {
+    "publish_collection": ("hub_export.publish", "publish"),
+    "import_checkpoint": ("hub_export.import_bit_checkpoint", "import_checkpoint"),
+    "publish_checkpoint": ("hub_export.import_bit_checkpoint", "publish_checkpoint"),
+    "resolve_pool": ("hub_export.collection", "resolve_pool"),
+    "read_metadata": ("hub_export.module", "read_metadata"),
+    "module_identity": ("hub_export.identity", "module_identity"),
+    "CollectionError": ("hub_export.handles", "CollectionError"),
+    "ModuleError": ("hub_export.handles", "ModuleError"),
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    # Unknown names raise AttributeError, so `from hub_export import publish` still imports the
+    # submodule.
+    if name not in _API:
+        raise AttributeError(f"module 'hub_export' has no attribute {name!r}")
+    module, attribute = _API[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

@@ -8,6 +8,7 @@ A collection directory (layout and manifest schema in docs/hub_modules.md):
     label_names-<sha8>.json       upstream label vocabulary (content-addressed, so a rewrite is atomic)
     label_priors-<sha8>.npz       module name -> label prior float32 [L], for experts with a slice
     <name>/<version>/             one TF Hub module (SavedModel + metadata + doc.md)
+    .publish.lock, .staging-*/    while hub_export.publish writes (collection_lock, publish)
 
 Wherever a pool is consumed, `resolve_pool` accepts the collection directory, its manifest, or a text
 file with one module handle per line.
@@ -59,6 +60,9 @@ class ModuleEntry:
       sha256: the module's checksum (handles.module_sha256), or None when not computed.
       version: the collection version, or None outside a collection.
       path: the local directory the handle resolves to.
+      aliases: other names `find` accepts for it: an adapter expert's name in collections published
+        before the rename (`adapters_adapter_<slice>`), or its current name (`adapter_<slice>`) in
+        such an old collection.
     """
 
     handle: str
@@ -69,6 +73,7 @@ class ModuleEntry:
     sha256: str | None
     version: int | None = None
     path: str | None = None
+    aliases: tuple = ()
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -109,11 +114,37 @@ def feature_extractors(pool):
 
 
 def find(pool, role, name=None):
-    """The first entry with `role` (and `name`, if given), or None."""
-    for e in pool:
-        if e.role == role and (name is None or e.name == name):
+    """The first entry with `role` (and `name`, if given), or None. An exact name wins over an
+    alias (`ModuleEntry.aliases`)."""
+    matches = [e for e in pool if e.role == role]
+    if name is None:
+        return matches[0] if matches else None
+    for e in matches:
+        if e.name == name:
+            return e
+    for e in matches:
+        if name in e.aliases:
             return e
     return None
+
+
+def name_aliases(name, metadata):
+    """The other names of a module (see `ModuleEntry.aliases`): for an adapter expert, its current
+    and its legacy name, less `name`."""
+    from hub_export import expert_modules
+
+    metadata = metadata or {}
+    packed, expert = metadata.get("packed_module"), metadata.get("expert")
+    if metadata.get("kind") != "adapter" or not packed or not expert:
+        return ()
+    try:
+        names = {
+            expert_modules.adapter_module_name(packed, expert),
+            expert_modules.legacy_adapter_module_name(packed, expert),
+        }
+    except ValueError:
+        return ()
+    return tuple(sorted(names - {name}))
 
 
 def label_names(spec):
@@ -182,9 +213,18 @@ def load_manifest(path):
                 f"manifest {path}: module {e['name']!r} has role {e['role']!r}, expected one of "
                 f"{ROLES}"
             )
-        if os.path.isabs(e["path"]) or ".." in e["path"].split("/"):
+        if not _inside(e["path"]):
             raise CollectionError(
                 f"manifest {path}: module {e['name']!r} path {e['path']!r} leaves the collection"
+            )
+    upstream = manifest.get("upstream")
+    if upstream is not None and not isinstance(upstream, dict):
+        raise CollectionError(f"manifest {path}: 'upstream' must be an object or null")
+    for key, ref in (upstream or {}).items():
+        if isinstance(ref, dict) and "file" in ref and not _inside(ref["file"]):
+            raise CollectionError(
+                f"manifest {path}: upstream {key} file {ref['file']!r} leaves the collection "
+                "(expected a file name inside it)"
             )
     return manifest
 
@@ -202,6 +242,14 @@ def _upstream_ref(manifest, key, spec):
     if not isinstance(ref, dict) or "file" not in ref or "sha256" not in ref:
         raise CollectionError(f"collection {spec!r} lists no {key}")
     return ref
+
+
+def _inside(relative):
+    """Whether a manifest's relative POSIX path stays inside the collection."""
+    if not isinstance(relative, str) or not relative or "\\" in relative:
+        return False
+    parts = relative.split("/")
+    return not os.path.isabs(relative) and ".." not in parts and "" not in parts
 
 
 def _read_checked(root, ref, spec):
@@ -258,6 +306,7 @@ def _pool_from_manifest(path, verify_checksums, check_signatures, all_versions):
                 sha256=e["sha256"],
                 version=int(e["version"]),
                 path=module_dir,
+                aliases=name_aliases(e["name"], e["metadata"]),
             )
         )
     return pool
@@ -312,6 +361,7 @@ def _pool_from_handle_list(path, verify_checksums, check_signatures):
                 sha256=handles.module_sha256(module_dir) if verify_checksums else None,
                 version=metadata.get("version"),
                 path=module_dir,
+                aliases=name_aliases(name, metadata),
             )
         )
     if not pool:
@@ -332,11 +382,18 @@ def empty_manifest(name, publisher):
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "name": name,
+        "version": 1,
         "publisher": publisher,
         "page": PAGE_FILE,
         "upstream": None,
         "modules": [],
     }
+
+
+def collection_version(manifest):
+    """The collection's version (manifest `version`): 1 for its first publish, raised by one by
+    every later publish run that lists a module; 1 for manifests written before it existed."""
+    return int(manifest.get("version") or 1)
 
 
 def write_manifest(collection_dir, manifest):

@@ -1,8 +1,13 @@
 """Markdown pages in tfhub.dev's documentation format: one per module and one per collection.
 
 A tfhub.dev page starts with a `# Module publisher/name/version` (or `# Collection ...`) title, a
-one-line description, then `<!-- key: value -->` metadata lines, then free markdown sections.
+one-line description, then `<!-- key: value -->` metadata lines, then free markdown sections. A module
+page's usage loads the module by its absolute path (copyable as is) with TF Hub and, when the module
+has its Keras archive, with Keras 3 (`bit_experts.load_expert`); it ends with the license and the
+citation (`hub_export.publish --license/--citation`; by default the paper for our own modules).
 """
+
+import json
 
 _TASKS = {
     "feature_vector": "image-feature-vector",
@@ -10,6 +15,16 @@ _TASKS = {
     "classifier": "image-classification",
     "epn": "image-classification",
 }
+
+
+# The module is traced for float32 images only (tracing float16 and bfloat16 too would add four
+# traces to every export); under a mixed-precision policy Keras would cast the inputs to float16.
+MIXED_PRECISION_NOTE = (
+    'Pass `dtype="float32"` to `hub.KerasLayer` (as above) when a mixed-precision policy '
+    "(`mixed_float16`, `mixed_bfloat16`) is set: the module takes float32 images only, and without "
+    "it Keras casts them to the policy's compute dtype and the call finds no matching concrete "
+    "function. The layers after it may still compute in float16."
+)
 
 
 def _description(m):
@@ -32,35 +47,98 @@ def _description(m):
     return f"{arch} trained on {dataset} (feature vector)."
 
 
-def _usage(m, handle):
+# What our modules cite unless the publisher gives a citation (the paper they implement).
+PAPER_CITATION = """@inproceedings{puigcerver2021scalable,
+  title={Scalable Transfer Learning with Expert Models},
+  author={Puigcerver, Joan and Riquelme, Carlos and Mustafa, Basil and Renggli, Cedric and
+          Susano Pinto, Andr{\\'e} and Gelly, Sylvain and Keysers, Daniel and Houlsby, Neil},
+  booktitle={International Conference on Learning Representations (ICLR)},
+  year={2021}
+}"""
+NOT_GIVEN = "not given by the publisher"
+
+
+def _tf_hub_usage(m, handle, get_metadata):
     size = m.get("resolution", 224)
+    quoted = json.dumps(handle)
+    lines = ["```python", "import tensorflow as tf", "import tensorflow_hub as hub", ""]
     if m["role"] == "packed":
         first = (m.get("experts") or [{"name": "EXPERT"}])[0]["name"]
-        return (
-            "```python\n"
-            "import tensorflow as tf\n"
-            "import tensorflow_hub as hub\n\n"
-            f'module = hub.load("{handle}")\n'
-            f"images = tf.zeros([8, {size}, {size}, 3])  # float32 in [0, 1]\n"
-            f'features = module.experts["{first}"](images)  # [8, {m["feature_dim"]}]\n'
-            f"features = module.call_expert(images, 0)  # the same, by expert id\n"
-            "```\n"
-        )
-    out = "logits" if m["output"] == "logits" else "features"
-    return (
-        "```python\n"
-        "import tensorflow as tf\n"
-        "import tensorflow_hub as hub\n\n"
-        f'layer = hub.KerasLayer("{handle}", trainable=True)\n'
-        f"images = tf.zeros([8, {size}, {size}, 3])  # float32 in [0, 1], any size\n"
-        f"{out} = layer(images)  # [8, {m['output_dim']}]\n"
-        "```\n"
-    )
+        lines += [
+            f"module = hub.load({quoted})",
+            f"images = tf.zeros([8, {size}, {size}, 3])  # float32 in [0, 1]",
+            f'features = module.experts["{first}"](images)  # [8, {m.get("feature_dim")}]',
+            "features = module.call_expert(images, 0)  # the same, by expert id",
+        ]
+    else:
+        out = "logits" if m.get("output") == "logits" else "features"
+        lines += [
+            f'layer = hub.KerasLayer({quoted}, trainable=True, dtype="float32")',
+            f"images = tf.zeros([8, {size}, {size}, 3])  # float32 in [0, 1], any size",
+            f"{out} = layer(images)  # [8, {m['output_dim']}]",
+        ]
+    if get_metadata:
+        lines += [
+            "",
+            "import json",
+            f"metadata = json.loads(hub.load({quoted}).get_metadata().numpy())",
+        ]
+    text = "\n".join(lines + ["```", ""])
+    return text if m["role"] == "packed" else f"{text}\n{MIXED_PRECISION_NOTE}\n"
 
 
-def module_page(metadata, publisher, handle):
-    """The tfhub.dev-style page of one module. `handle` is what the usage snippet loads."""
+def _keras_usage(m, handle):
+    size = m.get("resolution", 224)
+    quoted = json.dumps(handle)
+    lines = ["```python", "import numpy as np", "", "import bit_experts", ""]
+    if m["role"] == "packed":
+        first = (m.get("experts") or [{"name": "EXPERT"}])[0]["name"]
+        lines.append(f'model = bit_experts.load_expert({quoted}, expert="{first}")')
+        dim = m.get("feature_dim")
+    else:
+        lines.append(f"model = bit_experts.load_expert({quoted})")
+        dim = m.get("output_dim")
+    lines += [
+        f'images = np.zeros([8, {size}, {size}, 3], "float32")  # in [0, 1], any size',
+        f"outputs = model(images)  # [8, {dim}]; fine-tune with model.fit on any Keras backend",
+        "model.metadata  # this page's metadata, as a dict",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _usage(m, handle, keras=False, get_metadata=False):
+    parts = ["### TF Hub (TensorFlow, tf_keras)", "", _tf_hub_usage(m, handle, get_metadata)]
+    if keras:
+        parts += ["### Keras 3 (TensorFlow or JAX backend)", "", _keras_usage(m, handle)]
+    return "\n".join(parts)
+
+
+def _citation(m):
+    if m.get("citation"):
+        return m["citation"]
+    return NOT_GIVEN if m.get("kind") == "third_party" else PAPER_CITATION
+
+
+def _citation_block(text):
+    if text == NOT_GIVEN:
+        return [text]
+    return ["```bibtex" if text.lstrip().startswith("@") else "```", text, "```"]
+
+
+def module_page(metadata, publisher, handle, keras=False, get_metadata=False):
+    """The tfhub.dev-style page of one module.
+
+    Args:
+      metadata: the module's metadata dict.
+      publisher: the publisher name in the title.
+      handle: what the usage snippets load: the module's absolute path (or a remote handle).
+      keras: whether the module has its Keras 3 archive (adds the `load_expert` usage).
+      get_metadata: whether the SavedModel has `get_metadata()` (adds its usage).
+    """
     m = metadata
+    license_text = m.get("license") or NOT_GIVEN
     lines = [
         f"# Module {publisher}/{m['name']}/{m['version']}",
         "",
@@ -71,6 +149,7 @@ def module_page(metadata, publisher, handle):
         f"<!-- dataset: {m.get('upstream_dataset', 'unknown')} -->",
         "<!-- format: saved_model_2 -->",
         "<!-- fine-tunable: true -->",
+        f"<!-- license: {license_text} -->",
         "",
         "## Overview",
         "",
@@ -81,18 +160,29 @@ def module_page(metadata, publisher, handle):
         if m.get(key) is not None:
             lines.append(f"| {key} | {m[key]} |")
     lines.append(f"| input | float32 `[N, H, W, 3]` in {m.get('input_range', [0.0, 1.0])} |")
-    lines += ["", "## Usage", "", _usage(m, handle)]
+    lines.append(f"| license | {license_text} |")
+    lines += ["", "## Usage", "", _usage(m, handle, keras, get_metadata)]
     if m["role"] in ("classifier", "epn"):
         labels = "label_names.json" if m["role"] == "classifier" else "the metadata's `outputs`"
         activation = m.get("output_activation", "sigmoid")
         lines += [f"Outputs are logits (apply a {activation}); their names are in {labels}.", ""]
+    lines += ["## License", "", license_text, "", "## Citation", "", *_citation_block(_citation(m))]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def collection_page(name, publisher, entries, description=None):
-    """The tfhub.dev-style page of a collection. `entries` are manifest module entries."""
+def collection_page(
+    name,
+    publisher,
+    entries,
+    description=None,
+    version=1,
+    license=None,
+    citation=None,  # noqa: A002
+):
+    """The tfhub.dev-style page of a collection. `entries` are manifest module entries; `version`
+    is the collection's (`collection.collection_version`)."""
     lines = [
-        f"# Collection {publisher}/{name}/1",
+        f"# Collection {publisher}/{name}/{int(version)}",
         "",
         description or "BiT ResNet-v2 expert models trained on slices of an upstream dataset.",
         "",
@@ -116,4 +206,7 @@ def collection_page(name, publisher, entries, description=None):
             f"| [{publisher}/{e['name']}/{e['version']}]({e['path']}) | {e['role']} | {e['kind']} "
             f"| {slice_name} | {'' if images is None else images} | {m.get('output_dim', '')} |"
         )
+    lines += ["", "## License", "", license or "see each module's page"]
+    if citation:
+        lines += ["", "## Citation", "", *_citation_block(citation)]
     return "\n".join(lines) + "\n"

@@ -5,12 +5,15 @@ expert_domains.json). Per model kind:
 
   baseline -> `<name>` (feature vector) and `<name>_classifier` (logits over upstream labels)
   full     -> `<name>` (feature vector)
-  adapter  -> `<name>_<expert>` per expert (a standalone backbone with only that expert's adapters)
-              and `<name>` (the packed module: backbone with every adapter expert)
+  adapter  -> one module per expert (a standalone backbone with only that expert's adapters), named
+              after the expert (`adapter_<slice>`, as the training job names them; `<name>_<expert>`
+              for an expert name without the `adapter` prefix), and `<name>` (the packed module:
+              backbone with every adapter expert)
   epn      -> `<name>` (logits over experts)
 
 Feature-vector modules are built from a head-less copy of the model, so their variables are exactly
-what their output depends on.
+what their output depends on. Every planned module carries a `source_fingerprint`
+(`identity.source_fingerprint`): the content it is exported from, so reruns can skip it.
 """
 
 import dataclasses
@@ -21,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hub_export import identity
 from hub_export.module import HubModule
 from hub_export.packed import PackedAdapterModule
 
@@ -37,7 +41,14 @@ class PlannedModule:
     role: str  # feature_vector | classifier | epn | packed
     make: Callable[[], tuple]
     label_prior: np.ndarray | None = None
+    expert: dict | None = None  # an adapter expert's {name, expert_id, slice, ...}
     release: Callable[[], None] = lambda: None  # frees the loaded Keras model of this source
+    source_fingerprint: str = ""  # identity.source_fingerprint of what it is exported from
+    source: str = ""  # the work directory (or, for an added module, its folder) it comes from
+    # A saved module folder to copy instead of exporting (`hub_export.publish --module`); `make`
+    # then returns `(None, metadata)`.
+    copy_from: str | None = None
+    renames: dict = dataclasses.field(default_factory=dict)  # old -> new names of its source
 
 
 class _ModelLoader:
@@ -184,8 +195,19 @@ def plan_workdir(workdir):
     planned = []
     for model_dir, info in read_model_infos(workdir):
         loader = _ModelLoader(model_dir)
+        model_sha256 = identity.file_sha256(os.path.join(model_dir, "model.keras"))
         for p in _plan_model(workdir, model_dir, info, loader, priors, len(label_names)):
             p.release = loader.release
+            p.source = workdir
+            p.source_fingerprint = identity.source_fingerprint(
+                model_sha256,
+                info,
+                label_names if p.role == "classifier" else None,
+                p.label_prior,
+                p.name,
+                p.role,
+                p.expert,
+            )
             planned.append(p)
     return planned, label_names
 
@@ -283,7 +305,7 @@ def _plan_model(workdir, model_dir, info, loader, priors, num_labels):
                 return HubModule(backbone_copy(model, m["expert_id"]), "features"), meta
 
             prior = _prior(priors, m["slice"], model_dir)
-            yield PlannedModule(m["module"], "feature_vector", make_expert, prior)
+            yield PlannedModule(m["module"], "feature_vector", make_expert, prior, expert=m)
 
         def make_packed():
             model = loader()
@@ -316,6 +338,21 @@ def _plan_model(workdir, model_dir, info, loader, priors, num_labels):
         yield PlannedModule(name, "epn", make_epn)
 
 
+def adapter_module_name(model_name, expert_name):
+    """The module name of an adapter expert: the expert's own name when it already says `adapter`
+    (the training job names experts `adapter_<slice>`), else `<model name>_<expert name>`."""
+    expert = slug(expert_name)
+    if expert == "adapter" or expert.startswith("adapter_"):
+        return expert
+    return f"{slug(model_name)}_{expert}"
+
+
+def legacy_adapter_module_name(model_name, expert_name):
+    """The name collections published before the rename gave an adapter expert's module:
+    always `<model name>_<expert name>` (`adapters_adapter_<slice>`)."""
+    return f"{slug(model_name)}_{slug(expert_name)}"
+
+
 def _adapter_members(info, name, model_dir):
     """The experts of an adapter model, sorted by expert id, which must be 0..E-1."""
     experts = info.get("experts")
@@ -331,7 +368,7 @@ def _adapter_members(info, name, model_dir):
                 "expert_id": int(e["expert_id"]),
                 "slice": e.get("slice") or str(e["name"]),
                 "image_count": e.get("image_count"),
-                "module": f"{name}_{slug(e['name'])}",
+                "module": adapter_module_name(name, e["name"]),
             }
         )
     members.sort(key=lambda m: m["expert_id"])

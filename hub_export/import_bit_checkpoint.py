@@ -1,51 +1,169 @@
 r"""Turns a public BiT checkpoint (`.npz`) into a TF Hub image feature-vector module.
 
     python -m hub_export.import_bit_checkpoint --checkpoint=BiT-M-R50x1.npz --output_dir=DIR
+    python -m hub_export.import_bit_checkpoint --checkpoint=BiT-M-R50x1.npz --collection_dir=C \
+        [--name=bit_m_r50x1] [--output_dir=DIR] [--license=TEXT] [--citation=TEXT]
 
 The architecture (depth and width) is inferred from the file. DIR becomes a reusable SavedModel:
-`__call__(images, training=False)` on float32 `[N, H, W, 3]` in [0, 1], returning `[N, feature_dim]`.
+`__call__(images, training=False)` on float32 `[N, H, W, 3]` in [0, 1], returning `[N, feature_dim]`,
+with its metadata inside (`get_metadata()`) and beside it, and its Keras 3 archive
+(`keras/expert.keras`, `bit_experts.load_expert`). With `--collection_dir` the module is also
+published into collection C in the same step (`hub_export.publish` with `--module`; without
+`--output_dir` it is imported into a temporary folder first).
+
+A public BiT checkpoint is a generic model, so the module is labelled as a baseline (`kind:
+baseline`, `slice: null`): the `baseline` selector picks it and ranking can fall back on it. Its
+metadata records the recommended `resolution`: BiT's own, 224 px (BiT-S and BiT-M were pre-trained
+at 224 x 224; Kolesnikov et al., 2020), unless `--resolution` says otherwise.
 """
 
 import os
+import shutil
+import tempfile
 
 from absl import app, flags, logging
 
-from bit_experts import checkpoint
+from bit_experts import checkpoint, cli
+from hub_export import identity, keras_artifact
 from hub_export.module import HubModule, save_module
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "BiT checkpoint .npz file.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory to write the TF Hub module to.")
 _GROUPS = flags.DEFINE_integer("groups", 32, "GroupNorm groups of the checkpoint's architecture.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing output_dir.")
+_COLLECTION_DIR = flags.DEFINE_string(
+    "collection_dir", None, "Also publish the module into this collection (hub_export.publish)."
+)
+_NAME = flags.DEFINE_string(
+    "name", None, "Module name in the collection; default: the checkpoint's file name, slugged."
+)
+_LICENSE = flags.DEFINE_string(
+    "license", None, "License on the module's page (with --collection_dir)."
+)
+_CITATION = flags.DEFINE_string("citation", None, "Citation on its page (with --collection_dir).")
+_SKIP_VALIDATION = flags.DEFINE_bool(
+    "skip_validation", False, "List the module without validating it (with --collection_dir)."
+)
+# BiT's upstream training (and feature-extraction) resolution, the same for every BiT architecture.
+BIT_RESOLUTION = 224
+_RESOLUTION = flags.DEFINE_integer(
+    "resolution",
+    BIT_RESOLUTION,
+    "Recommended image size (pixels) written into the metadata; BiT's own is 224.",
+)
 
 
-def import_checkpoint(checkpoint_path, output_dir, groups=32, overwrite=False):
-    """Loads `checkpoint_path` strictly and saves it as a feature-vector module; returns metadata."""
+def import_checkpoint(
+    checkpoint_path, output_dir, groups=32, overwrite=False, resolution=BIT_RESOLUTION
+):
+    """Loads `checkpoint_path` strictly and saves it as a feature-vector module; returns metadata.
+
+    The module is a baseline (`kind: "baseline"`, `slice: None`) whose metadata recommends
+    `resolution` pixels (default: BiT's 224); `output_dir` gets the SavedModel (metadata inside and
+    beside it) and its Keras 3 archive `keras/expert.keras`. Raises ValueError for a resolution
+    that is not a positive integer (before anything is loaded or written), ValueError/OSError for
+    a checkpoint that does not load, FileExistsError for an existing `output_dir` without
+    `overwrite`.
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer (pixels), got {resolution!r}")
     model = checkpoint.load_bit_checkpoint(checkpoint_path, num_classes=0, groups=groups)
     metadata = {
         "name": os.path.splitext(os.path.basename(checkpoint_path))[0],
-        "kind": "full",
+        "kind": "baseline",
+        "role": "feature_vector",
+        "slice": None,
         "architecture": {
             "block_units": list(model.block_units),
             "width_factor": model.width_factor,
             "groups": model.groups,
         },
         "source_checkpoint": os.path.basename(checkpoint_path),
+        "output": "features",
+        "output_dim": model.feature_dim,
         "feature_dim": model.feature_dim,
+        "resolution": resolution,
         "input_range": [0.0, 1.0],
     }
-    save_module(HubModule(model, output="features"), output_dir, metadata, overwrite=overwrite)
+    module = HubModule(model, output="features")
+    metadata[identity.FINGERPRINT_FIELD] = identity.weights_fingerprint(
+        module, identity.export_settings(metadata)
+    )
+    save_module(module, output_dir, metadata, overwrite=overwrite)
+    keras_artifact.write_keras_artifact(module, output_dir, metadata)
     return metadata
+
+
+def publish_checkpoint(
+    checkpoint_path,
+    collection_dir,
+    output_dir=None,
+    groups=32,
+    overwrite=False,
+    resolution=BIT_RESOLUTION,
+    name=None,
+    **publish_options,
+):
+    """Imports `checkpoint_path` (`import_checkpoint`) and publishes the module into
+    `collection_dir` in one step (`hub_export.publish.publish(modules=[...])`).
+
+    `output_dir` keeps the imported module there too; without it the module is imported into a
+    temporary folder, removed afterwards. `name` is its module name in the collection (default:
+    the checkpoint's file name, slugged); `publish_options` go to `publish` (`renames`,
+    `license`, `citation`, `validate_modules`, `publisher`, `log`, ...). Rerunning it skips a module
+    already listed from the same checkpoint and options. Returns the manifest entries written.
+    """
+    from hub_export import publish  # noqa: PLC0415 (publish imports validation and collections)
+
+    temporary = None
+    if output_dir is None:
+        temporary = tempfile.mkdtemp(prefix="import_bit_checkpoint-")
+        output_dir, overwrite = os.path.join(temporary, "module"), False
+    try:
+        import_checkpoint(checkpoint_path, output_dir, groups, overwrite, resolution)
+        spec = os.fspath(output_dir) + (f":name={name}" if name else "")
+        return publish.publish((), collection_dir, modules=[spec], **publish_options)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _CHECKPOINT.value or not _OUTPUT_DIR.value:
-        raise app.UsageError("both --checkpoint and --output_dir are required")
+    if not _CHECKPOINT.value or not (_OUTPUT_DIR.value or _COLLECTION_DIR.value):
+        raise app.UsageError("--checkpoint and --output_dir or --collection_dir are required")
+    if _COLLECTION_DIR.value:
+        from hub_export import publish  # noqa: PLC0415
+
+        try:
+            written = publish_checkpoint(
+                _CHECKPOINT.value,
+                _COLLECTION_DIR.value,
+                output_dir=_OUTPUT_DIR.value,
+                groups=_GROUPS.value,
+                overwrite=_OVERWRITE.value,
+                resolution=_RESOLUTION.value,
+                name=_NAME.value,
+                license=_LICENSE.value,
+                citation=_CITATION.value,
+                validate_modules=not _SKIP_VALIDATION.value,
+                log=logging.info,
+            )
+        except Exception as error:  # noqa: BLE001 - one line for expected failures, as publish.
+            line = publish.error_line(error, _COLLECTION_DIR.value)
+            if line is None:
+                raise
+            raise SystemExit(f"import_bit_checkpoint: error: {line}") from None
+        publish.print_written(written, _COLLECTION_DIR.value)
+        return
     try:
         metadata = import_checkpoint(
-            _CHECKPOINT.value, _OUTPUT_DIR.value, _GROUPS.value, _OVERWRITE.value
+            _CHECKPOINT.value,
+            _OUTPUT_DIR.value,
+            _GROUPS.value,
+            _OVERWRITE.value,
+            resolution=_RESOLUTION.value,
         )
     except (ValueError, OSError) as error:
         raise SystemExit(f"import_bit_checkpoint: error: {error}") from None
@@ -54,4 +172,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cli.quiet_logs()  # TF's INFO logs off unless --verbosity is given
     app.run(main)

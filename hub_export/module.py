@@ -4,17 +4,26 @@
 plain trackable object with its own `__call__(images, training=False)` traced for both `training`
 values, plus the `variables`, `trainable_variables` and `regularization_losses` attributes of the
 reusable SavedModel format, and a `serving_default` signature.
+
+Metadata travels inside the module: `save_module` attaches the metadata JSON as a SavedModel asset
+(`assets/bit_experts_metadata.json`) and a `get_metadata()` tf.function that reads it, so
+`hub.load(path).get_metadata()` returns the JSON string (a scalar tf.string) wherever the module was
+copied. A copy also lies beside `saved_model.pb` (`METADATA_FILE`, the sidecar). `read_metadata` reads
+the sidecar, else the asset, without loading the module.
 """
 
 import json
 import os
 import shutil
-import tempfile
 
 import tensorflow as tf
 
+from bit_experts import atomic_files
+
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
 METADATA_FILE = "bit_experts_metadata.json"
+# Where `get_metadata()` reads its JSON from (the asset keeps the file's name); relative to a module.
+METADATA_ASSET = os.path.join("assets", METADATA_FILE)
 OUTPUTS = ("features", "logits")
 
 
@@ -82,9 +91,9 @@ def _replace_directory(tmp_dir, output_dir, overwrite):
     if os.path.exists(output_dir):
         if not overwrite:
             raise FileExistsError(
-                f"{output_dir!r} already exists (pass overwrite=True to replace it)"
+                f"{output_dir!r} already exists (pass --overwrite, or overwrite=True in Python, to replace it)"
             )
-        old = tempfile.mkdtemp(dir=os.path.dirname(output_dir), prefix=".old-")
+        old = atomic_files.make_temp_dir(os.path.dirname(output_dir), prefix=".old-")
         os.replace(output_dir, os.path.join(old, "module"))
         os.replace(tmp_dir, output_dir)
         shutil.rmtree(old, ignore_errors=True)
@@ -92,33 +101,71 @@ def _replace_directory(tmp_dir, output_dir, overwrite):
         os.replace(tmp_dir, output_dir)
 
 
+def attach_metadata(module, asset_path):
+    """Gives `module` a `get_metadata()` tf.function (no arguments, returns the scalar tf.string
+    JSON) reading the file `asset_path`, saved as a SavedModel asset (copied to `assets/`)."""
+    module.metadata_asset = tf.saved_model.Asset(asset_path)
+    module.get_metadata = tf.function(
+        lambda: tf.io.read_file(module.metadata_asset), input_signature=[]
+    )
+
+
+def _metadata_bytes(metadata):
+    return json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8")
+
+
 def save_module(module, output_dir, metadata=None, overwrite=False):
     """Saves `module` to `output_dir` atomically: a killed save never leaves a partial module there.
 
-    `metadata` (a JSON-serialisable dict) is written beside `saved_model.pb` as `METADATA_FILE`.
+    `metadata` (a JSON-serialisable dict) is saved inside the SavedModel as the asset that its
+    `get_metadata()` returns (`attach_metadata`), and beside `saved_model.pb` as `METADATA_FILE`.
     """
     output_dir = os.path.abspath(os.fspath(output_dir))
     if os.path.exists(output_dir) and not overwrite:
-        raise FileExistsError(f"{output_dir!r} already exists (pass overwrite=True to replace it)")
+        raise FileExistsError(
+            f"{output_dir!r} already exists (pass --overwrite, or overwrite=True in Python, to replace it)"
+        )
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.tmp-")
+    tmp_dir = atomic_files.make_temp_dir(parent, prefix=f".{os.path.basename(output_dir)}.tmp-")
     try:
-        tf.saved_model.save(module, tmp_dir, signatures={"serving_default": module.serving_default})
+        saved = os.path.join(tmp_dir, "module")
         if metadata is not None:
-            with open(os.path.join(tmp_dir, METADATA_FILE), "w", encoding="utf-8") as f:
-                json.dump(metadata, f, indent=2, sort_keys=True)
-        _replace_directory(tmp_dir, output_dir, overwrite)
-    except BaseException:
+            data = _metadata_bytes(metadata)  # TypeError before anything is traced or saved.
+            source = os.path.join(tmp_dir, METADATA_FILE)
+            with open(source, "wb") as f:
+                f.write(data)
+            attach_metadata(module, source)
+        tf.saved_model.save(module, saved, signatures={"serving_default": module.serving_default})
+        if metadata is not None:
+            with open(os.path.join(saved, METADATA_FILE), "wb") as f:
+                f.write(data)
+        _replace_directory(saved, output_dir, overwrite)
+    finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return output_dir
 
 
+def write_metadata(module_dir, metadata):
+    """Rewrites a saved module's metadata, atomically per file: the sidecar `METADATA_FILE` and,
+    when the module has one, the asset `get_metadata()` reads (the SavedModel is not re-traced)."""
+    data = _metadata_bytes(metadata)
+    module_dir = os.fspath(module_dir)
+    atomic_files.write_bytes(os.path.join(module_dir, METADATA_FILE), data)
+    if os.path.isfile(os.path.join(module_dir, METADATA_ASSET)):
+        atomic_files.write_bytes(os.path.join(module_dir, METADATA_ASSET), data)
+
+
 def read_metadata(module_dir):
-    """The metadata dict saved with a module, or None for a module without one (third-party)."""
-    path = os.path.join(os.fspath(module_dir), METADATA_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The metadata dict saved with a module: its sidecar `METADATA_FILE`, else the copy inside the
+    SavedModel (the asset `get_metadata()` returns), read without loading the module; None for a
+    module with neither (third-party). Raises ValueError naming the file if it is not JSON."""
+    for rel in (METADATA_FILE, METADATA_ASSET):
+        path = os.path.join(os.fspath(module_dir), rel)
+        if os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    return json.load(f)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ValueError(f"{path}: module metadata is not valid JSON ({error})") from None
+    return None

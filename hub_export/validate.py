@@ -2,9 +2,12 @@
 
 `validate_module` loads the module with `hub.load`, runs a batch at two resolutions through every
 entry point of its role, checks the output shape and finiteness, and takes two SGD steps through it to
-check that fine-tuning reaches (and changes) its weights. Any failure is a ModuleError naming the
-module.
+check that fine-tuning reaches (and changes) its weights; a module with `get_metadata()` must return
+the metadata of its sidecar file. Any failure is a ModuleError naming the module.
 """
+
+import json
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -12,6 +15,8 @@ import tensorflow as tf
 from hub_export.handles import ModuleError, check_signature
 
 BATCH = 2
+# The image side of a module whose metadata recommends none (BiT's; as vtab_eval.embed).
+DEFAULT_RESOLUTION = 224
 _STEPS, _LEARNING_RATE = 2, 0.1
 
 
@@ -51,6 +56,7 @@ def validate_module(module_dir, role, output_dim=None, resolutions=(32, 48), nam
         raise ModuleError(
             f"module {label!r}: hub.load failed: {type(error).__name__}: {error}"
         ) from None
+    _check_metadata(module, module_dir, label)
     rng = np.random.default_rng(0)
     entry_points = _entry_points(module, role)
     if not entry_points:
@@ -88,6 +94,25 @@ def validate_module(module_dir, role, output_dim=None, resolutions=(32, 48), nam
         "fine_tune_loss": float(loss),
         "fine_tune_changed_variables": f"{changed}/{total}",
     }
+
+
+def _check_metadata(module, module_dir, label):
+    """The metadata inside the SavedModel (`get_metadata()`) equals the sidecar file's."""
+    from hub_export.module import METADATA_FILE
+
+    if not hasattr(module, "get_metadata"):
+        return  # third-party, or exported before metadata travelled with the module
+    try:
+        inside = json.loads(module.get_metadata().numpy().decode("utf-8"))
+    except Exception as error:  # a missing asset or bad JSON fail in several ways
+        raise ModuleError(
+            f"module {label!r}: get_metadata() failed: {type(error).__name__}: {error}"
+        ) from None
+    sidecar = os.path.join(module_dir, METADATA_FILE)
+    if os.path.isfile(sidecar):
+        with open(sidecar, encoding="utf-8") as f:
+            if json.load(f) != inside:
+                raise ModuleError(f"module {label!r}: get_metadata() differs from {METADATA_FILE}")
 
 
 def _fine_tune_check(module, fn, size, label):

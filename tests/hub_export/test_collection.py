@@ -73,6 +73,7 @@ def test_collection_dir_and_manifest_give_the_same_pool(built):
     assert all(e.role == "feature_vector" and e.version == 1 for e in by_dir)
     assert by_dir[1].handle == str(out / "expert_b" / "1") and by_dir[1].metadata["kind"] == "full"
     assert collection.label_names(out) == list("wxyz")
+    # 2.25 is exact in binary and round-trips through JSON; default rtol 1e-7 only absorbs a sum.
     np.testing.assert_allclose(collection.label_priors(out)["expert_c"], np.full(4, 2.25))
 
 
@@ -155,11 +156,57 @@ def test_truncated_manifest_and_tampered_upstream_files(copy):
     assert collection.label_names(copy) == list("wxyz")
 
 
+@pytest.mark.parametrize("key", ["label_names", "label_priors"])
+@pytest.mark.parametrize("outside", ["../secret.json", "/etc/passwd", "a//b.json", "..\\x.json"])
+def test_upstream_file_reference_is_confined_to_the_collection(copy, key, outside):
+    secret = copy.parent / "secret.json"
+    secret.write_text(json.dumps(list("wxyz")))
+    manifest = _manifest(copy)
+    manifest["upstream"][key]["file"] = outside
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    for read in (collection.label_names, collection.label_priors, collection.resolve_pool):
+        with pytest.raises(CollectionError) as info:
+            read(copy)
+        message = str(info.value)
+        assert f"upstream {key} file {outside!r} leaves the collection" in message
+        assert "\n" not in message
+
+
+def test_adapter_experts_are_found_by_their_current_and_legacy_names():
+    def entry(name, expert):
+        metadata = {"kind": "adapter", "packed_module": "adapters", "expert": expert}
+        return collection.ModuleEntry(
+            handle=name,
+            name=name,
+            kind="adapter",
+            role="feature_vector",
+            metadata=metadata,
+            sha256=None,
+            aliases=collection.name_aliases(name, metadata),
+        )
+
+    new = [entry("adapter_cat", "adapter_cat")]  # published now
+    old = [entry("adapters_adapter_cat", "adapter_cat")]  # published before the rename
+    for pool in (new, old):
+        for name in ("adapter_cat", "adapters_adapter_cat"):
+            assert collection.find(pool, "feature_vector", name) is pool[0]
+        assert collection.find(pool, "feature_vector", "adapters_cat") is None
+    assert new[0].aliases == ("adapters_adapter_cat",) and old[0].aliases == ("adapter_cat",)
+    # An exact name wins over an alias.
+    both = old + new
+    assert collection.find(both, "feature_vector", "adapter_cat") is new[0]
+    # Experts not named `adapter...` keep the `<model>_<expert>` name, which has no alias.
+    assert collection.name_aliases("adapters_cat", {**old[0].metadata, "expert": "cat"}) == ()
+    assert collection.name_aliases("expert_a", {"kind": "full"}) == ()
+
+
 def test_handle_list_mixes_collection_modules_and_third_party(built, tmp_path, monkeypatch):
     module_dir, out = built
     third = tmp_path / "third_party" / "bit_m-r50x1" / "1"
     shutil.copytree(module_dir, third)
-    (third / "bit_experts_metadata.json").unlink()  # a module without our metadata
+    # A module without our metadata: neither the sidecar nor the copy inside the SavedModel.
+    (third / "bit_experts_metadata.json").unlink()
+    (third / "assets" / "bit_experts_metadata.json").unlink()
     remote = "https://tfhub.dev/google/bit/m-r50x1/7"
     cache = tmp_path / "hub_cache"
     cached = cache / hashlib.sha1(remote.encode()).hexdigest()  # where tensorflow_hub caches it

@@ -1,0 +1,198 @@
+"""A lock file that serialises writers of one collection: `COLLECTION/.publish.lock`.
+
+The lock is created with `O_CREAT | O_EXCL`, so exactly one process holds it; it records the
+holder's pid, host, process start time and command line. A writer that finds it held waits (polling)
+until it is released, takes it over when the holder is a dead process on this host (a killed
+publish), and otherwise gives up after `timeout` seconds with one line naming the holder.
+
+Holders keep it only while they change the collection's listing (a few file writes), never while
+they export or validate a module, so concurrent publishers into one collection take turns.
+"""
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+
+LOCK_FILE = ".publish.lock"
+
+
+class CollectionLockError(OSError):
+    """The collection's lock is held by another live writer past the timeout; the message names it."""
+
+
+def _start_time(pid):
+    """The process's start time in clock ticks since boot (Linux /proc), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            # The command name (field 2) may hold spaces; the fields after it are space-separated.
+            fields = f.read().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":  # A zombie has exited; only its exit status is left.
+            return "zombie"
+        return fields[19]  # Field 22 of proc(5): starttime.
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid, start_time=None):
+    """Whether process `pid` on this host runs (and, if `start_time` is known, is the same process
+    and not a later one that reused the pid)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # Another user's process: it exists.
+    except (OverflowError, ValueError):
+        return False
+    now = _start_time(pid)
+    if now == "zombie":
+        return False
+    return start_time is None or now is None or str(now) == str(start_time)
+
+
+def holder_description(holder):
+    """`pid 123 on host h since 2024-01-01 12:00:00 (python -m hub_export.publish ...)`."""
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))
+    command = " ".join(holder.get("argv") or [])[:120]
+    return f"pid {holder.get('pid')} on host {holder.get('host')} since {since}" + (
+        f" ({command})" if command else ""
+    )
+
+
+class _State:
+    """What the CollectionLocks of one path share within a process."""
+
+    def __init__(self):
+        self.thread_lock = threading.RLock()
+        self.depth = 0
+        self.token = None
+
+
+class CollectionLock:
+    """Context manager: holds `collection_dir/.publish.lock` for the duration of a `with` block.
+
+    Re-entrant within a process (a counter), thread-safe (threads of one process take turns), and
+    reusable: `with lock:` may be entered many times. Raises CollectionLockError after `timeout`
+    seconds of waiting for a live holder.
+    """
+
+    _states = {}  # lock path -> _State shared by every CollectionLock of this process
+    _registry_lock = threading.Lock()
+
+    def __init__(self, collection_dir, timeout=600.0, poll=0.1, log=print):
+        self.path = os.path.join(os.path.abspath(os.fspath(collection_dir)), LOCK_FILE)
+        self.timeout = float(timeout)
+        self.poll = float(poll)
+        self.log = log
+        with CollectionLock._registry_lock:
+            self._state = CollectionLock._states.setdefault(self.path, _State())
+
+    def __enter__(self):
+        if not self._state.thread_lock.acquire(timeout=self.timeout if self.timeout >= 0 else -1):
+            raise CollectionLockError(
+                f"collection lock {self.path} is held by another thread of this process "
+                f"(waited {self.timeout:.0f} s)"
+            )
+        try:
+            if self._state.depth == 0:
+                self._acquire_file()
+            self._state.depth += 1
+        except BaseException:
+            self._state.thread_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self._state.depth -= 1
+            if self._state.depth == 0:
+                self._release_file()
+        finally:
+            self._state.thread_lock.release()
+
+    def _record(self):
+        self._state.token = uuid.uuid4().hex
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "start_time": _start_time(os.getpid()),
+            "time": time.time(),
+            "argv": list(sys.argv),
+            "token": self._state.token,
+        }
+
+    def _acquire_file(self):
+        deadline = time.monotonic() + self.timeout
+        reported = False
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self.read_holder()
+                if holder is not None and self._is_stale(holder):
+                    self._break(holder)
+                    continue
+                if time.monotonic() >= deadline:
+                    who = holder_description(holder) if holder else "an unknown writer"
+                    raise CollectionLockError(
+                        f"collection {os.path.dirname(self.path)} is being changed by {who}: "
+                        f"waited {self.timeout:.0f} s for {self.path}; remove that file only if "
+                        "that process is gone"
+                    ) from None
+                if not reported and holder:
+                    self.log(f"waiting for {holder_description(holder)} to release {self.path}")
+                    reported = True
+                time.sleep(self.poll)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self._record(), f)
+            return
+
+    def read_holder(self):
+        """The holder's record, or None when the lock file is absent or (briefly, while its holder
+        writes it) empty or unreadable."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                holder = json.load(f)
+            return holder if isinstance(holder, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _is_stale(holder):
+        if holder.get("host") != socket.gethostname():
+            return False  # A process on another host cannot be checked from here.
+        return not pid_alive(holder.get("pid", -1), holder.get("start_time"))
+
+    def _break(self, holder):
+        """Removes a dead holder's lock, unless another writer broke it and took the lock since."""
+        aside = f"{self.path}.stale-{uuid.uuid4().hex}"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return  # Another writer broke it first.
+        try:
+            with open(aside, encoding="utf-8") as f:
+                moved = json.load(f)
+        except (OSError, ValueError):
+            moved = None
+        if isinstance(moved, dict) and moved.get("token") != holder.get("token"):
+            # We moved a fresh lock that a live writer took meanwhile: put it back.
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+            os.remove(aside)
+            return
+        os.remove(aside)
+        self.log(f"removed the stale lock of {holder_description(holder)} (that process is gone)")
+
+    def _release_file(self):
+        holder = self.read_holder()
+        if holder is not None and holder.get("token") == self._state.token:
+            os.remove(self.path)
+        self._state.token = None
