@@ -21,9 +21,12 @@ setuptools.setup(
         "numpy",
         "matplotlib",  # report plots; also ships the DejaVu fonts the offline world renders.
         "scikit-learn",  # ships the real handwritten-digits task of the offline demo.
+        "tqdm",  # progress bar with an ETA of vtab_eval.run's fine-tunes.
+        "scipy>=1.15",  # bootstrap intervals of selector scores (vtab_eval.confidence).
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff==0.17.6"],
+        # jax: the Keras 3 archive test runs under KERAS_BACKEND=jax too (CPU jaxlib, ~380 MB).
+        "test": ["pytest>=8", "ruff==0.17.6", "jax[cpu]>=0.6"],
         # timm imports torchvision at load time; this pair installs (and runs on the CPU) here.
         "bench": ["faiss-cpu", "timm", "torch==2.14.1", "torchvision==0.29.1"],
     },
