@@ -3,6 +3,15 @@
 A config is a plain nested dict. Every key must exist in `DEFAULTS`; an unknown key (a typo) raises a
 ValueError naming it and the closest known keys, before anything is built. docs/training.md lists
 every key.
+
+Why not ml_collections (big_vision's convention; checked with ml_collections 1.1.0): its
+`ConfigDict` would give us the typo suggestions and type locking (a str assigned to a float field
+is refused), but not ranges (`steps=0` and `base_lr=-1` are accepted), and fields whose default is
+None (`batch_size`, `data_dir`, `init_from`) need placeholders to be typed at all. The per-key
+`SCHEMA` below, which checks type and range in one pass and names the key and the expectation
+before the work directory exists, would therefore stay; moving would save only `_merge` and the
+suggestion code (about 30 lines) for a new dependency and a changed override syntax (`--set a.b=v`
+-> `--config.a.b=v`). So the plain-dict config stays.
 """
 
 from __future__ import annotations
