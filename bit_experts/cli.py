@@ -15,8 +15,12 @@ Two calls hide those by default, and absl's own `--verbosity` (or `-v`) brings t
 
 What neither can hide: the lines TensorFlow's C++ runtime writes before its logging is set up
 ("All log messages before absl::InitializeLog() ...", CUDA probing on a machine without a GPU).
+
+`one_line_errors(prog)` wraps an entry point's work so that an expected failure (bad input, a
+missing file) ends the program with one line `<prog>: error: <message>` instead of a traceback.
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -73,3 +77,25 @@ def quiet_logs(argv=None) -> bool:
     # TensorFlow's Python logs (tf.get_logger()) go to the "tensorflow" logger.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
     return True
+
+
+@contextlib.contextmanager
+def one_line_errors(prog, errors=(ValueError, FileNotFoundError), line=str):
+    """Turns an expected error raised inside the block into `SystemExit("<prog>: error: <line>")`.
+
+    Args:
+      prog: the program's name as the user typed it, e.g. "vtab_eval.run".
+      errors: the exception class (or tuple of classes) that counts as expected.
+      line: maps a caught error to its message; when it returns None the error is re-raised
+        unchanged (a failure the entry point does not recognise keeps its traceback).
+
+    Raises:
+      SystemExit: with the one-line message, for an expected error.
+    """
+    try:
+        yield
+    except errors as error:
+        text = line(error)
+        if text is None:
+            raise
+        raise SystemExit(f"{prog}: error: {text}") from None

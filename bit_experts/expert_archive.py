@@ -171,11 +171,21 @@ def pick_expert(model, expert_id):
         raise ValueError(f"expert_id must be in [0, {model.num_experts}), got {expert_id!r}")
     config = {**model.get_config(), "num_experts": 1, "num_classes": 0}
     copy = BiTResNetV2.from_config(config)
-    for src, dst in zip(model.backbone_layers(), copy.backbone_layers()):
-        dst.set_weights(src.get_weights())
-    for src, dst in zip(model.adapters, copy.adapters):
-        dst.set_weights([np.asarray(w)[expert_id : expert_id + 1] for w in src.get_weights()])
+    copy_backbone_weights(model, copy, expert_id)
     return copy
+
+
+def copy_backbone_weights(source, target, expert_id=None):
+    """Copies `source`'s backbone weights into the built `target` (a `BiTResNetV2` of the same
+    shape, head aside): every adapter expert, or with `expert_id` only that expert's adapters (into
+    a 1-expert `target`)."""
+    for src, dst in zip(source.backbone_layers(), target.backbone_layers()):
+        dst.set_weights(src.get_weights())
+    for src, dst in zip(source.adapters, target.adapters):
+        weights = src.get_weights()
+        if expert_id is not None:
+            weights = [np.asarray(w)[expert_id : expert_id + 1] for w in weights]
+        dst.set_weights(weights)
 
 
 def _expert_metadata(metadata, name, path):

@@ -4,8 +4,6 @@ Trains the baseline, the full experts, the adapter experts and the EPN of one co
 This module only turns flags into arguments for `bit_experts.training.job.run_job`.
 """
 
-import sys
-
 from absl import app, flags, logging
 
 from bit_experts import cli
@@ -63,7 +61,7 @@ def main(argv):
     from bit_experts.training.config import apply_overrides, load_config, resolve_config
     from bit_experts.training.job import DiskFullError, check_stages, check_workdir, prepare_job
 
-    try:
+    with cli.one_line_errors("bit_experts.train"):
         # Every check on the inputs happens here, before any model is built or anything written.
         if _CPU_DEVICES.value:
             strategies.configure_cpu_devices(_CPU_DEVICES.value)
@@ -90,12 +88,8 @@ def main(argv):
             preemption_handler=_PREEMPTION.value and _STRATEGY.value in ("tpu", "multi_worker"),
             print_fn=lambda line: print(line, flush=True),
         )
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"bit_experts.train: error: {e}")
-    try:
+    with cli.one_line_errors("bit_experts.train", DiskFullError, line=lambda e: e.strerror):
         job.run(stages)
-    except DiskFullError as e:
-        sys.exit(f"bit_experts.train: error: {e.strerror}")
 
 
 if __name__ == "__main__":

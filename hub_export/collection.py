@@ -25,6 +25,7 @@ import numpy as np
 from bit_experts import atomic_files
 from hub_export import handles
 from hub_export.handles import CollectionError, ModuleError
+from hub_export.identity import file_sha256
 from hub_export.module import read_metadata
 
 __all__ = [
@@ -410,15 +411,6 @@ def write_content_addressed(collection_dir, stem, suffix, data):
     if not os.path.isfile(path) or file_sha256(path) != digest:
         write_bytes_atomic(path, data)
     return {"file": name, "sha256": digest}
-
-
-def file_sha256(path):
-    """SHA-256 of one file's contents."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def priors_bytes(priors):

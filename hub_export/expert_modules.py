@@ -157,6 +157,7 @@ def load_model(model_dir):
 def backbone_copy(model, expert_id=None):
     """A head-less copy of `model` sharing no variables: with `expert_id`, only that expert's
     adapters are kept (a 1-expert model); without, every adapter expert is kept."""
+    from bit_experts.expert_archive import copy_backbone_weights
     from bit_experts.resnet_v2 import BiTResNetV2
 
     num_experts = model.num_experts if expert_id is None else 1
@@ -171,13 +172,7 @@ def backbone_copy(model, expert_id=None):
         adapter_bottleneck=model.adapter_bottleneck,
         name=model.name,
     )
-    for src, dst in zip(model.backbone_layers(), copy.backbone_layers()):
-        dst.set_weights(src.get_weights())
-    for src, dst in zip(model.adapters, copy.adapters):
-        weights = src.get_weights()
-        if expert_id is not None:
-            weights = [w[expert_id : expert_id + 1] for w in weights]
-        dst.set_weights(weights)
+    copy_backbone_weights(model, copy, expert_id)
     return copy
 
 

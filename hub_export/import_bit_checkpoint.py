@@ -136,7 +136,11 @@ def main(argv):
     if _COLLECTION_DIR.value:
         from hub_export import publish  # noqa: PLC0415
 
-        try:
+        with cli.one_line_errors(
+            "import_bit_checkpoint",
+            Exception,  # one line for expected failures, as publish
+            line=lambda error: publish.error_line(error, _COLLECTION_DIR.value),
+        ):
             written = publish_checkpoint(
                 _CHECKPOINT.value,
                 _COLLECTION_DIR.value,
@@ -150,14 +154,9 @@ def main(argv):
                 validate_modules=not _SKIP_VALIDATION.value,
                 log=logging.info,
             )
-        except Exception as error:  # noqa: BLE001 - one line for expected failures, as publish.
-            line = publish.error_line(error, _COLLECTION_DIR.value)
-            if line is None:
-                raise
-            raise SystemExit(f"import_bit_checkpoint: error: {line}") from None
         publish.print_written(written, _COLLECTION_DIR.value)
         return
-    try:
+    with cli.one_line_errors("import_bit_checkpoint", (ValueError, OSError)):
         metadata = import_checkpoint(
             _CHECKPOINT.value,
             _OUTPUT_DIR.value,
@@ -165,8 +164,6 @@ def main(argv):
             _OVERWRITE.value,
             resolution=_RESOLUTION.value,
         )
-    except (ValueError, OSError) as error:
-        raise SystemExit(f"import_bit_checkpoint: error: {error}") from None
     logging.info("wrote %s (feature_dim %d)", _OUTPUT_DIR.value, metadata["feature_dim"])
     print(f"wrote {_OUTPUT_DIR.value}: {metadata['name']}, feature_dim {metadata['feature_dim']}")
 

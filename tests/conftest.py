@@ -10,10 +10,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
-@pytest.fixture(autouse=True)
-def _op_determinism_does_not_leak():
+def _restore_op_determinism():
     """Fine-tuning and training switch TF op determinism on for the whole process (issue 16);
-    each test gets back the setting it started with, so no test depends on the ones before it.
+    each test, and each test module (its module-scoped fixtures fine-tune too), gets back the
+    setting it started with, so no test depends on the ones before it.
     Only acts when TensorFlow is already imported (pure-Python tests stay TF-free)."""
     tf_loaded = "tensorflow" in sys.modules
     before = None
@@ -28,3 +28,11 @@ def _op_determinism_does_not_leak():
 
     if tf_config.is_op_determinism_enabled() and not before:
         tf_config.disable_op_determinism()
+
+
+_op_determinism_does_not_leak = pytest.fixture(autouse=True, name="_op_determinism_does_not_leak")(
+    _restore_op_determinism
+)
+_op_determinism_does_not_leak_from_module = pytest.fixture(
+    scope="module", autouse=True, name="_op_determinism_does_not_leak_from_module"
+)(_restore_op_determinism)

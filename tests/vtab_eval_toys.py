@@ -4,6 +4,7 @@ The toy modules are plain `tf.Module`s saved as reusable SavedModels (a `__call_
 training=False)` and the three variable/loss attributes), so they save in well under a second.
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -28,17 +29,31 @@ def make_colour_folder(root, per_class=20, num_classes=3, size=SIZE, seed=0, wit
     return root
 
 
+@dataclasses.dataclass
+class Entry:  # The fields of hub_export.collection.ModuleEntry that ranking reads.
+    handle: str
+    name: str
+    kind: str
+    role: str
+    metadata: dict
+    sha256: str = None
+
+
 _SPEC = tf.TensorSpec([None, None, None, 3], tf.float32)
 
 
 class _Toy(tf.__internal__.tracking.AutoTrackable):
     # Not tf.Module: its `variables` is a read-only property, and the Hub format needs attributes.
-    def __init__(self, kind, dim=8, values=None):
+    def __init__(self, kind, dim=8, values=None, side=None):
         super().__init__()
         self.kind = kind
         self.values = None if values is None else tf.constant(values, tf.float32)
-        # Fixed, distinct columns so that colour features stay separable after projection.
-        init = np.random.default_rng(1).normal(size=(3, dim)).astype(np.float32)
+        self.side = side
+        if kind == "sized":
+            init = np.eye(3, 4, dtype=np.float32) + 0.1 * side
+        else:
+            # Fixed, distinct columns so that colour features stay separable after projection.
+            init = np.random.default_rng(1).normal(size=(3, dim)).astype(np.float32)
         self.w = tf.Variable(init, name="w")
         self.variables = [self.w]
         self.trainable_variables = [self.w]
@@ -64,18 +79,28 @@ class _Toy(tf.__internal__.tracking.AutoTrackable):
             return tf.tile(self.values[None], [n, 1]) + 0.0 * tf.reduce_sum(colour)
         if self.kind == "rank1":
             return tf.reduce_sum(tf.matmul(colour, self.w), axis=1)
+        if self.kind == "dropout":
+            # Colour features with seeded dropout (a stateful random op) when training=True.
+            features = tf.matmul(colour, self.w)
+            return tf.nn.dropout(features, rate=0.3, seed=5) if training else features
+        if self.kind == "sized":
+            # Like a fixed-input network: fails on any image side other than `side`.
+            tf.debugging.assert_equal(tf.shape(images)[1], self.side, "wrong image side")
+            return tf.matmul(colour, self.w)
         raise ValueError(self.kind)
 
 
-def save_toy_module(path, kind, metadata=None, values=None):
+def save_toy_module(path, kind, metadata=None, values=None, side=None):
     """Saves a toy module to `path` and returns the path.
 
     kind: "colour" (informative features), "noise" (uninformative), "nan" (non-finite), "rank1"
-    (wrong rank) or "const" (returns the row `values` for every image).
+    (wrong rank), "const" (returns the row `values` for every image), "dropout" (colour features
+    with seeded dropout in training mode) or "sized" (4 features; only accepts `side` x `side`
+    images).
     """
     import json
 
-    module = _Toy(kind, values=values)
+    module = _Toy(kind, values=values, side=side)
     tf.saved_model.save(module, path)
     if metadata is not None:
         from hub_export.module import METADATA_FILE
@@ -90,3 +115,17 @@ def write_handle_list(path, handles):
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(handles) + "\n")
     return path
+
+
+def save_toy_pool(root):
+    """A baseline and two experts (noise, colour) under `root`; returns the `root/pool.txt` list."""
+    modules = [
+        save_toy_module(os.path.join(root, "b"), "noise", {"name": "baseline", "kind": "baseline"}),
+        save_toy_module(
+            os.path.join(root, "noise"), "noise", {"name": "expert_noise", "kind": "full"}
+        ),
+        save_toy_module(
+            os.path.join(root, "colour"), "colour", {"name": "expert_colour", "kind": "full"}
+        ),
+    ]
+    return write_handle_list(os.path.join(root, "pool.txt"), modules)

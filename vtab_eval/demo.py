@@ -10,8 +10,6 @@ finished stages. `--quick` runs the same path with tiny sizes (about 11 minutes 
 machine). Measured times and results, with their machines: README.md.
 """
 
-import sys
-
 from absl import app, flags
 
 from bit_experts import cli
@@ -38,13 +36,14 @@ _UPDATE_README = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from vtab_eval import executor, offline_demo
+    from bit_experts import determinism
+    from vtab_eval import offline_demo
 
     command = "python -m vtab_eval.demo" + (" --quick" if _QUICK.value else "")
     if _SEED.value:
         command += f" --seed={_SEED.value}"
-    executor.configure_determinism(_SEED.value, _DETERMINISTIC.value)
-    try:
+    determinism.configure(_SEED.value, _DETERMINISTIC.value)
+    with cli.one_line_errors("vtab_eval.demo", (ValueError, FileNotFoundError, FileExistsError)):
         summary = offline_demo.run_demo(
             _WORKDIR.value,
             quick=_QUICK.value,
@@ -56,8 +55,6 @@ def main(argv):
         )
         if _UPDATE_README.value:
             offline_demo.replace_readme_section(_UPDATE_README.value, summary)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        sys.exit(f"vtab_eval.demo: error: {error}")
     print(summary)
 
 

@@ -9,7 +9,6 @@ without sharding then reads the merged cache. Flags and the JSON schema: docs/ev
 """
 
 import os
-import sys
 
 from absl import app, flags
 
@@ -206,7 +205,10 @@ def main(argv):
     for name in ("collection", "dataset", "output_json"):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
-    try:
+    with (
+        cli.one_line_errors("vtab_eval.rank", OSError, line=_disk_error_line),
+        cli.one_line_errors("vtab_eval.rank"),
+    ):
         rank_command(
             FLAGS.collection,
             FLAGS.dataset,
@@ -228,16 +230,17 @@ def main(argv):
             fallback_confidence=FLAGS.fallback_confidence,
             skip_bad_images=FLAGS.skip_bad_images,
         )
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"vtab_eval.rank: error: {err}")
-    except OSError as err:  # E.g. the disk filled up while writing features or the JSON.
-        paths = {
-            os.path.dirname(os.path.abspath(FLAGS.output_json)): "--output_json",
-            FLAGS.cache_dir: "--cache_dir",
-        }
-        from vtab_eval import input_checks
 
-        sys.exit(f"vtab_eval.rank: error: {input_checks.disk_error_line(paths, err)}")
+
+def _disk_error_line(err):
+    """The line for an OSError of `main`, e.g. the disk filled up writing features or the JSON."""
+    paths = {
+        os.path.dirname(os.path.abspath(FLAGS.output_json)): "--output_json",
+        FLAGS.cache_dir: "--cache_dir",
+    }
+    from vtab_eval import input_checks
+
+    return input_checks.disk_error_line(paths, err)
 
 
 if __name__ == "__main__":

@@ -275,6 +275,15 @@ def _pct(value):
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _with_summaries(all_results, summaries=None):
+    """method -> `group_summary`: `summaries` (when given) completed for every method."""
+    summaries = dict(summaries or {})
+    for method in all_results:
+        if method not in summaries:
+            summaries[method] = group_summary(all_results[method])
+    return summaries
+
+
 def _ordered_tasks(all_results):
     tasks = {}
     for results in all_results.values():
@@ -304,10 +313,7 @@ def markdown_report(all_results, title="Transfer results", summaries=None):
         summary writer); computed here otherwise.
     """
     methods = list(all_results)
-    summaries = dict(summaries or {})
-    for method in methods:
-        if method not in summaries:
-            summaries[method] = group_summary(all_results[method])
+    summaries = _with_summaries(all_results, summaries)
     task_names, groups = _ordered_tasks(all_results)
     present = [g for g in (*GROUP_ORDER, OTHER_GROUP) if g in groups.values()]
     lines = [f"# {title}", ""]
@@ -573,10 +579,7 @@ def plot_outcomes(all_results, path, summaries=None, columns=3):
     from matplotlib import ticker
 
     methods = list(all_results)
-    summaries = dict(summaries or {})
-    for method in methods:
-        if method not in summaries:
-            summaries[method] = group_summary(all_results[method])
+    summaries = _with_summaries(all_results, summaries)
     task_names, _ = _ordered_tasks(all_results)
     task_names = [
         t for t in task_names if any(task_summary(all_results[m].get(t) or {}) for m in methods)

@@ -124,17 +124,22 @@ def validate_task_labels(labels, num_classes: int | None = None) -> np.ndarray:
     return array
 
 
+def _check_rows(handle, features, labels: np.ndarray) -> None:
+    """ValueError naming the expert unless `features` has one row per label."""
+    num_rows = int(np.shape(features)[0]) if np.ndim(features) >= 1 else 0
+    if num_rows != labels.shape[0]:
+        raise ValueError(
+            f"expert {handle!r} has features for {num_rows} images but there are "
+            f"{labels.shape[0]} labels"
+        )
+
+
 def _per_expert(features_by_expert: dict, labels, function) -> dict:
     """handle -> function(features, labels), checking every expert has one row per label."""
     labels = validate_task_labels(labels)
     results = {}
     for handle, features in features_by_expert.items():
-        num_rows = int(np.shape(features)[0]) if np.ndim(features) >= 1 else 0
-        if num_rows != labels.shape[0]:
-            raise ValueError(
-                f"expert {handle!r} has features for {num_rows} images but there are "
-                f"{labels.shape[0]} labels"
-            )
+        _check_rows(handle, features, labels)
         try:
             results[handle] = function(features, labels)
         except ValueError as err:
@@ -299,12 +304,7 @@ def knn_scores(features_by_expert: dict, labels, chunk_size: int = 1024) -> dict
     labels = validate_task_labels(labels)
     scores = {}
     for handle, features in features_by_expert.items():
-        num_rows = int(np.shape(features)[0]) if np.ndim(features) >= 1 else 0
-        if num_rows != labels.shape[0]:
-            raise ValueError(
-                f"expert {handle!r} has features for {num_rows} images but there are "
-                f"{labels.shape[0]} labels"
-            )
+        _check_rows(handle, features, labels)
         scores[handle] = knn.loo_1nn_accuracy(features, labels, chunk_size=chunk_size)
     return scores
 

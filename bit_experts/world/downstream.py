@@ -118,18 +118,8 @@ __all__ = ["BANK", "DEMO_TASKS", "GROUPS", "KNOBS", "TASKS", "TRAIN_IMAGES", "Ta
 
 def _digits(rng: np.random.Generator, image_size: int, test_images: int) -> Task:
     del test_images  # The real dataset fixes the test split: every image not used for training.
-    from sklearn.datasets import load_digits  # Bundled with scikit-learn; nothing is downloaded.
 
-    data = load_digits()
-    per_class = TRAIN_IMAGES // 10
-    train_idx, test_idx = [], []
-    for digit in range(10):
-        idx = rng.permutation(np.flatnonzero(data.target == digit))
-        train_idx.append(idx[:per_class])
-        test_idx.append(idx[per_class:])
-    train_idx, test_idx = np.concatenate(train_idx), np.concatenate(test_idx)
-
-    def to_rgb(indices):
+    def to_rgb(data, indices):
         # 0..16 ink levels -> dark ink on white, upsampled from 8x8.
         out = np.empty((len(indices), image_size, image_size, 3), np.uint8)
         for row, i in enumerate(indices):
@@ -138,16 +128,11 @@ def _digits(rng: np.random.Generator, image_size: int, test_images: int) -> Task
             out[row] = big[..., None]
         return out
 
-    return Task(
-        name="digits",
-        description="Real 8x8 handwritten digits from scikit-learn (UCI optdigits), upsampled; "
-        "10 classes.",
-        near_expert=None,
-        class_names=[str(d) for d in range(10)],
-        train_images=to_rgb(train_idx),
-        train_labels=data.target[train_idx].astype(np.int64),
-        test_images=to_rgb(test_idx),
-        test_labels=data.target[test_idx].astype(np.int64),
+    return image_tasks.digits_task(
+        rng,
+        "digits",
+        "Real 8x8 handwritten digits from scikit-learn (UCI optdigits), upsampled; 10 classes.",
+        lambda data: functools.partial(to_rgb, data),
     )
 
 

@@ -143,18 +143,12 @@ def noisy_digits(
     difference, uniform in the range), `noise` (per-pixel Gaussian sigma, [0, 1] units).
     """
     del test_images  # The real dataset fixes the test split, as for "digits".
-    from sklearn.datasets import load_digits  # Bundled with scikit-learn; nothing is downloaded.
 
-    data = load_digits()
-    per_class = TRAIN_IMAGES // 10
-    train_idx, test_idx = [], []
-    for digit in range(10):
-        idx = rng.permutation(np.flatnonzero(data.target == digit))
-        train_idx.append(idx[:per_class])
-        test_idx.append(idx[per_class:])
-    bank = render.MaskBank.from_masks(data.images / 16.0)
+    def make_draw(data):
+        bank = render.MaskBank.from_masks(data.images / 16.0)
+        return functools.partial(draw, bank)
 
-    def draw(indices):
+    def draw(bank, indices):
         n = len(indices)
         sizes = rng.uniform(*scale, n)
         half = sizes * image_size / 2
@@ -173,11 +167,37 @@ def noisy_digits(
         grey = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(grey, 3, axis=-1)
 
-    train_idx, test_idx = np.concatenate(train_idx), np.concatenate(test_idx)
-    return Task(
-        name="digits_noisy",
-        description="Real 8x8 handwritten digits from scikit-learn, drawn small, turned and "
+    return digits_task(
+        rng,
+        "digits_noisy",
+        "Real 8x8 handwritten digits from scikit-learn, drawn small, turned and "
         "moved in grey on grey with pixel noise; 10 classes.",
+        make_draw,
+    )
+
+
+def digits_task(rng: np.random.Generator, name: str, description: str, make_draw) -> Task:
+    """A task of scikit-learn's real 8x8 digits: TRAIN_IMAGES // 10 per class (drawn with `rng`)
+    for training, every other image (797) for test.
+
+    `make_draw(data)` (data: `sklearn.datasets.load_digits()`) returns `draw(indices)`, which gives
+    the uint8 [len(indices), side, side, 3] images of those digits; it is called for the training
+    indices, then for the test ones.
+    """
+    from sklearn.datasets import load_digits  # Bundled with scikit-learn; nothing is downloaded.
+
+    data = load_digits()
+    per_class = TRAIN_IMAGES // 10
+    train_idx, test_idx = [], []
+    for digit in range(10):
+        idx = rng.permutation(np.flatnonzero(data.target == digit))
+        train_idx.append(idx[:per_class])
+        test_idx.append(idx[per_class:])
+    train_idx, test_idx = np.concatenate(train_idx), np.concatenate(test_idx)
+    draw = make_draw(data)
+    return Task(
+        name=name,
+        description=description,
         near_expert=None,
         class_names=[str(d) for d in range(10)],
         train_images=draw(train_idx),

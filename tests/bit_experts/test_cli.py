@@ -82,3 +82,24 @@ def test_list_tasks_prints_no_tensorflow_banner_unless_asked():
     assert not [line for line in quiet_err.splitlines() if any(b in line for b in banners)]
     # The same command with --verbosity shows what was hidden (so the check above can fail).
     assert any(b in loud_err for b in banners), loud_err
+
+
+def test_one_line_errors_ends_expected_errors_in_one_line():
+    with pytest.raises(SystemExit) as exit_:
+        with cli.one_line_errors("prog"):
+            raise FileNotFoundError("--data_dir=/x: no such folder")
+    assert exit_.value.code == "prog: error: --data_dir=/x: no such folder"
+    assert exit_.value.__cause__ is None
+
+
+def test_one_line_errors_maps_with_line_and_reraises_the_rest():
+    with pytest.raises(SystemExit) as exit_:
+        with cli.one_line_errors("prog", OSError, line=lambda e: f"disk: {e.strerror}"):
+            raise OSError(28, "No space left on device")
+    assert exit_.value.code == "prog: error: disk: No space left on device"
+    with pytest.raises(KeyError):  # not an expected error: the traceback stays
+        with cli.one_line_errors("prog"):
+            raise KeyError("x")
+    with pytest.raises(RuntimeError, match="unknown"):  # line() gave None: re-raised unchanged
+        with cli.one_line_errors("prog", Exception, line=lambda e: None):
+            raise RuntimeError("unknown")

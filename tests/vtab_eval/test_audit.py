@@ -147,13 +147,7 @@ def _quiet(message):
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory):
     root = tmp_path_factory.mktemp("audit")
-    save = toys.save_toy_module
-    modules = [
-        save(str(root / "b"), "noise", {"name": "baseline", "kind": "baseline"}),
-        save(str(root / "noise"), "noise", {"name": "expert_noise", "kind": "full"}),
-        save(str(root / "colour"), "colour", {"name": "expert_colour", "kind": "full"}),
-    ]
-    pool = toys.write_handle_list(str(root / "pool.txt"), modules)
+    pool = toys.save_toy_pool(str(root))
     tasks = [
         "folder:" + toys.make_colour_folder(str(root / f"data{i}"), per_class=8, seed=i)
         for i in range(2)

@@ -13,58 +13,21 @@ import textwrap
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import vtab_eval_toys as toys
 
 from bit_experts import determinism
 from vtab_eval import finetune, sweeps, tasks
-
-_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32)
-
-
-class _DropoutToy(tf.__internal__.tracking.AutoTrackable):
-    """Colour features (as the "colour" toy) with seeded dropout when training=True."""
-
-    def __init__(self):
-        super().__init__()
-        init = np.random.default_rng(1).normal(size=(3, 8)).astype(np.float32)
-        self.w = tf.Variable(init, name="w")
-        self.variables = [self.w]
-        self.trainable_variables = [self.w]
-        self.regularization_losses = []
-        self.__call__ = tf.function(self._call)
-        for training in (False, True):
-            self.__call__.get_concrete_function(_SPEC, training)
-
-    def _call(self, images, training=False):
-        features = tf.matmul(tf.reduce_mean(images, axis=[1, 2]), self.w)
-        if training:
-            features = tf.nn.dropout(features, rate=0.3, seed=5)
-        return features
-
 
 SETTING = sweeps.make_setting(
     0.3, 10, 8, resolution=16, resize=20, flip=True, mixup_alpha=0.4, warmup_steps=2
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_op_determinism():
-    """`deterministic=True` switches op determinism on for the process; later tests get it back."""
-    before = determinism.is_enabled()
-    yield
-    if not before:
-        from tensorflow.python.framework import config as tf_config
-
-        tf_config.disable_op_determinism()
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("determinism")
     task = tasks.get_task("folder:" + toys.make_colour_folder(str(root / "data"), per_class=12))
-    handle = str(root / "dropout")
-    tf.saved_model.save(_DropoutToy(), handle)
+    handle = toys.save_toy_module(str(root / "dropout"), "dropout")
     return task, handle, root
 
 

@@ -14,22 +14,10 @@ import tensorflow as tf
 import vtab_eval_toys as toys
 from tensorflow.core.util import event_pb2
 
-from bit_experts import determinism
 from hub_export import module as hub_module
 from vtab_eval import finetune, sweeps, tasks
 
 SETTING = sweeps.make_setting(0.3, 12, 8, resolution=toys.SIZE, warmup_steps=2, flip=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_op_determinism():
-    """`deterministic=True` switches op determinism on for the process; later tests get it back."""
-    before = determinism.is_enabled()
-    yield
-    if not before:
-        from tensorflow.python.framework import config as tf_config
-
-        tf_config.disable_op_determinism()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Ranking identity and bad input (issue 13): stale features, per-module resolution, modules that
 cannot be fine-tuned, and flag values refused in one line before any work."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,7 +11,6 @@ import pytest
 import tensorflow as tf
 import vtab_eval_toys as toys
 
-from hub_export.module import METADATA_FILE
 from vtab_eval import input_checks, module_contract, rank
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -20,30 +18,9 @@ _SPEC = tf.TensorSpec([None, None, None, 3], tf.float32)
 QUIET = dict(log=lambda message: None)
 
 
-class _SizedToy(tf.__internal__.tracking.AutoTrackable):
-    """Mean colour features; like a fixed-input network, it fails on any other image side."""
-
-    def __init__(self, side):
-        super().__init__()
-        self.side = side
-        self.w = tf.Variable(np.eye(3, 4, dtype=np.float32) + 0.1 * side, name="w")
-        self.variables = [self.w]
-        self.trainable_variables = [self.w]
-        self.regularization_losses = []
-        self.__call__ = tf.function(self._call)
-        for training in (False, True):
-            self.__call__.get_concrete_function(_SPEC, training)
-
-    def _call(self, images, training=False):
-        tf.debugging.assert_equal(tf.shape(images)[1], self.side, "wrong image side")
-        return tf.matmul(tf.reduce_mean(images, axis=[1, 2]), self.w)
-
-
 def _save_sized(path, side):
-    tf.saved_model.save(_SizedToy(side), path)
-    with open(os.path.join(path, METADATA_FILE), "w", encoding="utf-8") as handle:
-        json.dump({"name": f"sized{side}", "kind": "full", "resolution": side}, handle)
-    return path
+    metadata = {"name": f"sized{side}", "kind": "full", "resolution": side}
+    return toys.save_toy_module(path, "sized", metadata, side=side)
 
 
 class _SignatureOnly(tf.Module):

@@ -1,7 +1,5 @@
 """Ranking a pool with every selector; each picks a planted best expert."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,15 +7,7 @@ import vtab_eval_toys as toys
 
 from vtab_eval import ranking, selectors, tasks
 
-
-@dataclasses.dataclass
-class Entry:  # The fields of hub_export.collection.ModuleEntry that ranking reads.
-    handle: str
-    name: str
-    kind: str
-    role: str
-    metadata: dict
-    sha256: str = None
+Entry = toys.Entry
 
 
 @pytest.fixture(scope="module")

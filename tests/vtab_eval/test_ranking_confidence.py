@@ -1,6 +1,5 @@
 """Ranking with the proxy bank: intervals, pairwise win probabilities and the baseline fallback."""
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -11,15 +10,7 @@ import vtab_eval_toys as toys
 
 from vtab_eval import confidence, embed, ranking, selectors, tasks
 
-
-@dataclasses.dataclass
-class Entry:  # The fields of hub_export.collection.ModuleEntry that ranking reads.
-    handle: str
-    name: str
-    kind: str
-    role: str
-    metadata: dict
-    sha256: str = None
+Entry = toys.Entry
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,7 @@ def _env():
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run_cli")
-    save = toys.save_toy_module
-    modules = [
-        save(str(root / "b"), "noise", {"name": "baseline", "kind": "baseline"}),
-        save(str(root / "noise"), "noise", {"name": "expert_noise", "kind": "full"}),
-        save(str(root / "colour"), "colour", {"name": "expert_colour", "kind": "full"}),
-    ]
-    pool = toys.write_handle_list(str(root / "pool.txt"), modules)
+    pool = toys.save_toy_pool(str(root))
     data = toys.make_colour_folder(str(root / "data"), per_class=8)
     out = root / "out"
     proc = subprocess.run(
