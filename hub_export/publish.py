@@ -14,11 +14,12 @@ protocol: docs/hub_modules.md.
 """
 
 import errno
+import functools
 import os
 import shutil
 import socket
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from bit_experts import atomic_files, cli
 from hub_export import (
@@ -33,7 +34,12 @@ from hub_export import (
     validate,
 )
 from hub_export.collection import CollectionError
-from hub_export.module import METADATA_ASSET, _replace_directory, save_module, write_metadata
+from hub_export.module import (
+    _replace_directory,
+    metadata_asset_path,
+    save_module,
+    write_metadata,
+)
 
 
 def _define_flags():
@@ -394,7 +400,7 @@ def clean_stale(collection_dir, log=print):
             if not os.listdir(full) and not any(p.startswith(f + "/") for p in listed):
                 os.rmdir(full)
     for rel in removed:
-        log(f"removed {rel} from {collection_dir} (left by an interrupted publish)")
+        log(f"removed {rel} from {collection_dir} (no listed module or manifest entry uses it)")
     return removed
 
 
@@ -580,7 +586,7 @@ def _write_doc_page(module_dir, metadata, publisher, handle):
         publisher,
         handle,
         keras=os.path.isfile(keras_artifact.keras_archive_path(module_dir)),
-        get_metadata=os.path.isfile(os.path.join(module_dir, METADATA_ASSET)),
+        get_metadata=metadata_asset_path(module_dir) is not None,
     )
     collection.write_bytes_atomic(
         os.path.join(module_dir, collection.DOC_FILE), page.encode("utf-8")
@@ -698,7 +704,11 @@ def main(argv):
     value = {name: holder.value for name, holder in _FLAGS.items()}
     if not (value["workdir"] or value["module"]) or not value["collection_dir"]:
         raise app.UsageError("--collection_dir and at least one --workdir or --module are required")
-    try:
+    with cli.one_line_errors(
+        "publish",
+        Exception,  # every failure ends in one line, see error_line
+        line=lambda error: error_line(error, value["collection_dir"]),
+    ):
         written = publish(
             value["workdir"] or (),
             value["collection_dir"],
@@ -708,17 +718,12 @@ def main(argv):
             only=value["only"],
             publisher=value["publisher"],
             description=value["description"],
-            log=logging.info,
+            log=functools.partial(print, flush=True),  # progress on stdout, as run prints it
             modules=value["module"] or (),
             renames=value["rename"] or (),
             license=value["license"],
             citation=value["citation"],
         )
-    except Exception as error:  # noqa: BLE001 - every failure ends in one line, see error_line.
-        line = error_line(error, value["collection_dir"])
-        if line is None:
-            raise
-        raise SystemExit(f"publish: error: {line}") from None
     print_written(written, value["collection_dir"])
 
 

@@ -547,7 +547,7 @@ def audit_command(
         ranking.entry_info(e)["name"] for e in ranking.candidates(pool, include_baseline=True)
     ]
     baseline = ranking.entry_info(ranking.find_baseline(pool))["name"]
-    sel_resolution = selection_resolution or ranking.default_resolution(pool)
+    sel_resolution = selection_resolution or None  # None: each module at its own resolution
     quality = None
     if upstream_dir:
         from bit_experts.training import slice_eval
@@ -671,9 +671,11 @@ def main(argv):
         raise app.UsageError("--collection and --output_dir are required")
     if not FLAGS.tasks and not FLAGS.bank_dir:
         raise app.UsageError("give --tasks, --bank_dir or both")
-    from vtab_eval import executor
+    from bit_experts import determinism
 
-    try:
+    with cli.one_line_errors(
+        "vtab_eval.audit", (ValueError, FileNotFoundError, FloatingPointError)
+    ):
         seeds = None
         if FLAGS.seeds:
             try:
@@ -683,7 +685,7 @@ def main(argv):
         tasks = list(FLAGS.tasks)
         if FLAGS.bank_dir:
             tasks += bank_task_names(FLAGS.bank_dir)
-        executor.configure_determinism((seeds or [0])[0], FLAGS.deterministic)
+        determinism.configure((seeds or [0])[0], FLAGS.deterministic)
         audit_command(
             FLAGS.collection,
             tasks,
@@ -709,8 +711,6 @@ def main(argv):
         )
         with open(os.path.join(FLAGS.output_dir, "audit.md"), encoding="utf-8") as f:
             print(f.read())
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
-        sys.exit(f"vtab_eval.audit: error: {err}")
 
 
 if __name__ == "__main__":

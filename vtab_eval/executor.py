@@ -14,7 +14,6 @@
   (.npz), and with `save_models` the fine-tuned classifier in `models/` (a SavedModel).
 """
 
-import inspect
 import json
 import os
 import re
@@ -24,26 +23,6 @@ import time
 from vtab_eval import report
 
 MEMO_FORMAT = 1
-
-
-def configure_determinism(seed, deterministic=True):
-    """Seeds Python, NumPy and TF, and turns TF op determinism on (entry points call this once).
-
-    Uses `bit_experts.determinism.configure` when the package has it.
-    """
-    try:
-        from bit_experts import determinism
-    except ImportError:
-        determinism = None
-    if determinism is not None and hasattr(determinism, "configure"):
-        return determinism.configure(seed, deterministic)
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(int(seed))
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    return None
 
 
 def _name_slug(text):
@@ -84,17 +63,6 @@ class Memo:
         )
 
 
-def _call_with_supported(fn, *args, **kwargs):
-    """Calls `fn`, dropping keyword arguments that its signature does not accept."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(*args, **kwargs)
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
-
-
 class Executor:
     """Runs lists of specs over one memo, with one progress bar for the whole run.
 
@@ -102,7 +70,8 @@ class Executor:
       memo_dir: the memo folder (e.g. OUT/finetunes).
       output_dir: root of the per fine-tune files (TensorBoard, predictions, models); None: none.
       save_models: also export every final fine-tune's classifier as a SavedModel.
-      finetune_fn: replaces `vtab_eval.finetune.finetune_and_evaluate` (tests).
+      finetune_fn: replaces `vtab_eval.finetune.finetune_and_evaluate` (tests); called with the
+        same arguments, so it accepts its keywords (e.g. with **kwargs).
       data_dir, strategy: passed to every fine-tune.
       log: callable(str) for one line per finished fine-tune.
       progress: show the tqdm bar (on stderr).
@@ -190,16 +159,20 @@ class Executor:
                 todo.append(spec)
             else:
                 results[spec.key] = found
-        bar = self._ensure_bar()
+        recorded = len(results) - len(todo)
+        if recorded:
+            self.log(f"{recorded} fine-tunes already recorded in {self.memo.directory}: reused")
         total = self._done + len(todo) + int(later)
+        if not todo:
+            return results  # nothing to train: no progress bar to draw
+        bar = self._ensure_bar()
         bar.total = total
         bar.refresh()
         fn = self.finetune_fn or finetune.finetune_and_evaluate
         for spec in todo:
             outputs = self._outputs(spec)
             start = time.time()
-            result = _call_with_supported(
-                fn,
+            result = fn(
                 spec.handle,
                 spec.task,
                 spec.train_split,

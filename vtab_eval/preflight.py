@@ -176,7 +176,22 @@ def _planned(jobs, pool, methods, config):
         stages.plan_tuning(track, config)
         tuning.update((s.key, s) for specs in track.tuning for s in specs)
         retrains |= stages.retrain_placeholders(track, config)
-    return list(tuning.values()), retrains
+    return list(tuning.values()), retrains, tracks
+
+
+def _known_retrains(tracks, config, memo):
+    """The retrain specs whose setting is known before the run: tracks of real modules (not a
+    selector's stand-in pick) whose tuning is absent (one setting) or fully recorded in `memo`."""
+    from vtab_eval import stages
+
+    known = []
+    for track in tracks:
+        if any(isinstance(entry, str) for entry, _ in track.entries):
+            continue  # a stand-in for a pick the selector has not made yet
+        if all(memo.get(s) is not None for specs in track.tuning for s in specs):
+            stages.plan_retrains(track, config, memo)
+            known += [s for specs in track.retrains for s in specs]
+    return known
 
 
 def measure(job, entry, finetune_fn=None, strategy=None, data_dir=None):
@@ -185,12 +200,12 @@ def measure(job, entry, finetune_fn=None, strategy=None, data_dir=None):
     With the real fine-tuning, `vtab_eval.finetune.measure_step_seconds` (setup = the rest of its
     wall time); with a replacement `finetune_fn`, from a 1-step and a 3-step fine-tune.
     """
-    from vtab_eval import executor, finetune
+    from vtab_eval import finetune
 
     train, evaluation = used_splits(job)[-1]
     setting = job.sweep[0]
     handle = getattr(entry, "handle", entry)
-    if finetune_fn is None and hasattr(finetune, "measure_step_seconds"):
+    if finetune_fn is None:
         start = time.time()
         per_step = finetune.measure_step_seconds(
             handle, job.task, setting, data_dir=data_dir, strategy=strategy, steps=2, split=train
@@ -201,8 +216,7 @@ def measure(job, entry, finetune_fn=None, strategy=None, data_dir=None):
     for steps in (1, 3):
         short = dict(setting, steps=steps, warmup_steps=0, name=f"probe{steps}")
         start = time.time()
-        executor._call_with_supported(
-            fn,
+        fn(
             handle,
             job.task,
             train,
@@ -217,10 +231,16 @@ def measure(job, entry, finetune_fn=None, strategy=None, data_dir=None):
     return max(0.0, times[0] - per_step), per_step, setting
 
 
-def print_plan(jobs, sizes, pool, methods, config, strategy, data_dir, log, finetune_fn=None):
+def print_plan(
+    jobs, sizes, pool, methods, config, strategy, data_dir, log, finetune_fn=None, memo=None
+):
     """Logs the plan of a run (tasks, pool, settings, fine-tune count, time estimate).
 
-    Returns {"fine_tunes": count after sharing, "seconds": estimated training time}.
+    `memo` (an `executor.Memo`): fine-tunes it already holds are counted as recorded, and the
+    estimate covers only the rest.
+
+    Returns {"fine_tunes": count after sharing, "recorded": count already in the memo,
+    "seconds": estimated training time of the fine-tunes still to run}.
     """
     log("Plan (dry run: nothing is trained)")
     modules = ", ".join(
@@ -244,12 +264,20 @@ def print_plan(jobs, sizes, pool, methods, config, strategy, data_dir, log, fine
                 f"    setting {s['name']}: lr {s['learning_rate']}, {s['steps']} steps, batch "
                 f"{s['batch_size']}, resolution {s['resolution']}"
             )
-    tuning, retrains = _planned(jobs, pool, methods, config)
+    tuning, retrains, tracks = _planned(jobs, pool, methods, config)
     total = len(tuning) + len(retrains)
+    # Tuning specs have their final identity; a retrain's depends on the setting tuning picks, so
+    # only retrains of sweeps without tuning (one setting) can be looked up before the run.
+    recorded = 0
+    if memo is not None:
+        recorded = sum(memo.get(s) is not None for s in tuning)
+        recorded += sum(memo.get(s) is not None for s in _known_retrains(tracks, config, memo))
     log(
         f"  fine-tunes: {total} after sharing identical ones ({len(tuning)} tuning, "
-        f"{len(retrains)} final); selectors not ranked yet count as distinct picks"
+        f"{len(retrains)} final); selectors not ranked yet count as distinct picks; "
+        f"{recorded} already recorded, {total - recorded} to run"
     )
+    total -= recorded
     entry = ranking.find_baseline(pool) or ranking.candidates(pool, include_baseline=True)[0]
     setup, per_step, probe = measure(jobs[0], entry, finetune_fn, strategy, data_dir)
     steps = [s["steps"] for job in jobs for s in job.sweep]
@@ -261,4 +289,4 @@ def print_plan(jobs, sizes, pool, methods, config, strategy, data_dir, log, fine
         f"{getattr(entry, 'name', entry)} / {jobs[0].task.name}; {mean_steps:.0f} steps per "
         "fine-tune on average)"
     )
-    return {"fine_tunes": total, "seconds": seconds}
+    return {"fine_tunes": total + recorded, "recorded": recorded, "seconds": seconds}

@@ -14,7 +14,6 @@ SavedModel). Flags, layout and JSON schema: docs/evaluation.md.
 """
 
 import os
-import sys
 
 from absl import app, flags
 
@@ -447,12 +446,24 @@ def run_command(
         seed=seed,
         deterministic=deterministic,
         include_baseline=include_baseline,
-        selection_resolution=selection_resolution or ranking.default_resolution(pool),
+        # 0: each module at its own recommended resolution (never the first module's for all).
+        selection_resolution=selection_resolution or None,
         collection=collection_spec,
     )
     dist = strategies.make_strategy(strategy, tpu)
     if dry_run:
-        preflight.print_plan(jobs, sizes, pool, selectors, config, dist, data_dir, log, finetune_fn)
+        preflight.print_plan(
+            jobs,
+            sizes,
+            pool,
+            selectors,
+            config,
+            dist,
+            data_dir,
+            log,
+            finetune_fn,
+            memo=executor_lib.Memo(os.path.join(output_dir, "finetunes")),
+        )
         return None
     executor = executor_lib.Executor(
         os.path.join(output_dir, "finetunes"),
@@ -537,7 +548,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required")
-    try:
+    with cli.one_line_errors("vtab_eval.run", (ValueError, FileNotFoundError, FloatingPointError)):
         if FLAGS.compare:
             from vtab_eval import report
 
@@ -548,9 +559,9 @@ def main(argv):
         if not FLAGS.report_only and not (FLAGS.collection and FLAGS.tasks):
             raise app.UsageError("--collection and --tasks are required (unless --report_only)")
         if not FLAGS.report_only:
-            from vtab_eval import executor
+            from bit_experts import determinism
 
-            executor.configure_determinism(FLAGS.seed, FLAGS.deterministic)
+            determinism.configure(FLAGS.seed, FLAGS.deterministic)
         run_command(
             FLAGS.collection,
             FLAGS.tasks or [],
@@ -582,8 +593,6 @@ def main(argv):
         )
         if not FLAGS.dry_run:
             print(open(os.path.join(FLAGS.output_dir, "report.md"), encoding="utf-8").read())
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
-        sys.exit(f"vtab_eval.run: error: {err}")
 
 
 if __name__ == "__main__":

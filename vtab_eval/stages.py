@@ -58,7 +58,7 @@ class Config:
     seed: int = 0
     deterministic: bool = True
     include_baseline: bool = True
-    selection_resolution: int = 224
+    selection_resolution: int | None = None  # None: each module at its own recommended side
     collection: str = ""
 
     def as_dict(self):
