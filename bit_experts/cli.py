@@ -76,6 +76,13 @@ def quiet_logs(argv=None) -> bool:
     os.environ.setdefault(TF_LOG_LEVEL_ENV, QUIET_TF_CPP_LEVEL)  # if TF is not imported yet
     # TensorFlow's Python logs (tf.get_logger()) go to the "tensorflow" logger.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    # TF modules that log through absl (the saver's "Sharding callback duration") follow absl's
+    # verbosity, which app.run raises from WARNING to INFO once flags are parsed unless
+    # --verbosity was given; put it back to WARNING right after that, before main runs.
+    from absl import app
+    from absl import logging as absl_logging
+
+    app.call_after_init(lambda: absl_logging.set_verbosity(absl_logging.WARNING))
     return True
 
 

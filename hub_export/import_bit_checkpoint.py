@@ -17,11 +17,12 @@ metadata records the recommended `resolution`: BiT's own, 224 px (BiT-S and BiT-
 at 224 x 224; Kolesnikov et al., 2020), unless `--resolution` says otherwise.
 """
 
+import functools
 import os
 import shutil
 import tempfile
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from bit_experts import checkpoint, cli
 from hub_export import identity, keras_artifact
@@ -152,7 +153,7 @@ def main(argv):
                 license=_LICENSE.value,
                 citation=_CITATION.value,
                 validate_modules=not _SKIP_VALIDATION.value,
-                log=logging.info,
+                log=functools.partial(print, flush=True),
             )
         publish.print_written(written, _COLLECTION_DIR.value)
         return
@@ -164,7 +165,7 @@ def main(argv):
             _OVERWRITE.value,
             resolution=_RESOLUTION.value,
         )
-    logging.info("wrote %s (feature_dim %d)", _OUTPUT_DIR.value, metadata["feature_dim"])
+    print(f"wrote {_OUTPUT_DIR.value} (feature_dim {metadata['feature_dim']})", flush=True)
     print(f"wrote {_OUTPUT_DIR.value}: {metadata['name']}, feature_dim {metadata['feature_dim']}")
 
 

@@ -103,3 +103,30 @@ def test_one_line_errors_maps_with_line_and_reraises_the_rest():
     with pytest.raises(RuntimeError, match="unknown"):  # line() gave None: re-raised unchanged
         with cli.one_line_errors("prog", Exception, line=lambda e: None):
             raise RuntimeError("unknown")
+
+
+_ABSL_APP = """
+import sys
+from absl import app, logging
+from bit_experts import cli
+
+def main(argv):
+    # TF's saver logs "Sharding callback duration" like this, through absl at INFO.
+    logging.info("absl info line")
+    logging.warning("absl warning line")
+
+cli.quiet_logs()
+app.run(main)
+"""
+
+
+@pytest.mark.parametrize("extra, info_shown", [([], False), (["--verbosity=0"], True)])
+def test_quiet_logs_hides_absl_info_that_app_run_would_enable(extra, info_shown):
+    # absl raises its verbosity from WARNING to INFO once flags are parsed unless --verbosity is
+    # given; quiet_logs must undo that before main runs, and leave an explicit --verbosity alone.
+    done = subprocess.run(
+        [sys.executable, "-c", _ABSL_APP, *extra], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert ("absl info line" in done.stderr) == info_shown
+    assert "absl warning line" in done.stderr
