@@ -125,8 +125,10 @@ def machine_line():
     return f"{model}, {os.cpu_count()} cores, no GPU"
 
 
-def summary_markdown(eval_dir, tasks_dir, timings, command, quick):
-    """The demo's results section (README-ready): command, machine, timings, table, expectations."""
+def summary_markdown(eval_dir, tasks_dir, timings, command, quick, seed=0, deterministic=True):
+    """The demo's results section (README-ready): command, machine, load, seed, timings, table,
+    expectations, and how many outcomes each cell holds (issue 16: every number carries its seed
+    and machine)."""
     from vtab_eval import report
 
     results = _ordered(report.load_results(eval_dir))
@@ -144,9 +146,27 @@ def summary_markdown(eval_dir, tasks_dir, timings, command, quick):
     short = {f"folder:{os.path.join(tasks_dir, t)}": t for t in DEMO_TASKS}
     for long_name, short_name in short.items():
         table = table.replace(long_name, short_name)
+    outcomes = sorted(
+        {
+            (r.get("summary") or {}).get("n") or len(r.get("outcomes") or [])
+            for by_task in results.values()
+            for r in by_task.values()
+        }
+    )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
-        f"Measured by `{command}`{' (quick mode)' if quick else ''} on {machine_line()}: "
-        f"{total / 60:.1f} minutes ({stage_times}).",
+        f"Measured by `{command}`{' (quick mode)' if quick else ''} on {machine_line()} "
+        f"(load average {load} when the report was written), seed {seed}, op determinism "
+        f"{'on' if deterministic else 'off'}: {total / 60:.1f} minutes ({stage_times}).",
+        "",
+        f"Outcomes per cell: {', '.join(str(n) for n in outcomes) or 'none'}. "
+        + (
+            "With n = 1 a cell is one fine-tune: it cannot separate methods whose difference is "
+            "within the seed-to-seed spread; rerun with other `--seed` values to measure that "
+            "spread. Other CPUs give other numbers."
+            if outcomes == [1]
+            else "Other CPUs give other numbers."
+        ),
         "",
         "Methods: `baseline` fine-tunes B itself; `random`, `label_matching`, `domain_prediction` and",
         "`knn` select one expert from the collection and fine-tune it; `hindsight` fine-tunes every",
@@ -236,6 +256,8 @@ def run_demo(
         )
 
     timed("evaluate", evaluate)
-    summary = summary_markdown(eval_dir, tasks_dir, timings, command, quick)
+    summary = summary_markdown(
+        eval_dir, tasks_dir, timings, command, quick, seed=seed, deterministic=deterministic
+    )
     report.atomic_write_text(os.path.join(workdir, "demo_summary.md"), summary)
     return summary

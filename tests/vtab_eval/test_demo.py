@@ -78,6 +78,9 @@ def test_report_collection_and_summary_are_written(demo_run):
     assert groups["all"]["num_tasks"] == len(offline_demo.DEMO_TASKS)
     summary = (workdir / "demo_summary.md").read_text()
     assert "quick mode" in summary and "| digits |" in summary
+    # Every reported number carries its machine, seed and outcome count (issue 16).
+    assert "seed 0, op determinism on" in summary and "load average" in summary
+    assert "Outcomes per cell: 1. With n = 1" in summary
     timings = json.loads((workdir / "timings.json").read_text())
     assert set(timings) == {"upstream", "publish", "tasks", "evaluate"}
     assert "== evaluate done" in done.stdout + done.stderr
