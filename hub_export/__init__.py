@@ -14,11 +14,8 @@ none of the submodules below (and so no import cycle with vtab_eval):
 (`hub_export.publish` is the command's module, so the function is `publish_collection`.)
 """
 
-import importlib
-
-from bit_experts import cli
-
-cli.quiet_start()  # Before TensorFlow is imported: hides its start-up lines for our commands.
+# Importing bit_experts first hides TF's start-up lines for our commands (bit_experts.cli).
+from bit_experts import lazy_api
 
 _API = {
     "publish_collection": ("hub_export.publish", "publish"),
@@ -30,19 +27,4 @@ _API = {
     "CollectionError": ("hub_export.handles", "CollectionError"),
     "ModuleError": ("hub_export.handles", "ModuleError"),
 }
-__all__ = sorted(_API)
-
-
-def __getattr__(name):
-    # Unknown names raise AttributeError, so `from hub_export import publish` still imports the
-    # submodule.
-    if name not in _API:
-        raise AttributeError(f"module 'hub_export' has no attribute {name!r}")
-    module, attribute = _API[name]
-    value = getattr(importlib.import_module(module), attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_API))
+lazy_api.install(globals(), _API)

@@ -7,29 +7,11 @@ cheap and creates no import cycle with hub_export:
   run_command(collection_spec, task_names, output_dir, ...)    `vtab_eval.run.run_command`
 """
 
-import importlib
-
-from bit_experts import cli
-
-cli.quiet_start()  # Before TensorFlow is imported: hides its start-up lines for our commands.
+# Importing bit_experts first hides TF's start-up lines for our commands (bit_experts.cli).
+from bit_experts import lazy_api
 
 _API = {
     "rank_command": ("vtab_eval.rank", "rank_command"),
     "run_command": ("vtab_eval.run", "run_command"),
 }
-__all__ = sorted(_API)
-
-
-def __getattr__(name):
-    # Unknown names raise AttributeError, so `from vtab_eval import rank` still imports the
-    # submodule.
-    if name not in _API:
-        raise AttributeError(f"module 'vtab_eval' has no attribute {name!r}")
-    module, attribute = _API[name]
-    value = getattr(importlib.import_module(module), attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_API))
+lazy_api.install(globals(), _API)

@@ -1,0 +1,27 @@
+"""A package's public names, imported on first use (PEP 562 module `__getattr__`).
+
+`install(globals(), {"name": ("package.module", "attribute"), ...})` in a package's `__init__`
+gives it `__all__`, a `__getattr__` that imports `package.module` only when `package.name` is
+first read (and caches it), and a `__dir__` that lists the names. Unknown names raise
+AttributeError, so `from package import submodule` still imports the submodule.
+"""
+
+import importlib
+
+
+def install(namespace, table):
+    """Adds `__all__`, `__getattr__` and `__dir__` for `table` to a package's `namespace`."""
+    package = namespace["__name__"]
+
+    def __getattr__(name):
+        if name not in table:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module, attribute = table[name]
+        value = getattr(importlib.import_module(module), attribute)
+        namespace[name] = value
+        return value
+
+    def __dir__():
+        return sorted(set(namespace) | set(table))
+
+    namespace.update(__all__=sorted(table), __getattr__=__getattr__, __dir__=__dir__)
