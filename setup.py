@@ -23,6 +23,7 @@ setuptools.setup(
         "scikit-learn",  # ships the real handwritten-digits task of the offline demo.
         "tqdm",  # progress bar with an ETA of vtab_eval.run's fine-tunes.
         "scipy>=1.15",  # bootstrap intervals of selector scores (vtab_eval.confidence).
+        "threadpoolctl>=3",  # one BLAS thread per kNN worker thread (vtab_eval.knn).
     ],
     extras_require={
         # jax: the Keras 3 archive test runs under KERAS_BACKEND=jax too (CPU jaxlib, ~380 MB).

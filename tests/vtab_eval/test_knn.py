@@ -1,4 +1,9 @@
-"""Leave-one-out kNN against a brute-force float64 reference."""
+"""Leave-one-out kNN against a brute-force float64 reference.
+
+The search screens tiles of the upper triangle of the distance matrix and updates rows and columns
+at once (`vtab_eval/knn.py`), so the tests vary the tile size (`chunk_size`: tiles that cross the
+diagonal, tiles of one row, tiles larger than N) and the number of worker threads.
+"""
 
 import numpy as np
 import pytest
@@ -44,16 +49,69 @@ def test_matches_brute_force_for_every_chunk_size(make, seed):
     n, d = int(rng.integers(20, 150)), int(rng.integers(2, 24))
     x = make(rng, n, d)
     expected = brute_force_nearest(x)
-    for chunk_size in (1, 7, n, n + 13):
-        got = knn.loo_nearest_neighbors(x, chunk_size=chunk_size)
+    for chunk_size, num_threads in ((1, 1), (7, 2), (9, 3), (n, 2), (n + 13, 1)):
+        got = knn.loo_nearest_neighbors(x, chunk_size=chunk_size, num_threads=num_threads)
         assert got.dtype == tf.int64
-        np.testing.assert_array_equal(got.numpy(), expected, err_msg=f"chunk_size={chunk_size}")
+        np.testing.assert_array_equal(
+            got.numpy(), expected, err_msg=f"chunk_size={chunk_size}, num_threads={num_threads}"
+        )
 
 
 def test_multi_chunk_default_size_matches_brute_force():
     rng = np.random.default_rng(7)
     x = _offset_gaussian_with_duplicates(rng, 1300, 96)
     np.testing.assert_array_equal(knn.loo_nearest_neighbors(x).numpy(), brute_force_nearest(x))
+
+
+def test_many_tiles_and_threads_match_brute_force():
+    # 1100 rows in 64 x 256 tiles: tiles on and off the diagonal, a ragged last row block and
+    # column tile, and two threads sharing the running minima of the same rows.
+    rng = np.random.default_rng(8)
+    x = _offset_gaussian_with_duplicates(rng, 1100, 40)
+    expected = brute_force_nearest(x)
+    for num_threads in (1, 2):
+        got = knn.loo_nearest_neighbors(x, chunk_size=256, num_threads=num_threads)
+        np.testing.assert_array_equal(got.numpy(), expected, err_msg=f"num_threads={num_threads}")
+
+
+def test_ties_are_broken_in_exact_arithmetic():
+    # Both candidates of row 0 are at float32 distance 1.0 (1 + 2^-24 rounds to 1), but row 2 is
+    # nearer in exact arithmetic; the float64 exact pass sees it, the lowest-index rule does not
+    # apply.
+    x = np.array([[0.0, 0.0], [2.0**-12, 1.0], [1.0, 0.0]], np.float32)
+    assert np.float32(x[1, 0]) ** 2 + np.float32(1.0) == np.float32(1.0)
+    assert knn.loo_nearest_neighbors(x).numpy()[0] == 2 == brute_force_nearest(x)[0]
+
+
+def test_all_rows_equal_stay_within_the_pair_budget(monkeypatch):
+    # Every pair ties at distance 0, so every pair is a candidate: the workers must compact and
+    # resolve them as they go instead of holding all N^2 / 2 of them.
+    n, chunk_size = 300, 32
+    x = np.full((n, 5), 3.5, np.float32)
+    most = []
+    tile = knn._Worker.tile
+
+    def recording_tile(self, *bounds):
+        tile(self, *bounds)
+        most.append((self.num_pairs, self.budget))
+
+    monkeypatch.setattr(knn._Worker, "tile", recording_tile)
+    nearest = knn.loo_nearest_neighbors(x, chunk_size=chunk_size, num_threads=2).numpy()
+    assert nearest[0] == 1
+    assert np.all(nearest[1:] == 0)
+    assert max(pairs for pairs, _ in most) <= most[0][1]  # never above the budget
+    assert most[0][1] < n * (n - 1) // 2  # and the budget is far below all pairs
+
+
+def test_small_pair_budget_gives_the_same_answer(monkeypatch):
+    # With no room for candidate pairs the workers compact and resolve after every tile; the
+    # answer must not change (many exact ties on the integer grid).
+    monkeypatch.setattr(knn, "_PAIRS_PER_ROW", 0)
+    rng = np.random.default_rng(9)
+    x = _integer_grid_with_ties(rng, 200, 3)
+    for num_threads in (1, 2):
+        got = knn.loo_nearest_neighbors(x, chunk_size=12, num_threads=num_threads)
+        np.testing.assert_array_equal(got.numpy(), brute_force_nearest(x))
 
 
 def test_duplicate_wins_despite_cancellation():
@@ -141,6 +199,12 @@ def test_rejects_bad_features(features, message):
 def test_rejects_bad_chunk_size(chunk_size):
     with pytest.raises(ValueError, match="chunk_size"):
         knn.loo_nearest_neighbors(np.zeros((3, 2)), chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("num_threads", [0, -1, 1.5, True])
+def test_rejects_bad_num_threads(num_threads):
+    with pytest.raises(ValueError, match="num_threads"):
+        knn.loo_nearest_neighbors(np.zeros((3, 2)), num_threads=num_threads)
 
 
 def test_accuracy_rejects_bad_labels():
