@@ -22,18 +22,40 @@ def standardize_kernel(kernel):
 
 @keras.saving.register_keras_serializable(package="bit_experts")
 class StandardizedConv2D(keras.layers.Layer):
-    """Bias-free 2-D convolution whose kernel is weight-standardised on every call.
+    """Bias-free 2-D convolution with a weight-standardised kernel (on every call, or once for inference).
+
+    Weight standardisation (Qiao et al., 2019), as Big Transfer (Kolesnikov et al., 2020) uses it:
+    the HWIO kernel `[k, k, C_in, filters]` is standardised per output channel (`standardize_kernel`)
+    before each convolution, so gradients flow through the standardisation and fine-tuning is exact.
 
     Padding is always "valid": BiT pads explicitly (see `pad_for_kernel`), which keeps outputs identical
     to the public checkpoints whatever the input size.
+
+    Args:
+      filters, kernel_size, strides: as for `keras.layers.Conv2D` (square kernels and strides).
+      prestandardized: False (default) for the BiT layer above. True for an inference copy: the
+        variable (named `standardized_kernel`, never trainable) already holds a standardised kernel
+        and the layer is a plain convolution with it. Made by `BiTResNetV2.standardized_copy()`,
+        which standardises the kernels once; do not load raw (checkpoint) kernels into it.
+
+    Call: NHWC `[N, H, W, C_in]` -> `[N, (H - k) // s + 1, (W - k) // s + 1, filters]`.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, kernel_initializer="he_normal", **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        kernel_initializer="he_normal",
+        prestandardized=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.strides = int(strides)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.prestandardized = bool(prestandardized)
 
     def build(self, input_shape):
         in_channels = input_shape[-1]
@@ -42,13 +64,15 @@ class StandardizedConv2D(keras.layers.Layer):
                 f"{self.name}: the input's channel dimension must be known, got {input_shape}"
             )
         self.kernel = self.add_weight(
-            name="kernel",
+            name="standardized_kernel" if self.prestandardized else "kernel",
             shape=(self.kernel_size, self.kernel_size, int(in_channels), self.filters),
             initializer=self.kernel_initializer,
+            trainable=not self.prestandardized,
         )
 
     def call(self, inputs):
-        kernel = ops.cast(standardize_kernel(self.kernel), self.compute_dtype)
+        kernel = self.kernel if self.prestandardized else standardize_kernel(self.kernel)
+        kernel = ops.cast(kernel, self.compute_dtype)
         return ops.conv(inputs, kernel, strides=self.strides, padding="valid")
 
     def compute_output_shape(self, input_shape):
@@ -64,6 +88,7 @@ class StandardizedConv2D(keras.layers.Layer):
             kernel_size=self.kernel_size,
             strides=self.strides,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            prestandardized=self.prestandardized,
         )
         return config
 

@@ -6,12 +6,14 @@ the public BiT TF Hub modules do. Optional expert adapters sit before each of th
 `x_i = F_i(x_{i-1} + a_e(x_{i-1}))`.
 """
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
 
 from bit_experts.adapters import ExpertAdapters
-from bit_experts.layers import GroupNorm, StandardizedConv2D, pad_for_kernel
+from bit_experts.layers import GroupNorm, StandardizedConv2D, pad_for_kernel, standardize_kernel
 
 NUM_BLOCKS = 4
 
@@ -20,25 +22,31 @@ NUM_BLOCKS = 4
 class BottleneckUnit(keras.layers.Layer):
     """Pre-activation bottleneck: GN-ReLU, [projection], 1x1, GN-ReLU-3x3 (strided), GN-ReLU-1x1, add."""
 
-    def __init__(self, filters, strides, groups, **kwargs):
+    def __init__(self, filters, strides, groups, prestandardized=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)  # output channels; the bottleneck has filters // 4.
         self.strides = int(strides)
         self.groups = int(groups)
+        self.prestandardized = bool(prestandardized)  # see StandardizedConv2D
         mid = self.filters // 4
+        conv = functools.partial(StandardizedConv2D, prestandardized=self.prestandardized)
         self.norm_a = GroupNorm(groups, name="a_group_norm")
-        self.conv_a = StandardizedConv2D(mid, 1, name="a_standardized_conv2d")
+        self.conv_a = conv(mid, 1, name="a_standardized_conv2d")
         self.norm_b = GroupNorm(groups, name="b_group_norm")
-        self.conv_b = StandardizedConv2D(mid, 3, strides=self.strides, name="b_standardized_conv2d")
+        self.conv_b = conv(mid, 3, strides=self.strides, name="b_standardized_conv2d")
         self.norm_c = GroupNorm(groups, name="c_group_norm")
-        self.conv_c = StandardizedConv2D(self.filters, 1, name="c_standardized_conv2d")
+        self.conv_c = conv(self.filters, 1, name="c_standardized_conv2d")
         self.projection = None
 
     def build(self, input_shape):
         in_channels = input_shape[-1]
         if in_channels != self.filters or self.strides != 1:
             self.projection = StandardizedConv2D(
-                self.filters, 1, strides=self.strides, name="a_proj_standardized_conv2d"
+                self.filters,
+                1,
+                strides=self.strides,
+                prestandardized=self.prestandardized,
+                name="a_proj_standardized_conv2d",
             )
             self.projection.build(input_shape)
         mid_shape = (None, None, None, self.filters // 4)
@@ -65,7 +73,12 @@ class BottleneckUnit(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, strides=self.strides, groups=self.groups)
+        config.update(
+            filters=self.filters,
+            strides=self.strides,
+            groups=self.groups,
+            prestandardized=self.prestandardized,
+        )
         return config
 
 
@@ -90,6 +103,8 @@ class BiTResNetV2(keras.Model):
       num_experts: number of expert adapter sets; 0 means no adapters.
       groups: GroupNorm groups (BiT uses 32).
       adapter_bottleneck: adapter bottleneck width as a fraction of its input channels.
+      prestandardized: True only for the frozen inference copies `standardized_copy()` makes (its
+        convolution kernels are stored already standardised); False for every model that trains.
 
     Call: `model(images, expert_ids=None)`. `images`: float `[N, H, W, 3]` in [0, 1]. `expert_ids`: an
     int scalar or `[N]` vector when the model has adapters; may be omitted with a single expert or when
@@ -104,6 +119,7 @@ class BiTResNetV2(keras.Model):
         num_experts=0,
         groups=32,
         adapter_bottleneck=0.5,
+        prestandardized=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -120,10 +136,15 @@ class BiTResNetV2(keras.Model):
         self.num_experts = int(num_experts)
         self.groups = int(groups)
         self.adapter_bottleneck = float(adapter_bottleneck)
+        self.prestandardized = bool(prestandardized)
         self.routing_fn = None
 
         self.root_conv = StandardizedConv2D(
-            _channels(width_factor, 64), 7, strides=2, name="root_standardized_conv2d"
+            _channels(width_factor, 64),
+            7,
+            strides=2,
+            prestandardized=self.prestandardized,
+            name="root_standardized_conv2d",
         )
         self.blocks = []
         for b, units in enumerate(block_units):
@@ -134,6 +155,7 @@ class BiTResNetV2(keras.Model):
                         filters,
                         strides=2 if (b > 0 and u == 0) else 1,
                         groups=self.groups,
+                        prestandardized=self.prestandardized,
                         name=f"block{b + 1}_unit{u + 1:02d}",
                     )
                     for u in range(units)
@@ -220,8 +242,58 @@ class BiTResNetV2(keras.Model):
         """Every layer except the adapters and the head."""
         return [self.root_conv, *(u for units in self.blocks for u in units), self.final_norm]
 
+    def standardized_convs(self):
+        """Every `StandardizedConv2D` of the backbone: root, then each unit's [projection,] a, b, c."""
+        convs = [self.root_conv]
+        for unit in (u for units in self.blocks for u in units):
+            convs += [c for c in (unit.projection, unit.conv_a, unit.conv_b, unit.conv_c) if c]
+        return convs
+
+    def standardized_copy(self):
+        """A frozen copy for inference whose convolution kernels are weight-standardised once.
+
+        This model standardises each kernel on every call, so that gradients flow through the
+        standardisation (exact fine-tuning). With frozen weights that work repeats identically on
+        every batch; the copy stores `standardize_kernel(kernel)` in each convolution (a variable
+        named `standardized_kernel`) and runs it as a plain convolution. Its outputs equal this
+        model's up to float32 rounding.
+
+        The copy is a snapshot: later changes to this model's weights do not reach it (make a new
+        copy), and it cannot train: every weight is non-trainable, and `train_everything()` /
+        `train_adapters_only()` raise ValueError on it. Same config (architecture, experts, head,
+        dtype policy) and `routing_fn`; extra memory: one more copy of the weights.
+
+        Returns: a `BiTResNetV2` with `prestandardized=True`.
+        """
+        if self.prestandardized:
+            raise ValueError(f"{self.name} is already a standardized_copy(); use it as it is")
+        config = dict(self.get_config(), prestandardized=True, name=f"{self.name}_standardized")
+        copy = type(self).from_config(config)
+        copy.routing_fn = self.routing_fn
+        pairs = list(zip(self.standardized_convs(), copy.standardized_convs(), strict=True))
+        for source, target in pairs:
+            target.kernel.assign(standardize_kernel(source.kernel))
+        convs = {id(source.kernel) for source, _ in pairs}
+        others = [v for v in self.weights if id(v) not in convs]
+        copied = {id(target.kernel) for _, target in pairs}
+        for source, target in zip(
+            others, [v for v in copy.weights if id(v) not in copied], strict=True
+        ):
+            target.assign(source)
+        copy.trainable = False
+        return copy
+
+    def _refuse_if_prestandardized(self, method):
+        if self.prestandardized:
+            raise ValueError(
+                f"{method}() on {self.name}: a standardized_copy() is frozen for inference (its "
+                "kernels are stored standardised, so training it would not train BiT); train the "
+                "original model and make a new copy"
+            )
+
     def train_adapters_only(self):
         """Freezes backbone and head, leaving only the expert adapters trainable."""
+        self._refuse_if_prestandardized("train_adapters_only")
         if not self.adapters:
             raise ValueError("train_adapters_only() needs a model built with num_experts >= 1")
         self.trainable = True
@@ -234,6 +306,7 @@ class BiTResNetV2(keras.Model):
 
     def train_everything(self):
         """Makes every weight trainable (downstream fine-tuning)."""
+        self._refuse_if_prestandardized("train_everything")
         self.trainable = True
         for layer in [*self.backbone_layers(), *self.adapters, *([self.head] if self.head else [])]:
             layer.trainable = True
@@ -247,5 +320,6 @@ class BiTResNetV2(keras.Model):
             num_experts=self.num_experts,
             groups=self.groups,
             adapter_bottleneck=self.adapter_bottleneck,
+            prestandardized=self.prestandardized,
         )
         return config
