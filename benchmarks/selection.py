@@ -2,6 +2,10 @@
 
     python -m benchmarks.selection                          # tiny E sweep + R50x1 E=2; ~8 min
     python -m benchmarks.selection --sizes tiny --experts 2,4 --repeats 1   # ~1 min smoke run
+    python -m benchmarks.selection --sizes r50x1 --r50x1_experts 8 --r50x1_split train800val200 \
+        --workdir /tmp/bench-selection-r50x1 --profile_dir DIR   # paper scale; ~40 CPU-min a repeat
+    python -m benchmarks.selection --agreement       # --precision / --resolution vs float32, BANK
+    python -m benchmarks.selection --precision_speed # R50x1 forward: float32 vs bfloat16 vs float16
 
 Every module is a randomly initialised BiT model exported as a TF Hub module (nothing is
 downloaded); the task is the offline world's `textures` folder task (1000 training images). For
@@ -9,18 +13,25 @@ each (size, E, repeat) one child process measures, side by side on the same modu
 
   floor    for each module: `hub.load`, then a `tf.function` forward over the task's images,
            already decoded and resized, in batches of `--batch` (load and forward timed apart)
-  rank     `vtab_eval.ranking.rank(pool, task, "knn", resolution=..., cache_dir=<fresh dir>)`,
-           end to end: checksums, loading, decoding, embedding, cache writes and the kNN
+  rank     `vtab_eval.rank.rank_command` (the `python -m vtab_eval.rank` command) on a handle
+           list, knn, a fresh cache: checksums, loading, decoding, embedding, cache writes, kNN,
+           bootstrap and JSON; wall and CPU seconds, RSS and peak RSS after each expert, and
+           optionally a cProfile (--profile_dir)
   warm     the same call again with the same cache directory (features read from the cache)
   knn      `vtab_eval.selectors.knn_scores` alone on the E experts' features
 
 The order of floor and rank alternates between repeats, so neither always runs on a cold page
 cache. Ratios are against the floor (load + forward). Goals (issue 7): rank <= 1.15x the floor,
-kNN < 2% of it, rank time linear in E (least-squares fit of the median times over E, its R^2).
+kNN < 2% of it, rank time linear in E (least-squares fit of the median times over E, its R^2);
+issue 12: rank <= 1.10x the floor for E = 8 R50x1 at 224 px, peak memory flat in E. `--workdir`
+keeps the exported modules for later runs.
 """
 
 import argparse
+import cProfile
+import functools
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -50,21 +61,24 @@ def export_pool(preset, count, resolution, out_dir, log=print):
     from bit_experts.presets import create_model
     from hub_export.module import HubModule, save_module
 
+    paths = [os.path.join(out_dir, f"{preset}_{index:02d}") for index in range(count)]
+    if all(os.path.isfile(os.path.join(p, "saved_model.pb")) for p in paths):
+        log(f"  reusing {count} modules in {out_dir}")
+        return paths
     model = create_model(preset)
     model(np.zeros((1, resolution, resolution, 3), np.float32))
     module = HubModule(model, "features")
     rng = np.random.default_rng(0)
-    paths = []
-    for index in range(count):
-        path = os.path.join(out_dir, f"{preset}_{index:02d}")
+    for index, path in enumerate(paths):
         if index:
             for variable in module.variables:
                 factor = rng.uniform(0.5, 1.5, variable.shape).astype(np.float32)
                 variable.assign(variable * tf.constant(factor, variable.dtype))
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            continue  # exported by an earlier run into the same --workdir
         start = time.perf_counter()
         save_module(module, path, {"name": os.path.basename(path), "resolution": resolution})
         log(f"  exported {path} in {time.perf_counter() - start:.1f}s")
-        paths.append(path)
     return paths
 
 
@@ -96,10 +110,47 @@ def _floor(handles, batches):
     return load_s, forward_s, features
 
 
+def _cpu_s():
+    """CPU seconds of this process, every thread (less sensitive to other load than wall time)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rank_command(handles, task_name, split, resolution, batch, work_dir, cache_dir, trace):
+    """`vtab_eval.rank.rank_command` on a handle list, as `python -m vtab_eval.rank` runs it.
+
+    `trace` gets, after each expert, (seconds since start, RSS MiB now, peak RSS MiB so far).
+    """
+    from vtab_eval import rank
+
+    handle_list = os.path.join(work_dir, "handles.txt")
+    with open(handle_list, "w", encoding="utf-8") as f:
+        f.write("\n".join(handles) + "\n")
+    start = time.perf_counter()
+
+    def log(line):
+        if "computed" in line or "cached" in line:
+            trace.append(
+                [time.perf_counter() - start, _common.current_rss_mib(), _common.peak_rss_mib()]
+            )
+
+    return rank.rank_command(
+        handle_list,
+        task_name,
+        os.path.join(work_dir, "ranking.json"),
+        split=split,
+        resolution=resolution,
+        cache_dir=cache_dir,
+        batch_size=batch,
+        include_baseline=False,
+        log=log,
+    )
+
+
 def child_main(args):
     import tensorflow as tf
 
-    from vtab_eval import ranking, selectors
+    from vtab_eval import selectors
     from vtab_eval.tasks import get_task
 
     handles = args.handles.split(",")
@@ -116,25 +167,44 @@ def child_main(args):
     # Warm-up: TensorFlow's first function call and thread pools, paid by neither side.
     _floor(handles[:1], batches[:1])
 
-    result = {"num_images": len(images), "decode_s": decode_s}
-    cache_dir = tempfile.mkdtemp(prefix="bench-selection-cache-")
+    result = {"num_images": len(images), "decode_s": decode_s, "load": os.getloadavg()[0]}
+    work_dir = tempfile.mkdtemp(prefix="bench-selection-cache-")
+    cache_dir = os.path.join(work_dir, "cache")
     try:
 
         def run_rank():
-            kwargs = dict(resolution=args.resolution, cache_dir=cache_dir, split=args.split)
-            start = time.perf_counter()
-            ranked = ranking.rank(handles, task, "knn", batch_size=args.batch, **kwargs)
+            trace = []
+            call = functools.partial(
+                _rank_command,
+                handles,
+                args.task,
+                args.split,
+                args.resolution,
+                args.batch,
+                work_dir,
+                cache_dir,
+            )
+            profiler = cProfile.Profile() if args.profile_out else None
+            start, cpu = time.perf_counter(), _cpu_s()
+            ranked = profiler.runcall(call, trace) if profiler else call(trace)
             result["rank_s"] = time.perf_counter() - start
+            result["rank_cpu_s"] = _cpu_s() - cpu
+            result["rank_trace"] = trace
+            if profiler:
+                profiler.dump_stats(args.profile_out)
             start = time.perf_counter()
-            warm = ranking.rank(handles, task, "knn", batch_size=args.batch, **kwargs)
+            warm = call([])
             result["warm_s"] = time.perf_counter() - start
             if ranked["cache"]["computed"] != handles or warm["cache"]["cached"] != handles:
                 raise RuntimeError(f"unexpected cache use: {ranked['cache']}, {warm['cache']}")
             result["scores"] = [e["score"] for e in ranked["experts"]]
 
         def run_floor():
+            start, cpu = time.perf_counter(), _cpu_s()
             load_s, forward_s, features = _floor(handles, batches)
+            result["floor_cpu_s"] = _cpu_s() - cpu
             result.update(floor_load_s=load_s, floor_forward_s=forward_s)
+            result["floor_wall_s"] = time.perf_counter() - start
             # Twice: the first call in a process also traces the kNN's tf.function.
             for key in ("knn_first_s", "knn_s"):
                 start = time.perf_counter()
@@ -147,9 +217,144 @@ def child_main(args):
         for step in (run_floor, run_rank) if args.floor_first else (run_rank, run_floor):
             step()
     finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        shutil.rmtree(work_dir, ignore_errors=True)
     result["peak_mib"] = _common.peak_rss_mib()
+    result["load_end"] = os.getloadavg()[0]
     _common.emit_result(result)
+
+
+def export_archived_pool(preset, count, resolution, out_dir, log=print):
+    """`count` random-weight `preset` modules as `hub_export.publish` writes them (SavedModel plus
+    Keras archive, which --precision needs); reused when present. Returns their paths."""
+    from bit_experts.presets import create_model, preset_config
+    from hub_export.keras_artifact import write_keras_artifact
+    from hub_export.module import HubModule, save_module
+
+    paths = []
+    for index in range(count):
+        path = os.path.join(out_dir, f"{preset}_{index:02d}")
+        paths.append(path)
+        if os.path.isfile(os.path.join(path, "keras", "expert.keras")):
+            continue
+        model = create_model(preset)
+        rng = np.random.default_rng(index)
+        for w in model.weights:  # heads and adapters start at zero; give every weight noise
+            w.assign(w.numpy() + rng.normal(0, 0.05, w.shape).astype(np.float32))
+        metadata = {
+            "name": os.path.basename(path),
+            "kind": "full",
+            "role": "feature_vector",
+            "architecture": {"preset": preset, **preset_config(preset)},
+            "resolution": resolution,
+            "input_range": [0.0, 1.0],
+            "feature_dim": model.feature_dim,
+            "slice": None,
+        }
+        module = HubModule(model, "features")
+        save_module(module, path, metadata, overwrite=True)
+        write_keras_artifact(module, path, metadata)
+        log(f"  exported {path}")
+    return paths
+
+
+def agreement(args):
+    """kNN scores of a reduced precision / resolution against float32 at the modules' own side,
+    on every task of the world's bank: per-expert score differences, Kendall tau, top-1 match."""
+    from scipy import stats
+
+    from bit_experts.world import BANK, downstream
+    from vtab_eval import embed, selectors
+    from vtab_eval.tasks import get_task
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-selection-agreement-")
+    side = args.agreement_resolution
+    handles = export_archived_pool(
+        args.tiny_preset, args.agreement_experts, side, os.path.join(workdir, "modules")
+    )
+    task_dirs = downstream.write_downstream_tasks(
+        os.path.join(workdir, "tasks"), image_size=side, tasks=list(BANK), test_images=200
+    )
+    variants = [("float32", side)] + [(p, side) for p in args.agreement_precisions]
+    variants += [("float32", r) for r in args.agreement_resolutions]
+    print(f"{len(handles)} {args.tiny_preset} modules at {side}px; variants {variants}", flush=True)
+    bank = [get_task("folder:" + task_dir) for task_dir in task_dirs]
+    # Each module is loaded once per variant and embeds every task (loading dominates otherwise).
+    scores = {}  # (task name, variant) -> [E] kNN scores
+    seconds = {v: 0.0 for v in variants}
+    for variant in variants:
+        precision, resolution = variant
+        features = {}  # task name -> handle -> [N, d]
+        labels = {}
+        start = time.perf_counter()
+        for handle in handles:
+            module = embed.load_module(handle, precision)
+            for task in bank:
+                dataset = task.load("train800val200", image_size=resolution)
+                out, labels[task.name] = embed.embed_dataset(module, dataset, handle, 256)
+                features.setdefault(task.name, {})[handle] = out
+        seconds[variant] = time.perf_counter() - start
+        for task in bank:
+            knn = selectors.knn_scores(features[task.name], labels[task.name])
+            scores[task.name, variant] = np.array([knn[h] for h in handles])
+        print(f"  {precision} {resolution}px: {seconds[variant]:.1f}s", flush=True)
+    rows = []
+    for task in bank:
+        reference = scores[task.name, variants[0]]
+        for variant in variants[1:]:
+            other = scores[task.name, variant]
+            diff = np.abs(other - reference)
+            tau = stats.kendalltau(reference, other).statistic
+            rows.append(
+                [task.name.removeprefix("folder:").rstrip("/").split("/")[-1]]
+                + [f"{variant[0]} {variant[1]}px", float(reference.max()), float(diff.max())]
+                + [float(diff.mean()), float(tau), bool(np.argmax(other) == np.argmax(reference))]
+            )
+    headers = ["task", "variant", "best f32 score", "max |d score|", "mean |d score|"]
+    headers += ["Kendall tau", "top-1 match"]
+    print(_common.format_table(headers, rows))
+    for variant in variants[1:]:
+        mine = [r for r in rows if r[1] == f"{variant[0]} {variant[1]}px"]
+        print(
+            f"{variant[0]} {variant[1]}px: top-1 match {sum(r[6] for r in mine)}/{len(mine)} "
+            f"tasks, median tau {_common.median([r[5] for r in mine]):.3f} "
+            f"(min {min(r[5] for r in mine):.3f}), max |d score| {max(r[3] for r in mine):.4f}; "
+            f"embedding {seconds[variant]:.1f}s vs float32 {seconds[variants[0]]:.1f}s"
+        )
+
+
+def precision_speed(args):
+    """Forward-pass seconds of one R50x1 batch under each precision, interleaved repeats."""
+    import keras
+    import tensorflow as tf
+
+    from bit_experts.presets import create_model
+    from bit_experts.resnet_v2 import BiTResNetV2
+
+    side = args.r50x1_resolution
+    images = np.random.default_rng(0).uniform(0, 1, (args.speed_batch, side, side, 3))
+    images = tf.constant(images.astype(np.float32))
+    source = create_model("r50x1")
+    forwards = {}
+    for precision in ["float32"] + args.agreement_precisions:
+        policy = "float32" if precision == "float32" else f"mixed_{precision}"
+        model = BiTResNetV2.from_config({**source.get_config(), "dtype": policy})
+        model.set_weights(source.get_weights())
+        forwards[precision] = tf.function(lambda x, m=model: tf.cast(m(x), tf.float32))
+        forwards[precision](images)  # trace and warm up
+    times = {p: [] for p in forwards}
+    for _ in range(args.repeats):
+        for precision, forward in forwards.items():
+            start = time.perf_counter()
+            forward(images).numpy()
+            times[precision].append(time.perf_counter() - start)
+    reference = _common.median(times["float32"])
+    for precision, values in times.items():
+        print(
+            f"r50x1 {side}px batch {args.speed_batch} {precision}: median {_common.median(values):.2f}s "
+            f"[{min(values):.2f}-{max(values):.2f}] n={len(values)}, speed-up vs float32 "
+            f"{reference / _common.median(values):.2f}x (keras {keras.__version__}, "
+            f"load {os.getloadavg()[0]:.1f})"
+        )
 
 
 def linear_fit(xs, ys):
@@ -163,6 +368,14 @@ def linear_fit(xs, ys):
         float(slope),
         float(1.0 - (residual**2).sum() / total) if total else 1.0,
     )
+
+
+def print_profile(path, top=25):
+    """The `top` functions of a cProfile dump by cumulative time."""
+    import pstats
+
+    print(f"  profile of the rank command ({path}), by cumulative time:")
+    pstats.Stats(path).sort_stats("cumulative").print_stats(top)
 
 
 def parse_args(argv=None):
@@ -182,6 +395,26 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="child processes per (size, E)")
     parser.add_argument("--workdir", default=None, help="where modules and task go (default: tmp)")
     parser.add_argument("--timeout_s", type=float, default=3600.0, help="per child process")
+    parser.add_argument(
+        "--agreement",
+        action="store_true",
+        help="instead: agreement of --agreement_precisions/_resolutions with float32 on BANK",
+    )
+    parser.add_argument("--agreement_experts", type=int, default=8, help="modules to rank")
+    parser.add_argument("--agreement_resolution", type=int, default=32, help="modules' own px")
+    parser.add_argument("--agreement_precisions", default="bfloat16,float16", help="to compare")
+    parser.add_argument("--agreement_resolutions", default="16,24", help="reduced px to compare")
+    parser.add_argument(
+        "--precision_speed",
+        action="store_true",
+        help="instead: R50x1 forward seconds per --agreement_precisions, --repeats interleaved",
+    )
+    parser.add_argument("--speed_batch", type=int, default=8, help="images per timed R50x1 call")
+    parser.add_argument(
+        "--profile_dir",
+        default=None,
+        help="cProfile the rank command of repeat 0 into DIR/<size>_E<E>.pstats; print its top",
+    )
     # Child-process arguments (internal).
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--handles", help=argparse.SUPPRESS)
@@ -189,6 +422,7 @@ def parse_args(argv=None):
     parser.add_argument("--split", help=argparse.SUPPRESS)
     parser.add_argument("--resolution", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor_first", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--profile_out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return args
@@ -202,6 +436,13 @@ def parse_args(argv=None):
         parser.error("--experts and --r50x1_experts must be comma-separated integers")
     if min(args.experts + args.r50x1_experts, default=0) < 1:
         parser.error("pool sizes must be integers >= 1")
+    args.agreement_precisions = [p for p in args.agreement_precisions.split(",") if p]
+    if set(args.agreement_precisions) - {"bfloat16", "float16"}:
+        parser.error(f"--agreement_precisions: bfloat16, float16; got {args.agreement_precisions}")
+    try:
+        args.agreement_resolutions = [int(r) for r in args.agreement_resolutions.split(",") if r]
+    except ValueError:
+        parser.error("--agreement_resolutions must be comma-separated integers")
     if args.r50x1_split not in ("val200", "train800", "train800val200"):
         parser.error(
             f"--r50x1_split must be val200, train800 or train800val200; got {args.r50x1_split!r}"
@@ -217,6 +458,13 @@ def main(argv=None):
     args = parse_args(argv)
     if args.child:
         child_main(args)
+        return
+    if args.agreement or args.precision_speed:
+        print(f"machine: {_common.machine_line()}")
+        if args.agreement:
+            agreement(args)
+        else:
+            precision_speed(args)
         return
     print(f"machine: {_common.machine_line()}; batch {args.batch}, {args.repeats} repeats")
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-selection-")
@@ -245,15 +493,27 @@ def main(argv=None):
                 child_args = ["--child", "--handles", ",".join(handles[:num]), "--task", task]
                 child_args += ["--split", split, "--resolution", str(resolution)]
                 child_args += ["--batch", str(args.batch), "--floor_first", str(1 - repeat % 2)]
+                profile = None
+                if args.profile_dir and repeat == 0:
+                    os.makedirs(args.profile_dir, exist_ok=True)
+                    profile = os.path.join(args.profile_dir, f"{size}_E{num}.pstats")
+                    child_args += ["--profile_out", profile]
                 result = _common.run_child("benchmarks.selection", child_args, args.timeout_s)
+                if profile:
+                    print_profile(profile)
                 if not np.allclose(result["scores"], result["floor_scores"], atol=2e-3):
                     print(f"  WARNING: rank and floor kNN scores differ: {result}")
                 floor = result["floor_load_s"] + result["floor_forward_s"]
                 print(
-                    f"  {size} E={num} repeat {repeat}: rank {result['rank_s']:.2f}s, "
-                    f"floor {floor:.2f}s, warm {result['warm_s']:.2f}s, knn {result['knn_s']:.3f}s",
+                    f"  {size} E={num} repeat {repeat}: rank {result['rank_s']:.2f}s "
+                    f"({result['rank_cpu_s']:.1f} CPU s), floor {floor:.2f}s "
+                    f"({result['floor_cpu_s']:.1f} CPU s), warm {result['warm_s']:.2f}s, "
+                    f"knn {result['knn_s']:.3f}s, load {result['load']:.1f}-{result['load_end']:.1f}",
                     flush=True,
                 )
+                print("    after expert e: [s since start, RSS MiB, peak RSS MiB]")
+                for e, row in enumerate(result["rank_trace"], 1):
+                    print(f"    e={e}: {row[0]:.1f}s, {row[1]:.0f} MiB, peak {row[2]:.0f} MiB")
                 runs.setdefault((size, num), []).append(dict(result, floor_s=floor))
 
     rows, ratios, medians = [], {}, {}

@@ -1,9 +1,8 @@
 """Embeds a task split with every module of a pool, through the on-disk feature cache.
 
-Each module's features for (module identity, task fingerprint, split, resolution) are computed
-once and kept
-in a `vtab_eval.feature_cache.FeatureCache`, so a re-run, a killed run or an enlarged pool only
-computes what is new, and workers started with different shards fill one cache. A module that
+Each module's features for (module identity, task fingerprint, split, resolution, precision) are
+computed once and kept in a `vtab_eval.feature_cache.FeatureCache`, so a re-run, a killed run or an
+enlarged pool only computes what is new, and workers started with different shards fill one cache. A module that
 fails to load, returns features of the wrong rank or size, or non-finite features is reported by
 handle and left out; it never stops the others. Unless a resolution is forced, each module sees
 images at its own recommended resolution (metadata "resolution", else DEFAULT_RESOLUTION), so the
@@ -23,6 +22,9 @@ from vtab_eval import feature_cache
 
 # Image side for modules whose metadata recommends none (third-party modules; BiT's own side).
 DEFAULT_RESOLUTION = 224
+# Arithmetic of the embedding forward pass: "float32" runs the module as saved; the others rebuild
+# it from its Keras archive under Keras' mixed-precision policy (`load_module`).
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 class BadModuleError(ValueError):
@@ -112,14 +114,55 @@ def check_positive_int(name, value):
     return int(value)
 
 
-def load_module(handle):
-    """`hub.load(handle)`, or BadModuleError naming the handle."""
+def check_precision(precision):
+    """`precision` if it is one of PRECISIONS, else ValueError quoting it."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
+    return precision
+
+
+def load_module(handle, precision="float32"):
+    """The module at `handle` as a callable on float images `[N, H, W, 3]` in [0, 1].
+
+    float32: `hub.load(handle)`. bfloat16 / float16: the module's Keras archive
+    (`<module>/keras/expert.keras`, which every module `hub_export.publish` writes, read by
+    `bit_experts.load_expert`) rebuilt under Keras' `mixed_<precision>` dtype policy: weights kept in
+    float32 and cast per layer, convolutions and activations in `precision`, GroupNorm statistics
+    in float32 (`bit_experts.layers.GroupNorm`); outputs cast back to float32 `[N, d]`. Mixed
+    precision as in Micikevicius et al., "Mixed Precision Training" (ICLR 2018). Its speed-up
+    depends on the CPU (native bfloat16: x86 `avx512_bf16` / `amx_bf16`); measured speed and
+    agreement: benchmarks/RESULTS.md, "Ranking E experts vs the bare forward pass".
+
+    Raises:
+      BadModuleError: naming the handle: the module fails to load, or has no Keras archive for a
+        reduced precision.
+      ValueError: an unknown precision.
+    """
+    check_precision(precision)
     try:
-        return hub.load(handle)
+        if precision == "float32":
+            return hub.load(handle)
+        return _mixed_precision_model(handle, precision)
     except Exception as err:  # noqa: BLE001 - any failure to load is reported by handle
+        at = "" if precision == "float32" else f" in {precision} (needs its Keras archive)"
         raise BadModuleError(
-            f"module {handle!r} failed to load: {type(err).__name__}: {err}"
+            f"module {handle!r} failed to load{at}: {type(err).__name__}: {err}"
         ) from None
+
+
+def _mixed_precision_model(handle, precision):
+    """A tf.function images -> float32 features of `handle`'s Keras archive under mixed_<precision>."""
+    from bit_experts import expert_archive
+    from bit_experts.resnet_v2 import BiTResNetV2
+
+    source = expert_archive.load_expert(handle)
+    model = BiTResNetV2.from_config({**source.get_config(), "dtype": f"mixed_{precision}"})
+    model.set_weights(source.get_weights())
+
+    def forward(images):
+        return tf.cast(model(images), tf.float32)
+
+    return tf.function(forward, reduce_retracing=True, autograph=False)
 
 
 def call_module(module, images):
@@ -193,6 +236,7 @@ def embed_pool(
     data_dir=None,
     batch_size=64,
     cache_only=False,
+    precision="float32",
     log=None,
 ):
     """Features of `task`'s `split` at `resolution` under every module of `pool`.
@@ -207,16 +251,20 @@ def embed_pool(
       data_dir: TFDS data directory.
       batch_size: images per module call.
       cache_only: never compute; a module missing from the cache is a failure.
+      precision: one of PRECISIONS, the arithmetic of the forward pass (`load_module`); part of
+        the cache key. A module that cannot run at it is left out (a failure), never silently
+        computed in float32.
       log: optional callable(str) for progress lines.
 
     Returns:
       An EmbedResult.
 
     Raises:
-      ValueError: a resolution or batch_size that is not a positive integer, cache_only without
-        a cache_dir, or (TaskDataError) task images that cannot be read.
+      ValueError: a resolution or batch_size that is not a positive integer, an unknown
+        precision, cache_only without a cache_dir, or (TaskDataError) task images that cannot be read.
     """
     batch_size = check_positive_int("batch_size", batch_size)
+    check_precision(precision)
     if resolution is not None:
         resolution = check_positive_int("resolution", resolution)
     cache = feature_cache.FeatureCache(cache_dir) if cache_dir else None
@@ -231,12 +279,20 @@ def embed_pool(
         side = resolution or module_resolution(entry)
         result.resolutions[handle] = side
         prefix = f"[{index + 1}/{len(pool)}] {handle} at {side}px"
+        prefix += "" if precision == "float32" else f" in {precision}"
         try:
             key = identity = None
             if cache is not None:
                 identity = module_identity(entry)
-                key = cache.key(identity, task.fingerprint(), split, side, task_name=task.name)
-                hit = _cache_hit(cache, key, identity, task, expected)
+                key = cache.key(
+                    identity,
+                    task.fingerprint(),
+                    split,
+                    side,
+                    task_name=task.name,
+                    precision=precision,
+                )
+                hit = _cache_hit(cache, key, identity, task, expected, precision)
                 if hit is not None:
                     _add(result, handle, *hit, source="cached")
                     log(f"{prefix}: cached {hit[0].shape}")
@@ -244,7 +300,7 @@ def embed_pool(
             if cache_only:
                 raise BadModuleError(f"module {handle!r} has no cached features (cache_only)")
             start = time.time()
-            module = load_module(handle)
+            module = load_module(handle, precision)
             if side not in datasets:
                 # Decoded and resized once, kept in memory for the other experts: decoding per
                 # expert cost ~15% of a small module's embedding time (benchmarks/selection.py).
@@ -265,6 +321,7 @@ def embed_pool(
                         "task_fingerprint": task.fingerprint(),
                         "split": split,
                         "resolution": side,
+                        "precision": precision,
                     },
                 )
             _add(result, handle, features, labels, source="computed")
@@ -275,9 +332,10 @@ def embed_pool(
     return result
 
 
-def _cache_hit(cache, key, identity, task, expected_rows):
-    """The cached (features, labels) under `key` if its sidecar confirms the module identity and
-    task fingerprint (and the row count matches the split, where known); else None (recompute)."""
+def _cache_hit(cache, key, identity, task, expected_rows, precision="float32"):
+    """The cached (features, labels) under `key` if its sidecar confirms the module identity,
+    task fingerprint and precision (sidecars written before precision existed are float32), and
+    the row count matches the split, where known; else None (recompute)."""
     hit = cache.get(key)
     if hit is None:
         return None
@@ -285,6 +343,7 @@ def _cache_hit(cache, key, identity, task, expected_rows):
     if (
         sidecar.get("module_identity") != identity
         or sidecar.get("task_fingerprint") != task.fingerprint()
+        or sidecar.get("precision", "float32") != precision
         or (expected_rows is not None and hit[0].shape[0] != expected_rows)
     ):
         return None

@@ -1,14 +1,18 @@
 """On-disk cache of expert features for a task's images, shared by workers.
 
-One entry per (module identity, task fingerprint, split, resolution): `<key>.npz` holds `features` (float32
-[N, d]) and `labels` (int64 [N]); `<key>.json` beside it records where they came from. Every
-file is written under a unique temporary name in the same directory and renamed into place, so
-workers can fill one cache concurrently and a killed run never leaves a half-written entry.
-docs/selection.md describes the layout.
+One entry per (module identity, task fingerprint, split, resolution, precision): `<key>.npz` holds `features` (float32
+[N, d]) and `labels` (int64 [N]); `<key>.json` beside it records where they came from. The root may
+be a local folder or a URL of any `tf.io.gfile` filesystem (`gs://...`). Commit protocol
+(docs/workdir.md): the .npz is written first and the .json sidecar last, and an entry counts only
+once its sidecar is there and its .npz reads back whole with the sidecar's shape; so workers can
+fill one cache concurrently, and a killed run (or a rerun after a failure between the two writes)
+recomputes that entry and nothing else. Locally each file is also renamed into place
+(`bit_experts.atomic_files`). docs/selection.md describes the layout.
 """
 
 import datetime
 import hashlib
+import io
 import json
 import os
 import re
@@ -40,7 +44,7 @@ class FeatureCache:
     def __init__(self, root_dir: str):
         if not root_dir:
             raise ValueError("FeatureCache needs a root directory; got an empty path")
-        self.root_dir = os.fspath(root_dir)
+        self.root_dir = atomic_files.check_url(root_dir)  # local (file:// too) or a gfile URL
 
     @staticmethod
     def key(
@@ -50,8 +54,10 @@ class FeatureCache:
         resolution: int,
         *,
         task_name: str | None = None,
+        precision: str = "float32",
     ) -> str:
-        """The entry name for one module's features of one task split at one resolution.
+        """The entry name for one module's features of one task split at one resolution and
+        precision.
 
         Args:
           module_identity: what identifies the module's weights and code (`embed.module_identity`:
@@ -61,10 +67,12 @@ class FeatureCache:
           split: the task split.
           resolution: the image side the module saw.
           task_name: only for readability of the name (default: the fingerprint's start).
+          precision: the arithmetic of the forward pass (`embed.PRECISIONS`).
 
-        Readable (`<task>__<split>__<resolution>px__<module prefix>__<digest>`), safe as a file
-        name, and unique: the digest covers the exact, unshortened identities, split and
-        resolution (not the task name: equal content is equal features).
+        Readable (`<task>__<split>__<resolution>px[__<precision>]__<module prefix>__<digest>`),
+        safe as a file name, and unique: the digest covers the exact, unshortened identities,
+        split, resolution and (other than float32) precision (not the task name: equal content is
+        equal features). float32 keys are those of caches written before precision existed.
         """
         for name, value in (
             ("module_identity", module_identity),
@@ -77,10 +85,14 @@ class FeatureCache:
             raise ValueError(f"resolution must be a positive integer; got {resolution!r}")
         if resolution < 1:
             raise ValueError(f"resolution must be a positive integer; got {resolution}")
-        identity = json.dumps([module_identity, task_fingerprint, split, int(resolution)])
-        digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+        if not isinstance(precision, str) or not precision:
+            raise ValueError(f"precision must be a non-empty string; got {precision!r}")
+        fields = [module_identity, task_fingerprint, split, int(resolution)]
+        fields += [] if precision == "float32" else [precision]
+        digest = hashlib.sha256(json.dumps(fields).encode("utf-8")).hexdigest()[:16]
         readable = task_name or task_fingerprint[:12]
         parts = [_slug(readable, 48), _slug(split, 32), f"{int(resolution)}px"]
+        parts += [] if precision == "float32" else [_slug(precision, 16)]
         return "__".join(parts + [_slug(module_identity, 12), digest])
 
     def _path(self, key: str, extension: str) -> str:
@@ -92,16 +104,20 @@ class FeatureCache:
         return os.path.join(self.root_dir, key + extension)
 
     def get(self, key: str):
-        """Returns (features float32 [N, d], labels int64 [N]), or None if absent or unreadable.
+        """Returns (features float32 [N, d], labels int64 [N]), or None if absent, uncommitted
+        or unreadable.
 
-        An unreadable entry (truncated, corrupted, wrong contents) triggers a
-        CorruptCacheEntryWarning naming the file, and is then treated as missing.
+        An entry without its .json sidecar is not committed (its writer stopped between the two
+        writes) and counts as absent, silently. An unreadable entry (truncated, corrupted, wrong
+        contents, a shape other than its sidecar's) triggers a CorruptCacheEntryWarning naming the
+        file, and is then treated as missing.
         """
         path = self._path(key, ".npz")
-        if not os.path.exists(path):
+        sidecar = self.metadata(key)
+        if sidecar is None or not atomic_files.exists(path):
             return None
         try:
-            loaded = np.load(path, allow_pickle=False)
+            loaded = np.load(io.BytesIO(atomic_files.read_bytes(path)), allow_pickle=False)
             if not isinstance(loaded, np.lib.npyio.NpzFile):
                 raise ValueError("not an .npz archive")
             with loaded as archive:
@@ -113,7 +129,12 @@ class FeatureCache:
                 raise ValueError(
                     f"labels are {labels.dtype} {labels.shape}, not int64 [{features.shape[0]}]"
                 )
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            if "shape" in sidecar and list(sidecar["shape"]) != list(features.shape):
+                raise ValueError(
+                    f"features have shape {list(features.shape)}, its sidecar says "
+                    f"{sidecar['shape']}"
+                )
+        except (OSError, ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile) as err:
             warnings.warn(
                 f"feature cache entry {path} is unreadable ({err}); treating it as missing",
                 CorruptCacheEntryWarning,
@@ -129,9 +150,14 @@ class FeatureCache:
     def metadata(self, key: str):
         """The entry's JSON sidecar as a dict, or None if it is absent or unreadable."""
         path = self._path(key, ".json")
+        if atomic_files.is_url(path) and not atomic_files.exists(path):
+            return None  # gfile raises NotFoundError, not FileNotFoundError
         try:
-            with open(path, encoding="utf-8") as handle:
-                return json.load(handle)
+            with atomic_files.open_file(path, "rb") as handle:
+                sidecar = json.loads(handle.read().decode("utf-8"))
+            if not isinstance(sidecar, dict):
+                raise ValueError("not a JSON object")
+            return sidecar
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as err:
@@ -143,7 +169,7 @@ class FeatureCache:
             return None
 
     def put(self, key: str, features, labels, metadata: dict) -> None:
-        """Stores one entry atomically: the .npz first, then its .json sidecar.
+        """Stores one entry: the .npz first, then its .json sidecar, which commits it (`get`).
 
         Args:
           key: from `FeatureCache.key`.
@@ -176,7 +202,7 @@ class FeatureCache:
             sidecar_text = json.dumps(sidecar, indent=2, sort_keys=True) + "\n"
         except (TypeError, ValueError) as err:
             raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
-        os.makedirs(self.root_dir, exist_ok=True)
+        atomic_files.makedirs(self.root_dir)
         arrays = dict(features=features.astype(np.float32), labels=labels.astype(np.int64))
         _atomic_write(npz_path, lambda handle: np.savez(handle, **arrays))
         _atomic_write(

@@ -131,6 +131,7 @@ def rank(
     fallback_confidence=selectors.DEFAULT_FALLBACK_CONFIDENCE,
     confidence_level=confidence.DEFAULT_LEVEL,
     n_resamples=confidence.DEFAULT_RESAMPLES,
+    precision="float32",
     log=None,
 ):
     """Scores every expert of `pool` on `task` with `method` and picks one.
@@ -153,13 +154,16 @@ def rank(
       fallback_confidence: probability in [0, 1] the best expert must beat B with.
       confidence_level: coverage of the per-expert bootstrap intervals, in (0, 1).
       n_resamples: bootstrap resamples per interval.
+      precision: arithmetic of the experts' forward pass for the feature methods
+        (`embed.PRECISIONS`; bfloat16/float16 need each module's Keras archive, see
+        `embed.load_module`). Classifier outputs (EPN, baseline classifier) stay float32.
       log: optional callable(str) for progress lines.
 
     Returns:
       The ranking dict (docs/evaluation.md, "Ranking JSON").
 
     Raises:
-      ValueError: unknown method; bad task labels (fewer than 2 images, one class, out of range);
+      ValueError: unknown method or precision; bad task labels (fewer than 2 images, one class, out of range);
         a fallback the method or the pool cannot support.
       SelectorUnavailable: the pool lacks the EPN / baseline classifier / priors the method needs,
         or every expert was left out, or B was left out under the fallback.
@@ -169,6 +173,7 @@ def rank(
     _check_fallback(fallback, fallback_confidence, method, include_baseline)
     resolution = embed.check_positive_int("resolution", resolution) if resolution else None
     embed.check_positive_int("batch_size", batch_size)
+    embed.check_precision(precision)
     embed_kwargs = dict(
         cache_dir=cache_dir,
         data_dir=data_dir,
@@ -191,6 +196,7 @@ def rank(
         "method": method,
         "split": split,
         "resolution": resolution,
+        "precision": precision if method in selectors.FEATURE_METHODS else "float32",
         "num_images": None,
         "higher_is_better": method != "label_matching",
         "left_out": [],
@@ -198,7 +204,9 @@ def rank(
     scores = {}
     correct = None  # handle -> bool [N] per-image hits, for selectors.ROW_METHODS
     if method in selectors.FEATURE_METHODS:
-        embedded = embed.embed_pool(experts, task, split, resolution, **embed_kwargs)
+        embedded = embed.embed_pool(
+            experts, task, split, resolution, precision=precision, **embed_kwargs
+        )
         result["left_out"] = [{"handle": h, "error": e} for h, e in embedded.failures.items()]
         result["cache"] = {"computed": embedded.computed, "cached": embedded.cached}
         if not embedded.features:
@@ -419,13 +427,14 @@ def extract_shard(
     data_dir=None,
     batch_size=64,
     include_baseline=False,
+    precision="float32",
     log=None,
 ):
     """Computes (into the cache) the features of this worker's shard of the experts, each at
-    `resolution` (None or 0: its own, as `rank` does).
+    `resolution` (None or 0: its own, as `rank` does) in `precision` (`embed.PRECISIONS`).
 
     Returns:
-      {"task", "split", "resolution" (the forced side or None), "resolutions" (handle -> side),
+      {"task", "split", "resolution" (the forced side or None), "precision", "resolutions" (handle -> side),
       "num_shards", "shard_index", "experts" (this shard's handles), "computed", "cached",
       "left_out"}.
     """
@@ -446,12 +455,14 @@ def extract_shard(
         cache_dir=cache_dir,
         data_dir=data_dir,
         batch_size=batch_size,
+        precision=precision,
         log=log,
     )
     return {
         "task": task.name,
         "split": split,
         "resolution": resolution,
+        "precision": precision,
         "resolutions": embedded.resolutions,
         "num_shards": int(num_shards),
         "shard_index": int(shard_index),
