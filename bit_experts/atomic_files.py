@@ -1,7 +1,23 @@
-"""Atomic file writes: a temporary file in the target's directory, then `os.replace`.
+"""Committed file writes on a local disk and on any `tf.io.gfile` filesystem (docs/workdir.md).
 
-A process killed at any moment (SIGKILL included) leaves either the old file or the new one, never
-a half-written one. Every module of the package that writes results goes through here.
+Local paths: a temporary file in the target's directory, then `os.replace`, so a process killed at
+any moment (SIGKILL included) leaves either the old file or the new one, never a half-written one.
+
+URLs (`gs://`, `s3://`, `ram://`, ...; anything with a `scheme://`): object stores have no atomic
+rename, so nothing here renames. A single file is built in memory and written with one
+`tf.io.gfile.GFile` write (on GCS and S3 an object appears only once its upload completes, and
+replaces the old one whole). A unit of several files (a model folder, a checkpoint, a task folder, a
+feature-cache entry) is committed by writing its marker file last (`write_marker`): readers trust a
+unit only when its marker is there (`is_committed`), and a rerun rewrites a unit without one. The
+writers of work directories, collections, the feature cache and evaluation outputs go through here
+(docs/workdir.md lists them, and what stays local-only: those refuse a URL in one line,
+`require_local`); the path helpers below (`exists`, `listdir`, `open_file`, ...) pick `os` or
+`tf.io.gfile` by the path, so local behaviour is unchanged.
+
+`file://` paths are local paths (`normalize` strips the scheme), so they keep the local rename
+protocol. A URL whose scheme has no registered `tf.io.gfile` filesystem (`mylocal://x`, and `GS://`:
+schemes are case-sensitive) is refused with one ValueError line naming the path before anything is
+written; so is a `file://` URL that does not name an absolute path.
 
 `tempfile.mkstemp` and `tempfile.mkdtemp` create their results private (0600 / 0700) whatever the
 umask; renamed into place they would stay private and another user could not read a published
@@ -9,12 +25,261 @@ collection. So every temporary file or folder made here gets the mode a plain `o
 would have given it: 0666 & ~umask for files, 0777 & ~umask for folders.
 """
 
+import io
 import json
 import os
+import re
+import shutil
 import tempfile
 import threading
 
 _UMASK_LOCK = threading.Lock()
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_FILE_URL = re.compile(r"^file://(localhost)?", re.IGNORECASE)
+_KNOWN_SCHEMES = set()  # schemes found registered (a plugin may register more later)
+MARKER_FILE = "COMMITTED"  # the commit marker of a multi-file unit (`write_marker`)
+
+
+def normalize(path) -> str:
+    """`path` as a string, with a `file://` URL turned into its local path (`file:///a/b` and
+    `file://localhost/a/b` -> `/a/b`); any other path as it is.
+
+    Raises:
+      ValueError: a `file://` URL without an absolute path (`file://a/b`).
+    """
+    path = os.fspath(path)
+    match = _FILE_URL.match(path)
+    if not match:
+        return path
+    local = path[match.end() :]
+    if not local.startswith("/"):
+        raise ValueError(f"{path!r}: a file:// URL must name an absolute path (file:///dir/file)")
+    return local
+
+
+def is_url(path) -> bool:
+    """Whether `path` names a `tf.io.gfile` filesystem by a scheme (`gs://b/x`, `ram://x`), where
+    `os` functions do not apply and rename is not atomic. `file://` paths are local (`normalize`).
+    Syntax only: `check_url` (called by every helper here) checks the scheme is registered."""
+    return bool(_URL.match(normalize(path)))
+
+
+def check_url(path) -> str:
+    """`path` if it is local or a URL whose scheme has a registered `tf.io.gfile` filesystem.
+
+    Raises:
+      ValueError: one line naming `path`, for an unregistered scheme (`mylocal://x`, `GS://b`).
+    """
+    path = normalize(path)
+    match = _URL.match(path)
+    if not match or match.group(1) in _KNOWN_SCHEMES:
+        return path
+    scheme = match.group(1)
+    gfile = _gfile_module()
+    try:
+        known = set(gfile.get_registered_schemes())
+    except AttributeError:  # older TF: probe the filesystem (no network for an unknown scheme)
+        known = set()
+        try:
+            gfile.exists(path)
+            known.add(scheme)
+        except Exception as err:  # noqa: BLE001 (tf.errors.UnimplementedError: not registered)
+            if type(err).__name__ != "UnimplementedError":
+                known.add(scheme)
+    if scheme not in known:
+        hint = (
+            f"; schemes are case-sensitive: {scheme.lower()}://?" if scheme.lower() in known else ""
+        )
+        raise ValueError(
+            f"{path!r}: no tf.io.gfile filesystem for scheme {scheme!r} (registered: "
+            f"{', '.join(sorted(s for s in known if s))}){hint}"
+        )
+    _KNOWN_SCHEMES.add(scheme)
+    return path
+
+
+def require_local(path, name, advice) -> None:
+    """Raises ValueError (one line: `name`, `path`, `advice`) if `path` is a URL, for the places
+    that work on a local disk only (docs/workdir.md, "Not yet on a URL")."""
+    if is_url(path):
+        raise ValueError(f"{name}={os.fspath(path)!r} is a URL; it must be a local path: {advice}")
+
+
+def _gfile_module():
+    import tensorflow as tf  # noqa: PLC0415 (only URLs need it; importing TF takes seconds)
+
+    return tf.io.gfile
+
+
+def _gfile(path=None):
+    """`tf.io.gfile`, after checking `path`'s scheme is registered (`check_url`)."""
+    if path is not None:
+        check_url(path)
+    return _gfile_module()
+
+
+def _url_parent(path):
+    """The folder of URL `path` to create before writing it, or None when that is the scheme's
+    root (`os.path.dirname("ram://x")` is `ram:`, which gfile would create on the local disk)."""
+    parent = os.path.dirname(path)
+    match = _URL.match(parent + "/")
+    return parent if match and (parent + "/")[match.end() :].strip("/") else None
+
+
+def abspath(path) -> str:
+    """`os.path.abspath` for a local path (a `file://` URL becomes one); a URL as it is, after
+    `check_url`."""
+    path = check_url(path)
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def exists(path) -> bool:
+    path = check_url(path)
+    return _gfile().exists(path) if is_url(path) else os.path.exists(path)
+
+
+def isdir(path) -> bool:
+    path = check_url(path)
+    return _gfile().isdir(path) if is_url(path) else os.path.isdir(path)
+
+
+def isfile(path) -> bool:
+    path = check_url(path)
+    if is_url(path):
+        return _gfile().exists(path) and not _gfile().isdir(path)
+    return os.path.isfile(path)
+
+
+def listdir(path) -> list:
+    """The entry names in folder `path` (without gfile's trailing `/` on sub-folders)."""
+    path = check_url(path)
+    if is_url(path):
+        return [name.rstrip("/") for name in _gfile().listdir(path)]
+    return os.listdir(path)
+
+
+def makedirs(path) -> None:
+    path = check_url(path)
+    if is_url(path):
+        if _url_parent(path.rstrip("/") + "/x"):  # not a scheme's root (`ram://`)
+            _gfile().makedirs(path)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def remove(path) -> None:
+    path = check_url(path)
+    if is_url(path):
+        _gfile().remove(path)
+    else:
+        os.remove(path)
+
+
+def rmtree(path) -> None:
+    """Removes a folder and its contents; nothing if it is absent; errors are ignored."""
+    path = check_url(path)
+    if not is_url(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        if _gfile().exists(path):
+            _gfile().rmtree(path)
+    except Exception:  # noqa: BLE001 (tf.errors.OpError: best effort, as ignore_errors above)
+        pass
+
+
+def open_file(path, mode="rb"):
+    """`open(path, mode)` for a local path, `tf.io.gfile.GFile(path, mode)` for a URL (which
+    raises tf.errors.NotFoundError, not FileNotFoundError, for a missing file: test `exists`)."""
+    path = check_url(path)
+    if is_url(path):
+        return _gfile().GFile(path, mode)
+    return open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))  # noqa: SIM115
+
+
+def read_bytes(path) -> bytes:
+    with open_file(path, "rb") as f:
+        return f.read()
+
+
+def getsize(path) -> int:
+    path = check_url(path)
+    return _gfile().stat(path).length if is_url(path) else os.path.getsize(path)
+
+
+def upload_file(local_path, path) -> None:
+    """Copies the local file `local_path` onto `path` (a URL or a local path) in one write, as
+    `write_atomic` writes (used for files too big to build in memory: models, archives)."""
+    path = check_url(path)
+    local_path = normalize(local_path)
+    if not is_url(path):
+        write_atomic(path, lambda f: _copy_from(local_path, f))
+        return
+    if _url_parent(path):  # not at a scheme's root
+        _gfile().makedirs(_url_parent(path))
+    _forget_ram_file(path)
+    _gfile().copy(os.fspath(local_path), path, overwrite=True)
+
+
+def _forget_ram_file(path):
+    """TensorFlow's in-memory `ram://` filesystem (2.21) appends when a file is opened for writing
+    again instead of truncating it; remove the old one first. Only there: it is local to this
+    process, so no other reader sees the gap (on gs:// an upload replaces the object whole)."""
+    if path.startswith("ram://") and _gfile().exists(path):
+        _gfile().remove(path)
+
+
+def walk_files(root) -> list:
+    """Sorted relative POSIX paths of every file under folder `root` (local or a URL)."""
+    root = check_url(root)
+    if is_url(root):
+        walked = ((top, names) for top, _, names in _gfile().walk(root))
+    else:
+        walked = ((top, names) for top, _, names in os.walk(root))
+    files = []
+    for top, names in walked:
+        for name in names:
+            rel = os.path.relpath(os.path.join(top, name.rstrip("/")), root)
+            files.append(rel.replace(os.sep, "/"))
+    return sorted(files)
+
+
+def upload_tree(local_dir, path) -> None:
+    """Copies every file of the local folder `local_dir` under `path` (a URL), file by file (no
+    rename, not atomic: commit the copy afterwards, e.g. by listing it in a manifest)."""
+    for rel in walk_files(local_dir):
+        upload_file(os.path.join(local_dir, *rel.split("/")), f"{check_url(path)}/{rel}")
+
+
+def _copy_from(local_path, handle):
+    with open(local_path, "rb") as source:
+        shutil.copyfileobj(source, handle, 1 << 20)
+
+
+def write_marker(directory, payload=None) -> str:
+    """Commits the unit in `directory` (every other file of it written already) by writing its
+    marker file `MARKER_FILE` last: JSON of `payload` (default {}). Returns the marker's path."""
+    return write_json(os.path.join(check_url(directory), MARKER_FILE), payload or {})
+
+
+def remove_unit(directory) -> None:
+    """Removes a committed unit: its marker first, so that a removal stopped half-way leaves an
+    uncommitted folder (which readers skip), never a listed one with files missing."""
+    directory = check_url(directory)
+    marker = os.path.join(directory, MARKER_FILE)
+    if is_url(directory) and exists(marker):
+        remove(marker)
+    rmtree(directory)
+
+
+def is_committed(directory) -> bool:
+    """Whether the unit in `directory` is committed: its `MARKER_FILE` is there. A local folder
+    without one counts too, since local units appear in place only through `os.replace` (and
+    folders written before markers existed have none)."""
+    directory = check_url(directory)
+    if is_url(directory):
+        return isfile(os.path.join(directory, MARKER_FILE))
+    return os.path.isdir(directory)
 
 
 def current_umask() -> int:
@@ -58,8 +323,23 @@ def make_temp_dir(dir: str, prefix: str = ".tmp-") -> str:  # noqa: A002 (tempfi
 
 
 def write_atomic(path, write, binary=True):
-    """Calls `write(file)` on a temporary file next to `path`, then renames it onto `path`."""
-    path = os.fspath(path)
+    """Calls `write(file)` on a temporary file next to `path`, then renames it onto `path`.
+
+    For a URL `write(file)` fills an in-memory buffer, which then goes to `path` in one
+    `tf.io.gfile` write (no rename; see the module docstring): an error in `write` leaves `path`
+    as it was.
+    """
+    path = check_url(path)
+    if is_url(path):
+        buffer = io.BytesIO() if binary else io.StringIO()
+        write(buffer)
+        data = buffer.getvalue()
+        if _url_parent(path):  # not at a scheme's root
+            _gfile().makedirs(_url_parent(path))
+        _forget_ram_file(path)
+        with _gfile().GFile(path, "wb") as f:
+            f.write(data if binary else data.encode("utf-8"))
+        return path
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")

@@ -5,7 +5,8 @@ SavedModel through `keras.layers.TFSMLayer` but not fine-tune it with SGD-moment
 limitation). So every published module also ships the same weights as a `.keras` archive of the
 `BiTResNetV2`, at `<module folder>/keras/expert.keras` (`ARCHIVE_PATH`); this module writes and reads
 it. The model code uses `keras.ops` only, so the archive loads and trains on any Keras backend
-(TensorFlow, JAX); nothing here imports TensorFlow except `load_expert` on a remote TF Hub handle.
+(TensorFlow, JAX); nothing here imports TensorFlow except `load_expert` on a remote TF Hub handle
+and reads or writes of a `tf.io.gfile` URL (`gs://...`).
 
 The archive is the file `keras.Model.save` writes plus one member, `bit_experts_metadata.json` (the
 module's metadata; Keras ignores members it does not know). `load_expert(...).metadata` gives it back,
@@ -24,9 +25,11 @@ classifier or EPN. A packed adapter archive (role `packed`) holds every adapter 
 `expert=NAME` to get a standalone 1-expert model for one of them.
 """
 
+import io
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 
 import keras
@@ -79,29 +82,38 @@ def save_expert(model, path, metadata):
     """Writes `model` (a `BiTResNetV2`) and `metadata` (a JSON-serialisable dict) to `path`.
 
     `path` must end in `.keras`; it is replaced atomically (a killed save leaves the old file or
-    none, never a partial one). Raises ValueError for another model class, a path without the
-    `.keras` suffix, or metadata missing a key of `REQUIRED_METADATA` or not matching the model
+    none, never a partial one): locally by a rename, on a `tf.io.gfile` URL (`gs://...`, no
+    atomic rename) by building the archive on the local disk and uploading it in one write
+    (docs/workdir.md, commit protocol). Raises ValueError for another model class, a path without
+    the `.keras` suffix, or metadata missing a key of `REQUIRED_METADATA` or not matching the model
     (feature_dim; for role `packed`, one named entry of `experts` per adapter expert).
-    Returns the absolute path.
+    Returns the absolute path (a URL as given).
     """
-    path = os.path.abspath(os.fspath(path))
+    path = atomic_files.abspath(os.fspath(path))
     if not isinstance(model, BiTResNetV2):
         raise ValueError(f"save_expert needs a BiTResNetV2, got {type(model).__name__}")
     if not path.endswith(".keras"):
         raise ValueError(f"an expert archive's path must end in .keras, got {path!r}")
     _check_metadata(model, metadata, path)
     text = json.dumps(metadata, indent=2, sort_keys=True)  # TypeError now, not after the save.
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp_dir = atomic_files.make_temp_dir(directory, prefix=f".{os.path.basename(path)}.tmp-")
+    remote = atomic_files.is_url(path)
+    if remote:
+        tmp_dir = tempfile.mkdtemp(prefix="bit-experts-archive-")
+    else:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp_dir = atomic_files.make_temp_dir(directory, prefix=f".{os.path.basename(path)}.tmp-")
     try:
         tmp = os.path.join(tmp_dir, os.path.basename(path))
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(METADATA_MEMBER, text)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if remote:
+            atomic_files.upload_file(tmp, path)  # one write: the old object or the new one
+        else:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
@@ -110,7 +122,7 @@ def save_expert(model, path, metadata):
 def replace_metadata(path, metadata):
     """Rewrites the metadata of the expert archive at `path`, keeping every other member's bytes;
     atomic. The model is not loaded, so `metadata` is checked only for `REQUIRED_METADATA`."""
-    path = os.path.abspath(os.fspath(path))
+    path = atomic_files.abspath(os.fspath(path))
     read_metadata(path)  # ValueError unless it is an expert archive.
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
@@ -118,7 +130,7 @@ def replace_metadata(path, metadata):
     text = json.dumps(metadata, indent=2, sort_keys=True)
 
     def write(f):
-        with zipfile.ZipFile(path) as src, zipfile.ZipFile(f, "w") as dst:
+        with zipfile.ZipFile(_zip_source(path)) as src, zipfile.ZipFile(f, "w") as dst:
             for info in src.infolist():
                 if info.filename != METADATA_MEMBER:
                     dst.writestr(info, src.read(info))
@@ -151,10 +163,16 @@ def archive_path(handle_or_path):
     return os.path.abspath(path)
 
 
+def _zip_source(path):
+    """What `zipfile.ZipFile` reads: a local path, or a URL's bytes in memory."""
+    return io.BytesIO(atomic_files.read_bytes(path)) if atomic_files.is_url(path) else path
+
+
 def read_metadata(path):
-    """The metadata dict stored in the `.keras` archive at `path` (ValueError if it has none)."""
+    """The metadata dict stored in the `.keras` archive at `path` (ValueError if it has none);
+    `path` may be a `tf.io.gfile` URL."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(_zip_source(path)) as archive:
             if METADATA_MEMBER not in archive.namelist():
                 raise ValueError(
                     f"{path}: not an expert archive (no {METADATA_MEMBER}; write it with save_expert)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import itertools
 import json
 import os
@@ -421,8 +422,10 @@ def save_domains(domains: Sequence[ExpertDomain], path: str) -> None:
 
 
 def load_domains(path: str) -> list[ExpertDomain]:
-    """Reads domains written by save_domains (the indices file must sit next to the JSON)."""
-    with open(path, encoding="utf-8") as f:
+    """Reads domains written by save_domains (the indices file must sit next to the JSON).
+
+    `path` may be a URL of a `tf.io.gfile` filesystem (`gs://...`, a remote work directory)."""
+    with atomic_files.open_file(path, "r") as f:
         try:
             entries = json.load(f)
         except json.JSONDecodeError as e:
@@ -450,11 +453,12 @@ def load_domains(path: str) -> list[ExpertDomain]:
                     f"{path}: entry {i} image_indices file {name!r} leaves the folder of "
                     "expert_domains.json (expected a file name beside it)"
                 )
-            file = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+            file = os.path.join(os.path.dirname(atomic_files.abspath(path)), name)
             if file not in loaded:
-                if not os.path.exists(file):
+                if not atomic_files.exists(file):
                     raise FileNotFoundError(f"{path}: image index file {file} does not exist")
-                loaded[file] = np.load(file)
+                local = not atomic_files.is_url(file)
+                loaded[file] = np.load(file if local else io.BytesIO(atomic_files.read_bytes(file)))
             if ref["key"] not in loaded[file].files:
                 raise ValueError(f"{path}: entry {i} key {ref['key']!r} is not in {file}")
             domains.append(

@@ -25,7 +25,6 @@ import numpy as np
 from bit_experts import atomic_files
 from hub_export import handles
 from hub_export.handles import CollectionError, ModuleError
-from hub_export.identity import file_sha256
 from hub_export.module import read_metadata
 
 __all__ = [
@@ -94,15 +93,15 @@ def resolve_pool(spec, verify_checksums=True, check_signatures=True, all_version
     Raises CollectionError (or its subclass ModuleError) naming the module or handle at fault.
     """
     spec = os.fspath(spec)
-    if os.path.isdir(spec):
+    if atomic_files.isdir(spec):
         manifest_path = os.path.join(spec, MANIFEST_FILE)
-        if not os.path.isfile(manifest_path):
+        if not atomic_files.isfile(manifest_path):
             raise CollectionError(
                 f"{spec} has no {MANIFEST_FILE}: expected a collection directory, a manifest or "
                 "a text file of module handles"
             )
         return _pool_from_manifest(manifest_path, verify_checksums, check_signatures, all_versions)
-    if not os.path.isfile(spec):
+    if not atomic_files.isfile(spec):
         raise CollectionError(f"collection {spec!r} does not exist")
     if _looks_like_json(spec):
         return _pool_from_manifest(spec, verify_checksums, check_signatures, all_versions)
@@ -183,15 +182,14 @@ def label_priors(spec):
 def _looks_like_json(path):
     if path.endswith(".json"):
         return True
-    with open(path, "rb") as f:
+    with atomic_files.open_file(path, "rb") as f:
         return f.read(64).lstrip().startswith(b"{")
 
 
 def load_manifest(path):
     """Parses and checks a manifest file; CollectionError if it is malformed."""
     try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
+        manifest = json.loads(atomic_files.read_bytes(path).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CollectionError(f"manifest {path}: unreadable or not valid JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -232,10 +230,10 @@ def load_manifest(path):
 
 def _load_manifest_of(spec):
     spec = os.fspath(spec)
-    path = os.path.join(spec, MANIFEST_FILE) if os.path.isdir(spec) else spec
-    if not os.path.isfile(path):
+    path = os.path.join(spec, MANIFEST_FILE) if atomic_files.isdir(spec) else spec
+    if not atomic_files.isfile(path):
         raise CollectionError(f"collection {spec!r}: {path} does not exist")
-    return load_manifest(path), os.path.dirname(os.path.abspath(path))
+    return load_manifest(path), os.path.dirname(atomic_files.abspath(path))
 
 
 def _upstream_ref(manifest, key, spec):
@@ -255,10 +253,9 @@ def _inside(relative):
 
 def _read_checked(root, ref, spec):
     path = os.path.join(root, ref["file"])
-    if not os.path.isfile(path):
+    if not atomic_files.isfile(path):
         raise CollectionError(f"collection {spec!r}: {ref['file']} is missing")
-    with open(path, "rb") as f:
-        data = f.read()
+    data = atomic_files.read_bytes(path)
     if hashlib.sha256(data).hexdigest() != ref["sha256"]:
         raise CollectionError(
             f"collection {spec!r}: checksum mismatch for {ref['file']} (modified or truncated)"
@@ -282,13 +279,13 @@ def _latest_only(entries):
 
 def _pool_from_manifest(path, verify_checksums, check_signatures, all_versions):
     manifest = load_manifest(path)
-    root = os.path.dirname(os.path.abspath(path))
+    root = os.path.dirname(atomic_files.abspath(path))
     entries = manifest["modules"] if all_versions else _latest_only(manifest["modules"])
     pool = []
     for e in entries:
         label = f"{e['name']}/{e['version']}"
         module_dir = os.path.join(root, *e["path"].split("/"))
-        if not os.path.isdir(module_dir):
+        if not atomic_files.isdir(module_dir):
             raise ModuleError(f"module {label!r}: listed in {path} but {module_dir} is missing")
         if verify_checksums and handles.module_sha256(module_dir) != e["sha256"]:
             raise ModuleError(
@@ -373,7 +370,8 @@ def _pool_from_handle_list(path, verify_checksums, check_signatures):
 # --- writing (used by hub_export.publish) -------------------------------------------------------
 
 
-# Every collection file is written atomically (the shared helper, under the name publish uses).
+# Every collection file is written atomically (the shared helper, under the name publish uses): by
+# rename locally, in one object write on a `tf.io.gfile` URL (docs/hub_modules.md, "Commit protocol").
 write_bytes_atomic = atomic_files.write_bytes
 
 
@@ -408,7 +406,9 @@ def write_content_addressed(collection_dir, stem, suffix, data):
     digest = hashlib.sha256(data).hexdigest()
     name = f"{stem}-{digest[:8]}{suffix}"
     path = os.path.join(collection_dir, name)
-    if not os.path.isfile(path) or file_sha256(path) != digest:
+    if not atomic_files.isfile(path) or (
+        hashlib.sha256(atomic_files.read_bytes(path)).hexdigest() != digest
+    ):
         write_bytes_atomic(path, data)
     return {"file": name, "sha256": digest}
 

@@ -7,6 +7,10 @@ publish), and otherwise gives up after `timeout` seconds with one line naming th
 
 Holders keep it only while they change the collection's listing (a few file writes), never while
 they export or validate a module, so concurrent publishers into one collection take turns.
+
+A collection on a `tf.io.gfile` URL (`gs://...`) has no exclusive create: there the lock is written
+when absent and read back, which serialises publishers that start seconds apart but not two that
+create it in the same instant (docs/hub_modules.md: run one publisher per remote collection).
 """
 
 import json
@@ -16,6 +20,8 @@ import sys
 import threading
 import time
 import uuid
+
+from bit_experts import atomic_files
 
 LOCK_FILE = ".publish.lock"
 
@@ -84,7 +90,8 @@ class CollectionLock:
     _registry_lock = threading.Lock()
 
     def __init__(self, collection_dir, timeout=600.0, poll=0.1, log=print):
-        self.path = os.path.join(os.path.abspath(os.fspath(collection_dir)), LOCK_FILE)
+        self.path = os.path.join(atomic_files.abspath(collection_dir), LOCK_FILE)
+        self.remote = atomic_files.is_url(self.path)
         self.timeout = float(timeout)
         self.poll = float(poll)
         self.log = log
@@ -130,7 +137,7 @@ class CollectionLock:
         reported = False
         while True:
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = self._create()
             except FileExistsError:
                 holder = self.read_holder()
                 if holder is not None and self._is_stale(holder):
@@ -148,16 +155,33 @@ class CollectionLock:
                     reported = True
                 time.sleep(self.poll)
                 continue
+            if fd is None:
+                return  # remote: written and read back by _create
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self._record(), f)
             return
+
+    def _create(self):
+        """Creates the lock file exclusively: an open descriptor to write the record into, or
+        (remote) None once the record is written and read back; FileExistsError when held."""
+        if not self.remote:
+            return os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        if atomic_files.exists(self.path):
+            raise FileExistsError(self.path)
+        atomic_files.write_json(self.path, self._record())
+        time.sleep(self.poll)  # let a writer that created it in the same instant write too
+        holder = self.read_holder()
+        if holder is None or holder.get("token") != self._state.token:
+            raise FileExistsError(self.path)  # the other one's record won: wait for it
+        return None
 
     def read_holder(self):
         """The holder's record, or None when the lock file is absent or (briefly, while its holder
         writes it) empty or unreadable."""
         try:
-            with open(self.path, encoding="utf-8") as f:
-                holder = json.load(f)
+            if self.remote and not atomic_files.exists(self.path):
+                return None
+            holder = json.loads(atomic_files.read_bytes(self.path).decode("utf-8"))
             return holder if isinstance(holder, dict) else None
         except (OSError, ValueError):
             return None
@@ -170,6 +194,11 @@ class CollectionLock:
 
     def _break(self, holder):
         """Removes a dead holder's lock, unless another writer broke it and took the lock since."""
+        if self.remote:  # no rename there: re-read, then remove (a narrow race, see the top)
+            if (self.read_holder() or {}).get("token") == holder.get("token"):
+                atomic_files.remove(self.path)
+                self.log(f"removed the stale lock of {holder_description(holder)}")
+            return
         aside = f"{self.path}.stale-{uuid.uuid4().hex}"
         try:
             os.rename(self.path, aside)
@@ -194,5 +223,5 @@ class CollectionLock:
     def _release_file(self):
         holder = self.read_holder()
         if holder is not None and holder.get("token") == self._state.token:
-            os.remove(self.path)
+            atomic_files.remove(self.path)
         self._state.token = None

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from bit_experts import atomic_files
 from hub_export import identity
 from hub_export.module import HubModule
 from hub_export.packed import PackedAdapterModule
@@ -182,7 +183,13 @@ def plan_workdir(workdir):
     Returns `(planned, label_names)`. Models are loaded lazily, once per model folder,
     and kept until a module of that folder calls `release()`.
     """
-    workdir = os.path.abspath(os.fspath(workdir))
+    atomic_files.require_local(
+        workdir,
+        "--workdir",
+        "publishing reads a local training work directory; copy it to a local disk first "
+        "(e.g. gsutil -m cp -r), then publish (--collection_dir may be a URL)",
+    )
+    workdir = atomic_files.abspath(workdir)
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"work directory {workdir} does not exist")
     label_names = read_label_names(workdir)

@@ -11,6 +11,8 @@ import os
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
+from bit_experts import atomic_files
+
 
 class CollectionError(ValueError):
     """A collection, manifest, handle list or module that cannot be used; the message names it."""
@@ -56,14 +58,9 @@ def resolve(handle, name=None):
 
 
 def module_files(module_dir):
-    """Sorted relative POSIX paths of every regular file under `module_dir`."""
-    files = []
-    for root, dirs, names in os.walk(module_dir):
-        dirs.sort()
-        for n in names:
-            rel = os.path.relpath(os.path.join(root, n), module_dir)
-            files.append(rel.replace(os.sep, "/"))
-    return sorted(files)
+    """Sorted relative POSIX paths of every regular file under `module_dir` (a local folder or a
+    `tf.io.gfile` URL)."""
+    return atomic_files.walk_files(module_dir)
 
 
 def module_sha256(module_dir):
@@ -73,7 +70,7 @@ def module_sha256(module_dir):
     total = hashlib.sha256()
     for rel in module_files(module_dir):
         digest = hashlib.sha256()
-        with open(os.path.join(module_dir, rel), "rb") as f:
+        with atomic_files.open_file(os.path.join(module_dir, rel), "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         total.update(rel.encode("utf-8") + b"\0" + digest.hexdigest().encode("ascii") + b"\n")
@@ -82,15 +79,15 @@ def module_sha256(module_dir):
 
 def _read_saved_model(module_dir, label):
     pb = os.path.join(module_dir, "saved_model.pb")
-    if not os.path.isfile(pb):
-        if os.path.isfile(os.path.join(module_dir, "tfhub_module.pb")):
+    if not atomic_files.isfile(pb):
+        if atomic_files.isfile(os.path.join(module_dir, "tfhub_module.pb")):
             raise ModuleError(
                 f"module {label!r}: {module_dir} is in the TF1 Hub format; a TF2 SavedModel is needed"
             )
         raise ModuleError(f"module {label!r}: {module_dir} has no saved_model.pb")
     proto = saved_model_pb2.SavedModel()
     try:
-        with open(pb, "rb") as f:
+        with atomic_files.open_file(pb, "rb") as f:
             proto.ParseFromString(f.read())
     except Exception as error:  # protobuf raises DecodeError and others.
         raise ModuleError(f"module {label!r}: {pb} is corrupt ({error})") from None

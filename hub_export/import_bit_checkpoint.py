@@ -24,7 +24,7 @@ import tempfile
 
 from absl import app, flags
 
-from bit_experts import checkpoint, cli
+from bit_experts import atomic_files, checkpoint, cli
 from hub_export import identity, keras_artifact
 from hub_export.module import HubModule, save_module
 
@@ -68,6 +68,12 @@ def import_checkpoint(
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive integer (pixels), got {resolution!r}")
+    atomic_files.require_local(
+        output_dir,
+        "--output_dir",
+        "the module is saved locally; publish it to a URL with --collection_dir (or "
+        "hub_export.publish --module=DIR --collection_dir=URL)",
+    )
     model = checkpoint.load_bit_checkpoint(checkpoint_path, num_classes=0, groups=groups)
     metadata = {
         "name": os.path.splitext(os.path.basename(checkpoint_path))[0],

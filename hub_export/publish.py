@@ -207,13 +207,13 @@ def _open_collection(collection_dir, publisher, description, license=None, citat
     path = _manifest_path(collection_dir)
     given = {"description": description, "license": license, "citation": citation}
     given = {k: v for k, v in given.items() if v}
-    if os.path.isfile(path):
+    if atomic_files.isfile(path):
         manifest = collection.load_manifest(path)
         if any(manifest.get(k) != v for k, v in given.items()):
             manifest.update(given)
             _write_listing(collection_dir, manifest, publisher, description)
         return manifest
-    leftovers = sorted(f for f in os.listdir(collection_dir) if not f.startswith("."))
+    leftovers = sorted(f for f in atomic_files.listdir(collection_dir) if not f.startswith("."))
     if leftovers:
         raise CollectionError(
             f"{collection_dir} is not empty and holds no {collection.MANIFEST_FILE} "
@@ -276,7 +276,7 @@ def _select(planned, manifest, collection_dir, version, overwrite, log):
 
 def _intact(collection_dir, entry):
     module_dir = os.path.join(collection_dir, *entry["path"].split("/"))
-    return os.path.isdir(module_dir) and handles.module_sha256(module_dir) == entry["sha256"]
+    return atomic_files.isdir(module_dir) and handles.module_sha256(module_dir) == entry["sha256"]
 
 
 def _list_module(manifest, entry):
@@ -330,9 +330,13 @@ def _write_listing(collection_dir, manifest, publisher, description):
 
 def _make_staging(collection_dir):
     """A staging folder owned by this process (called under the lock, so that every staging folder
-    without an owner record is a leftover)."""
+    without an owner record is a leftover). For a collection on a `tf.io.gfile` URL it is a local
+    temporary folder: modules are exported and validated on the local disk, then uploaded."""
     import json
+    import tempfile
 
+    if atomic_files.is_url(collection_dir):
+        return tempfile.mkdtemp(prefix="bit-experts" + STAGING_PREFIX)
     staging = atomic_files.make_temp_dir(collection_dir, prefix=STAGING_PREFIX)
     owner = {
         "pid": os.getpid(),
@@ -369,36 +373,48 @@ def clean_stale(collection_dir, log=print):
     Returns the relative paths removed.
     """
     path = _manifest_path(collection_dir)
-    manifest = collection.load_manifest(path) if os.path.isfile(path) else None
+    manifest = collection.load_manifest(path) if atomic_files.isfile(path) else None
     listed = {e["path"] for e in manifest["modules"]} if manifest else set()
     keep = {ref["file"] for ref in ((manifest or {}).get("upstream") or {}).values()}
     removed = []
 
     def remove(rel):
         full = os.path.join(collection_dir, rel)
-        if os.path.isdir(full) and not os.path.islink(full):
+        if atomic_files.is_url(full):
+            if atomic_files.isdir(full):
+                atomic_files.rmtree(full)
+            elif atomic_files.exists(full):
+                atomic_files.remove(full)
+        elif os.path.isdir(full) and not os.path.islink(full):
             shutil.rmtree(full, ignore_errors=True)
         elif os.path.lexists(full):
             os.remove(full)
         removed.append(rel)
 
-    for f in sorted(os.listdir(collection_dir)):
+    for f in sorted(atomic_files.listdir(collection_dir)):
         full = os.path.join(collection_dir, f)
-        if f.startswith(STAGING_PREFIX) and os.path.isdir(full):
+        if f.startswith(STAGING_PREFIX) and atomic_files.isdir(full):
             if _staging_is_stale(full):
                 remove(f)
-        elif f.startswith(".") and (f.endswith(".tmp") or ".stale-" in f) and os.path.isfile(full):
+        elif (
+            f.startswith(".")
+            and (f.endswith(".tmp") or ".stale-" in f)
+            and atomic_files.isfile(full)
+        ):
             remove(f)  # Every write to the collection's root happens under the lock.
         elif f.startswith(("label_names-", "label_priors-")) and manifest and f not in keep:
             remove(f)
-        elif not f.startswith(".") and os.path.isdir(full):
-            for v in sorted(os.listdir(full)):
+        elif not f.startswith(".") and atomic_files.isdir(full):
+            for v in sorted(atomic_files.listdir(full)):
                 if v.startswith(".old-") or ".tmp-" in v:
                     remove(f"{f}/{v}")
                 elif v.isdigit() and f"{f}/{v}" not in listed:
                     remove(f"{f}/{v}")
-            if not os.listdir(full) and not any(p.startswith(f + "/") for p in listed):
-                os.rmdir(full)
+            if not atomic_files.listdir(full) and not any(p.startswith(f + "/") for p in listed):
+                if atomic_files.is_url(full):
+                    atomic_files.rmtree(full)
+                else:
+                    os.rmdir(full)
     for rel in removed:
         log(f"removed {rel} from {collection_dir} (no listed module or manifest entry uses it)")
     return removed
@@ -465,15 +481,15 @@ def publish(
         raise ValueError("publish needs a collection_dir")
     if version is not None and int(version) < 1:
         raise ValueError(f"version must be a positive integer, got {version!r}")
-    collection_dir = os.path.abspath(os.fspath(collection_dir))
+    collection_dir = atomic_files.abspath(collection_dir)  # a local folder or a tf.io.gfile URL
     planned, label_names = _plan([os.fspath(w) for w in workdirs], modules, only, renames)
     for p in planned:
         p.source_fingerprint = identity.derived_source_fingerprint(
             p.source_fingerprint, license=license, citation=citation
         )
-    if os.path.exists(collection_dir) and not os.path.isdir(collection_dir):
+    if atomic_files.exists(collection_dir) and not atomic_files.isdir(collection_dir):
         raise CollectionError(f"collection {collection_dir} is a file, expected a folder")
-    os.makedirs(collection_dir, exist_ok=True)
+    atomic_files.makedirs(collection_dir)
     lock = collection_lock.CollectionLock(collection_dir, timeout=lock_timeout, log=log)
     with lock:
         manifest = _open_collection(collection_dir, publisher, description, license, citation)
@@ -555,10 +571,9 @@ def _commit(
         # Another publisher took this version meanwhile: take the next one.
         entry = _renumber(module_dir, entry, max(versions) + 1, publisher, collection_dir)
     target = os.path.join(collection_dir, planned.name, str(entry["version"]))
-    os.makedirs(os.path.dirname(target), exist_ok=True)
     # A listed version is only replaced with overwrite (checked above); an unlisted folder there is
     # the leftover of a killed publish.
-    _replace_directory(module_dir, target, overwrite=True)
+    _move_into_place(module_dir, target)
     if new_revision and manifest["modules"]:
         manifest["version"] = collection.collection_version(manifest) + 1
     _list_module(manifest, entry)
@@ -570,6 +585,19 @@ def _commit(
         )
     _write_listing(collection_dir, manifest, publisher, manifest.get("description"))
     return entry
+
+
+def _move_into_place(module_dir, target):
+    """Puts a staged module at `target`: locally by rename (`_replace_directory`); on a
+    `tf.io.gfile` URL, where a folder rename is a copy, by uploading its files after removing what
+    was there. Either way the module counts only once the manifest lists it (written after this),
+    and `clean_stale` removes an unlisted folder (docs/hub_modules.md, "Commit protocol")."""
+    if atomic_files.is_url(target):
+        atomic_files.rmtree(target)
+        atomic_files.upload_tree(module_dir, target)
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    _replace_directory(module_dir, target, overwrite=True)
 
 
 def _write_module_files(module_dir, metadata, publisher, handle):

@@ -29,7 +29,7 @@ import time
 
 from absl import app, flags
 
-from bit_experts import cli
+from bit_experts import atomic_files, cli
 from vtab_eval import audit_metrics as metrics
 
 AUDIT_FORMAT = 1
@@ -67,12 +67,23 @@ def bank_task_names(bank_dir, names=None, log=print):
     from bit_experts import world
     from vtab_eval import offline_demo
 
+    atomic_files.require_local(
+        bank_dir, "--bank_dir", "folder: tasks read local folders; write the bank to a local disk"
+    )
     names = list(names or world.BANK)
     log(f"task bank: {len(names)} tasks in {bank_dir}")
     paths = world.write_downstream_tasks(
         bank_dir, seed=0, image_size=offline_demo.IMAGE_SIZE, tasks=names
     )
     return [f"folder:{os.path.abspath(p)}" for p in paths]
+
+
+def _absolute(flag, path):
+    """`atomic_files.abspath(path)` (a URL as it is), or ValueError naming `flag`."""
+    try:
+        return atomic_files.abspath(path)
+    except ValueError as err:
+        raise ValueError(f"{flag}: {err}") from None
 
 
 def check_arguments(seeds, proxies, quick, fallback_confidence, reference):
@@ -419,7 +430,12 @@ def prepare(
     problems += preflight.check_numbers(**numbers)
     for flag, path in paths.items():
         problems += preflight.check_output_dir(path, flag)
-    if upstream_dir and not os.path.isdir(upstream_dir):
+    if upstream_dir and atomic_files.is_url(upstream_dir):
+        problems.append(
+            f"--upstream_dir={upstream_dir}: is a URL; slice accuracy reads a local work "
+            "directory: copy it to a local disk"
+        )
+    elif upstream_dir and not os.path.isdir(upstream_dir):
         problems.append(
             f"--upstream_dir={upstream_dir}: not a folder; expected an upstream workdir"
         )
@@ -504,9 +520,9 @@ def audit_command(
     from vtab_eval import executor as executor_lib
 
     started = time.time()
-    output_dir = os.path.abspath(output_dir)
-    memo_dir = os.path.abspath(memo_dir or os.path.join(output_dir, "finetunes"))
-    cache_dir = os.path.abspath(cache_dir or os.path.join(output_dir, "feature_cache"))
+    output_dir = _absolute("--output_dir", output_dir)
+    memo_dir = _absolute("--memo_dir", memo_dir or os.path.join(output_dir, "finetunes"))
+    cache_dir = _absolute("--cache_dir", cache_dir or os.path.join(output_dir, "feature_cache"))
     seeds = list(seeds if seeds is not None else (QUICK_SEEDS if quick else DEFAULT_SEEDS))
     proxies = list(proxies)
     if fallback_confidence is None:
@@ -709,8 +725,7 @@ def main(argv):
             upstream_dir=FLAGS.upstream_dir,
             command="python -m vtab_eval.audit " + " ".join(sys.argv[1:]),
         )
-        with open(os.path.join(FLAGS.output_dir, "audit.md"), encoding="utf-8") as f:
-            print(f.read())
+        print(atomic_files.read_bytes(os.path.join(FLAGS.output_dir, "audit.md")).decode("utf-8"))
 
 
 if __name__ == "__main__":

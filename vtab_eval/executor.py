@@ -12,6 +12,10 @@
   scalars of every fine-tune in `tensorboard/` (core TF writes them; no TensorBoard install is
   needed), test-set predictions of every final fine-tune in `predictions/`
   (.npz), and with `save_models` the fine-tuned classifier in `models/` (a SavedModel).
+* Where: the memo folder and `output_dir` may be local or a URL of any `tf.io.gfile` filesystem
+  (`gs://...`, docs/workdir.md "commit protocol"): each memo file and prediction file is one write
+  there (no rename), so a memo file exists whole or not at all; `save_models` needs a local
+  `output_dir` (`vtab_eval.finetune` refuses a URL before training).
 """
 
 import json
@@ -20,6 +24,7 @@ import re
 import sys
 import time
 
+from bit_experts import atomic_files
 from vtab_eval import report
 
 MEMO_FORMAT = 1
@@ -40,7 +45,7 @@ class Memo:
     """Content-keyed fine-tune results under `directory` (one atomic JSON file per spec)."""
 
     def __init__(self, directory):
-        self.directory = os.path.abspath(directory)
+        self.directory = atomic_files.abspath(directory)
 
     def path(self, key):
         return os.path.join(self.directory, f"{key}.json")
@@ -216,14 +221,13 @@ class Executor:
 def load_records(memo_dir):
     """{key: result} of every readable memo file (for reports and inspection)."""
     found = {}
-    if not os.path.isdir(memo_dir):
+    if not atomic_files.isdir(memo_dir):
         return found
-    for name in sorted(os.listdir(memo_dir)):
+    for name in sorted(atomic_files.listdir(memo_dir)):
         if not name.endswith(".json") or name.startswith("."):
             continue
         try:
-            with open(os.path.join(memo_dir, name), encoding="utf-8") as f:
-                record = json.load(f)
+            record = json.loads(atomic_files.read_bytes(os.path.join(memo_dir, name)))
         except (OSError, ValueError):
             continue
         if isinstance(record, dict) and "key" in record:

@@ -485,11 +485,18 @@ def _check_output_paths(summary_dir, predictions_path, save_model_dir):
     ):
         if path is None:
             continue
-        path = os.fspath(path)
-        if want_dir and os.path.isfile(path):
+        path = atomic_files.check_url(path)  # file:// -> local; an unknown scheme: ValueError
+        if want_dir and atomic_files.isfile(path):
             raise ValueError(f"{name} {path!r} is a file; expected a folder (or a new path)")
-        if not want_dir and os.path.isdir(path):
+        if not want_dir and atomic_files.isdir(path):
             raise ValueError(f"{name} {path!r} is a folder; expected a file path")
+        if atomic_files.is_url(path):
+            if name == "save_model_dir":  # the SavedModel export renames a folder into place
+                raise ValueError(
+                    f"save_model_dir {path!r} is a URL; saving fine-tuned models needs a local "
+                    "folder (docs/workdir.md)"
+                )
+            continue  # whether a URL can be written shows at the first write
         parent = os.path.dirname(os.path.abspath(path))
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
@@ -514,10 +521,10 @@ def _scalar(name, value):
 def _open_summary_writer(summary_dir):
     # The folder belongs to this fine-tune: event files of an earlier (killed) attempt would show
     # as a second curve, so they go.
-    os.makedirs(summary_dir, exist_ok=True)
-    for name in os.listdir(summary_dir):
+    atomic_files.makedirs(summary_dir)
+    for name in atomic_files.listdir(summary_dir):
         if name.startswith("events.out.tfevents."):
-            os.remove(os.path.join(summary_dir, name))
+            atomic_files.remove(os.path.join(summary_dir, name))
     return tf.summary.create_file_writer(summary_dir)
 
 
@@ -563,7 +570,8 @@ def finetune_and_evaluate(
         reads (`ExportedClassifier`: float32 RGB images in [0, 1], any size, resized to
         `setting["resolution"]`, -> logits [B, num_classes]), with metadata (task, classes,
         setting, seeds, source module, scores) in `hub_export.module.METADATA_FILE`. Written
-        to a temporary folder and renamed into place.
+        to a temporary folder and renamed into place, so it must be a local path (ValueError
+        for a URL). `summary_dir` and `predictions_path` may be `tf.io.gfile` URLs (`gs://...`).
 
     Returns:
       A dict with "score" (the task's metric on `eval_split`), "accuracy",

@@ -13,6 +13,8 @@ import os
 import shutil
 import tempfile
 
+from bit_experts import atomic_files
+
 # Less free space than this on the disk of an output or cache directory is refused up front
 # (one expert's cached features for 1000 images of 2048-d floats take 8 MiB).
 MIN_FREE_BYTES = 64 << 20
@@ -47,15 +49,22 @@ def writable_dir(flag: str, path: str, min_free_bytes: int = MIN_FREE_BYTES) -> 
     """Checks that directory `path` exists or can be created, is writable and has free space.
 
     Creates nothing: the deepest existing ancestor is probed with a temporary file (removed at
-    once), which also catches read-only file systems and permissions that os.access misses.
+    once), which also catches read-only file systems and permissions that os.access misses. A URL
+    of a `tf.io.gfile` filesystem (`gs://...`, docs/workdir.md) is checked only for naming a file:
+    whether it can be written shows at the first write.
 
     Returns:
-      The absolute path.
+      The absolute path (a URL as given; `file://` as its local path).
 
     Raises:
       ValueError: one line naming `flag`, `path` and what is wrong (a regular file in the way,
-        not writable, less than `min_free_bytes` free).
+        not writable, less than `min_free_bytes` free, a URL scheme without a filesystem).
     """
+    path = checked_path(flag, path)
+    if atomic_files.is_url(path):
+        if atomic_files.exists(path) and not atomic_files.isdir(path):
+            raise ValueError(f"{flag}: {path!r} is a regular file; expected a directory")
+        return path
     path = os.path.abspath(os.path.expanduser(path))
     existing = _existing_ancestor(path)
     if not os.path.isdir(existing):
@@ -83,15 +92,37 @@ def output_file(flag: str, path: str, min_free_bytes: int = MIN_FREE_BYTES) -> s
     """Checks that file `path` can be written: not a directory, its folder writable (above).
 
     Returns:
-      The absolute path.
+      The absolute path (a URL as given: `writable_dir`).
     """
     if not path:
         raise ValueError(f"{flag} must be a file path; got {path!r}")
+    path = checked_path(flag, path)
+    if atomic_files.is_url(path):
+        if atomic_files.isdir(path):
+            raise ValueError(f"{flag}: {path!r} is a directory; expected a file path")
+        return path
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(path):
         raise ValueError(f"{flag}: {path!r} is a directory; expected a file path")
     writable_dir(flag, os.path.dirname(path), min_free_bytes)
     return path
+
+
+def checked_path(flag: str, path) -> str:
+    """`path` with `file://` made local; ValueError naming `flag` for a URL scheme that has no
+    `tf.io.gfile` filesystem (`atomic_files.check_url`)."""
+    try:
+        return atomic_files.check_url(path)
+    except ValueError as err:
+        raise ValueError(f"{flag}: {err}") from None
+
+
+def _absolute(path: str) -> str:
+    """`atomic_files.abspath(path)`, or `path` itself if that refuses it (for error lines)."""
+    try:
+        return atomic_files.abspath(path)
+    except ValueError:
+        return path
 
 
 def disk_error_line(flag_by_path: dict, err: OSError) -> str:
@@ -102,7 +133,7 @@ def disk_error_line(flag_by_path: dict, err: OSError) -> str:
         (
             f
             for p, f in sorted(flag_by_path.items(), key=lambda kv: -len(kv[0]))
-            if p and os.path.abspath(filename).startswith(os.path.abspath(p))
+            if p and _absolute(filename).startswith(_absolute(p))
         ),
         None,
     )

@@ -19,6 +19,8 @@ import os
 import platform
 import time
 
+from bit_experts import atomic_files
+
 DEMO_TASKS = ("digits", "greek_lower_heldout_fonts", "glyph_count", "textures")
 SELECTORS = ("baseline", "random", "label_matching", "domain_prediction", "knn")
 HINDSIGHT = "hindsight"  # = vtab_eval.stages.HINDSIGHT
@@ -213,7 +215,10 @@ def run_demo(
     from bit_experts import world
     from vtab_eval import report, run
 
-    workdir = os.path.abspath(workdir)
+    atomic_files.require_local(
+        workdir, "--workdir", "the demo reads its task folders from a local disk; run it there"
+    )
+    workdir = atomic_files.abspath(workdir)
     upstream_dir = os.path.join(workdir, "upstream")
     collection_dir = os.path.join(workdir, "collection")
     tasks_dir = os.path.join(workdir, "tasks")

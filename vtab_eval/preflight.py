@@ -13,6 +13,7 @@ import os
 import re
 import time
 
+from bit_experts import atomic_files
 from vtab_eval import protocol, ranking, report, sweeps
 
 
@@ -36,7 +37,18 @@ def check_numbers(**values):
 
 
 def check_output_dir(path, flag):
-    """Problems with a folder the run will write: under a regular file, or not writable."""
+    """Problems with a folder the run will write: under a regular file, or not writable.
+
+    A URL of a `tf.io.gfile` filesystem (`gs://...`) is checked only for being a file: whether it
+    can be written shows at the first write."""
+    try:
+        path = atomic_files.check_url(path)  # file:// -> its local path
+    except ValueError as err:
+        return [f"{flag}: {err}"]
+    if atomic_files.is_url(path):
+        if atomic_files.exists(path) and not atomic_files.isdir(path):
+            return [f"{flag}={path}: is a regular file; expected a folder (or a new path)"]
+        return []
     path = os.path.abspath(path)
     probe = path
     while not os.path.exists(probe):
@@ -143,7 +155,7 @@ def check_old_layout(output_dir, jobs):
     for job in jobs:
         old = os.path.join(output_dir, "results", _old_slug(job.task.name))
         new = os.path.join(output_dir, "results", report.task_slug(job.task.name))
-        if old != new and os.path.isdir(old):
+        if old != new and atomic_files.isdir(old):
             problems.append(
                 f"--output_dir={output_dir}: {old} holds results in an older layout (no name "
                 "hash, no content identity); use another --output_dir or move that folder away"

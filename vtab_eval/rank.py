@@ -12,7 +12,7 @@ import os
 
 from absl import app, flags
 
-from bit_experts import cli
+from bit_experts import atomic_files, cli
 
 FLAGS = flags.FLAGS
 
@@ -47,6 +47,12 @@ def define_flags():
     flags.DEFINE_string("split", "train800val200", "Task split the selector looks at.")
     flags.DEFINE_integer(
         "resolution", 0, "Image side for every module; 0: each module its own (metadata, else 224)."
+    )
+    flags.DEFINE_string(
+        "precision",
+        "float32",
+        "Arithmetic of the experts' forward pass for feature selectors: float32, bfloat16 or "
+        "float16 (needs each module's Keras archive; speed-up depends on the CPU).",
     )
     flags.DEFINE_string("data_dir", None, "TFDS data directory.")
     flags.DEFINE_string(
@@ -90,6 +96,7 @@ def rank_command(
     fallback="none",
     fallback_confidence=0.9,
     skip_bad_images=False,
+    precision="float32",
     log=print,
 ):
     """Does what the command does, with plain arguments; returns the written dict.
@@ -110,6 +117,7 @@ def rank_command(
         shard_index=shard_index,
         cache_only=cache_only,
         plot_png=plot_png,
+        precision=precision,
     )
     task = tasks.get_task(task_name, skip_bad_images=skip_bad_images)
     task.validate_splits([split])
@@ -125,6 +133,7 @@ def rank_command(
         data_dir=data_dir,
         batch_size=batch_size,
         include_baseline=include_baseline,
+        precision=precision,
         log=log,
     )
     if num_shards > 1:
@@ -167,16 +176,19 @@ def check_arguments(
     shard_index,
     cache_only,
     plot_png,
+    precision="float32",
 ):
     """Checks the command's values and paths before any work; returns the cache directory.
 
     Raises:
       ValueError: one line naming the flag and what was expected.
     """
-    from vtab_eval import input_checks, tasks
+    from vtab_eval import embed, input_checks, tasks
 
     input_checks.positive_int("--batch_size", batch_size)
     input_checks.non_negative_int("--resolution", resolution)
+    if precision not in embed.PRECISIONS:
+        raise ValueError(f"--precision must be one of {list(embed.PRECISIONS)}; got {precision!r}")
     input_checks.positive_int("--num_shards", num_shards)
     input_checks.non_negative_int("--shard_index", shard_index)
     if shard_index >= num_shards:
@@ -188,7 +200,8 @@ def check_arguments(
     output_json = input_checks.output_file("--output_json", output_json)
     cache_dir = cache_dir or os.path.join(os.path.dirname(output_json), "feature_cache")
     if cache_only:
-        if not os.path.isdir(cache_dir):
+        cache_dir = input_checks.checked_path("--cache_dir", cache_dir)
+        if not atomic_files.isdir(cache_dir):
             raise ValueError(
                 f"--cache_dir: {cache_dir!r} is not a directory (--cache_only reads it)"
             )
@@ -229,13 +242,14 @@ def main(argv):
             fallback=FLAGS.fallback,
             fallback_confidence=FLAGS.fallback_confidence,
             skip_bad_images=FLAGS.skip_bad_images,
+            precision=FLAGS.precision,
         )
 
 
 def _disk_error_line(err):
     """The line for an OSError of `main`, e.g. the disk filled up writing features or the JSON."""
     paths = {
-        os.path.dirname(os.path.abspath(FLAGS.output_json)): "--output_json",
+        os.path.dirname(FLAGS.output_json) or ".": "--output_json",  # made absolute there
         FLAGS.cache_dir: "--cache_dir",
     }
     from vtab_eval import input_checks

@@ -49,11 +49,10 @@ def write_json(path, obj):
 
 
 def read_json(path):
-    """The JSON at `path`, or None if the file does not exist."""
-    if not os.path.exists(path):
+    """The JSON at `path` (local or a `tf.io.gfile` URL), or None if the file does not exist."""
+    if not atomic_files.exists(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(atomic_files.read_bytes(path))
 
 
 def task_slug(task_name):
@@ -640,14 +639,14 @@ def plot_outcomes(all_results, path, summaries=None, columns=3):
 def load_results(output_dir):
     """method -> task name -> task result dict, from `output_dir/results/<task>/<method>.json`."""
     root = os.path.join(output_dir, "results")
-    if not os.path.isdir(root):
+    if not atomic_files.isdir(root):
         raise FileNotFoundError(f"{output_dir!r} has no results/ folder; is it a `run` output?")
     all_results = {}
-    for task_dir in sorted(os.listdir(root)):
+    for task_dir in sorted(atomic_files.listdir(root)):
         folder = os.path.join(root, task_dir)
-        if not os.path.isdir(folder):
+        if not atomic_files.isdir(folder):
             continue
-        for file_name in sorted(os.listdir(folder)):
+        for file_name in sorted(atomic_files.listdir(folder)):
             if not file_name.endswith(".json") or file_name.startswith("."):
                 continue
             result = read_json(os.path.join(folder, file_name))

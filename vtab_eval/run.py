@@ -17,7 +17,7 @@ import os
 
 from absl import app, flags
 
-from bit_experts import cli
+from bit_experts import atomic_files, cli
 
 FLAGS = flags.FLAGS
 
@@ -396,7 +396,7 @@ def run_command(
     from vtab_eval import executor as executor_lib
     from vtab_eval import preflight, ranking, stages
 
-    output_dir = os.path.abspath(output_dir)
+    output_dir = atomic_files.abspath(output_dir)
     unknown = [m for m in selectors if m not in stages.METHODS]
     if unknown:
         raise ValueError(f"--selectors: unknown {unknown}; expected some of {stages.METHODS}")
@@ -411,6 +411,11 @@ def run_command(
         selection_resolution=selection_resolution,
     )
     problems += preflight.check_output_dir(output_dir, "--output_dir")
+    if save_models and atomic_files.is_url(output_dir):
+        problems.append(
+            f"--save_models: --output_dir={output_dir} is a URL; fine-tuned models are saved by a "
+            "folder rename, which needs a local --output_dir (docs/workdir.md)"
+        )
     problems += preflight.check_output_dir(cache_dir, "--cache_dir") if cache_dir else []
     from bit_experts.training import strategies
     from hub_export import collection
@@ -535,7 +540,7 @@ def _write_plots(output_dir, results, summaries):
         for task_name, result in by_task.items():
             ranking = result.get("ranking")
             path = os.path.join(folder, f"{report.task_slug(task_name)}__{method}.png")
-            if method == "baseline" or not ranking or os.path.exists(path):
+            if method == "baseline" or not ranking or atomic_files.exists(path):
                 continue
             try:
                 report.plot_scores(ranking, path)
@@ -592,7 +597,8 @@ def main(argv):
             skip_bad_images=FLAGS.skip_bad_images,
         )
         if not FLAGS.dry_run:
-            print(open(os.path.join(FLAGS.output_dir, "report.md"), encoding="utf-8").read())
+            report_md = os.path.join(FLAGS.output_dir, "report.md")
+            print(atomic_files.read_bytes(report_md).decode("utf-8"))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ its outcomes (median for VTAB-1k, mean for table 3: `vtab_eval.report.suite_aggr
 import dataclasses
 import os
 
+from bit_experts import atomic_files
 from vtab_eval import plan, protocol, ranking, report
 
 HINDSIGHT = "hindsight"
@@ -310,7 +311,7 @@ def write_result(tracks, memo, config, pool, output_dir, log):
         **body,
     }
     path = result_path(output_dir, job.task.name, method)
-    previous = report.read_json(path) if os.path.exists(path) else None
+    previous = report.read_json(path) if atomic_files.exists(path) else None
     if previous is not None and previous.get("identity") != identity:
         log(
             f"{path}: was identity {previous.get('identity')}, now {identity} (settings, task "

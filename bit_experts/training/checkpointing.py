@@ -5,6 +5,11 @@ with `os.replace`, so a process killed at any moment (SIGKILL included) leaves e
 checkpoints or the new one, never a half-written one. Leftover temporary folders are removed on the
 next start. Non-chief workers of a multi-worker job write to a throwaway folder (every worker must
 take part in a save) and delete it.
+
+On a `tf.io.gfile` URL (`gs://...`, where a folder rename is a copy, not atomic) the checkpoint is
+written straight into `step_<N>` and committed by the marker file `atomic_files.MARKER_FILE`, written
+last; `steps()` lists only committed folders there, and a save finding an uncommitted folder of its
+step rewrites it (docs/workdir.md).
 """
 
 from __future__ import annotations
@@ -30,22 +35,24 @@ class AtomicCheckpointer:
     ):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
-        self.directory = directory
+        self.directory = atomic_files.check_url(directory)  # file:// -> its local path
         self.checkpoint = checkpoint
         self.keep = keep
         self.chief = chief
+        self.remote = atomic_files.is_url(self.directory)
         if chief:
-            os.makedirs(directory, exist_ok=True)
-            for name in os.listdir(directory):
+            atomic_files.makedirs(self.directory)
+            for name in atomic_files.listdir(self.directory):
                 if name.startswith(".tmp-"):
-                    shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+                    atomic_files.rmtree(os.path.join(self.directory, name))
 
     def steps(self) -> list[int]:
-        """Steps of the complete checkpoints, oldest first."""
-        if not os.path.isdir(self.directory):
+        """Steps of the complete (committed) checkpoints, oldest first."""
+        if not atomic_files.isdir(self.directory):
             return []
-        found = (_STEP_DIR.match(n) for n in os.listdir(self.directory))
-        return sorted(int(m.group(1)) for m in found if m)
+        found = (_STEP_DIR.match(n) for n in atomic_files.listdir(self.directory))
+        steps = sorted(int(m.group(1)) for m in found if m)
+        return [s for s in steps if atomic_files.is_committed(self.path(s))]
 
     def path(self, step: int) -> str:
         return os.path.join(self.directory, f"step_{step:09d}")
@@ -67,8 +74,10 @@ class AtomicCheckpointer:
 
     def save(self, step: int) -> str | None:
         """Writes the checkpoint for `step`; returns its folder (None on a non-chief worker)."""
-        if self.chief and os.path.isdir(self.path(step)):
+        if self.chief and atomic_files.is_committed(self.path(step)):
             return self.path(step)  # Saved already: a resumed run reached the same step again.
+        if self.chief and self.remote:
+            return self._save_remote(step)
         parent = self.directory if self.chief else tempfile.gettempdir()
         os.makedirs(parent, exist_ok=True)
         tmp = atomic_files.make_temp_dir(parent, prefix=".tmp-")
@@ -81,6 +90,17 @@ class AtomicCheckpointer:
         finally:
             if os.path.isdir(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
-        for old in self.steps()[: -self.keep]:
-            shutil.rmtree(self.path(old), ignore_errors=True)
+        self._drop_old()
         return final
+
+    def _save_remote(self, step: int) -> str:
+        final = self.path(step)
+        atomic_files.rmtree(final)  # an uncommitted leftover of a killed save
+        self.checkpoint.write(os.path.join(final, _PREFIX))
+        atomic_files.write_marker(final, {"step": int(step)})  # the commit: last
+        self._drop_old()
+        return final
+
+    def _drop_old(self) -> None:
+        for old in self.steps()[: -self.keep]:
+            atomic_files.remove_unit(self.path(old))

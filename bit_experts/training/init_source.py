@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from bit_experts import checkpoint
+from bit_experts import atomic_files, checkpoint
 
 KINDS = ("bit_npz", "module", "keras_model")
 MODULE_METADATA = "bit_experts_metadata.json"  # hub_export.module.METADATA_FILE
@@ -41,7 +41,8 @@ def describe(spec: str) -> dict:
     model.keras, or variables.data of a module)}`. Raises FileNotFoundError or ValueError (one line
     naming `init_from` and what was expected).
     """
-    path = os.path.abspath(os.path.expanduser(spec))
+    atomic_files.require_local(spec, "init_from", "copy the weights to a local disk first")
+    path = os.path.abspath(os.path.expanduser(atomic_files.normalize(spec)))
     if not os.path.exists(path):
         raise FileNotFoundError(f"init_from {spec!r} does not exist")
     if os.path.isfile(path) and path.endswith(".npz"):

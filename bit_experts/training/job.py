@@ -1,8 +1,11 @@
 """One upstream training job: baseline -> full experts -> adapter experts -> EPN.
 
-Each stage is skipped when its models/<name>/ folder exists, and each model resumes from its newest
-checkpoint, so re-running the same command after a crash finishes the job. Which stages run is
-decided once at the start (so every worker of a multi-worker job agrees). Output layout: docs/workdir.md.
+Each stage is skipped when its models/<name>/ folder is complete (its info.json, written last, is
+there), and each model resumes from its newest checkpoint, so re-running the same command after a
+crash finishes the job. Which stages run is decided once at the start (so every worker of a
+multi-worker job agrees). Output layout: docs/workdir.md. The work directory may be a local path or
+a URL of any `tf.io.gfile` filesystem (`gs://...`): every file of it goes through
+`bit_experts.atomic_files`, which commits without renaming there (docs/workdir.md, commit protocol).
 """
 
 from __future__ import annotations
@@ -11,13 +14,12 @@ import errno
 import json
 import math
 import os
-import shutil
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from bit_experts import determinism, presets
+from bit_experts import atomic_files, determinism, presets
 from bit_experts.data import UpstreamSource, training_dataset
 from bit_experts.training import init_source, outputs
 from bit_experts.training.config import STAGES, resolve_config
@@ -46,10 +48,22 @@ class DiskFullError(OSError):
 def check_workdir(workdir: str) -> None:
     """ValueError naming `workdir` unless it is (or can be created as) a writable directory.
 
-    Nothing is created: a refused run leaves no trace.
+    Nothing is created: a refused run leaves no trace. A URL of a `tf.io.gfile` filesystem
+    (`gs://bucket/work`, docs/workdir.md) is refused only when it names a file: whether it can be
+    written shows at the first write.
     """
     if not workdir:
         raise ValueError("--workdir must be a directory path, got an empty string")
+    try:
+        workdir = atomic_files.check_url(workdir)  # file:// is local; an unknown scheme: refused
+    except ValueError as err:
+        raise ValueError(f"--workdir: {err}") from None
+    if atomic_files.is_url(workdir):
+        if atomic_files.exists(workdir) and not atomic_files.isdir(workdir):
+            raise ValueError(
+                f"--workdir {workdir!r} is a file; expected a directory (or a new path)"
+            )
+        return
     path = os.path.abspath(workdir)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"--workdir {workdir!r} is a file; expected a directory (or a new path)")
@@ -99,16 +113,15 @@ class Job:
 
     def _finished_models(self) -> set[str]:
         root = outputs.models_dir(self.workdir)
-        if not os.path.isdir(root):
+        if not atomic_files.isdir(root):
             return set()
-        return {n for n in os.listdir(root) if outputs.model_exists(self.workdir, n)}
+        return {n for n in atomic_files.listdir(root) if outputs.model_exists(self.workdir, n)}
 
     def prepare(self) -> None:
         """Checks the work directory's config, chooses the domains, writes the job's JSON files."""
         config_path = os.path.join(self.workdir, "config.json")
-        if os.path.isfile(config_path):
-            with open(config_path, encoding="utf-8") as f:
-                previous = json.load(f)
+        if atomic_files.isfile(config_path):
+            previous = json.loads(atomic_files.read_bytes(config_path))
             changed = sorted(
                 k
                 for k in set(previous) | set(self.config)
@@ -127,10 +140,10 @@ class Job:
         )
         if self.chief:
             root = outputs.models_dir(self.workdir)
-            if os.path.isdir(root):  # Leftovers of a save that was killed midway.
-                for name in os.listdir(root):
+            if atomic_files.isdir(root):  # Leftovers of a local save that was killed midway.
+                for name in atomic_files.listdir(root):
                     if name.startswith(".tmp-"):
-                        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                        atomic_files.rmtree(os.path.join(root, name))
             outputs.write_json(config_path, self.config)
             outputs.write_json(
                 os.path.join(self.workdir, "label_names.json"), self.upstream.source.label_names
@@ -406,6 +419,7 @@ def prepare_job(
     """
     config = resolve_config(config)
     check_workdir(workdir)
+    workdir = atomic_files.normalize(workdir)  # file:// -> its local path
     strategy = strategy or tf.distribute.get_strategy()
     job = Job(config, workdir, strategy, chief, preemption_handler, print_fn, source)
     job.prepare()

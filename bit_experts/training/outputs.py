@@ -1,4 +1,10 @@
-"""Writing the job's outputs atomically: JSON files and finished models (docs/workdir.md)."""
+"""Writing the job's outputs atomically: JSON files and finished models (docs/workdir.md).
+
+A work directory may be local or a URL of any `tf.io.gfile` filesystem (`gs://...`). A finished
+model is committed by its `info.json`, written last: `model_exists` trusts a model folder only when
+that file is there, so a folder left by a writer killed before it (possible on object stores, where
+nothing is renamed into place) is rewritten, not used.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 
 import keras
 
@@ -44,15 +51,23 @@ def models_dir(workdir: str) -> str:
 
 
 def model_exists(workdir: str, name: str) -> bool:
-    """True when models/<name>/ is complete (it only ever appears complete)."""
-    return os.path.isfile(os.path.join(models_dir(workdir), name, INFO_FILE))
+    """True when models/<name>/ is complete: its info.json, written last, is there."""
+    return atomic_files.isfile(os.path.join(models_dir(workdir), name, INFO_FILE))
 
 
 def save_model(workdir: str, model: keras.Model, info: dict) -> str:
-    """Writes models/<info['name']>/{model.keras, info.json} through a temporary folder + os.replace."""
+    """Writes models/<info['name']>/{model.keras, info.json}.
+
+    Locally through a temporary folder + os.replace. On a `tf.io.gfile` URL (no atomic rename):
+    model.keras is saved locally, uploaded in one write, and info.json is written after it, as the
+    commit marker (`model_exists`). A model already complete is kept.
+    """
     missing = [k for k in INFO_KEYS if k not in info]
     if missing:
         raise ValueError(f"info.json for {info.get('name')!r} lacks keys {missing}")
+    workdir = atomic_files.check_url(workdir)  # file:// -> its local path
+    if atomic_files.is_url(workdir):
+        return _save_model_remote(workdir, model, info)
     parent = models_dir(workdir)
     os.makedirs(parent, exist_ok=True)
     final = os.path.join(parent, info["name"])
@@ -71,9 +86,34 @@ def save_model(workdir: str, model: keras.Model, info: dict) -> str:
     return final
 
 
+def _save_model_remote(workdir: str, model: keras.Model, info: dict) -> str:
+    final = os.path.join(models_dir(workdir), info["name"])
+    if model_exists(workdir, info["name"]):
+        return final
+    local = tempfile.mkdtemp(prefix="bit-experts-model-")
+    try:
+        model.save(os.path.join(local, MODEL_FILE))
+        atomic_files.upload_file(os.path.join(local, MODEL_FILE), os.path.join(final, MODEL_FILE))
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    write_json(os.path.join(final, INFO_FILE), info)  # the commit marker: last
+    return final
+
+
 def load_model(workdir: str, name: str) -> keras.Model:
-    """Loads models/<name>/model.keras."""
+    """Loads models/<name>/model.keras (of a complete model: `model_exists`)."""
+    workdir = atomic_files.check_url(workdir)
     path = os.path.join(models_dir(workdir), name, MODEL_FILE)
-    if not os.path.isfile(path):
+    remote = atomic_files.is_url(path)
+    if not atomic_files.isfile(path) or (remote and not model_exists(workdir, name)):
         raise FileNotFoundError(f"model {path!r} does not exist (was its stage trained?)")
-    return keras.models.load_model(path)
+    if not remote:
+        return keras.models.load_model(path)
+    local = tempfile.mkdtemp(prefix="bit-experts-model-")
+    try:
+        copy = os.path.join(local, MODEL_FILE)
+        with open(copy, "wb") as f:
+            f.write(atomic_files.read_bytes(path))
+        return keras.models.load_model(copy)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)

@@ -10,7 +10,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-from bit_experts import expert_domains
+from bit_experts import atomic_files, expert_domains
 from bit_experts.data import UpstreamSource, load_source
 from bit_experts.expert_domains import ExpertDomain
 from bit_experts.hierarchy import Hierarchy, two_level_from_tfds
@@ -94,7 +94,7 @@ def prepare_upstream(
     images = source.labelled_images()  # Validates every label id.
     hierarchy.check_nodes(source.label_names, what="upstream label names")
     path = os.path.join(workdir, DOMAINS_FILE)
-    if os.path.isfile(path):
+    if atomic_files.isfile(path):
         domains = expert_domains.load_domains(path)
     else:
         experts = config["experts"]
@@ -117,8 +117,8 @@ def prepare_upstream(
                 f"expert domain {d.name!r} refers to image {int(d.image_indices.max())} but the "
                 f"upstream data has {source.num_images} images ({path} is from other data?)"
             )
-    if chief and not os.path.isfile(path):
-        os.makedirs(workdir, exist_ok=True)
+    if chief and not atomic_files.isfile(path):
+        atomic_files.makedirs(workdir)
         expert_domains.save_domains(domains, path)
     print_fn(
         f"upstream {source.name}: {source.num_images} images, {source.num_labels} labels, "

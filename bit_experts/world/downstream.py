@@ -377,33 +377,60 @@ def _write_json(path: str, payload) -> None:
 
 
 def _write_task_folder(task: Task, task_dir: str, metadata: dict) -> None:
-    """Writes the task to a temporary sibling folder, then renames it into place."""
+    """Writes the task's images, then its task.json (the commit: readers need it).
+
+    Locally into a temporary sibling folder, renamed into place. On a `tf.io.gfile` URL, where a
+    folder rename is a copy, straight into `task_dir`, whose uncommitted leftover (a writer killed
+    before task.json) goes first; each PNG is one write (docs/workdir.md, commit protocol).
+    """
+    if atomic_files.is_url(task_dir):
+        atomic_files.rmtree(task_dir)
+        _write_task_files(task, task_dir, metadata)
+        return
     parent = os.path.dirname(task_dir)
     tmp = atomic_files.make_temp_dir(parent, prefix=f"{task.name}.tmp-")
     try:
-        for split, images, labels in (
-            ("train", task.train_images, task.train_labels),
-            ("test", task.test_images, task.test_labels),
-        ):
-            for class_name in task.class_names:
-                os.makedirs(os.path.join(tmp, split, class_name))
-            for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-                path = os.path.join(tmp, split, task.class_names[label], f"{i:05d}.png")
-                Image.fromarray(image).save(path, format="PNG", compress_level=1)
-        _write_json(os.path.join(tmp, TASK_FILE), metadata)
+        _write_task_files(task, tmp, metadata)
         os.replace(tmp, task_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def _write_task_files(task: Task, folder: str, metadata: dict) -> None:
+    remote = atomic_files.is_url(folder)
+    for split, images, labels in (
+        ("train", task.train_images, task.train_labels),
+        ("test", task.test_images, task.test_labels),
+    ):
+        for class_name in task.class_names:
+            atomic_files.makedirs(os.path.join(folder, split, class_name))
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            path = os.path.join(folder, split, task.class_names[label], f"{i:05d}.png")
+            png = Image.fromarray(image)
+            if remote:
+                atomic_files.write_atomic(
+                    path, lambda f, png=png: png.save(f, format="PNG", compress_level=1)
+                )
+            else:
+                png.save(path, format="PNG", compress_level=1)
+    _write_json(os.path.join(folder, TASK_FILE), metadata)  # the commit: last
+
+
+def _is_task(task_dir: str) -> bool:
+    """Whether `task_dir` holds a task to check: locally any folder (task folders appear only by
+    rename), on a URL only a committed one (with task.json)."""
+    if atomic_files.is_url(task_dir):
+        return atomic_files.isfile(os.path.join(task_dir, TASK_FILE))
+    return os.path.exists(task_dir)
+
+
 def read_task_metadata(task_dir: str) -> dict:
     """The metadata of a complete task folder (its task.json)."""
     path = os.path.join(task_dir, TASK_FILE)
-    if not os.path.isfile(path):
+    if not atomic_files.isfile(path):
         raise FileNotFoundError(f"{task_dir!r} is not a complete downstream task: no {TASK_FILE}")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(atomic_files.read_bytes(path))
 
 
 def write_downstream_tasks(
@@ -417,7 +444,9 @@ def write_downstream_tasks(
 
     Layout: `<out_dir>/<task>/{train,test}/<class>/<index>.png` plus `<task>/task.json`, and an
     index `<out_dir>/tasks.json` of every complete task there. Each task folder is written under a
-    temporary name and renamed into place, so it is either complete or absent. A task that is
+    temporary name and renamed into place, so it is either complete or absent. `out_dir` may be a
+    URL of a `tf.io.gfile` filesystem (`gs://...`): there a task folder is written in place and
+    committed by its task.json, written last, and a folder without one is rewritten. A task that is
     already complete with the same seed, image size, test size and knobs is skipped, not
     rewritten; one made with other settings raises ValueError (use another `out_dir`).
 
@@ -433,7 +462,8 @@ def write_downstream_tasks(
     names = list(DEMO_TASKS if tasks is None else tasks)
     if isinstance(tasks, str) or not names or any(n not in _BUILDERS for n in names):
         raise ValueError(f"tasks={tasks!r}: expected a non-empty list of names from {list(TASKS)}")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = atomic_files.check_url(out_dir)  # file:// -> its local path
+    atomic_files.makedirs(out_dir)
     task_dirs = []
     for name in names:
         task_dir = os.path.join(out_dir, name)
@@ -443,7 +473,7 @@ def write_downstream_tasks(
             "requested_test_images": test_images,
             "knobs": _knobs_json(name),
         }
-        if os.path.exists(task_dir):
+        if _is_task(task_dir):
             existing = read_task_metadata(task_dir)
             # Folders from before knobs existed have none, as the demo's tasks.
             have = {k: existing.get(k, {} if k == "knobs" else None) for k in wanted}
@@ -456,7 +486,7 @@ def write_downstream_tasks(
             try:
                 _write_task_folder(task, task_dir, _metadata(task, seed, image_size, test_images))
             except OSError:
-                if not os.path.isfile(os.path.join(task_dir, TASK_FILE)):
+                if not atomic_files.isfile(os.path.join(task_dir, TASK_FILE)):
                     raise  # Not a concurrent writer finishing first: a real failure.
         task_dirs.append(task_dir)
     _write_index(out_dir)
@@ -466,8 +496,8 @@ def write_downstream_tasks(
 def _write_index(out_dir: str) -> None:
     complete = [
         name
-        for name in sorted(os.listdir(out_dir))
-        if ".tmp-" not in name and os.path.isfile(os.path.join(out_dir, name, TASK_FILE))
+        for name in sorted(atomic_files.listdir(out_dir))
+        if ".tmp-" not in name and atomic_files.isfile(os.path.join(out_dir, name, TASK_FILE))
     ]
     order = sorted(complete, key=lambda n: (TASKS.index(n) if n in TASKS else len(TASKS), n))
     entries = [dict(read_task_metadata(os.path.join(out_dir, n)), path=n) for n in order]

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
+from bit_experts import atomic_files
 from vtab_eval.tasks import base
 
 PREFIX = "folder:"
@@ -292,7 +293,10 @@ def make_folder_task(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    root = os.path.abspath(os.path.expanduser(path))
+    atomic_files.require_local(
+        path, "folder task", "image folders are read from a local disk; copy the folder there"
+    )
+    root = os.path.abspath(os.path.expanduser(atomic_files.normalize(path)))
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Image folder {root!r} does not exist; {_LAYOUT}")
     train_dir = os.path.join(root, "train")
