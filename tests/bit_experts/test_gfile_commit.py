@@ -10,42 +10,18 @@ nothing else.
 import os
 import uuid
 
+import gfile_double
 import numpy as np
 import pytest
 import tensorflow as tf
+from gfile_double import Killed
 
 from bit_experts import atomic_files
 from bit_experts.training import checkpointing, outputs
 from vtab_eval import feature_cache
 from vtab_eval.feature_cache import FeatureCache
 
-
-class Killed(BaseException):
-    """Stands for SIGKILL at the injection point (BaseException: no `except Exception` eats it)."""
-
-
-@pytest.fixture
-def no_rename(monkeypatch):
-    """Every rename raises, as on a filesystem that has none."""
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError(f"rename called: {args}")
-
-    monkeypatch.setattr(os, "replace", forbidden)
-    monkeypatch.setattr(os, "rename", forbidden)
-    monkeypatch.setattr(tf.io.gfile, "rename", forbidden)
-
-
-@pytest.fixture
-def ram_root(tmp_path, monkeypatch):
-    """A fresh ram:// folder; the working directory is an empty local folder, so that a
-    `ram:` folder written there by mistake (os.makedirs on a URL) is caught."""
-    monkeypatch.chdir(tmp_path)
-    root = f"ram://gfile-commit-{uuid.uuid4().hex}"
-    yield root
-    if tf.io.gfile.exists(root):
-        tf.io.gfile.rmtree(root)
-    assert os.listdir(tmp_path) == [], "something was written to the local disk instead"
+no_rename, ram_root = gfile_double.no_rename, gfile_double.ram_root  # fixtures
 
 
 # --- atomic_files -------------------------------------------------------------------------------
