@@ -15,6 +15,7 @@ import uuid
 import numpy as np
 import pytest
 import tensorflow as tf
+from gfile_double import Killed
 
 from bit_experts import atomic_files
 from bit_experts.presets import create_model
@@ -23,10 +24,6 @@ from hub_export import collection, handles, publish
 LABELS = ["entity", "animal", "plant", "cat"]
 DOMAINS = ["animal", "plant"]
 QUIET = {"validate_modules": False, "log": lambda *_: None}
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL at the injection point."""
 
 
 def _save(workdir, name, model, info):
