@@ -100,3 +100,71 @@ def test_validate_splits_names_folder_split_and_sizes(tmp_path):
         task.validate_splits(["val300"])
     # Registered tasks: names only (sizes need the data).
     tasks.get_task("cifar100").validate_splits(["train800", "val200"])
+
+
+_PROBE = """
+import functools
+import numpy as np
+
+THRESHOLDS = (0.25, 0.5)
+UNUSED = 1
+
+
+def _helper(x):
+    return x * 2
+
+
+def label_fn(x):
+    scaled = np.asarray(x)
+    return sum(t < _helper(scaled) for t in THRESHOLDS)
+
+
+def unrelated():
+    return UNUSED
+"""
+
+
+def _probe_identity(tmp_path, source):
+    """callable_identity of `label_fn` in a fresh module (named inside vtab_eval) with `source`."""
+    import importlib.util
+
+    from vtab_eval.tasks import base
+
+    path = tmp_path / f"probe_{abs(hash(source))}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("vtab_eval._probe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return base.callable_identity(module.label_fn)
+
+
+def test_callable_identity_follows_the_code_it_reads_not_the_whole_file(tmp_path):
+    reference = _probe_identity(tmp_path, _PROBE)
+    assert reference == _probe_identity(tmp_path, _PROBE + "\n")  # stable for the same code
+    unchanged = {
+        "an unrelated function": _PROBE.replace("return UNUSED", "return UNUSED + 1"),
+        "an unrelated constant": _PROBE.replace("UNUSED = 1", "UNUSED = 2"),
+        "a new function": _PROBE + "\n\ndef added():\n    return 3\n",
+    }
+    for what, source in unchanged.items():
+        assert _probe_identity(tmp_path, source) == reference, what
+    changed = {
+        "the function's body": _PROBE.replace("sum(t <", "sum(t <="),
+        "a constant it reads": _PROBE.replace("(0.25, 0.5)", "(0.25, 0.75)"),
+        "a helper it calls": _PROBE.replace("x * 2", "x * 3"),
+        "a module it uses": _PROBE.replace("import numpy as np", "import math as np"),
+    }
+    for what, source in changed.items():
+        assert _probe_identity(tmp_path, source) != reference, what
+
+
+def test_callable_identity_of_partial_covers_bound_arguments():
+    import functools
+
+    from vtab_eval.tasks import base
+
+    one = base.callable_identity(functools.partial(round, ndigits=1))
+    two = base.callable_identity(functools.partial(round, ndigits=2))
+    assert one != two and one["partial"] == two["partial"]
+    with pytest.raises(ValueError, match="cannot fingerprint a bound argument of type object"):
+        base.callable_identity(functools.partial(round, object()))

@@ -27,7 +27,7 @@ VTAB_SPLITS = ("train800", "val200", "train800val200", "test")
 FULL_SPLITS = ("train", "val", "trainval")
 SPLIT_NAMES = VTAB_SPLITS + FULL_SPLITS
 # Bumped whenever what `Task.fingerprint` covers changes, so old fingerprints never match new ones.
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -197,9 +197,13 @@ def to_model_input(image: tf.Tensor, label: tf.Tensor, image_size: int | None = 
 def callable_identity(fn) -> dict:
     """A JSON description of a label or decode function that changes whenever its code may.
 
-    The qualified name, the arguments bound by `functools.partial`, and the SHA-256 of the source
-    file that defines the function (so editing it, or constants such as bin thresholds beside it,
-    changes every fingerprint that uses it; the interpreter and the data directory do not count).
+    The qualified name, the arguments bound by `functools.partial`, and `code_sha256`: the SHA-256
+    of the function's own source, followed for every global name it reads (in its body and in
+    nested functions, sorted) by what that name holds: plain constants by value (so a bin
+    threshold beside the function counts), functions and classes of this project (`vtab_eval`,
+    `bit_experts`) by the same digest, recursively, and modules and third-party callables by
+    their qualified name. Edits elsewhere in the same file do not count; the interpreter, the
+    library versions and the data directory do not count either.
 
     Raises:
       ValueError: a bound argument that is not a number, string, bool, None, list or callable.
@@ -210,15 +214,85 @@ def callable_identity(fn) -> dict:
             "args": [_value_identity(a) for a in fn.args],
             "keywords": {k: _value_identity(v) for k, v in sorted(fn.keywords.items())},
         }
-    module = inspect.getmodule(fn)
+    digest = hashlib.sha256()
+    for part in _code_parts(fn, set()):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
+    return {"function": _qualified_name(fn), "code_sha256": digest.hexdigest()}
+
+
+_OWN_PACKAGES = ("vtab_eval", "bit_experts")
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _qualified_name(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _is_own(obj) -> bool:
+    module = getattr(obj, "__module__", None) or ""
+    return module.split(".")[0] in _OWN_PACKAGES
+
+
+def _plain_repr(value):
+    """repr of a constant built from plain values, or None when `value` is not one."""
+    if isinstance(value, _PLAIN):
+        return repr(value)
+    if isinstance(value, (tuple, list, frozenset, set)):
+        items = [_plain_repr(v) for v in value]
+        if None in items:
+            return None
+        if isinstance(value, (set, frozenset)):
+            items.sort()
+        return f"{type(value).__name__}({', '.join(items)})"
+    if isinstance(value, Mapping):
+        items = [(_plain_repr(k), _plain_repr(v)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in items):
+            return None
+        return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(items)) + "}"
+    return None
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _code_parts(obj, seen: set[int]):
+    """Yields the strings `callable_identity` hashes for `obj` (see there); `seen` stops cycles."""
+    if id(obj) in seen:
+        yield f"seen {_qualified_name(obj)}"
+        return
+    seen.add(id(obj))
+    yield f"def {_qualified_name(obj)}"
     try:
-        source = inspect.getsource(module) if module is not None else ""
+        yield inspect.getsource(obj)
     except (OSError, TypeError):
-        source = ""  # Built-ins and interactively defined functions: the name must do.
-    return {
-        "function": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
-        "source_sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(),
-    }
+        # Built-ins and interactively defined functions: the byte code, or the name, must do.
+        code = getattr(obj, "__code__", None)
+        yield code.co_code.hex() if code is not None else ""
+    if isinstance(obj, type):
+        return  # A class's source covers its methods; names they read are not followed.
+    code = getattr(obj, "__code__", None)
+    namespace = getattr(obj, "__globals__", {})
+    for name in sorted(_global_names(code)) if code is not None else ():
+        if name not in namespace:
+            continue  # A builtin, or an attribute name (`tf.cast` puts "cast" in co_names).
+        value = namespace[name]
+        if isinstance(value, types.ModuleType):
+            yield f"{name} = module {value.__name__}"
+        elif (plain := _plain_repr(value)) is not None:
+            yield f"{name} = {plain}"
+        elif isinstance(value, functools.partial):
+            yield f"{name} = " + json.dumps(callable_identity(value), sort_keys=True)
+        elif isinstance(value, (types.FunctionType, type)) and _is_own(value):
+            yield f"{name} ="
+            yield from _code_parts(value, seen)
+        else:
+            yield f"{name} = {_qualified_name(value)}"
 
 
 def _value_identity(value):
