@@ -89,14 +89,69 @@ def _logits_fn(model, resolution: int, batch_size: int, expert_id: int | None):
     return logits
 
 
-def restricted_accuracy(logits: np.ndarray, labels: np.ndarray, allowed: np.ndarray) -> float:
-    """Top-1 accuracy of `logits` [N, L] on `labels` [N] with predictions limited to `allowed`
-    label ids (ties go to the lower id). NaN when N is 0."""
-    if not len(labels):
-        return float("nan")
+def restricted_correct(logits: np.ndarray, labels: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """bool [N]: whether the top-1 of `logits` [N, L], with predictions limited to the `allowed`
+    label ids (ties go to the lower id), is `labels` [N]."""
     allowed = np.asarray(allowed, np.int64)
+    if not len(labels):
+        return np.zeros(0, bool)
     predicted = allowed[np.argmax(logits[:, allowed], axis=1)]
-    return float(np.mean(predicted == labels))
+    return predicted == labels
+
+
+def restricted_accuracy(logits: np.ndarray, labels: np.ndarray, allowed: np.ndarray) -> float:
+    """Mean of `restricted_correct` (a fraction in [0, 1]); NaN when N is 0."""
+    correct = restricted_correct(logits, labels, allowed)
+    return float(np.mean(correct)) if len(correct) else float("nan")
+
+
+def paired_delta_interval(
+    correct_a: np.ndarray, correct_b: np.ndarray, confidence_level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap interval of mean(correct_a) - mean(correct_b) over the same rows, resampled
+    jointly (`scipy.stats.bootstrap`, paired, BCa; percentiles where BCa is undefined).
+
+    Args:
+      correct_a, correct_b: bool [N] per-row correctness of two models on the same images.
+      confidence_level: two-sided coverage in (0, 1).
+      seed: seed of the resampling; the same inputs give the same interval on every machine.
+
+    Returns:
+      (low, high) as fractions; (NaN, NaN) when N < 2, the point value twice when every row has
+      the same difference.
+    """
+    import warnings
+
+    from scipy import stats
+
+    a, b = np.asarray(correct_a, np.float64), np.asarray(correct_b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"correct_a and correct_b must cover the same rows: {a.shape}, {b.shape}")
+    if len(a) < 2:
+        return float("nan"), float("nan")
+    if np.all(a - b == a[0] - b[0]):
+        return float(a[0] - b[0]), float(a[0] - b[0])
+
+    def difference(x, y, axis=-1):
+        return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (a, b),
+            difference,
+            paired=True,
+            vectorized=True,
+            confidence_level=confidence_level,
+            n_resamples=9999,
+            method="BCa",
+            rng=np.random.default_rng(seed),
+        )
+    low, high = result.confidence_interval
+    if not (np.isfinite(low) and np.isfinite(high)):
+        tail = 50 * (1 - confidence_level)
+        low, high = np.percentile(result.bootstrap_distribution, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def slice_accuracy_table(
@@ -117,8 +172,10 @@ def slice_accuracy_table(
 
     Returns:
       {expert name: {"slice", "kind" ("full" or "adapter"), "n" (held-out images in the slice),
-      "num_labels" (labels in the slice), "expert_acc", "baseline_acc", "delta" (expert - B)}},
-      accuracies as fractions in [0, 1] (NaN when n is 0), in models/ order.
+      "num_labels" (labels in the slice), "expert_acc", "baseline_acc", "delta" (expert - B),
+      "delta_low", "delta_high" (its paired bootstrap 95% interval: `paired_delta_interval`)}},
+      accuracies as fractions in [0, 1] (NaN when n is 0), in models/ order. An expert is
+      clearly better than B on its slice when `delta_low` > 0.
 
     Raises:
       FileNotFoundError: workdir lacks expert_domains.json, label_names.json or models/baseline.
@@ -152,8 +209,11 @@ def slice_accuracy_table(
         allowed = slices[slice_name]
         rows = np.flatnonzero(np.isin(labels, allowed))
         logits = _logits_fn(model(folder), resolution, batch_size, expert_id)(images[rows])
-        expert_acc = restricted_accuracy(logits, labels[rows], allowed)
-        baseline_acc = restricted_accuracy(baseline_logits[rows], labels[rows], allowed)
+        expert_correct = restricted_correct(logits, labels[rows], allowed)
+        baseline_correct = restricted_correct(baseline_logits[rows], labels[rows], allowed)
+        expert_acc = float(np.mean(expert_correct)) if len(rows) else float("nan")
+        baseline_acc = float(np.mean(baseline_correct)) if len(rows) else float("nan")
+        low, high = paired_delta_interval(expert_correct, baseline_correct)
         table[name] = {
             "slice": slice_name,
             "kind": "full" if expert_id is None else "adapter",
@@ -162,6 +222,8 @@ def slice_accuracy_table(
             "expert_acc": expert_acc,
             "baseline_acc": baseline_acc,
             "delta": expert_acc - baseline_acc,
+            "delta_low": low,
+            "delta_high": high,
         }
     return table
 
@@ -209,11 +271,18 @@ def expert_quality(
 
 
 def format_table(table: Mapping[str, Mapping]) -> str:
-    """The table as markdown: expert, slice, n, expert and B accuracy (%), difference (points)."""
-    lines = ["| expert | slice | n | expert | B | expert - B |", "|---|---|---|---|---|---|"]
+    """The table as markdown: expert, slice, n, expert and B accuracy (%), difference (points)
+    with its paired 95% interval where the table has one."""
+    lines = [
+        "| expert | slice | n | expert | B | expert - B [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in table.items():
+        interval = ""
+        if "delta_low" in row and np.isfinite(row["delta_low"]):
+            interval = f" [{100 * row['delta_low']:+.1f}, {100 * row['delta_high']:+.1f}]"
         lines.append(
             f"| {name} | {row['slice']} | {row['n']} | {100 * row['expert_acc']:.1f} | "
-            f"{100 * row['baseline_acc']:.1f} | {100 * row['delta']:+.1f} |"
+            f"{100 * row['baseline_acc']:.1f} | {100 * row['delta']:+.1f}{interval} |"
         )
     return "\n".join(lines)

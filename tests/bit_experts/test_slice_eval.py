@@ -115,12 +115,41 @@ def test_table_compares_each_expert_with_baseline_on_its_slice(workdir):
         "expert_acc": 1.0,
         "baseline_acc": pytest.approx(2 / 3),
         "delta": pytest.approx(1 / 3),
+        "delta_low": table["expert_low"]["delta_low"],
+        "delta_high": table["expert_low"]["delta_high"],
     }
+    # 4 of the 12 paired rows differ by +1: the interval holds the difference and excludes 0.
+    assert 0 < table["expert_low"]["delta_low"] < 1 / 3 < table["expert_low"]["delta_high"] <= 1
+    # Every "high" row is right for both: no spread, the interval is the point value.
+    assert table["adapter_high"]["delta_low"] == table["adapter_high"]["delta_high"] == 0
     assert table["adapter_high"]["expert_acc"] == 1.0 and table["adapter_high"]["baseline_acc"] == 1
     # Expert 0 answers label 2 for everything: right on a third of "low" (its own id was used).
     assert table["adapter_low"]["expert_acc"] == pytest.approx(1 / 3)
     assert table["adapter_low"]["kind"] == "adapter"
-    assert "| expert_low | low | 12 | 100.0 | 66.7 | +33.3 |" in slice_eval.format_table(table)
+    low, high = (100 * table["expert_low"][k] for k in ("delta_low", "delta_high"))
+    row = f"| expert_low | low | 12 | 100.0 | 66.7 | +33.3 [{low:+.1f}, {high:+.1f}] |"
+    assert row in slice_eval.format_table(table)
+
+
+def test_paired_delta_interval_matches_the_normal_approximation():
+    # Large N: the bootstrap interval of a mean difference approaches d +- 1.96 sd / sqrt(N). Its
+    # endpoints carry Monte Carlo error (9999 resamples: about 0.03 standard errors) and O(1/N)
+    # skew, so they must agree with the normal interval to within 0.15 standard errors.
+    rng = np.random.default_rng(3)
+    n = 4000
+    a, b = rng.random(n) < 0.8, rng.random(n) < 0.7
+    diff = a.astype(float) - b.astype(float)
+    se = diff.std(ddof=1) / np.sqrt(n)
+    low, high = slice_eval.paired_delta_interval(a, b)
+    assert abs(low - (diff.mean() - 1.96 * se)) < 0.15 * se
+    assert abs(high - (diff.mean() + 1.96 * se)) < 0.15 * se
+    # Pairing matters: b = a with a few rows flipped has a far narrower interval than unpaired.
+    c = a.copy()
+    c[:40] = ~c[:40]
+    low, high = slice_eval.paired_delta_interval(a, c)
+    assert high - low < 0.25 * (2 * 1.96 * se)
+    with pytest.raises(ValueError, match="same rows"):
+        slice_eval.paired_delta_interval(a, b[:-1])
 
 
 def test_restricted_accuracy_matches_a_loop():
