@@ -72,8 +72,9 @@ def _logits_fn(model, resolution: int, batch_size: int, expert_id: int | None):
 
     from bit_experts.data import preprocess
 
-    @tf.function
     def forward(batch):
+        # Eager: one tf.function per model would be traced again for every expert, and TF warns
+        # about retracing once a few models have been evaluated; these models are small.
         images = preprocess.eval_preprocess(batch, resolution)
         if expert_id is None:
             return model(images, training=False)

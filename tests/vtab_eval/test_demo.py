@@ -112,3 +112,35 @@ def test_readme_section_is_replaced_between_markers(tmp_path):
     (tmp_path / "bare.md").write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         offline_demo.replace_readme_section(tmp_path / "bare.md", "x")
+
+
+def test_expert_quality_command_on_the_demo_upstream(demo_run, tmp_path):
+    """`python -m bit_experts.expert_quality` on the quick demo's world job: one row per expert,
+    counts of held-out slice images, consistent intervals, the JSON and the printed table."""
+    from bit_experts.training import slice_eval
+
+    workdir, _, _ = demo_run
+    upstream = os.path.join(workdir, "upstream")
+    out = tmp_path / "quality.json"
+    cmd = [sys.executable, "-m", "bit_experts.expert_quality", f"--workdir={upstream}"]
+    done = subprocess.run(
+        [*cmd, "--images_per_class=2", f"--output_json={out}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    table = json.loads(out.read_text())
+    slices = slice_eval.slice_labels(upstream)
+    kinds = {row["kind"] for row in table.values()}
+    assert kinds == {"full", "adapter"}  # the quick demo trains one expert of each kind
+    for name, row in table.items():
+        assert row["n"] == 2 * len(slices[row["slice"]]) == 2 * row["num_labels"], name
+        assert row["delta_low"] <= row["delta"] <= row["delta_high"], name
+        printed = f"| {name} | {row['slice']} | {row['n']} | {100 * row['expert_acc']:.1f} | "
+        assert printed in done.stdout, name
+    bad = subprocess.run([*cmd, "--images_per_class=0"], capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "bit_experts.expert_quality: error: --images_per_class must be >= 1, got 0"
+    )
