@@ -30,6 +30,7 @@ DOC_PAGES = (REPO / "README.md", *sorted((REPO / "docs").glob("*.md")))
 # Our absl entry points; `python -m <module> --help` lists each one's flags.
 ENTRY_POINTS = (
     "bit_experts.train",
+    "bit_experts.expert_quality",
     "hub_export.publish",
     "hub_export.import_bit_checkpoint",
     "vtab_eval.rank",
@@ -72,6 +73,10 @@ EXCLUDED = {
     ),
     r"python -m vtab_eval\.audit --collection=runs/demo/collection .*": (
         "needs the finished demo in runs/demo and fine-tunes the task bank: hours on 2 cores"
+    ),
+    r"python -m bit_experts\.expert_quality --workdir=runs/demo/upstream .*": (
+        "needs the finished demo in runs/demo; tests/vtab_eval/test_demo.py runs it on the "
+        "quick demo's upstream"
     ),
     r"python -m bit_experts\.train --config=world_local --workdir=\S+": (
         "the whole world_local job: 4-7 minutes on 2 cores (docs/training.md)"
