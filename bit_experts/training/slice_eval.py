@@ -20,6 +20,7 @@ classes and image size, another seed); `slice_accuracy_table` takes any held-out
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 
@@ -32,17 +33,81 @@ LABELS_FILE = "label_names.json"
 HELDOUT_SEED_OFFSET = 1_000_003  # Held-out world seed = training world seed + this.
 
 
+def check_workdir(workdir: str) -> None:
+    """Raises one line when `workdir` is not an existing directory.
+
+    Raises:
+      FileNotFoundError: `workdir` does not exist.
+      NotADirectoryError: `workdir` is a file.
+    """
+    if not os.path.exists(workdir):
+        raise FileNotFoundError(f"{workdir!r} does not exist: expected an upstream work directory")
+    if not os.path.isdir(workdir):
+        raise NotADirectoryError(
+            f"{workdir!r} is a file, not a directory: expected an upstream work directory"
+        )
+
+
 def _read_json(path: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} is missing: not a finished upstream work directory")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path!r} is not valid JSON: {err}") from None
+
+
+def _require(mapping, key: str, path: str, where: str = ""):
+    """mapping[key], or a ValueError naming the file and the dotted key it lacks."""
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ValueError(
+            f"{path!r} has no key {where + key!r}: expected the config.json of a "
+            "bit_experts.train job"
+        )
+    return mapping[key]
+
+
+class NotAWorldJobError(ValueError):
+    """The work directory's job was trained on another upstream source than the offline world.
+
+    Attributes: `workdir`, `source` (its config's upstream.source).
+    """
+
+    def __init__(self, workdir: str, source):
+        self.workdir, self.source = workdir, source
+        super().__init__(
+            f"{workdir!r} was trained on upstream.source={source!r}, not the offline world "
+            '("world"): pass held-out images to slice_accuracy_table instead'
+        )
+
+
+def world_upstream_config(workdir: str) -> dict:
+    """The `upstream` section of a world job's config.json, with the keys that
+    `heldout_world_images` needs (source, world_seed, world_image_size, world_scripts).
+
+    Raises:
+      FileNotFoundError / NotADirectoryError: `check_workdir`, or config.json missing.
+      ValueError: config.json is not valid JSON or lacks one of those keys (the message names the
+        file and the key).
+      NotAWorldJobError: upstream.source is not "world".
+    """
+    check_workdir(workdir)
+    path = os.path.join(workdir, "config.json")
+    up = _require(_read_json(path), "upstream", path)
+    source = _require(up, "source", path, "upstream.")
+    if source != "world":
+        raise NotAWorldJobError(workdir, source)
+    for key in ("world_seed", "world_image_size", "world_scripts"):
+        _require(up, key, path, "upstream.")
+    return up
 
 
 def slice_labels(workdir: str) -> dict[str, np.ndarray]:
     """Domain name -> sorted int64 upstream label ids of its slice (label_prior > 0)."""
     from bit_experts import expert_domains
 
+    check_workdir(workdir)
     path = os.path.join(workdir, DOMAINS_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} is missing: not a finished upstream work directory")
@@ -53,17 +118,32 @@ def slice_labels(workdir: str) -> dict[str, np.ndarray]:
 
 
 def _experts(workdir: str) -> list[tuple[str, str, str, int | None]]:
-    """(row name, slice, model folder, adapter expert id or None) of every finished expert."""
+    """(row name, slice, model folder, adapter expert id or None) of every finished expert.
+
+    Raises:
+      ValueError: there is none, or an info.json lacks a key the row needs.
+    """
     rows = []
     parent = outputs.models_dir(workdir)
     for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
         if not outputs.model_exists(workdir, name):
             continue
-        info = _read_json(os.path.join(parent, name, outputs.INFO_FILE))
-        if info.get("kind") == "full":
-            rows.append((name, info["slice"], name, None))
-        elif info.get("kind") == "adapter":
-            rows.extend((e["name"], e["slice"], name, e["expert_id"]) for e in info["experts"])
+        path = os.path.join(parent, name, outputs.INFO_FILE)
+        info = _read_json(path)
+        kind = info.get("kind") if isinstance(info, dict) else None
+        try:
+            if kind == "full":
+                rows.append((name, info["slice"], name, None))
+            elif kind == "adapter":
+                rows.extend(
+                    (e["name"], e["slice"], name, int(e["expert_id"])) for e in info["experts"]
+                )
+        except (KeyError, TypeError) as err:
+            raise ValueError(
+                f"{path!r} is not a valid info.json of a {kind} model: {err!r}"
+            ) from None
+    if not rows:
+        raise ValueError(f"no full or adapter experts in {parent!r}: nothing to compare with B")
     return rows
 
 
@@ -155,6 +235,19 @@ def paired_delta_interval(
     return float(low), float(high)
 
 
+def _finished_parts(workdir: str):
+    """(B's resolution, `slice_labels`, `_experts`) after checking every expert's slice exists;
+    reads only JSON files, so a broken work directory fails before any image or model."""
+    path = os.path.join(outputs.models_dir(workdir), "baseline", outputs.INFO_FILE)
+    resolution = _require(_read_json(path), "resolution", path)
+    slices = slice_labels(workdir)
+    experts = _experts(workdir)
+    for name, slice_name, _, _ in experts:
+        if slice_name not in slices:
+            raise ValueError(f"expert {name!r} names slice {slice_name!r}, not in {DOMAINS_FILE}")
+    return int(resolution), slices, experts
+
+
 def slice_accuracy_table(
     workdir: str,
     images: np.ndarray,
@@ -179,8 +272,11 @@ def slice_accuracy_table(
       clearly better than B on its slice when `delta_low` > 0.
 
     Raises:
-      FileNotFoundError: workdir lacks expert_domains.json, label_names.json or models/baseline.
-      ValueError: images or labels of the wrong shape, or labels outside the label vocabulary.
+      FileNotFoundError: workdir does not exist, or lacks expert_domains.json, label_names.json
+        or models/baseline.
+      NotADirectoryError: workdir is a file.
+      ValueError: images or labels of the wrong shape, labels outside the label vocabulary, a
+        JSON file that does not parse, or no full or adapter expert in models/.
     """
     images, labels = np.asarray(images), np.asarray(labels, np.int64)
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels) or labels.ndim != 1:
@@ -188,12 +284,11 @@ def slice_accuracy_table(
             f"images must be [N, H, W, 3] with one label each, got {images.shape} and "
             f"{labels.shape}"
         )
+    check_workdir(workdir)
     num_labels = len(_read_json(os.path.join(workdir, LABELS_FILE)))
     if len(labels) and (labels.min() < 0 or labels.max() >= num_labels):
         raise ValueError(f"labels must be in [0, {num_labels}) (label_names.json), got outside")
-    slices = slice_labels(workdir)
-    info = _read_json(os.path.join(outputs.models_dir(workdir), "baseline", outputs.INFO_FILE))
-    resolution = int(info["resolution"])
+    resolution, slices, experts = _finished_parts(workdir)
 
     cache: dict[str, object] = {}
 
@@ -204,9 +299,7 @@ def slice_accuracy_table(
 
     baseline_logits = _logits_fn(model("baseline"), resolution, batch_size, None)(images)
     table = {}
-    for name, slice_name, folder, expert_id in _experts(workdir):
-        if slice_name not in slices:
-            raise ValueError(f"expert {name!r} names slice {slice_name!r}, not in {DOMAINS_FILE}")
+    for name, slice_name, folder, expert_id in experts:
         allowed = slices[slice_name]
         rows = np.flatnonzero(np.isin(labels, allowed))
         logits = _logits_fn(model(folder), resolution, batch_size, expert_id)(images[rows])
@@ -236,17 +329,19 @@ def heldout_world_images(
 
     Renders the job's classes (same scripts and image size as its config.json) with `seed`
     (default: the job's world seed + HELDOUT_SEED_OFFSET, so no image repeats a training one), and
-    checks the label vocabulary equals the job's label_names.json. Returns (images, labels).
+    checks the label vocabulary equals the job's label_names.json. Returns (images, labels):
+    uint8 [N, S, S, 3] and int64 [N], N = images_per_class * classes.
+
+    Raises:
+      FileNotFoundError / NotADirectoryError / ValueError: see `world_upstream_config`; also
+        label_names.json missing or not valid JSON, or labels that differ from the regenerated
+        world's.
+      NotAWorldJobError (a ValueError): the job was not trained on the offline world.
     """
     from bit_experts import world
 
-    config = _read_json(os.path.join(workdir, "config.json"))
-    up = config["upstream"]
-    if up["source"] != "world":
-        raise ValueError(
-            f"{workdir!r} was trained on {up['source']!r}, not the offline world: pass held-out "
-            "images to slice_accuracy_table instead"
-        )
+    up = world_upstream_config(workdir)
+    names = _read_json(os.path.join(workdir, LABELS_FILE))
     if seed is None:
         seed = int(up["world_seed"]) + HELDOUT_SEED_OFFSET
     if seed == up["world_seed"]:
@@ -257,7 +352,6 @@ def heldout_world_images(
         image_size=up["world_image_size"],
         scripts=up["world_scripts"],
     )
-    names = _read_json(os.path.join(workdir, LABELS_FILE))
     if held.label_names != names:
         raise ValueError(f"the regenerated world's labels differ from {workdir!r}/{LABELS_FILE}")
     return held.images, held.labels
@@ -266,24 +360,49 @@ def heldout_world_images(
 def expert_quality(
     workdir: str, images_per_class: int = 10, seed: int | None = None, batch_size: int = 256
 ) -> dict[str, dict]:
-    """`slice_accuracy_table` on `heldout_world_images` of a world job (see both)."""
+    """`slice_accuracy_table` on `heldout_world_images` of a world job (see both for the
+    returned table and the errors). Every JSON file the evaluation needs is read and checked
+    before any image is rendered or model loaded."""
+    world_upstream_config(workdir)
+    _finished_parts(workdir)
     images, labels = heldout_world_images(workdir, images_per_class, seed)
     return slice_accuracy_table(workdir, images, labels, batch_size=batch_size)
 
 
+def json_ready(table: Mapping[str, Mapping]) -> dict[str, dict]:
+    """A copy of a `slice_accuracy_table` result for strict JSON: non-finite floats (NaN for a
+    slice without held-out images) become None (JSON null); row order and key order kept."""
+    return {
+        name: {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()
+        }
+        for name, row in table.items()
+    }
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def format_table(table: Mapping[str, Mapping]) -> str:
     """The table as markdown: expert, slice, n, expert and B accuracy (%), difference (points)
-    with its paired 95% interval where the table has one."""
+    with its paired 95% interval where the table has one, and "better than B": "yes" when the
+    interval lies above 0 (`delta_low` > 0, so an interval starting at exactly 0 is "no"), "n/a"
+    when the row has no interval (n < 2, or a table without `delta_low`). None (JSON null) reads
+    as NaN."""
     lines = [
-        "| expert | slice | n | expert | B | expert - B [95% CI] |",
-        "|---|---|---|---|---|---|",
+        "| expert | slice | n | expert | B | expert - B [95% CI] | better than B |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, row in table.items():
-        interval = ""
-        if "delta_low" in row and np.isfinite(row["delta_low"]):
-            interval = f" [{100 * row['delta_low']:+.1f}, {100 * row['delta_high']:+.1f}]"
+        interval, better = "", "n/a"
+        low, high = _number(row.get("delta_low")), _number(row.get("delta_high"))
+        if np.isfinite(low) and np.isfinite(high):
+            interval = f" [{100 * low:+.1f}, {100 * high:+.1f}]"
+            better = "yes" if low > 0 else "no"
         lines.append(
-            f"| {name} | {row['slice']} | {row['n']} | {100 * row['expert_acc']:.1f} | "
-            f"{100 * row['baseline_acc']:.1f} | {100 * row['delta']:+.1f}{interval} |"
+            f"| {name} | {row['slice']} | {row['n']} | {100 * _number(row['expert_acc']):.1f} | "
+            f"{100 * _number(row['baseline_acc']):.1f} | {100 * _number(row['delta']):+.1f}"
+            f"{interval} | {better} |"
         )
     return "\n".join(lines)

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -127,8 +129,12 @@ def test_table_compares_each_expert_with_baseline_on_its_slice(workdir):
     assert table["adapter_low"]["expert_acc"] == pytest.approx(1 / 3)
     assert table["adapter_low"]["kind"] == "adapter"
     low, high = (100 * table["expert_low"][k] for k in ("delta_low", "delta_high"))
-    row = f"| expert_low | low | 12 | 100.0 | 66.7 | +33.3 [{low:+.1f}, {high:+.1f}] |"
+    row = f"| expert_low | low | 12 | 100.0 | 66.7 | +33.3 [{low:+.1f}, {high:+.1f}] | yes |"
     assert row in slice_eval.format_table(table)
+    # An interval that is the point value 0 is not above 0.
+    assert "| adapter_high | high | 12 | 100.0 | 100.0 | +0.0 [+0.0, +0.0] | no |" in (
+        slice_eval.format_table(table)
+    )
 
 
 def test_paired_delta_interval_matches_the_normal_approximation():
@@ -171,8 +177,133 @@ def test_bad_inputs_raise_one_clear_error(workdir, tmp_path):
         slice_eval.slice_accuracy_table(workdir, images[..., 0], labels)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 6\)"):
         slice_eval.slice_accuracy_table(workdir, images, labels + 1)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="not a finished upstream work directory"):
-        slice_eval.slice_accuracy_table(str(tmp_path / "nothing"), images, labels)
+        slice_eval.slice_accuracy_table(str(tmp_path / "empty"), images, labels)
     _write(os.path.join(workdir, "config.json"), {"upstream": {"source": "folder:/x"}})
-    with pytest.raises(ValueError, match="not the offline world"):
+    with pytest.raises(slice_eval.NotAWorldJobError, match="not the offline world"):
         slice_eval.heldout_world_images(workdir)
+
+
+WORLD_UPSTREAM = {
+    "source": "world",
+    "world_seed": 0,
+    "world_image_size": 8,
+    "world_scripts": ["numerals"],
+}
+
+
+def _world_job(work):
+    _write(os.path.join(work, "config.json"), {"upstream": WORLD_UPSTREAM})
+    return work
+
+
+def test_table_without_images_of_a_slice_is_nan_in_python_and_null_in_json(workdir):
+    images, labels = _images()
+    low = labels < 3
+    table = slice_eval.slice_accuracy_table(
+        workdir, images[low], labels[low], load_model=lambda w, name: MODELS[name]
+    )
+    high = table["adapter_high"]
+    assert high["n"] == 0 and np.isnan(high["expert_acc"]) and np.isnan(high["delta_low"])
+    ready = slice_eval.json_ready(table)
+    text = json.dumps(ready, allow_nan=False)  # strict JSON: would raise on a NaN
+    assert list(json.loads(text)) == ["adapter_low", "adapter_high", "expert_low"]  # models/ order
+    assert json.loads(text)["adapter_high"]["expert_acc"] is None
+    assert ready["expert_low"] == table["expert_low"] and list(ready["expert_low"]) == list(
+        table["expert_low"]
+    )
+    # No interval: neither "yes" nor "no"; a table read back from JSON (null) prints the same.
+    for t in (table, json.loads(text)):
+        assert "| adapter_high | high | 0 | nan | nan | +nan | n/a |" in slice_eval.format_table(t)
+
+
+def test_format_table_says_better_only_when_the_interval_lies_above_zero():
+    row = {"slice": "s", "n": 10, "kind": "full", "expert_acc": 0.9, "baseline_acc": 0.8}
+    table = {
+        "touches_0": {**row, "delta": 0.029, "delta_low": 0.0, "delta_high": 0.058},
+        "above_0": {**row, "delta": 0.029, "delta_low": 1e-4, "delta_high": 0.058},
+        "below_0": {**row, "delta": -0.02, "delta_low": -0.05, "delta_high": -0.01},
+        "no_interval": {**row, "delta": 0.1},
+    }
+    lines = slice_eval.format_table(table).splitlines()
+    assert lines[0].endswith("| expert - B [95% CI] | better than B |")
+    assert [line.rsplit("|", 2)[1].strip() for line in lines[2:]] == ["no", "yes", "no", "n/a"]
+    assert "| +2.9 [+0.0, +5.8] | no |" in lines[2]
+
+
+def test_broken_work_directories_fail_in_one_line_before_any_image(workdir, tmp_path, monkeypatch):
+    from bit_experts import world
+
+    def no_rendering(**kwargs):
+        raise AssertionError("rendered held-out images for a broken work directory")
+
+    monkeypatch.setattr(world, "generate_upstream", no_rendering)
+    missing = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match=f"^'{missing}' does not exist"):
+        slice_eval.expert_quality(missing)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="'.*file' is a file, not a directory"):
+        slice_eval.expert_quality(str(tmp_path / "file"))
+    config = os.path.join(workdir, "config.json")
+    with pytest.raises(FileNotFoundError, match=f"'{config}' is missing"):
+        slice_eval.expert_quality(workdir)
+    _write(config, {})
+    with pytest.raises(ValueError, match=f"'{config}' has no key 'upstream'"):
+        slice_eval.expert_quality(workdir)
+    _write(config, {"upstream": {"source": "world"}})
+    with pytest.raises(ValueError, match=f"'{config}' has no key 'upstream.world_seed'"):
+        slice_eval.heldout_world_images(workdir)
+    with open(config, "w", encoding="utf-8") as f:
+        f.write('{\n  "upstream": \n')  # truncated
+    with pytest.raises(ValueError, match=f"^'{config}' is not valid JSON: Expecting value"):
+        slice_eval.expert_quality(workdir)
+    _world_job(workdir)
+    for name in ("expert_low", "adapters"):  # only models/baseline is left
+        os.remove(os.path.join(workdir, "models", name, "info.json"))
+    models = os.path.join(workdir, "models")
+    with pytest.raises(ValueError, match=f"^no full or adapter experts in '{models}'"):
+        slice_eval.expert_quality(workdir)
+    images, labels = _images()
+    with pytest.raises(ValueError, match="no full or adapter experts"):
+        slice_eval.slice_accuracy_table(workdir, images, labels, load_model=MODELS.get)
+
+
+def _cli(*args):
+    """`python -m bit_experts.expert_quality` -> (return code, stdout, last line of stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bit_experts.expert_quality", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.returncode, done.stdout, lines[-1] if lines else ""
+
+
+def test_cli_bad_inputs_are_one_line_and_write_nothing(workdir, tmp_path):
+    # Three real command lines (each imports TensorFlow: seconds); the other bad work
+    # directories give the library's messages above through the same one-line handler.
+    prog = "bit_experts.expert_quality: error: "
+    code, stdout, line = _cli(f"--workdir={os.path.join(workdir, 'label_names.json')}")
+    assert (code, stdout) == (1, "") and line == (
+        f"{prog}'{os.path.join(workdir, 'label_names.json')}' is a file, not a directory: "
+        "expected an upstream work directory"
+    )
+    _write(os.path.join(workdir, "config.json"), {"upstream": {"source": "folder:/x"}})
+    code, _, line = _cli(f"--workdir={workdir}")
+    assert code == 1 and line == (
+        f"{prog}--workdir='{workdir}' was trained on upstream.source='folder:/x' (config.json); "
+        'this command supports only jobs trained on the offline world (upstream.source = "world")'
+    )
+    # An existing directory as --output_json is refused before the evaluation (the toy models
+    # could not even be loaded), and nothing is written.
+    _world_job(workdir)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, stdout, line = _cli(f"--workdir={workdir}", f"--output_json={out}")
+    assert (code, stdout) == (1, "") and line == (
+        f"{prog}--output_json='{out}' is a directory; expected a file path"
+    )
+    assert list(out.iterdir()) == []
