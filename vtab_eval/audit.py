@@ -325,6 +325,65 @@ def score_tasks(jobs, ranked, finetuned, candidates, baseline):
     return tasks
 
 
+def rescore(audit):
+    """A finished audit (the dict of `audit.json`) scored again from its own stored results.
+
+    Recomputes, from each task's stored accuracies per seed and each proxy's stored pick and
+    fallback, the hindsight best, every policy (with the dataset-agnostic picks) and the aggregate,
+    with today's `audit_metrics`; trains and embeds nothing. For results recorded before a change
+    of the metrics (for example the tie tolerance). Returns a new dict; `audit` is not modified.
+
+    Raises:
+      ValueError: `audit` is not an audit of this format.
+    """
+    import copy
+
+    if not isinstance(audit, dict) or audit.get("format") != AUDIT_FORMAT:
+        raise ValueError(f"not an audit.json of format {AUDIT_FORMAT!r}")
+    out = copy.deepcopy(audit)
+    tasks = out["tasks"]
+    tables = {
+        t: {c: v["accuracy"][c]["seeds"] for c in out["candidates"]} for t, v in tasks.items()
+    }
+    agnostic = metrics.agnostic_picks(tables)
+    for name, task in tasks.items():
+        acc = tables[name]
+        task["hindsight_best"] = metrics.hindsight_best(acc)
+        task["policies"] = task_policies(
+            acc, {"proxies": task["proxies"]}, out["baseline"], agnostic[name]
+        )
+    n_resamples = out["bootstrap"]["n_resamples"]
+    out["aggregate"] = aggregate(
+        tasks, out["policies"], out["proxies"], out["reference"], n_resamples
+    )
+    return out
+
+
+def rescore_command(output_dir):
+    """`python -m vtab_eval.audit --rescore --output_dir=OUT`: `rescore` OUT/audit.json and write
+    audit.json, audit.md and plots/ again (nothing is trained or embedded). Returns the audit.
+
+    Raises:
+      FileNotFoundError: OUT/audit.json is missing. ValueError: it is not an audit.
+    """
+    import json
+
+    from vtab_eval import audit_report, report
+
+    path = os.path.join(output_dir, "audit.json")
+    if not atomic_files.exists(path):
+        raise FileNotFoundError(f"{path!r} is missing: --rescore needs a finished audit")
+    try:
+        stored = json.loads(atomic_files.read_bytes(path).decode("utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path!r} is not valid JSON: {error}") from None
+    audit = rescore(stored)
+    audit_report.write_plots(audit, os.path.join(output_dir, "plots"))
+    report.write_json(path, audit)
+    report.atomic_write_text(os.path.join(output_dir, "audit.md"), audit_report.markdown(audit))
+    return audit
+
+
 def aggregate(tasks, policies, proxies, reference, n_resamples):
     """Per policy, over tasks: means with bootstrap intervals, counts and group means."""
 
@@ -678,11 +737,25 @@ def define_flags():
     flags.DEFINE_string(
         "upstream_dir", None, "Upstream work dir: add each expert's accuracy on its own slice."
     )
+    flags.DEFINE_bool(
+        "rescore",
+        False,
+        "Only score OUT/audit.json again from its stored results (after a metrics change) and "
+        "rewrite audit.json, audit.md and plots/; needs only --output_dir.",
+    )
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.rescore:
+        if not FLAGS.output_dir:
+            raise app.UsageError("--rescore needs --output_dir")
+        with cli.one_line_errors("vtab_eval.audit"):
+            rescore_command(FLAGS.output_dir)
+            path = os.path.join(FLAGS.output_dir, "audit.md")
+            print(atomic_files.read_bytes(path).decode("utf-8"))
+        return
     if not FLAGS.output_dir or not FLAGS.collection:
         raise app.UsageError("--collection and --output_dir are required")
     if not FLAGS.tasks and not FLAGS.bank_dir:

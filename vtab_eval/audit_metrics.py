@@ -27,6 +27,11 @@ POINTS = 100.0  # accuracy fractions -> percentage points
 CONFIDENCE_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
+# Two means closer than this (fractions) are a tie. Accuracies are ratios of image counts, so means
+# that are equal in exact arithmetic can differ by a few float64 ulps (~1e-16) when the seeds'
+# counts are summed in another order, while one test image moves a mean by at least
+# 1 / (seeds x test images), above 3e-7 for up to a million test images.
+TIE_TOLERANCE = 1e-9
 
 
 def check_table(acc):
@@ -61,18 +66,24 @@ def means(acc):
     return {c: float(np.mean(v)) for c, v in check_table(acc).items()}
 
 
+def _tied_top(values):
+    """The keys of `values` within TIE_TOLERANCE of its maximum, in order."""
+    top = max(values.values())
+    return [c for c, v in values.items() if v >= top - TIE_TOLERANCE]
+
+
 def hindsight_best(acc):
-    """The candidates with the highest mean accuracy (several on an exact tie), in table order."""
-    mean = means(acc)
-    top = max(mean.values())
-    return [c for c, v in mean.items() if v == top]
+    """The candidates with the highest mean accuracy (several on a tie: within TIE_TOLERANCE), in
+    table order."""
+    return _tied_top(means(acc))
 
 
 def regret(acc, pick):
-    """Points between the hindsight best's mean accuracy and the pick's (>= 0)."""
+    """Points between the hindsight best's mean accuracy and the pick's (>= 0; 0 for a tie)."""
     table = check_table(acc)
     best = max(float(np.mean(v)) for v in table.values())
-    return POINTS * (best - float(np.mean(_pick(table, pick))))
+    gap = best - float(np.mean(_pick(table, pick)))
+    return 0.0 if gap <= TIE_TOLERANCE else POINTS * gap
 
 
 def hit(acc, pick):
@@ -112,8 +123,7 @@ def split_half_regret(acc, pick):
     for choose, score in splits:
         choose, score = list(choose), list(score)
         on_choose = {c: float(np.mean(v[choose])) for c, v in table.items()}
-        top = max(on_choose.values())
-        best = [c for c, v in on_choose.items() if v == top]
+        best = _tied_top(on_choose)
         best_score = float(np.mean([np.mean(table[c][score]) for c in best]))
         total += best_score - float(np.mean(chosen[score]))
     return POINTS * total / len(splits)
@@ -156,8 +166,7 @@ def agnostic_picks(tables):
             picks[task] = None
             continue
         overall = {c: float(np.mean([m[c] for m in others])) for c in order}
-        top = max(overall.values())
-        picks[task] = next(c for c in order if overall[c] == top)
+        picks[task] = _tied_top(overall)[0]
     return picks
 
 

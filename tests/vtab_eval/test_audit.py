@@ -42,6 +42,27 @@ def test_regret_hit_and_random_by_hand():
         metrics.regret({"B": [0.5], "e": [0.5, 0.6]}, "B")
 
 
+def test_equal_counts_summed_in_another_order_are_a_tie():
+    # The recorded study's digits_noisy task: two experts with 1113 right answers over 3 seeds of
+    # 797 test images, whose float64 means differ in the last bit.
+    table = {
+        "greek": [370 / 797, 375 / 797, 368 / 797],
+        "capital": [368 / 797, 367 / 797, 378 / 797],
+        "B": [360 / 797, 362 / 797, 361 / 797],
+    }
+    assert np.mean(table["greek"]) != np.mean(table["capital"])  # the float64 artefact itself
+    assert metrics.hindsight_best(table) == ["greek", "capital"]
+    assert metrics.regret(table, "capital") == 0.0 == metrics.regret(table, "greek")
+    assert metrics.hit(table, "capital")
+    assert metrics.regret(table, "B") == pytest.approx(100 * (1113 - 1083) / (3 * 797), abs=TOL)
+    # One image apart is not a tie.
+    apart = dict(table, capital=[368 / 797, 367 / 797, 377 / 797])
+    assert metrics.hindsight_best(apart) == ["greek"] and metrics.regret(apart, "capital") > 0
+    # The dataset-agnostic pick breaks the tie by candidate order, as documented.
+    picks = metrics.agnostic_picks({"t1": table, "t2": table})
+    assert picks == {"t1": "greek", "t2": "greek"}
+
+
 def test_split_half_regret_by_hand_two_seeds():
     table = {"B": [0.80, 0.84], "e": [0.90, 0.70]}
     # Means 0.82 and 0.80: full regret of B is 0. Choosing on seed 0 gives e, which scores 0.70 on
@@ -258,6 +279,29 @@ def _count_finetunes(monkeypatch):
     return calls
 
 
+def test_rescore_reproduces_the_audit_and_follows_changed_results(finished):
+    from vtab_eval import audit
+
+    *_, out, _ = finished
+    written = json.loads((out / "audit.json").read_text())
+    again = audit.rescore(written)
+    assert again["aggregate"] == written["aggregate"]
+    assert {t: v["policies"] for t, v in again["tasks"].items()} == {
+        t: v["policies"] for t, v in written["tasks"].items()
+    }
+    # Make B the best candidate of the first task: its hindsight best and B's regret follow.
+    task = next(iter(written["tasks"]))
+    changed = json.loads(json.dumps(written))
+    for name, row in changed["tasks"][task]["accuracy"].items():
+        row["seeds"] = [1.0, 1.0] if name == "baseline" else [0.5, 0.5]
+    rescored = audit.rescore(changed)
+    assert rescored["tasks"][task]["hindsight_best"] == ["baseline"]
+    assert rescored["tasks"][task]["policies"]["baseline"]["regret"] == 0.0
+    assert written == json.loads((out / "audit.json").read_text())  # input left alone
+    with pytest.raises(ValueError, match="not an audit.json"):
+        audit.rescore({"format": -1})
+
+
 def test_rerun_trains_nothing_and_resumes_a_kill(finished, monkeypatch):
     from bit_experts.training import slice_eval
 
@@ -372,3 +416,37 @@ def test_command_line(finished):
         "random",
     ]
     assert written["command"].startswith("python -m vtab_eval.audit --collection=")
+
+
+def test_rescore_command_rewrites_the_outputs_from_the_stored_results(finished, tmp_path):
+    import shutil
+
+    *_, out, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "plots", copy / "plots")
+    stored = json.loads((out / "audit.json").read_text())
+    task = next(iter(stored["tasks"]))
+    for name, row in stored["tasks"][task]["accuracy"].items():
+        row["seeds"] = [1.0, 1.0] if name == "baseline" else [0.5, 0.5]
+    (copy / "audit.json").write_text(json.dumps(stored))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "vtab_eval.audit", "--rescore"]
+    proc = subprocess.run(
+        [*cmd, f"--output_dir={copy}"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rewritten = json.loads((copy / "audit.json").read_text())
+    assert rewritten["tasks"][task]["hindsight_best"] == ["baseline"]
+    assert "# Selection audit" in proc.stdout and (copy / "audit.md").read_text() in proc.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = subprocess.run(
+        [*cmd, f"--output_dir={empty}"], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"vtab_eval.audit: error: {str(empty / 'audit.json')!r} is missing: --rescore needs a "
+        "finished audit"
+    )
+    assert sorted(p.name for p in empty.iterdir()) == []
