@@ -15,7 +15,9 @@ Two code paths are measured, alternating within every repeat so that a change of
 - `after`: this tree.
 - `before`: this tree with `hub_export/module.py` and `hub_export/validate.py` as of
   `--before_commit` (read with `git show`, so it needs the repository's history), swapped in for the
-  exporter's module class, `save_module` and `validate_module`; everything else is this tree's.
+  exporter's module class, `save_module` and `validate_module`, and with that commit's GroupNorm
+  group average (`bit_experts.layers._group_average`, which broadcast with `ops.repeat`); everything
+  else is this tree's.
 
 Per module the child reports the wall time of the whole publish divided by the modules written, and
 the seconds spent in each phase: loading the Keras model, building the module object, the weights
@@ -29,6 +31,7 @@ larger than the spread (max - min) of both paths.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -81,12 +84,7 @@ def _load_before(commit, folder):
     """The `before` path's module and validate modules, imported from `git show commit:path`."""
     loaded = []
     for rel in _SWAPPED:
-        text = subprocess.run(
-            ["git", "-C", _ROOT, "show", f"{commit}:{rel}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        text = _git_show(commit, rel)
         name = "before_" + os.path.basename(rel)[: -len(".py")]
         path = os.path.join(folder, name + ".py")
         with open(path, "w", encoding="utf-8") as f:
@@ -96,6 +94,24 @@ def _load_before(commit, folder):
         spec.loader.exec_module(module)
         loaded.append(module)
     return loaded
+
+
+def _git_show(commit, rel):
+    return subprocess.run(
+        ["git", "-C", _ROOT, "show", f"{commit}:{rel}"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _before_function(commit, rel, name, namespace):
+    """Function `name` of `rel` at `commit`, compiled alone in `namespace` (its globals).
+
+    Only the function is taken: executing the whole old file would register its Keras classes a
+    second time.
+    """
+    tree = ast.parse(_git_show(commit, rel))
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    exec(compile(ast.Module(body=[node], type_ignores=[]), f"{commit}:{rel}", "exec"), namespace)
+    return namespace[name]
 
 
 def _child(args) -> None:
@@ -124,6 +140,13 @@ def _child(args) -> None:
                 module_py.HubModule,
                 module_py.save_module,
                 validate_py,
+            )
+            from keras import ops
+
+            from bit_experts import layers
+
+            layers._group_average = _before_function(
+                args.before_commit, "bit_experts/layers.py", "_group_average", {"ops": ops}
             )
         else:
             from hub_export import module as module_py
@@ -204,7 +227,8 @@ def main(argv=None) -> None:
     print(_common.machine_line())
     print(
         f"CPU set {cpus} (children inherit it), {args.threads} TF intra-op and inter-op threads, "
-        f"OMP_NUM_THREADS={args.threads}; before = {', '.join(_SWAPPED)} at {args.before_commit}"
+        f"OMP_NUM_THREADS={args.threads}; before = {', '.join(_SWAPPED)} and "
+        f"layers._group_average at {args.before_commit}"
     )
     headlines = []
     with tempfile.TemporaryDirectory() as tmp:

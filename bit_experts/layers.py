@@ -95,10 +95,13 @@ class StandardizedConv2D(keras.layers.Layer):
 
 def _group_average(per_channel, groups):
     # [N, 1, 1, C] -> mean within each group of C // groups channels, broadcast back to the same.
+    # The broadcast is a multiply by ones (exact): `ops.repeat` would put about 28 more ops per call
+    # into the graph (98 calls in an R50x1), which every trace, save, `hub.load` and gradient
+    # construction pays for (benchmarks/RESULTS.md, Publishing).
     channels = per_channel.shape[-1]
     grouped = ops.reshape(per_channel, (-1, groups, channels // groups))
     grouped = ops.mean(grouped, axis=-1, keepdims=True)
-    grouped = ops.repeat(grouped, channels // groups, axis=-1)
+    grouped = grouped * ops.ones((1, 1, channels // groups), dtype=grouped.dtype)
     return ops.reshape(grouped, (-1, 1, 1, channels))
 
 
