@@ -5,7 +5,7 @@
     python -m benchmarks.selection --sizes r50x1 --r50x1_experts 8 --r50x1_split train800val200 \
         --workdir /tmp/bench-selection-r50x1 --profile_dir DIR   # paper scale; ~40 CPU-min a repeat
     python -m benchmarks.selection --agreement       # --precision / --resolution vs float32, BANK
-    python -m benchmarks.selection --precision_speed # R50x1 forward: float32 vs bfloat16 vs float16
+    python -m benchmarks.selection --precision_speed # R50x1 forward: float32 vs each --agreement_precisions
 
 Every module is a randomly initialised BiT model exported as a TF Hub module (nothing is
 downloaded); the task is the offline world's `textures` folder task (1000 training images). For
@@ -329,6 +329,7 @@ def precision_speed(args):
 
     from bit_experts.presets import create_model
     from bit_experts.resnet_v2 import BiTResNetV2
+    from vtab_eval.embed import STANDARDIZED
 
     side = args.r50x1_resolution
     images = np.random.default_rng(0).uniform(0, 1, (args.speed_batch, side, side, 3))
@@ -336,9 +337,12 @@ def precision_speed(args):
     source = create_model("r50x1")
     forwards = {}
     for precision in ["float32"] + args.agreement_precisions:
-        policy = "float32" if precision == "float32" else f"mixed_{precision}"
-        model = BiTResNetV2.from_config({**source.get_config(), "dtype": policy})
-        model.set_weights(source.get_weights())
+        if precision == STANDARDIZED:  # as vtab_eval.embed.load_module builds it
+            model = source.standardized_copy()
+        else:
+            policy = "float32" if precision == "float32" else f"mixed_{precision}"
+            model = BiTResNetV2.from_config({**source.get_config(), "dtype": policy})
+            model.set_weights(source.get_weights())
         forwards[precision] = tf.function(lambda x, m=model: tf.cast(m(x), tf.float32))
         forwards[precision](images)  # trace and warm up
     times = {p: [] for p in forwards}
@@ -437,8 +441,11 @@ def parse_args(argv=None):
     if min(args.experts + args.r50x1_experts, default=0) < 1:
         parser.error("pool sizes must be integers >= 1")
     args.agreement_precisions = [p for p in args.agreement_precisions.split(",") if p]
-    if set(args.agreement_precisions) - {"bfloat16", "float16"}:
-        parser.error(f"--agreement_precisions: bfloat16, float16; got {args.agreement_precisions}")
+    from vtab_eval.embed import PRECISIONS
+
+    reduced = [p for p in PRECISIONS if p != "float32"]
+    if set(args.agreement_precisions) - set(reduced):
+        parser.error(f"--agreement_precisions: some of {reduced}; got {args.agreement_precisions}")
     try:
         args.agreement_resolutions = [int(r) for r in args.agreement_resolutions.split(",") if r]
     except ValueError:

@@ -22,9 +22,11 @@ from vtab_eval import feature_cache
 
 # Image side for modules whose metadata recommends none (third-party modules; BiT's own side).
 DEFAULT_RESOLUTION = 224
-# Arithmetic of the embedding forward pass: "float32" runs the module as saved; the others rebuild
-# it from its Keras archive under Keras' mixed-precision policy (`load_module`).
-PRECISIONS = ("float32", "bfloat16", "float16")
+# The embedding forward pass: "float32" runs the module as saved; "bfloat16" and "float16" rebuild
+# it from its Keras archive under Keras' mixed-precision policy; "float32_standardized" rebuilds it
+# from its Keras archive in float32 with the kernels weight-standardised once (`load_module`).
+STANDARDIZED = "float32_standardized"
+PRECISIONS = ("float32", "bfloat16", "float16", STANDARDIZED)
 
 
 class BadModuleError(ValueError):
@@ -132,6 +134,10 @@ def load_module(handle, precision="float32"):
     precision as in Micikevicius et al., "Mixed Precision Training" (ICLR 2018). Its speed-up
     depends on the CPU (native bfloat16: x86 `avx512_bf16` / `amx_bf16`); measured speed and
     agreement: benchmarks/RESULTS.md, "Ranking E experts vs the bare forward pass".
+    float32_standardized: the Keras archive's `BiTResNetV2.standardized_copy()`, float32 with each
+    convolution kernel weight-standardised once at load rather than on every call (Qiao et al.,
+    2019, as BiT uses it); the same function up to float32 rounding, for inference only (the
+    published module itself stays exactly fine-tunable).
 
     Raises:
       BadModuleError: naming the handle: the module fails to load, or has no Keras archive for a
@@ -142,6 +148,8 @@ def load_module(handle, precision="float32"):
     try:
         if precision == "float32":
             return hub.load(handle)
+        if precision == STANDARDIZED:
+            return _standardized_model(handle)
         return _mixed_precision_model(handle, precision)
     except Exception as err:  # noqa: BLE001 - any failure to load is reported by handle
         at = "" if precision == "float32" else f" in {precision} (needs its Keras archive)"
@@ -158,6 +166,18 @@ def _mixed_precision_model(handle, precision):
     source = expert_archive.load_expert(handle)
     model = BiTResNetV2.from_config({**source.get_config(), "dtype": f"mixed_{precision}"})
     model.set_weights(source.get_weights())
+
+    def forward(images):
+        return tf.cast(model(images), tf.float32)
+
+    return tf.function(forward, reduce_retracing=True, autograph=False)
+
+
+def _standardized_model(handle):
+    """A tf.function images -> float32 features of `handle`'s Keras archive, kernels standardised once."""
+    from bit_experts import expert_archive
+
+    model = expert_archive.load_expert(handle).standardized_copy()
 
     def forward(images):
         return tf.cast(model(images), tf.float32)

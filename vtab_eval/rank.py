@@ -51,8 +51,9 @@ def define_flags():
     flags.DEFINE_string(
         "precision",
         "float32",
-        "Arithmetic of the experts' forward pass for feature selectors: float32, bfloat16 or "
-        "float16 (needs each module's Keras archive; speed-up depends on the CPU).",
+        "The experts' forward pass for feature selectors: float32 (the module as saved), "
+        "bfloat16 or float16 (mixed precision), or float32_standardized (kernels "
+        "weight-standardised once); all but float32 need each module's Keras archive.",
     )
     flags.DEFINE_string("data_dir", None, "TFDS data directory.")
     flags.DEFINE_string(

@@ -155,7 +155,7 @@ def rank(
       confidence_level: coverage of the per-expert bootstrap intervals, in (0, 1).
       n_resamples: bootstrap resamples per interval.
       precision: arithmetic of the experts' forward pass for the feature methods
-        (`embed.PRECISIONS`; bfloat16/float16 need each module's Keras archive, see
+        (`embed.PRECISIONS`; all but float32 need each module's Keras archive, see
         `embed.load_module`). Classifier outputs (EPN, baseline classifier) stay float32.
       log: optional callable(str) for progress lines.
 

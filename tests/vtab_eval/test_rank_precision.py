@@ -72,7 +72,7 @@ def test_cache_keys_differ_by_precision_and_resolution():
     key = feature_cache.FeatureCache.key
     args = ("module-identity", "task-fingerprint", "train800val200")
     keys = {key(*args, side, precision=p) for side in (128, 224) for p in embed.PRECISIONS}
-    assert len(keys) == 6
+    assert len(keys) == 2 * len(embed.PRECISIONS) == 8
     # float32 keeps the key caches had before precision existed.
     assert key(*args, 224) == key(*args, 224, precision="float32")
     assert "bfloat16" in key(*args, 224, precision="bfloat16")
@@ -108,6 +108,25 @@ def test_reduced_precision_features_are_close_to_float32(setup, precision):
     assert 0 < error(low) < bound
     # A wrong result (another expert's weights) is far outside the bound.
     assert bound < 0.2 < error(other)
+
+
+def test_standardized_features_equal_the_saved_modules_up_to_float32_rounding(setup):
+    from tolerances import model_atol
+
+    _, model, (first, second, toy), _, _ = setup
+    images = np.random.default_rng(0).uniform(0, 1, (16, 32, 32, 3)).astype(np.float32)
+    reference = np.asarray(embed.load_module(first)(images))
+    once = np.asarray(embed.load_module(first, embed.STANDARDIZED)(images))
+    assert once.dtype == np.float32 and once.shape == reference.shape
+    # The same float32 function, each kernel standardised once instead of per call: as in
+    # tests/bit_experts/test_resnet_v2_standardized.py, 3/2 of model_atol's two reductions per
+    # kernel; another expert's weights differ by O(1) of the features.
+    atol = 1.5 * model_atol(model, images, reference)
+    np.testing.assert_allclose(once, reference, rtol=0, atol=atol)
+    other = np.asarray(embed.load_module(second, embed.STANDARDIZED)(images))
+    assert np.abs(other - reference).max() > 100 * atol
+    with pytest.raises(embed.BadModuleError, match="float32_standardized.*Keras archive"):
+        embed.load_module(toy, embed.STANDARDIZED)
 
 
 def test_rank_in_bfloat16_caches_apart_and_leaves_out_modules_without_archive(setup):
