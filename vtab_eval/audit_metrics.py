@@ -18,10 +18,11 @@ The audit (`vtab_eval.audit`, issue 11) and docs/selection.md ("Audit") use them
 
 import itertools
 import math
-import warnings
 
 import numpy as np
 from scipy import stats
+
+from bit_experts import bootstrap
 
 POINTS = 100.0  # accuracy fractions -> percentage points
 CONFIDENCE_LEVEL = 0.95
@@ -213,23 +214,9 @@ def mean_interval(
     if np.all(array == array[0]):
         out["ci_low"] = out["ci_high"] = float(array[0])
         return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = stats.bootstrap(
-            (array,),
-            np.mean,
-            confidence_level=confidence_level,
-            n_resamples=int(n_resamples),
-            method="BCa",
-            vectorized=True,
-            rng=np.random.default_rng(seed),
-        )
-    low, high = result.confidence_interval
-    if not (np.isfinite(low) and np.isfinite(high)):
-        tail = 50 * (1 - confidence_level)
-        low, high = np.percentile(result.bootstrap_distribution, [tail, 100 - tail])
-    out["ci_low"], out["ci_high"] = float(low), float(high)
+    out["ci_low"], out["ci_high"] = bootstrap.bca_interval(
+        (array,), np.mean, confidence_level=confidence_level, n_resamples=n_resamples, seed=seed
+    )
     return out
 
 

@@ -16,10 +16,11 @@ score would move on another draw of N images from the same task (Efron & Tibshir
 """
 
 import dataclasses
-import warnings
 
 import numpy as np
 from scipy import stats
+
+from bit_experts import bootstrap
 
 DEFAULT_LEVEL = 0.95
 DEFAULT_RESAMPLES = 9999
@@ -64,26 +65,14 @@ def accuracy_interval(
         raise ValueError(f"confidence_level must be in (0, 1); got {confidence_level!r}")
     if np.all(hits == hits[0]):
         return float(hits[0]), float(hits[0])
-    with warnings.catch_warnings():
-        # BCa warns when few rows differ from the rest; the interval is still returned.
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        result = stats.bootstrap(
-            (hits,),
-            np.mean,
-            confidence_level=confidence_level,
-            n_resamples=int(n_resamples),
-            batch=_BATCH,
-            vectorized=True,
-            method="BCa",
-            rng=np.random.default_rng(seed),
-        )
-    low, high = result.confidence_interval
-    if not (np.isfinite(low) and np.isfinite(high)):  # BCa undefined: fall back to percentiles
-        low, high = np.percentile(
-            result.bootstrap_distribution,
-            [50 * (1 - confidence_level), 50 * (1 + confidence_level)],
-        )
-    return float(low), float(high)
+    return bootstrap.bca_interval(
+        (hits,),
+        np.mean,
+        confidence_level=confidence_level,
+        n_resamples=n_resamples,
+        seed=seed,
+        batch=_BATCH,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

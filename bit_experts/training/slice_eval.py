@@ -201,9 +201,7 @@ def paired_delta_interval(
       (low, high) as fractions; (NaN, NaN) when N < 2, the point value twice when every row has
       the same difference.
     """
-    import warnings
-
-    from scipy import stats
+    from bit_experts import bootstrap
 
     a, b = np.asarray(correct_a, np.float64), np.asarray(correct_b, np.float64)
     if a.shape != b.shape:
@@ -216,23 +214,14 @@ def paired_delta_interval(
     def difference(x, y, axis=-1):
         return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        result = stats.bootstrap(
-            (a, b),
-            difference,
-            paired=True,
-            vectorized=True,
-            confidence_level=confidence_level,
-            n_resamples=9999,
-            method="BCa",
-            rng=np.random.default_rng(seed),
-        )
-    low, high = result.confidence_interval
-    if not (np.isfinite(low) and np.isfinite(high)):
-        tail = 50 * (1 - confidence_level)
-        low, high = np.percentile(result.bootstrap_distribution, [tail, 100 - tail])
-    return float(low), float(high)
+    return bootstrap.bca_interval(
+        (a, b),
+        difference,
+        confidence_level=confidence_level,
+        n_resamples=9999,
+        seed=seed,
+        paired=True,
+    )
 
 
 def _finished_parts(workdir: str):
