@@ -8,8 +8,10 @@ The search is exact and symmetric. Distance is symmetric, so the N x N matrix of
 is computed in tiles of its upper triangle only (pairs i < j), each tile once, and every tile
 updates the running minimum of its rows *and* of its columns: N^2 d / 2 multiply-adds instead of
 the N^2 d of a general k-NN search (faiss, scikit-learn), which must treat queries and database
-as different sets. Memory is O(N d) for one centred copy of the features plus one tile per thread,
-never N x N.
+as different sets. Memory is O(N) beyond the features themselves, plus per thread one tile and
+the centred rows and columns it multiplies (chunk x d each), never N x N: the features are centred
+block by block as tiles need them, not copied whole (fresh memory is slow to touch on some VMs,
+see benchmarks/RESULTS.md, kNN).
 
 1. Screening, per tile: squared Euclidean distances through the expansion
    ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2, one float32 matrix product per tile. In float32 the
@@ -57,8 +59,10 @@ _TILE_ROWS_PER_CHUNK = 4
 # window of its current minima) or, if many rows are tied, resolves them exactly: bounds the
 # candidates' memory to O(N + tile) even when all rows are equal.
 _PAIRS_PER_ROW = 8
-# Candidate pairs whose exact distance is computed at once: bounds that pass to 2048 x d floats.
-_EXACT_BLOCK = 2048
+# Candidate pairs whose exact distance is computed at once: bounds that pass to 512 x d floats.
+_EXACT_BLOCK = 512
+# Rows centred at once while computing the squared norms (`_center`).
+_CENTER_BLOCK = 1024
 
 
 def _as_features(features) -> np.ndarray:
@@ -120,17 +124,24 @@ def _screening_slack(dim: int) -> float:
 
 
 def _center(features: np.ndarray):
-    """Returns (centred float32 features, their float32 squared norms), or raises ValueError.
+    """Returns (float32 [d] column mean, float32 [N] squared norms of the centred rows), or raises
+    ValueError. The centred rows are formed block by block (`_CENTER_BLOCK` rows), never all at once.
 
     Any NaN or infinity, or a value whose square overflows float32, reaches the norms.
     """
+    n = len(features)
+    mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
+    sq_norms = np.empty(n, np.float32)
+    block = np.empty((min(n, _CENTER_BLOCK), features.shape[1]), np.float32)
     with np.errstate(invalid="ignore", over="ignore"):  # reported below, as one ValueError
-        centered = features - features.mean(axis=0, dtype=np.float64).astype(np.float32)
-        sq_norms = np.einsum("ij,ij->i", centered, centered)
+        for lo in range(0, n, _CENTER_BLOCK):
+            hi = min(lo + _CENTER_BLOCK, n)
+            centered = np.subtract(features[lo:hi], mean, out=block[: hi - lo])
+            sq_norms[lo:hi] = np.einsum("ij,ij->i", centered, centered)
     # The screened distances add two norms: keep them (and their sum) finite.
     if not np.isfinite(sq_norms.max()) or sq_norms.max() > np.finfo(np.float32).max / 4:
         raise ValueError("features contain NaN or infinite values, or values too large for float32")
-    return centered, sq_norms
+    return mean, sq_norms
 
 
 def _exact_sq_distances(features: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -166,14 +177,19 @@ def _first_per_index(index, neighbour, distance):
 class _Worker:
     """One thread's share of the tiles: its running minima, candidate pairs and resolved rows."""
 
-    def __init__(self, features, centered, half_sq_norms, width, tile_size):
-        n = len(features)
-        self.features, self.centered, self.half_sq_norms, self.width = (
+    def __init__(self, features, mean, half_sq_norms, width, tile_rows, tile_cols):
+        n, d = features.shape
+        tile_size = tile_rows * tile_cols
+        self.features, self.mean, self.half_sq_norms, self.width = (
             features,
-            centered,
+            mean,
             half_sq_norms,
             width,
         )
+        # The centred rows and columns of the current tile (see `_center`).
+        self.row_block = np.empty((tile_rows, d), np.float32)
+        self.col_block = np.empty((tile_cols, d), np.float32)
+        self.row_block_start = None
         # Running minimum of each row's screened distances over the tiles this worker has seen:
         # never below the final minimum, so windows around it hold the final window.
         self.running = np.full(n, np.inf, np.float32)
@@ -188,15 +204,20 @@ class _Worker:
 
     def tile(self, r0, r1, c0, c1):
         """Screens rows [r0, r1) against columns [c0, c1), c0 >= r0; keeps pairs row < column."""
-        centered, half_sq_norms, width, running = (
-            self.centered,
+        features, mean, half_sq_norms, width, running = (
+            self.features,
+            self.mean,
             self.half_sq_norms,
             self.width,
             self.running,
         )
         screened = self.buffer[: (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+        if self.row_block_start != r0:  # the same rows serve every tile of one tile row
+            np.subtract(features[r0:r1], mean, out=self.row_block[: r1 - r0])
+            self.row_block_start = r0
+        cols = np.subtract(features[c0:c1], mean, out=self.col_block[: c1 - c0])
         # Half the squared distance, ||a||^2 / 2 + ||b||^2 / 2 - a.b (halving is exact in binary).
-        np.matmul(centered[r0:r1], centered[c0:c1].T, out=screened)
+        np.matmul(self.row_block[: r1 - r0], cols.T, out=screened)
         np.subtract(half_sq_norms[c0:c1], screened, out=screened)
         screened += half_sq_norms[r0:r1, np.newaxis]
         lower = None
@@ -265,7 +286,7 @@ def _tiles(n, tile_rows, tile_cols):
 def _loo_nearest(features: np.ndarray, chunk_size: int, num_threads: int) -> np.ndarray:
     """int64 [N] nearest other row of each row of float32 [N, d] `features` (see module doc)."""
     n, d = features.shape
-    centered, sq_norms = _center(features)
+    mean, sq_norms = _center(features)
     # The tiles screen half squared distances (exact halving); the window around each row's
     # minimum is twice the screening error bound delta_i, so in those units delta_i itself.
     half_sq_norms = 0.5 * sq_norms
@@ -277,7 +298,7 @@ def _loo_nearest(features: np.ndarray, chunk_size: int, num_threads: int) -> np.
     tiles, lock = _tiles(n, tile_rows, tile_cols), threading.Lock()
     num_tiles = sum(-(-(n - r0) // tile_cols) for r0 in range(0, n, tile_rows))
     workers = [
-        _Worker(features, centered, half_sq_norms, width, tile_rows * tile_cols)
+        _Worker(features, mean, half_sq_norms, width, tile_rows, tile_cols)
         for _ in range(min(num_threads, num_tiles))
     ]
 
