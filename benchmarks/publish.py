@@ -276,7 +276,12 @@ def _report(preset, pixels, paths, runs, loads):
             f"{p} {medians[p]:.2f} s/module" for p in paths
         )
     gap = medians["before"] - medians["after"]
-    verdict = "measured" if abs(gap) > max(spreads.values()) else "NOT resolved (gap within spread)"
+    if min(len(runs[p]) for p in paths) < 3:
+        verdict = "NOT resolved (fewer than 3 repeats)"
+    elif abs(gap) > max(spreads.values()):
+        verdict = "measured"
+    else:
+        verdict = "NOT resolved (gap within spread)"
     return (
         f"headline: {preset}@{pixels}: before / after = {medians['before'] / medians['after']:.2f}x "
         f"({medians['before']:.2f} -> {medians['after']:.2f} s/module, spread up to "

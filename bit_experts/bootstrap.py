@@ -53,8 +53,8 @@ def bca_interval(
             method="BCa",
             rng=np.random.default_rng(seed),
         )
-    low, high = result.confidence_interval
-    if not (np.isfinite(low) and np.isfinite(high)):
-        tail = 50 * (1 - confidence_level)
-        low, high = np.percentile(result.bootstrap_distribution, [tail, 100 - tail])
+        low, high = result.confidence_interval
+        if not (np.isfinite(low) and np.isfinite(high)):
+            tail = 50 * (1 - confidence_level)
+            low, high = np.percentile(result.bootstrap_distribution, [tail, 100 - tail])
     return float(low), float(high)

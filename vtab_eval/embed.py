@@ -152,7 +152,7 @@ def load_module(handle, precision="float32"):
             return _standardized_model(handle)
         return _mixed_precision_model(handle, precision)
     except Exception as err:  # noqa: BLE001 - any failure to load is reported by handle
-        at = "" if precision == "float32" else f" in {precision} (needs its Keras archive)"
+        at = "" if precision == "float32" else f" in {precision} (from its Keras archive)"
         raise BadModuleError(
             f"module {handle!r} failed to load{at}: {type(err).__name__}: {err}"
         ) from None

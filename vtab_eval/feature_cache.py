@@ -92,7 +92,7 @@ class FeatureCache:
         digest = hashlib.sha256(json.dumps(fields).encode("utf-8")).hexdigest()[:16]
         readable = task_name or task_fingerprint[:12]
         parts = [_slug(readable, 48), _slug(split, 32), f"{int(resolution)}px"]
-        parts += [] if precision == "float32" else [_slug(precision, 16)]
+        parts += [] if precision == "float32" else [_slug(precision, 24)]
         return "__".join(parts + [_slug(module_identity, 12), digest])
 
     def _path(self, key: str, extension: str) -> str:
