@@ -441,11 +441,14 @@ def parse_args(argv=None):
     if min(args.experts + args.r50x1_experts, default=0) < 1:
         parser.error("pool sizes must be integers >= 1")
     args.agreement_precisions = [p for p in args.agreement_precisions.split(",") if p]
-    from vtab_eval.embed import PRECISIONS
+    if args.agreement or args.precision_speed:  # only these modes need TensorFlow
+        from vtab_eval.embed import PRECISIONS
 
-    reduced = [p for p in PRECISIONS if p != "float32"]
-    if set(args.agreement_precisions) - set(reduced):
-        parser.error(f"--agreement_precisions: some of {reduced}; got {args.agreement_precisions}")
+        reduced = [p for p in PRECISIONS if p != "float32"]
+        if set(args.agreement_precisions) - set(reduced):
+            parser.error(
+                f"--agreement_precisions: some of {reduced}; got {args.agreement_precisions}"
+            )
     try:
         args.agreement_resolutions = [int(r) for r in args.agreement_resolutions.split(",") if r]
     except ValueError:

@@ -166,18 +166,18 @@ def _mixed_precision_model(handle, precision):
     source = expert_archive.load_expert(handle)
     model = BiTResNetV2.from_config({**source.get_config(), "dtype": f"mixed_{precision}"})
     model.set_weights(source.get_weights())
-
-    def forward(images):
-        return tf.cast(model(images), tf.float32)
-
-    return tf.function(forward, reduce_retracing=True, autograph=False)
+    return _float32_forward(model)
 
 
 def _standardized_model(handle):
     """A tf.function images -> float32 features of `handle`'s Keras archive, kernels standardised once."""
     from bit_experts import expert_archive
 
-    model = expert_archive.load_expert(handle).standardized_copy()
+    return _float32_forward(expert_archive.load_expert(handle).standardized_copy())
+
+
+def _float32_forward(model):
+    """A tf.function images -> `model(images)` cast to float32 (one trace per image shape)."""
 
     def forward(images):
         return tf.cast(model(images), tf.float32)
