@@ -1,0 +1,58 @@
+"""Every file the evaluation side reads or writes back goes through here: JSON, text, names.
+
+Writes are atomic (`bit_experts.atomic_files`: a temporary file renamed into place, or one write to
+a `tf.io.gfile` URL), so a killed run never leaves half a file. A JSON file that exists but cannot
+be parsed raises one line naming the file and what to do, never a deep traceback.
+"""
+
+import hashlib
+import json
+import re
+
+from bit_experts import atomic_files
+
+write_text = atomic_files.write_text
+
+
+class StateFileError(ValueError):
+    """A state file (result, memo record, ranking, config) exists but cannot be read."""
+
+
+def write_json(path, obj):
+    """Writes `obj` as indented, key-sorted JSON to `path` (local or a URL), atomically."""
+    return atomic_files.write_json(path, obj, indent=2, sort_keys=True)
+
+
+def read_json(path, what="state file"):
+    """The JSON at `path` (local or a `tf.io.gfile` URL), or None if it does not exist.
+
+    Raises:
+      StateFileError: the file exists but is not valid UTF-8 JSON (truncated by a full disk, edited
+        by hand): one line naming the file, `what` it is, and that deleting it recomputes it.
+    """
+    if not atomic_files.exists(path):
+        return None
+    try:
+        return json.loads(atomic_files.read_bytes(path))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise StateFileError(
+            f"{path}: this {what} cannot be read ({type(err).__name__}: {err}); delete it to "
+            "have it written again"
+        ) from None
+
+
+def name_slug(text):
+    """`text` with every run of characters other than letters, digits, `_`, `.`, `-` as `_`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_")
+
+
+def task_slug(task_name):
+    """An injective, file-name-safe form of a task name: `<readable>-<hash>`.
+
+    The readable part is `name_slug` of the name, its last 48 characters (folder tasks contain long
+    paths); the hash is the first 10 hex digits of the SHA-256 of the full name, so different names
+    never share a slug.
+    """
+    readable = name_slug(task_name)[-48:].strip("_.-") or "task"
+    digest = hashlib.sha256(task_name.encode("utf-8")).hexdigest()[:10]
+    return f"{readable}-{digest}"
