@@ -7,6 +7,7 @@ Both are drawn from the audit dict that `vtab_eval.audit.audit_command` writes t
 import os
 
 from bit_experts import atomic_files
+from vtab_eval import files, plots
 
 PANEL_COLUMNS = 3
 
@@ -33,9 +34,7 @@ def _count(item):
 
 
 def _short(task_name):
-    from vtab_eval import report
-
-    return report.display_name(task_name)
+    return plots.display_name(task_name)
 
 
 def _aggregate_table(audit):
@@ -115,8 +114,6 @@ def _spread_table(audit):
 
 
 def _task_section(audit, task_name, task):
-    from vtab_eval import report
-
     proxies = audit["proxies"]
     best = ", ".join(task["hindsight_best"])
     lines = [
@@ -155,7 +152,7 @@ def _task_section(audit, task_name, task):
             f"{_num(row['split_half_regret'], 1, True)} | {_num(row['loss_vs_baseline'], 1, True)} "
             f"| {fired} |"
         )
-    lines += ["", f"![{_short(task_name)}](plots/{report.task_slug(task_name)}.png)", ""]
+    lines += ["", f"![{_short(task_name)}](plots/{files.task_slug(task_name)}.png)", ""]
     return lines
 
 
@@ -299,9 +296,7 @@ def plot_task(audit, task_name, path):
 
 def write_plots(audit, plots_dir):
     """plots_dir/<task slug>.png for every task; returns the paths."""
-    from vtab_eval import report
-
     return [
-        plot_task(audit, name, os.path.join(plots_dir, f"{report.task_slug(name)}.png"))
+        plot_task(audit, name, os.path.join(plots_dir, f"{files.task_slug(name)}.png"))
         for name in audit["tasks"]
     ]

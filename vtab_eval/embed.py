@@ -10,15 +10,14 @@ order of a pool never changes a module's features.
 """
 
 import dataclasses
-import hashlib
 import time
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from hub_export import handles as hub_handles
 from vtab_eval import feature_cache
+from vtab_eval import identity as identity_lib
 
 # Image side for modules whose metadata recommends none (third-party modules; BiT's own side).
 DEFAULT_RESOLUTION = 224
@@ -56,45 +55,6 @@ class EmbedResult:
     computed: list
     cached: list
     resolutions: dict = dataclasses.field(default_factory=dict)
-
-
-def _handle_and_sha(entry):
-    """(handle, sha256 or None) of a ModuleEntry-like object or a plain handle string."""
-    if isinstance(entry, str):
-        return entry, None
-    return entry.handle, getattr(entry, "sha256", None)
-
-
-def module_checksum(handle, sha256=None):
-    """The cache identity of a module: its manifest SHA-256, else one computed from its files.
-
-    Remote handles that are not resolvable offline fall back to a hash of the handle string itself
-    (tfhub.dev handles are versioned, so the string names fixed contents).
-    """
-    if sha256:
-        return sha256
-    try:
-        return hub_handles.module_sha256(hub_handles.resolve(handle))
-    except (hub_handles.ModuleError, OSError):
-        return "handle-" + hashlib.sha256(handle.encode("utf-8")).hexdigest()
-
-
-def module_identity(entry):
-    """The module part of every cache key and fine-tune key: what determines the module's outputs.
-
-    The module's `weights_fingerprint` (hub_export.identity: variables, architecture, export
-    settings and forward-pass code, so republishing identical weights keeps every cache entry)
-    when its metadata has one, else its checksum (`module_checksum`). The feature cache and the
-    run plan (`vtab_eval.plan`) both key on this one function.
-    """
-    from hub_export import identity
-
-    metadata = {} if isinstance(entry, str) else (getattr(entry, "metadata", None) or {})
-    fingerprint = metadata.get(identity.FINGERPRINT_FIELD)
-    if fingerprint:
-        return fingerprint
-    handle, sha = _handle_and_sha(entry)
-    return module_checksum(handle, sha)
 
 
 def module_resolution(entry, default=DEFAULT_RESOLUTION):
@@ -295,7 +255,7 @@ def embed_pool(
     result = EmbedResult(features={}, labels=None, failures={}, computed=[], cached=[])
     expected = task.split_size(split) if hasattr(task, "split_size") else None
     for index, entry in enumerate(pool):
-        handle, _ = _handle_and_sha(entry)
+        handle = entry if isinstance(entry, str) else entry.handle
         side = resolution or module_resolution(entry)
         result.resolutions[handle] = side
         prefix = f"[{index + 1}/{len(pool)}] {handle} at {side}px"
@@ -303,7 +263,7 @@ def embed_pool(
         try:
             key = identity = None
             if cache is not None:
-                identity = module_identity(entry)
+                identity = identity_lib.module_identity(entry)
                 key = cache.key(
                     identity,
                     task.fingerprint(),

@@ -14,8 +14,6 @@ identities mean equal results and a change of any input gives a new identity (do
 import hashlib
 import json
 
-import numpy as np
-
 # Bump when the fine-tuning code changes what a spec's result means (memo records of another
 # format are not reused; `vtab_eval.runner.Memo` says so in one line).
 SPEC_FORMAT = 2
@@ -29,18 +27,6 @@ def canonical_json(obj):
 def content_hash(obj, length=64):
     """Hex SHA-256 of `canonical_json(obj)`, cut to `length` characters."""
     return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()[:length]
-
-
-def derive_seed(base_seed, *path):
-    """A 31-bit seed derived from `base_seed` and a path such as ("retrain", selection, j).
-
-    numpy's `SeedSequence` mixes the parts, so neighbouring base seeds give unrelated streams.
-    """
-    words = [int(base_seed)] + [
-        int(p) if isinstance(p, int) else int(hashlib.sha256(str(p).encode()).hexdigest()[:8], 16)
-        for p in path
-    ]
-    return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def module_identity(entry):

@@ -1,5 +1,5 @@
 """The main job on the embedded offline world, end to end: upstream -> experts -> collection ->
-selection -> fine-tuning -> report. `python -m vtab_eval.demo` is its command line.
+selection -> fine-tuning. `python -m vtab_eval.demo` is its command line (and writes the report).
 
 Every stage writes under one work directory and is skipped when its output is complete, so re-running
 after a kill (or after the job finished) reuses what is done. Stages:
@@ -7,39 +7,20 @@ after a kill (or after the job finished) reuses what is done. Stages:
   upstream   bit_experts.training.job.run_job with the `world_demo` config
   publish    hub_export.publish.publish of the upstream work directory into collection/
   tasks      bit_experts.world.write_downstream_tasks into tasks/
-  evaluate   `vtab_eval.run.run_command` on the four tasks: the baseline, random,
-             label_matching, domain_prediction and knn selectors side by side, and hindsight (every
-             candidate fine-tuned, the best reported); identical fine-tunes run once, and each is
-             kept in evaluation/finetunes/ the moment it ends, so a killed demo redoes none
-  report     evaluation/report.md (+ summary.json, plots/) and demo_summary.md
+  evaluate   `vtab_eval.engine.evaluate` of the `demo` evaluation config (vtab_eval/configs/demo.py)
+             on the four tasks: every selector side by side and hindsight; identical fine-tunes
+             run once, and each is kept in evaluation/finetunes/ the moment it ends
 """
 
-import json
 import os
-import platform
 import time
 
 from bit_experts import atomic_files
 
 DEMO_TASKS = ("digits", "greek_lower_heldout_fonts", "glyph_count", "textures")
 SELECTORS = ("baseline", "random", "label_matching", "domain_prediction", "knn")
-HINDSIGHT = "hindsight"  # = vtab_eval.stages.HINDSIGHT
+HINDSIGHT = "hindsight"
 IMAGE_SIZE = 32
-
-
-def demo_sweep(quick):
-    """The demo's local sweep: one setting, so the VTAB-1k protocol trains on train800val200 and
-    tests (there is nothing to tune); 52 fine-tunes (13 candidates x 4 tasks) fit 2 CPU cores.
-    Any `vtab_eval.sweeps` preset can replace it (`--sweep`), at a proportional cost."""
-    from vtab_eval import sweeps
-
-    if quick:
-        return [sweeps.make_setting(0.03, 20, 32, resolution=IMAGE_SIZE, name="quick_lr0.03")]
-    return [
-        sweeps.make_setting(
-            0.03, 50, 32, warmup_steps=5, schedule="cosine", resolution=IMAGE_SIZE, name="lr0.03"
-        )
-    ]
 
 
 def _stage(name, log, timings):
@@ -80,151 +61,54 @@ def run_publish(upstream_dir, collection_dir, log):
     return written
 
 
-def _ordered(results):
-    order = [*SELECTORS, HINDSIGHT]
-    return {
-        m: results[m] for m in sorted(results, key=lambda m: order.index(m) if m in order else 99)
-    }
-
-
-def expectation_lines(results, tasks_dir):
-    """Plain statements about the expected outcome, computed from the results (never by hand)."""
-    from vtab_eval import report
-
-    with open(os.path.join(tasks_dir, "tasks.json"), encoding="utf-8") as f:
-        listing = json.load(f)
-    entries = listing["tasks"] if isinstance(listing, dict) else listing
-    lines = []
-    for info in entries:
-        near = info.get("near_expert")
-        name = f"folder:{os.path.join(tasks_dir, info['name'])}"
-        knn = results.get("knn", {}).get(name)
-        base = results.get("baseline", {}).get(name)
-        knn_summary = report.task_summary(knn) if knn else None
-        base_summary = report.task_summary(base) if base else None
-        if not near or not knn_summary or not base_summary:
-            continue
-        picked = knn["selections"][0]["selection"]["selected_name"]
-        knn_acc, base_acc = knn_summary["value"], base_summary["value"]
-        kind = knn_summary["kind"]
-        lines.append(
-            f"- `{info['name']}` is built near the `{near}` domain: kNN picked `{picked}` "
-            f"({100 * knn_acc:.1f}% test accuracy, {kind} of n = {knn_summary['n']}) against "
-            f"the baseline's {100 * base_acc:.1f}% "
-            f"({'better' if knn_acc > base_acc else 'not better'})."
-        )
-    return lines
-
-
-def machine_line():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        model = names[0] if names else model
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, no GPU"
-
-
-def summary_markdown(eval_dir, tasks_dir, timings, command, quick, seed=0, deterministic=True):
-    """The demo's results section (README-ready): command, machine, load, seed, timings, table,
-    expectations, and how many outcomes each cell holds (issue 16: every number carries its seed
-    and machine)."""
-    from vtab_eval import report
-
-    results = _ordered(report.load_results(eval_dir))
-    # The run's summary.json holds every method's group intervals already (bootstraps are slow).
-    written = report.read_json(os.path.join(eval_dir, "summary.json")) or {}
-    summaries = {
-        m: written[m]["groups"]
-        for m in results
-        if "bootstrap" in (written.get(m) or {}).get("groups", {})  # group_summary's form only
-    }
-    table = report.markdown_report(results, title="Demo results", summaries=summaries)
-    table = table.replace("# Demo results\n", "", 1).replace("\n## ", "\n#### ")
-    total = sum(timings.values())
-    stage_times = ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
-    short = {f"folder:{os.path.join(tasks_dir, t)}": t for t in DEMO_TASKS}
-    for long_name, short_name in short.items():
-        table = table.replace(long_name, short_name)
-    outcomes = sorted(
-        {
-            (r.get("summary") or {}).get("n") or len(r.get("outcomes") or [])
-            for by_task in results.values()
-            for r in by_task.values()
-        }
+def paths(workdir):
+    """{"upstream", "collection", "tasks", "evaluation", "timings"} under `workdir` (absolute)."""
+    workdir = atomic_files.abspath(workdir)
+    names = {"upstream": "upstream", "collection": "collection", "tasks": "tasks"}
+    found = {key: os.path.join(workdir, name) for key, name in names.items()}
+    found.update(
+        evaluation=os.path.join(workdir, "evaluation"),
+        timings=os.path.join(workdir, "timings.json"),
     )
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    lines = [
-        f"Measured by `{command}`{' (quick mode)' if quick else ''} on {machine_line()} "
-        f"(load average {load} when the report was written), seed {seed}, op determinism "
-        f"{'on' if deterministic else 'off'}: {total / 60:.1f} minutes ({stage_times}).",
-        "",
-        f"Outcomes per cell: {', '.join(str(n) for n in outcomes) or 'none'}. "
-        + (
-            "With n = 1 a cell is one fine-tune: it cannot separate methods whose difference is "
-            "within the seed-to-seed spread; rerun with other `--seed` values to measure that "
-            "spread. Other CPUs give other numbers."
-            if outcomes == [1]
-            else "Other CPUs give other numbers."
-        ),
-        "",
-        "Methods: `baseline` fine-tunes B itself; `random`, `label_matching`, `domain_prediction` and",
-        "`knn` select one expert from the collection and fine-tune it; `hindsight` fine-tunes every",
-        "expert (and B) and reports the best test result, the upper bound of any selector.",
-        "",
-        *expectation_lines(results, tasks_dir),
-        "",
-        table.strip(),
-    ]
-    return "\n".join(lines) + "\n"
+    return found
 
 
-def replace_readme_section(
-    readme_path, text, start="<!-- demo-results:start -->", end="<!-- demo-results:end -->"
-):
-    """Replaces what stands between the two markers of `readme_path` with `text` (atomically)."""
-    from vtab_eval import report
+def evaluation_config(workdir, quick=False, **changes):
+    """The resolved evaluation config of the demo under `workdir`: the `demo` named config with
+    the collection, the four tasks and the output folder there; `changes`: top-level keys (seed,
+    deterministic) and "strategy" / "include_baseline"."""
+    from vtab_eval import config
 
-    with open(readme_path, encoding="utf-8") as f:
-        content = f.read()
-    if start not in content or end not in content:
-        raise ValueError(f"{readme_path} has no {start} ... {end} markers")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    report.atomic_write_text(readme_path, f"{head}{start}\n{text}{end}{tail}")
+    where = paths(workdir)
+    cfg = config.load("demo:quick" if quick else "demo")
+    cfg.update(
+        collection=where["collection"],
+        tasks=[f"folder:{os.path.join(where['tasks'], t)}" for t in DEMO_TASKS],
+        output_dir=where["evaluation"],
+    )
+    if "strategy" in changes:
+        cfg = config.set_key(cfg, "finetune.strategy", changes.pop("strategy"))
+    if "include_baseline" in changes:
+        cfg = config.set_key(cfg, "selection.include_baseline", changes.pop("include_baseline"))
+    cfg.update(changes)
+    return config.resolve(cfg)
 
 
-def run_demo(
-    workdir,
-    quick=False,
-    strategy="default",
-    log=print,
-    command="python -m vtab_eval.demo",
-    seed=0,
-    deterministic=True,
-    include_baseline=True,
-    progress=True,
-):
-    """Runs (or resumes) the whole demo under `workdir`; returns the summary markdown.
+def run_demo(workdir, eval_config, evaluate, log=print):
+    """Runs (or resumes) the four stages under `workdir`; returns the stage timings (seconds).
 
-    `seed` is the base seed of every selection and fine-tune (`vtab_eval.run`), `deterministic`
-    asks for TF op determinism, `include_baseline` ranks B with the experts.
+    `eval_config`: `evaluation_config(workdir, ...)`; `evaluate()`: the evaluate stage (the command
+    calls `vtab_eval.engine.evaluate` of `eval_config` there).
     """
     from bit_experts import world
-    from vtab_eval import report, run
+    from vtab_eval import files
 
     atomic_files.require_local(
         workdir, "--workdir", "the demo reads its task folders from a local disk; run it there"
     )
-    workdir = atomic_files.abspath(workdir)
-    upstream_dir = os.path.join(workdir, "upstream")
-    collection_dir = os.path.join(workdir, "collection")
-    tasks_dir = os.path.join(workdir, "tasks")
-    eval_dir = os.path.join(workdir, "evaluation")
-    timings_path = os.path.join(workdir, "timings.json")
-    timings = report.read_json(timings_path) or {}
+    where = paths(workdir)
+    quick = eval_config["finetune"]["sweep"] == "demo_quick"
+    timings = files.read_json(where["timings"], "timings file") or {}
 
     def timed(name, fn):
         # A finished stage keeps the time of the run that finished it; calling it again is cheap
@@ -235,34 +119,13 @@ def run_demo(
             return
         with _stage(name, log, timings):
             fn()
-        report.write_json(timings_path, timings)
+        files.write_json(where["timings"], timings)
 
-    timed("upstream", lambda: run_upstream(upstream_dir, quick, log))
-    timed("publish", lambda: run_publish(upstream_dir, collection_dir, log))
+    timed("upstream", lambda: run_upstream(where["upstream"], quick, log))
+    timed("publish", lambda: run_publish(where["upstream"], where["collection"], log))
     timed(
         "tasks",
-        lambda: world.write_downstream_tasks(tasks_dir, seed=0, image_size=IMAGE_SIZE),
+        lambda: world.write_downstream_tasks(where["tasks"], seed=0, image_size=IMAGE_SIZE),
     )
-
-    def evaluate():
-        run.run_command(
-            collection_dir,
-            [f"folder:{os.path.join(tasks_dir, t)}" for t in DEMO_TASKS],
-            eval_dir,
-            selectors=(*SELECTORS, HINDSIGHT),
-            sweep_settings=demo_sweep(quick),
-            log=log,
-            strategy=strategy,
-            selection_resolution=IMAGE_SIZE,
-            seed=seed,
-            deterministic=deterministic,
-            include_baseline=include_baseline,
-            progress=progress,
-        )
-
     timed("evaluate", evaluate)
-    summary = summary_markdown(
-        eval_dir, tasks_dir, timings, command, quick, seed=seed, deterministic=deterministic
-    )
-    report.atomic_write_text(os.path.join(workdir, "demo_summary.md"), summary)
-    return summary
+    return timings

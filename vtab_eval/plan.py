@@ -1,70 +1,20 @@
-"""Fine-tunes identified by their content: the unit of work `vtab_eval.run` and the demo plan.
+"""What an evaluation runs: jobs (a task with its protocol), tracks and fine-tune specs.
 
-A `Spec` is one fine-tune: a module, a task, a training and an evaluation split, a sweep setting,
-a seed and the determinism flag. Its `key` is the SHA-256 of the canonical JSON of everything that
-determines the result (docs/evaluation.md, "Identity"):
-
-* the module's identity (`module_identity`: its weights fingerprint when published with one,
-  else its SHA-256 checksum; the same identity the feature cache keys on);
-* the task's identity (`task_identity`: `task.fingerprint()`, which covers the task's definition,
-  its label and decode code, and for folder tasks every image file's size and modification time);
-* the two split names, the full setting dict, the seed and the determinism flag.
-
-Two specs with the same key are the same fine-tune; the executor runs it once and every plan that
-holds it (several selectors that picked the same expert, hindsight) shares the result.
+* A `Job` is one task with its split scheme, search, sweep, identity and aggregate (`make_jobs`
+  builds them from the evaluation config).
+* A `Track` is one selector on one job (or one hindsight candidate): the expert of every selection,
+  then its tuning specs (`plan_tuning`) and, once tuning is recorded, its retrain specs
+  (`plan_retrains`). The protocol is dynamic (tuning chooses the retrained setting), so a plan is
+  built in these two steps; `vtab_eval.runner.run_tracks` drives them.
+* A `Spec` is one fine-tune. Its `key` is the SHA-256 of everything that determines the result
+  (`vtab_eval.identity.spec_identity`): the module's and the task's identities, the two splits, the
+  full setting, the seed and the determinism flag. Equal keys are the same fine-tune: it runs once
+  and every track that holds it shares the result.
 """
 
 import dataclasses
-import hashlib
-import json
 
-import numpy as np
-
-# Bump when the fine-tuning code changes what a spec's result means.
-SPEC_FORMAT = 1
-
-
-def canonical_json(obj):
-    """Compact, key-sorted JSON: the same content always gives the same text."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def content_hash(obj, length=64):
-    """Hex SHA-256 of `canonical_json(obj)`, cut to `length` characters."""
-    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()[:length]
-
-
-def module_identity(entry):
-    """What identifies a module's content: `{"module": vtab_eval.embed.module_identity(entry)}`
-    (its weights fingerprint, else its checksum), the same identity the feature cache keys on.
-
-    Args:
-      entry: a `hub_export.collection.ModuleEntry` or a handle string.
-    """
-    from vtab_eval import embed
-
-    return {"module": embed.module_identity(entry)}
-
-
-def task_identity(task):
-    """What identifies a task's content: `{"fingerprint": task.fingerprint()}` (JSON-able).
-
-    Every `vtab_eval.tasks.Task` has `fingerprint()` (vtab_eval/tasks/base.py); callers with a
-    stand-in task that has none pass their own `task_id` to `make_spec`.
-    """
-    return {"fingerprint": task.fingerprint()}
-
-
-def derive_seed(base_seed, *path):
-    """A 31-bit seed derived from `base_seed` and a path such as ("retrain", selection, j).
-
-    numpy's `SeedSequence` mixes the parts, so neighbouring base seeds give unrelated streams.
-    """
-    words = [int(base_seed)] + [
-        int(p) if isinstance(p, int) else int(hashlib.sha256(str(p).encode()).hexdigest()[:8], 16)
-        for p in path
-    ]
-    return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
+from vtab_eval import identity, protocol, sweeps
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -72,19 +22,16 @@ class Spec:
     """One fine-tune. `task` and `handle` say how to run it; `key` says what it is.
 
     Attributes:
-      handle: what `hub.load` takes.
-      module_id: `module_identity(entry)`.
+      handle: what `hub.load` takes. module_id: `identity.module_identity` of it.
       name: the module's display name (not part of the identity).
-      task: a `vtab_eval.tasks.Task`.
-      task_id: `task_identity(task)`.
+      task: a `vtab_eval.tasks.Task`; task_id: `identity.task_identity(task)`.
       train_split, eval_split: split names, e.g. "train800" and "val200".
-      setting: a `vtab_eval.sweeps` setting dict.
-      seed: the fine-tune's seed.
+      setting: a `vtab_eval.sweeps` setting dict. seed: the fine-tune's seed.
       deterministic: whether TF op determinism is asked for.
     """
 
     handle: str
-    module_id: dict
+    module_id: str
     name: str
     task: object
     task_id: dict
@@ -96,23 +43,22 @@ class Spec:
 
     def identity(self):
         """Everything that determines the result, as a JSON-able dict."""
-        return {
-            "format": SPEC_FORMAT,
-            "module": self.module_id,
-            "task": self.task_id,
-            "train_split": self.train_split,
-            "eval_split": self.eval_split,
-            "setting": self.setting,
-            "seed": int(self.seed),
-            "deterministic": bool(self.deterministic),
-        }
+        return identity.spec_identity(
+            self.module_id,
+            self.task_id,
+            self.train_split,
+            self.eval_split,
+            self.setting,
+            self.seed,
+            self.deterministic,
+        )
 
     @property
     def key(self):
         """Hex SHA-256 of `identity()`: equal keys mean the same fine-tune."""
         cached = self.__dict__.get("_key")
         if cached is None:
-            cached = content_hash(self.identity())
+            cached = identity.content_hash(self.identity())
             object.__setattr__(self, "_key", cached)
         return cached
 
@@ -129,22 +75,72 @@ class Spec:
         )
 
 
-def make_spec(
-    entry, task, train_split, eval_split, setting, seed, deterministic=True, task_id=None
-):
-    """A `Spec` for a pool entry (ModuleEntry or handle) and a task."""
-    if isinstance(entry, str):
-        handle, name = entry, entry.rstrip("/").split("/")[-1]
-    else:
-        handle, name = entry.handle, entry.name
+def entry_handle(entry):
+    """The handle of a pool entry (a `ModuleEntry` or a handle string)."""
+    return entry if isinstance(entry, str) else entry.handle
+
+
+def entry_name(entry):
+    """The display name of a pool entry: its collection name, or a handle's last part."""
+    return entry.rstrip("/").split("/")[-1] if isinstance(entry, str) else entry.name
+
+
+def _field(entry, name, default=None):
+    return default if isinstance(entry, str) else getattr(entry, name, default)
+
+
+def entry_info(entry):
+    """{"handle", "name", "kind"} of a pool entry (a plain handle is kind "third_party")."""
+    return {
+        "handle": entry_handle(entry),
+        "name": entry_name(entry),
+        "kind": _field(entry, "kind", "third_party"),
+    }
+
+
+def candidates(pool, include_baseline=False):
+    """The experts to rank and fine-tune: feature-vector modules (B only if asked)."""
+    return [
+        e
+        for e in pool
+        if _field(e, "role", "feature_vector") == "feature_vector"
+        and (include_baseline or _field(e, "kind") != "baseline")
+    ]
+
+
+def find_baseline(pool):
+    """The baseline B of a pool (its feature-vector module of kind "baseline"), or None."""
+    return next((e for e in candidates(pool, True) if _field(e, "kind") == "baseline"), None)
+
+
+def hindsight_tracks(job, pool, config):
+    """One `Track` per candidate (B included), each with the candidate in every selection, as if
+    a selector had picked it (the `hindsight` selector: the best on test is reported)."""
+    count = config["protocol"]["num_selections"]
+    return [
+        Track(
+            job,
+            "hindsight",
+            [(e, {"selected_name": e.name})] * count,
+            candidate=e.name,
+            seed=config["seed"],
+            deterministic=config["deterministic"],
+            num_retrains=config["protocol"]["num_retrains"],
+        )
+        for e in candidates(pool, include_baseline=True)
+    ]
+
+
+def make_spec(entry, job, splits, setting, seed, deterministic=True):
+    """A `Spec` for a pool entry on `job`'s task; `splits` = (train split, evaluation split)."""
     return Spec(
-        handle=handle,
-        module_id=module_identity(entry),
-        name=name,
-        task=task,
-        task_id=task_id if task_id is not None else task_identity(task),
-        train_split=train_split,
-        eval_split=eval_split,
+        handle=entry_handle(entry),
+        module_id=identity.module_identity(entry),
+        name=entry_name(entry),
+        task=job.task,
+        task_id=job.task_id,
+        train_split=splits[0],
+        eval_split=splits[1],
         setting=dict(setting),
         seed=int(seed),
         deterministic=bool(deterministic),
@@ -157,3 +153,168 @@ def unique(specs):
     for spec in specs:
         found.setdefault(spec.key, spec)
     return list(found.values())
+
+
+@dataclasses.dataclass
+class Job:
+    """One task of a run: the task, its split scheme, search ("per_selection"/"once"), sweep.
+
+    `aggregate`: "auto"/None (the suite's) or a user's choice ("median"/"mean", folder tasks only);
+    after construction it holds the kind `protocol.aggregate` uses for the task's outcomes.
+
+    Raises:
+      ValueError: an aggregate the task's suite does not allow.
+    """
+
+    task: object
+    scheme: str
+    search: str
+    sweep: list
+    task_id: dict = None
+    aggregate: str = None
+
+    def __post_init__(self):
+        if self.task_id is None:
+            self.task_id = identity.task_identity(self.task)
+        try:
+            self.aggregate = protocol.suite_aggregate(self.task.suite, self.aggregate)
+        except ValueError as err:
+            raise ValueError(f"--aggregate: task {self.task.name}: {err}") from None
+
+    def splits(self):
+        """[(tuning train, val)] when the sweep tunes, then (final train, test)."""
+        tune, val, final, test = protocol.SPLIT_SCHEMES[self.scheme]
+        return ([(tune, val)] if len(self.sweep) > 1 else []) + [(final, test)]
+
+
+@dataclasses.dataclass
+class Track:
+    """One method on one job (or one hindsight candidate): an entry per selection.
+
+    `entries`: per selection, (pool entry, selection dict); `seed`: the protocol's base seed;
+    `tuning`, `retrains`: per selection, a list of `Spec`; `best`: per selection, the chosen
+    setting's name.
+    """
+
+    job: Job
+    method: str
+    entries: list
+    ranking: dict = None
+    candidate: str = None
+    seed: int = 0
+    deterministic: bool = True
+    num_retrains: int = 1
+    tuning: list = dataclasses.field(default_factory=list)
+    retrains: list = dataclasses.field(default_factory=list)
+    best: list = dataclasses.field(default_factory=list)
+
+
+def plan_tuning(track):
+    """Fills `track.tuning`: per selection, every setting on the tuning splits (none for one
+    setting; with search "once" every selection shares selection 0's)."""
+    job, seed = track.job, track.seed
+    protocol.check_sweep(job.sweep)
+    track.tuning = []
+    for i, (entry, _) in enumerate(track.entries):
+        if len(job.sweep) == 1:
+            track.tuning.append([])
+        elif job.search == "once" and i > 0:
+            track.tuning.append(track.tuning[0])
+        else:
+            splits = job.splits()[0]
+            track.tuning.append(
+                [
+                    make_spec(
+                        entry, job, splits, s, protocol.tuning_seed(seed, i, k), track.deterministic
+                    )
+                    for k, s in enumerate(job.sweep)
+                ]
+            )
+
+
+def retrain_placeholders(track):
+    """Identities of the retrains `track` will need, before tuning picks the setting (for ETAs)."""
+    found = set()
+    for i, (entry, _) in enumerate(track.entries):
+        source = tuple(s.key for s in track.tuning[i]) or (track.job.sweep[0]["name"],)
+        for j in range(track.num_retrains):
+            found.add(
+                identity.content_hash(
+                    [
+                        {"module": identity.module_identity(entry)},
+                        track.job.task_id,
+                        track.job.scheme,
+                        source,
+                        protocol.retrain_seed(track.seed, i, j),
+                    ]
+                )
+            )
+    return found
+
+
+def plan_retrains(track, memo):
+    """Fills `track.best` and `track.retrains` from the tuning results recorded in `memo`."""
+    job = track.job
+    by_name = {s["name"]: s for s in job.sweep}
+    splits = job.splits()[-1]
+    track.best, track.retrains = [], []
+    for i, (entry, _) in enumerate(track.entries):
+        scores = {s.setting["name"]: memo.get(s)["score"] for s in track.tuning[i]}
+        best = protocol.best_setting(job.sweep, scores)
+        track.best.append(best)
+        track.retrains.append(
+            [
+                make_spec(
+                    entry,
+                    job,
+                    splits,
+                    by_name[best],
+                    protocol.retrain_seed(track.seed, i, j),
+                    track.deterministic,
+                )
+                for j in range(track.num_retrains)
+            ]
+        )
+
+
+def _numbers(values, kind, flag):
+    out = []
+    for value in values or []:
+        try:
+            out.append(kind(value))
+        except (TypeError, ValueError):
+            what = "a number" if kind is float else "an integer"
+            raise ValueError(f"{flag}: {value!r} is not {what}") from None
+    return out
+
+
+def task_sweep(task, scheme, finetune, seed, data_dir=None, log=None):
+    """The sweep of one task from the config's "finetune" section, with the task's augmentation
+    policy applied (`sweeps.for_task`), so spec keys describe what fine-tuning runs.
+
+    Learning rates and steps, when given, make the sweep (at `batch_size` and `resolution`, 224 if
+    0); else the preset `sweep`. BiT-HyperRule's schedule and resolution come from the whole final
+    training split (its image count and the side of its median image area).
+    """
+    if finetune["learning_rates"] or finetune["steps"]:
+        settings = sweeps.from_values(
+            _numbers(finetune["learning_rates"], float, "--learning_rates"),
+            _numbers(finetune["steps"], int, "--steps"),
+            finetune["batch_size"],
+            finetune["resolution"] or 224,
+        )
+        return sweeps.for_task(settings, task)
+    dataset_size, image_size = 1000, 224
+    if finetune["sweep"] == "bit_hyperrule":
+        split = protocol.SPLIT_SCHEMES[scheme][2]
+        stats = sweeps.split_statistics(task, split, data_dir, log)
+        dataset_size, image_size = stats["num_images"], stats["image_side"]
+    settings = sweeps.get_sweep(
+        finetune["sweep"],
+        dataset_size=dataset_size,
+        image_size=image_size,
+        resolution=finetune["resolution"] or None,
+        num_settings=finetune["random_search_size"],
+        seed=seed,
+    )
+    return sweeps.for_task(settings, task)

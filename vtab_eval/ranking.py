@@ -113,7 +113,29 @@ def _find(pool, role):
     return next((e for e in pool if _role(e) == role), None)
 
 
-def rank(
+_OPTION_KEYS = (
+    "split",
+    "resolution",
+    "batch_size",
+    "seed",
+    "include_baseline",
+    "cache_only",
+    "fallback",
+    "fallback_confidence",
+    "confidence_level",
+    "n_resamples",
+    "precision",
+)
+
+
+def rank(pool, task, method="knn", options=None, **kwargs):
+    """Temporary face: `options` (the config's selection section) or the old keywords."""
+    if options is not None:
+        kwargs = {**{k: options[k] for k in _OPTION_KEYS}, **kwargs}
+    return _rank(pool, task, method, **kwargs)
+
+
+def _rank(
     pool,
     task,
     method="knn",
@@ -415,7 +437,20 @@ def _add_confidence(
         result["selected_name"] = names.get(decision.selected, decision.selected)
 
 
-def extract_shard(
+def extract_shard(pool, task, options, **kwargs):
+    """Temporary face: `options` (the config's selection section)."""
+    keys = ("split", "resolution", "batch_size", "include_baseline", "precision")
+    return _extract_shard(
+        pool,
+        task,
+        options["num_shards"],
+        options["shard_index"],
+        **{k: options[k] for k in keys},
+        **kwargs,
+    )
+
+
+def _extract_shard(
     pool,
     task,
     num_shards,

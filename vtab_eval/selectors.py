@@ -402,3 +402,19 @@ def random_scores(expert_names: list[str], seed: int) -> dict[str, float]:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     values = np.random.default_rng(int(seed)).random(len(names))
     return {name: float(value) for name, value in zip(names, values)}
+
+
+# --- Temporary registry face for the new engine (replaced by the selectors package). ---
+def names(kind=None):
+    """Registered selector names (kind "feature": the feature proxies)."""
+    if kind == "feature":
+        return list(FEATURE_METHODS)
+    from vtab_eval import ranking
+
+    return [*ranking.METHODS, "hindsight"]
+
+
+def get(name):
+    import types
+
+    return types.SimpleNamespace(name=name, rows=name in ROW_METHODS)

@@ -25,7 +25,15 @@ import math
 import numpy as np
 import tensorflow as tf
 
-PRESETS = ("vtab_lightweight", "bit_hyperrule", "local", "quick", "random_search")
+PRESETS = (
+    "vtab_lightweight",
+    "bit_hyperrule",
+    "local",
+    "quick",
+    "random_search",
+    "demo",
+    "demo_quick",
+)
 SCHEDULES = ("step", "cosine", "constant")
 
 # BiT-HyperRule constants (Big Transfer, section 3.3).
@@ -216,6 +224,19 @@ def quick(resolution=32):
     return [make_setting(0.01, 4, 16, resolution=resolution)]
 
 
+def demo(quick=False, resolution=32):
+    """The offline demo's sweep (`vtab_eval.demo`): one setting, so the VTAB-1k protocol trains
+    on train800val200 and tests (nothing to tune); 52 fine-tunes (13 candidates x 4 tasks) fit 2
+    CPU cores. `quick`: 20 steps (the demo's --quick)."""
+    if quick:
+        return [make_setting(0.03, 20, 32, resolution=resolution, name="quick_lr0.03")]
+    return [
+        make_setting(
+            0.03, 50, 32, warmup_steps=5, schedule="cosine", resolution=resolution, name="lr0.03"
+        )
+    ]
+
+
 def random_search(num_settings, seed=0, resolution=224):
     """`num_settings` settings drawn from a fixed space (paper table 3: 36 sets).
 
@@ -266,6 +287,8 @@ def get_sweep(name, *, dataset_size=1000, image_size=224, resolution=None, num_s
         settings = quick()
     elif name == "random_search":
         settings = random_search(num_settings, seed)
+    elif name in ("demo", "demo_quick"):
+        settings = demo(quick=name == "demo_quick")
     else:
         raise ValueError(f"unknown sweep preset {name!r}; expected one of {PRESETS}")
     if resolution is not None:

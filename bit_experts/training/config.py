@@ -16,15 +16,18 @@ suggestion code (about 30 lines) for a new dependency and a changed override syn
 
 from __future__ import annotations
 
-import ast
-import copy
-import difflib
-import importlib
-import importlib.util
-import math
-import os
-
-from bit_experts import presets
+from bit_experts import config_schema, presets
+from bit_experts.config_schema import BOOL as _BOOL
+from bit_experts.config_schema import INT_MIN0 as _INT_MIN0
+from bit_experts.config_schema import INT_MIN1 as _INT_MIN1
+from bit_experts.config_schema import OPT_INT_MIN1 as _OPT_INT_MIN1
+from bit_experts.config_schema import OPT_STR as _OPT_STR
+from bit_experts.config_schema import SEED as _SEED
+from bit_experts.config_schema import STR as _STR
+from bit_experts.config_schema import apply_overrides  # noqa: F401 (public: bit_experts.train)
+from bit_experts.config_schema import is_number as _is_number
+from bit_experts.config_schema import is_str_list as _is_str_list
+from bit_experts.config_schema import require as _require
 
 STAGES = ("baseline", "full", "adapter", "epn")
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -90,48 +93,7 @@ DEFAULTS = {
 }
 
 
-def _merge(defaults: dict, user: dict, path: str) -> dict:
-    if not isinstance(user, dict):
-        raise ValueError(f"config{path or ''} must be a dict, got {type(user).__name__}")
-    out = copy.deepcopy(defaults)
-    for key, value in user.items():
-        where = f"{path}.{key}" if path else key
-        if key not in defaults:
-            close = difflib.get_close_matches(str(key), list(defaults), n=3, cutoff=0.5)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"unknown config key {where!r}{hint} (known: {sorted(defaults)})")
-        if isinstance(defaults[key], dict):
-            out[key] = _merge(defaults[key], value, where)
-        else:
-            out[key] = value
-    return out
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(f"bad config: {message}")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _is_str_list(x) -> bool:
-    return isinstance(x, (list, tuple)) and all(isinstance(v, str) and v for v in x)
-
-
-# Every leaf key -> (check, what was expected). Checked before anything is read, built or written.
-_INT_MIN1 = (lambda x: _is_int(x) and x >= 1, "an int >= 1")
-_INT_MIN0 = (lambda x: _is_int(x) and x >= 0, "an int >= 0")
-_SEED = (lambda x: _is_int(x) and 0 <= x <= 2**31 - 1, "an int in [0, 2**31 - 1]")
-_BOOL = (lambda x: isinstance(x, bool), "true or false")
-_STR = (lambda x: isinstance(x, str) and x != "", "a non-empty string")
-_OPT_STR = (lambda x: x is None or (isinstance(x, str) and x != ""), "None or a non-empty string")
-_OPT_INT_MIN1 = (lambda x: x is None or (_is_int(x) and x >= 1), "None or an int >= 1")
+# Every leaf key -> (check, what was expected); the rules are `bit_experts.config_schema`'s.
 _STAGE = {
     "steps": _INT_MIN1,
     "base_lr": (lambda x: _is_number(x) and x > 0, "a number > 0"),
@@ -192,17 +154,6 @@ SCHEMA = {
 }
 
 
-def _check_types(config: dict, schema: dict, path: str = "") -> None:
-    for key, rule in schema.items():
-        where = f"{path}{key}"
-        if isinstance(rule, dict):
-            _check_types(config[key], rule, f"{where}.")
-            continue
-        check, expected = rule
-        value = config[key]
-        _require(check(value), f"{where} must be {expected}, got {value!r}")
-
-
 def resolve_config(user: dict) -> dict:
     """Fills in defaults and validates `user`; returns the complete config (a new dict).
 
@@ -210,8 +161,8 @@ def resolve_config(user: dict) -> dict:
     (e.g. `bad config: baseline.base_lr must be a number > 0, got 'abc'`). Nothing is read, built or
     written before this check, so a corrected rerun is never refused because of a bad first try.
     """
-    config = _merge(DEFAULTS, user, "")
-    _check_types(config, SCHEMA)
+    config = config_schema.merge(DEFAULTS, user, "")
+    config_schema.check_schema(config, SCHEMA)
     experts = config["experts"]
     _require(
         (experts["top_k"] is None) != (experts["min_images"] is None),
@@ -238,54 +189,7 @@ def resolve_config(user: dict) -> dict:
     return config
 
 
-def apply_overrides(config: dict, overrides: list[str]) -> dict:
-    """Applies `key.sub=value` strings (value: a Python literal, else a string) to a copy of config.
-
-    Keys are checked later by `resolve_config`; unknown ones raise there.
-    """
-    config = copy.deepcopy(config)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        node = config
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = value
-    return config
-
-
 def load_config(spec: str) -> dict:
-    """Loads a config: `path/to/file.py[:arg]` or a module name in `bit_experts.configs` (`name[:arg]`).
-
-    Calls the file's `get_config(arg)` (`arg` is None when absent) and returns its dict unresolved.
-    """
-    target, _, arg = spec.partition(":")
-    if target.endswith(".py"):
-        if not os.path.isfile(target):
-            raise FileNotFoundError(f"config file {target!r} does not exist")
-        module_spec = importlib.util.spec_from_file_location("_bit_experts_config", target)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(f"bit_experts.configs.{target}")
-        except ModuleNotFoundError as e:
-            if e.name != f"bit_experts.configs.{target}":
-                raise
-            raise ValueError(
-                f"unknown config {target!r}: give a .py file or one of bit_experts/configs/"
-            ) from None
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"config {target!r} has no get_config() function")
-    config = module.get_config(arg or None)
-    if not isinstance(config, dict):
-        raise ValueError(f"config {spec!r}: get_config() must return a dict")
-    return config
+    """Loads a config: `path/to/file.py[:arg]` or a module of `bit_experts.configs` (`name[:arg]`);
+    returns its `get_config(arg)` dict unresolved (`config_schema.load_config`)."""
+    return config_schema.load_config(spec, "bit_experts.configs")

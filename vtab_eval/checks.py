@@ -1,0 +1,438 @@
+"""Checks before any work, each problem one line naming the input; and the plan of `--dry_run`.
+
+Every `check_*` returns a list of problems and `raise_problems` turns them into one ValueError;
+the path checks raise at once. What is checked: output folders (writable, not under a regular file,
+free space), every split the protocol will use (non-empty, through the task's own `validate_splits`
+message; the training split with at least two classes and labels in range, from the file lists of
+folder tasks; the split's cardinality otherwise), every sweep setting, the pool (at least one
+feature-vector module to fine-tune) and the results layout. Values and ranges of the config itself
+are checked by `vtab_eval.config.resolve`.
+"""
+
+import errno
+import os
+import re
+import shutil
+import tempfile
+import time
+
+from bit_experts import atomic_files
+from vtab_eval import files, plan, protocol, sweeps
+
+# Less free space than this on the disk of an output or cache directory is refused up front
+# (one expert's cached features for 1000 images of 2048-d floats take 8 MiB).
+MIN_FREE_BYTES = 64 << 20
+
+
+def raise_problems(problems):
+    """Raises ValueError listing every problem (one per line), if there is any."""
+    if problems:
+        raise ValueError(
+            f"{len(problems)} problem(s) found before training; nothing was run:\n  "
+            + "\n  ".join(problems)
+        )
+
+
+def _existing_ancestor(path):
+    """The deepest existing path among `path` and its parents."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def checked_path(flag, path):
+    """`path` with `file://` made local; ValueError naming `flag` for a URL scheme without a
+    `tf.io.gfile` filesystem (`atomic_files.check_url`)."""
+    try:
+        return atomic_files.check_url(path)
+    except ValueError as err:
+        raise ValueError(f"{flag}: {err}") from None
+
+
+def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
+    """Checks that directory `path` exists or can be created, is writable and has free space.
+
+    Creates nothing: the deepest existing ancestor is probed with a temporary file (removed at
+    once), which also catches read-only file systems that os.access misses. A URL (`gs://...`) is
+    only checked for naming a file: whether it can be written shows at the first write.
+
+    Returns:
+      The absolute path (a URL as given; `file://` as its local path).
+
+    Raises:
+      ValueError: one line naming `flag`, `path` and what is wrong.
+    """
+    path = checked_path(flag, path)
+    if atomic_files.is_url(path):
+        if atomic_files.exists(path) and not atomic_files.isdir(path):
+            raise ValueError(f"{flag}: {path!r} is a regular file; expected a directory")
+        return path
+    path = os.path.abspath(os.path.expanduser(path))
+    existing = _existing_ancestor(path)
+    if not os.path.isdir(existing):
+        where = "is" if existing == path else f"is under {existing!r}, which is"
+        raise ValueError(f"{flag}: {path!r} {where} a regular file; expected a directory")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write_probe_", dir=existing)
+    except OSError as err:
+        reason = "read-only" if err.errno == errno.EROFS else "not writable"
+        raise ValueError(
+            f"{flag}: {existing!r} is {reason} ({err.strerror}); expected a writable directory"
+        ) from None
+    os.close(handle)
+    os.remove(probe)
+    free = shutil.disk_usage(existing).free
+    if free < min_free_bytes:
+        raise ValueError(
+            f"{flag}: the disk holding {existing!r} has {free / 2**20:.1f} MiB free; at least "
+            f"{min_free_bytes / 2**20:.0f} MiB expected"
+        )
+    return path
+
+
+def output_file(flag, path, min_free_bytes=MIN_FREE_BYTES):
+    """Checks that file `path` can be written: not a directory, its folder writable; returns the
+    absolute path (a URL as given)."""
+    if not path:
+        raise ValueError(f"{flag} must be a file path; got {path!r}")
+    path = checked_path(flag, path)
+    if atomic_files.is_url(path):
+        if atomic_files.isdir(path):
+            raise ValueError(f"{flag}: {path!r} is a directory; expected a file path")
+        return path
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{flag}: {path!r} is a directory; expected a file path")
+    writable_dir(flag, os.path.dirname(path), min_free_bytes)
+    return path
+
+
+def cache_dir(flag, path, read_only=False):
+    """The feature cache folder, checked: writable, or (`read_only`, for --cache_only) existing."""
+    if not read_only:
+        return writable_dir(flag, path)
+    path = checked_path(flag, path)
+    if not atomic_files.isdir(path):
+        raise ValueError(f"{flag}: {path!r} is not a directory (--cache_only reads it)")
+    return path
+
+
+def check_output_dir(path, flag):
+    """Problems with a folder the run will write (`writable_dir`), as a list."""
+    try:
+        writable_dir(flag, path)
+    except ValueError as err:
+        return [str(err)]
+    return []
+
+
+def disk_error_line(flag_by_path, err):
+    """One line for an OSError met while writing (e.g. a disk that filled up during the work),
+    naming the file and the flag whose directory holds it."""
+    filename = err.filename or ""
+
+    def absolute(path):
+        try:
+            return atomic_files.abspath(path)
+        except ValueError:
+            return path
+
+    flag = next(
+        (
+            f
+            for p, f in sorted(flag_by_path.items(), key=lambda kv: -len(kv[0] or ""))
+            if p and absolute(filename).startswith(absolute(p))
+        ),
+        None,
+    )
+    where = f" ({flag})" if flag else ""
+    reason = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+    return f"writing {filename or 'output'}{where} failed: {reason}"
+
+
+def _split_facts(task, split, data_dir):
+    """(number of images or None, set of labels or None) of one split, cheaply."""
+    found = getattr(task, "files", None)
+    labels = set(found[split][1]) if found is not None and split in found else None
+    size = task.split_size(split) if hasattr(task, "split_size") else None
+    if size is None and labels is None:
+        count = int(task.load(split, data_dir=data_dir).cardinality())
+        size = count if count >= 0 else None
+    elif size is None:
+        size = len(found[split][0])
+    return size, labels
+
+
+def _too_small(task, split, train, evaluation):
+    try:
+        task.validate_splits([split])  # the task's own message names the folder and sizes
+        message = f"task {task.name}: split {split} is empty ({task.splits.get(split, split)})"
+    except (ValueError, AttributeError) as err:
+        message = str(err) if isinstance(err, ValueError) else f"task {task.name}: {split} empty"
+    return (
+        f"{message}; the protocol fine-tunes {train} -> {evaluation} (a single-setting sweep "
+        "needs no tuning split)"
+    )
+
+
+def _check_labels(task, split, labels, is_train):
+    problems = []
+    bad = sorted(x for x in labels if not 0 <= x < task.num_classes)
+    if bad:
+        problems.append(
+            f"task {task.name}: split {split} has labels {bad} outside [0, {task.num_classes})"
+        )
+    if is_train and len(labels) < 2:
+        problems.append(
+            f"task {task.name}: training split {split} has {len(labels)} class(es); "
+            "expected at least 2"
+        )
+    return problems
+
+
+def check_jobs(jobs, data_dir=None):
+    """({task: {split: size}}, problems) for the splits and settings of every job."""
+    sizes, problems = {}, []
+    for job in jobs:
+        task = job.task
+        facts = sizes.setdefault(task.name, {})
+        for train, evaluation in job.splits():
+            for split in (train, evaluation):
+                if split in facts:
+                    continue
+                try:
+                    count, labels = _split_facts(task, split, data_dir)
+                except Exception as err:  # noqa: BLE001 - any loading failure is reported per split
+                    problems.append(f"task {task.name}: split {split} cannot be read: {err}")
+                    facts[split] = None
+                    continue
+                facts[split] = count
+                if count == 0:
+                    problems.append(_too_small(task, split, train, evaluation))
+                elif labels is not None:
+                    problems += _check_labels(task, split, labels, split == train)
+        for setting in job.sweep:
+            try:
+                sweeps.validate_setting(setting)
+            except ValueError as err:
+                problems.append(f"task {task.name}: setting {setting.get('name')!r}: {err}")
+    return sizes, problems
+
+
+def check_pool(pool):
+    """Problems with the pool: nothing to fine-tune."""
+    if not plan.candidates(pool, include_baseline=True):
+        return ["--collection: it has no feature-vector module to fine-tune; expected experts or B"]
+    return []
+
+
+def check_old_layout(output_dir, jobs):
+    """Problems: results of these tasks written in the layout before name hashes were added."""
+    problems = []
+    for job in jobs:
+        old_slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", job.task.name).strip("_") or "task"
+        old = os.path.join(output_dir, "results", old_slug)
+        new = os.path.join(output_dir, "results", files.task_slug(job.task.name))
+        if old != new and atomic_files.isdir(old):
+            problems.append(
+                f"--output_dir={output_dir}: {old} holds results in an older layout (no name "
+                "hash, no content identity); use another --output_dir or move that folder away"
+            )
+    return problems
+
+
+def _planned(jobs, pool, config, tracks_of):
+    """(tuning specs, retrain placeholders, tracks) before ranking; a pick is a stand-in."""
+    baseline = plan.find_baseline(pool)
+    tracks = []
+    for job in jobs:
+        for method in config["selection"]["selectors"]:
+            if method == "hindsight":
+                picks = plan.candidates(pool, include_baseline=True)
+            elif method == "baseline" and baseline is not None:
+                picks = [baseline]
+            else:
+                picks = [f"<{method}'s pick>"]
+            for pick in picks:
+                count = config["protocol"]["num_selections"]
+                entries = [
+                    (pick if method != "random" else f"{pick}#{i}", {}) for i in range(count)
+                ]
+                tracks.append(tracks_of(job, method, entries))
+    tuning, retrains = {}, set()
+    for track in tracks:
+        plan.plan_tuning(track)
+        tuning.update((s.key, s) for specs in track.tuning for s in specs)
+        retrains |= plan.retrain_placeholders(track)
+    return list(tuning.values()), retrains, tracks
+
+
+def _known_retrains(tracks, memo):
+    """The retrain specs known before the run: tracks of real modules (not a stand-in pick) whose
+    tuning is absent (one setting) or fully recorded in `memo`."""
+    known = []
+    for track in tracks:
+        if any(isinstance(entry, str) for entry, _ in track.entries):
+            continue
+        if all(memo.get(s) is not None for specs in track.tuning for s in specs):
+            plan.plan_retrains(track, memo)
+            known += [s for specs in track.retrains for s in specs]
+    return known
+
+
+def measure(job, entry, finetune_fn=None, strategy=None, data_dir=None):
+    """(seconds of setup, seconds per step, setting), measured on the first setting.
+
+    With the real fine-tuning, `vtab_eval.finetune.measure_step_seconds` (setup = the rest of its
+    wall time); with a replacement `finetune_fn`, from a 1-step and a 3-step fine-tune.
+    """
+    from vtab_eval import finetune
+
+    train, evaluation = job.splits()[-1]
+    setting = job.sweep[0]
+    handle = plan.entry_handle(entry)
+    if finetune_fn is None:
+        start = time.time()
+        per_step = finetune.measure_step_seconds(
+            handle, job.task, setting, data_dir=data_dir, strategy=strategy, steps=2, split=train
+        )
+        return max(0.0, time.time() - start - 3 * per_step), per_step, setting
+    times = []
+    for steps in (1, 3):
+        short = dict(setting, steps=steps, warmup_steps=0, name=f"probe{steps}")
+        start = time.time()
+        finetune_fn(
+            handle, job.task, train, evaluation, short, data_dir=data_dir, strategy=strategy, seed=0
+        )
+        times.append(time.time() - start)
+    per_step = max(0.0, (times[1] - times[0]) / 2)
+    return max(0.0, times[0] - per_step), per_step, setting
+
+
+def print_plan(jobs, sizes, pool, config, tracks_of, memo, strategy, log, finetune_fn=None):
+    """Logs the plan of a run (tasks, pool, settings, fine-tune count, time estimate).
+
+    Fine-tunes `memo` already holds count as recorded; the estimate covers only the rest.
+
+    Returns {"fine_tunes": count after sharing, "recorded": count already in the memo,
+    "seconds": estimated training time of the fine-tunes still to run}.
+    """
+    proto = config["protocol"]
+    log("Plan (dry run: nothing is trained)")
+    modules = ", ".join(f"{plan.entry_name(e)} ({getattr(e, 'kind', 'third_party')})" for e in pool)
+    log(f"  pool: {len(pool)} modules: {modules}")
+    log(
+        f"  methods: {', '.join(config['selection']['selectors'])}; selections "
+        f"{proto['num_selections']} x retrains {proto['num_retrains']}; seed {config['seed']}; "
+        f"deterministic {config['deterministic']}"
+    )
+    for job in jobs:
+        split_text = ", ".join(
+            f"{s} {n if n is not None else '?'} images" for s, n in sizes[job.task.name].items()
+        )
+        log(
+            f"  task {job.task.name} ({job.task.num_classes} classes, scheme {job.scheme}, "
+            f"search {job.search}, aggregate {job.aggregate}): {split_text}"
+        )
+        for s in job.sweep:
+            log(
+                f"    setting {s['name']}: lr {s['learning_rate']}, {s['steps']} steps, batch "
+                f"{s['batch_size']}, resolution {s['resolution']}"
+            )
+    tuning, retrains, tracks = _planned(jobs, pool, config, tracks_of)
+    total = len(tuning) + len(retrains)
+    # Tuning specs have their final identity; a retrain's depends on the setting tuning picks.
+    recorded = sum(memo.get(s) is not None for s in tuning)
+    recorded += sum(memo.get(s) is not None for s in _known_retrains(tracks, memo))
+    log(
+        f"  fine-tunes: {total} after sharing identical ones ({len(tuning)} tuning, "
+        f"{len(retrains)} final); selectors not ranked yet count as distinct picks; "
+        f"{recorded} already recorded, {total - recorded} to run"
+    )
+    total -= recorded
+    entry = plan.find_baseline(pool) or plan.candidates(pool, include_baseline=True)[0]
+    setup, per_step, probe = measure(jobs[0], entry, finetune_fn, strategy, config["data_dir"])
+    steps = [s["steps"] for job in jobs for s in job.sweep]
+    mean_steps = sum(steps) / len(steps)
+    seconds = total * (setup + mean_steps * per_step)
+    log(
+        f"  time: about {seconds / 60:.1f} min ({setup:.1f}s setup + {per_step:.3f}s per step at "
+        f"batch {probe['batch_size']}, resolution {probe['resolution']}, measured on "
+        f"{plan.entry_name(entry)} / {jobs[0].task.name}; {mean_steps:.0f} steps per "
+        "fine-tune on average)"
+    )
+    return {"fine_tunes": total + recorded, "recorded": recorded, "seconds": seconds}
+
+
+def expand_tasks(names):
+    """Task names with suites ("vtab1k", "table3", "all") expanded, duplicates dropped."""
+    from vtab_eval import tasks
+
+    expanded = []
+    for name in names:
+        name = name.strip()
+        if name in tasks.SUITES:
+            expanded += tasks.list_tasks(name)
+        elif name:
+            expanded.append(name)
+    if not expanded:
+        raise ValueError("no tasks given; pass --tasks=NAME[,NAME...] or a suite such as vtab1k")
+    return list(dict.fromkeys(expanded))
+
+
+def make_jobs(config, log=None):
+    """One `Job` per task of `config["tasks"]` (suites expanded), from the evaluation config.
+
+    Raises:
+      ValueError, FileNotFoundError: an unknown task, a bad folder, a bad sweep or aggregate.
+    """
+    from vtab_eval import tasks
+
+    proto, jobs = config["protocol"], []
+    for name in expand_tasks(config["tasks"]):
+        task = tasks.get_task(name, skip_bad_images=config["skip_bad_images"])
+        scheme = proto["scheme"] if proto["scheme"] != "auto" else protocol.default_scheme(task)
+        search = proto["search"] if proto["search"] != "auto" else protocol.default_search(task)
+        sweep = plan.task_sweep(
+            task, scheme, config["finetune"], config["seed"], config["data_dir"], log
+        )
+        jobs.append(plan.Job(task, scheme, search, list(sweep), aggregate=proto["aggregate"]))
+    return jobs
+
+
+def prepare(config, log=print, extra_problems=()):
+    """Checks everything before any work; returns (pool, jobs, split sizes).
+
+    Output folders, the collection (resolved), every task and its sweep (`make_jobs`), every split
+    and setting (`check_jobs`), the pool and the results layout; with `extra_problems` (a
+    command's own) all are reported together.
+
+    Raises:
+      ValueError: one line per problem (`raise_problems`).
+    """
+    from hub_export import collection
+    from vtab_eval import config as config_lib
+
+    out, memo_dir, cache = config_lib.output_paths(config)
+    problems = list(extra_problems)
+    for flag, path in (("--output_dir", out), ("--memo_dir", memo_dir), ("--cache_dir", cache)):
+        problems += check_output_dir(path, flag)
+    if config["finetune"]["save_models"] and atomic_files.is_url(out):
+        problems.append(
+            f"--save_models: --output_dir={out} is a URL; fine-tuned models are saved by a "
+            "folder rename, which needs a local --output_dir (docs/workdir.md)"
+        )
+    try:
+        pool = collection.resolve_pool(config["collection"], check_signatures=False)
+        jobs = make_jobs(config, log)
+    except (ValueError, FileNotFoundError) as err:
+        raise_problems(problems + [str(err)])
+        raise
+    sizes, found = check_jobs(jobs, config["data_dir"])
+    problems += found + check_pool(pool) + check_old_layout(out, jobs)
+    raise_problems(problems)
+    return pool, jobs, sizes

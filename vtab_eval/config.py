@@ -1,0 +1,378 @@
+"""The evaluation config: one plain nested dict for `run`, `rank`, `audit` and the demo.
+
+The package's one config style (`bit_experts.config_schema`: defaults, per-key checks, named config
+files), as the training config has it. A command turns its flags into this dict in `main()`
+(`from_flags`) and makes one call (`vtab_eval.engine`); the library never reads a flag. Named
+configs (`--config=NAME[:ARG]`, vtab_eval/configs/: `vtab1k`, `table3`, `local`, `demo`) set a
+protocol; flags given on the command line override them. docs/evaluation.md lists every key.
+
+Sections: top level (collection, tasks, output paths, data, seed, determinism); "selection" (the
+selectors and how experts are embedded and scored); "finetune" (the sweep and where fine-tunes
+run); "protocol" (selections, retrains, split scheme, search, aggregate); "audit" (the selection
+audit's seeds and proxies).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from bit_experts import config_schema as cs
+
+AUTO = "auto"
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "bfloat16", "float16", "float32_standardized")
+FALLBACKS = ("none", "baseline")
+SPLITS = ("train800", "val200", "train800val200", "test", "train", "val", "trainval")
+# An image side above this is refused before any work: a batch of 64 RGB float32 images at 2048 px
+# is 3 GiB before any activation. Raise it here for larger modules.
+MAX_RESOLUTION = 2048
+
+DEFAULTS = {
+    "collection": None,  # collection dir, manifest.json or a text file of handles
+    "tasks": [],  # names, folder:PATH or suites (vtab1k, table3, all)
+    "output_dir": None,
+    "output_json": None,  # rank: the ranking (or shard report) JSON
+    "plot_png": None,  # rank: a bar plot of the scores
+    "data_dir": None,  # TFDS data directory
+    "cache_dir": None,  # feature cache; None: OUT/feature_cache
+    "memo_dir": None,  # fine-tune memo; None: OUT/finetunes
+    "skip_bad_images": False,
+    "seed": 0,
+    "deterministic": True,
+    "selection": {
+        "selectors": ["knn"],
+        "split": "train800val200",
+        "resolution": 0,  # 0: each module at its own (metadata "resolution", else 224)
+        "precision": "float32",
+        "batch_size": 64,
+        "include_baseline": True,
+        "cache_only": False,
+        "verify_checksums": True,
+        "fallback": "none",
+        "fallback_confidence": 0.9,
+        "confidence_level": 0.95,
+        "n_resamples": 9999,
+        "num_shards": 1,
+        "shard_index": 0,
+    },
+    "finetune": {
+        "sweep": "local",
+        "learning_rates": None,  # with steps: a grid sweep given by flags
+        "steps": None,
+        "batch_size": 512,
+        "resolution": 0,  # 0: the sweep's
+        "random_search_size": 36,
+        "strategy": "default",
+        "tpu": "",
+        "save_models": False,
+    },
+    "protocol": {
+        "num_selections": 1,
+        "num_retrains": 1,
+        "scheme": AUTO,
+        "search": AUTO,
+        "aggregate": AUTO,
+    },
+    "audit": {
+        "seeds": None,  # None: 0, 1, 2 (quick: 0, 1)
+        "proxies": None,  # None: every feature proxy
+        "reference": "knn",
+        "quick": False,
+        "upstream_dir": None,
+        "bank_dir": None,
+    },
+}
+
+
+def _one_of(*values):
+    return (lambda x: x in values, "one of " + ", ".join(repr(v) for v in values))
+
+
+_OPT_LIST = (
+    lambda x: x is None or (isinstance(x, list) and len(x) > 0),
+    "None or a non-empty list",
+)
+_SIDE = (lambda x: cs.is_int(x) and 0 <= x <= MAX_RESOLUTION, f"an int in [0, {MAX_RESOLUTION}]")
+_PROBABILITY = (lambda x: cs.is_number(x) and 0 <= x <= 1, "a number in [0, 1]")
+SCHEMA = {
+    "collection": cs.OPT_STR,
+    "tasks": (lambda x: isinstance(x, list) and cs.is_str_list(x), "a list of task names"),
+    "output_dir": cs.OPT_STR,
+    "output_json": cs.OPT_STR,
+    "plot_png": cs.OPT_STR,
+    "data_dir": cs.OPT_STR,
+    "cache_dir": cs.OPT_STR,
+    "memo_dir": cs.OPT_STR,
+    "skip_bad_images": cs.BOOL,
+    "seed": cs.SEED,
+    "deterministic": cs.BOOL,
+    "selection": {
+        "selectors": (lambda x: cs.is_str_list(x) and len(x) > 0, "a non-empty list of names"),
+        "split": _one_of(*SPLITS),
+        "resolution": _SIDE,
+        "precision": _one_of(*PRECISIONS),
+        "batch_size": cs.INT_MIN1,
+        "include_baseline": cs.BOOL,
+        "cache_only": cs.BOOL,
+        "verify_checksums": cs.BOOL,
+        "fallback": _one_of(*FALLBACKS),
+        "fallback_confidence": _PROBABILITY,
+        "confidence_level": (lambda x: cs.is_number(x) and 0 < x < 1, "a number in (0, 1)"),
+        "n_resamples": cs.INT_MIN1,
+        "num_shards": cs.INT_MIN1,
+        "shard_index": cs.INT_MIN0,
+    },
+    "finetune": {
+        "sweep": cs.STR,
+        "learning_rates": _OPT_LIST,
+        "steps": _OPT_LIST,
+        "batch_size": cs.INT_MIN1,
+        "resolution": _SIDE,
+        "random_search_size": cs.INT_MIN1,
+        "strategy": _one_of(*STRATEGIES),
+        "tpu": (lambda x: isinstance(x, str), "a string"),
+        "save_models": cs.BOOL,
+    },
+    "protocol": {
+        "num_selections": cs.INT_MIN1,
+        "num_retrains": cs.INT_MIN1,
+        "scheme": _one_of(AUTO, "vtab1k", "full"),
+        "search": _one_of(AUTO, "per_selection", "once"),
+        "aggregate": _one_of(AUTO, "median", "mean"),
+    },
+    "audit": {
+        "seeds": (
+            lambda x: x is None or (isinstance(x, list) and all(cs.is_int(s) for s in x)),
+            "None or a list of integers",
+        ),
+        "proxies": _OPT_LIST,
+        "reference": cs.STR,
+        "quick": cs.BOOL,
+        "upstream_dir": cs.OPT_STR,
+        "bank_dir": cs.OPT_STR,
+    },
+}
+
+
+def resolve(user):
+    """Fills in `DEFAULTS` and checks every key; returns the complete config (a new dict).
+
+    Checks each value's type and range, that every selector is registered
+    (`vtab_eval.selectors`), the sweep preset, and the shard index; nothing is read or written.
+
+    Raises:
+      ValueError: one line naming the first bad key, what was expected and what was given.
+    """
+    from vtab_eval import selectors, sweeps
+
+    config = cs.merge(DEFAULTS, user, "")
+    cs.check_schema(config, SCHEMA)
+    selection = config["selection"]
+    known = selectors.names()
+    unknown = [m for m in selection["selectors"] if m not in known]
+    cs.require(not unknown, f"selection.selectors: unknown {unknown}; expected some of {known}")
+    cs.require(
+        config["finetune"]["sweep"] in sweeps.PRESETS,
+        f"finetune.sweep must be one of {sweeps.PRESETS}, got {config['finetune']['sweep']!r}",
+    )
+    cs.require(
+        selection["shard_index"] < selection["num_shards"],
+        f"selection.shard_index must be in [0, num_shards={selection['num_shards']}), got "
+        f"{selection['shard_index']}",
+    )
+    return config
+
+
+def output_paths(config):
+    """(output dir, memo dir, feature cache dir) of a config, absolute (URLs as they are)."""
+    import os
+
+    from bit_experts import atomic_files
+
+    out = atomic_files.abspath(config["output_dir"])
+    memo = atomic_files.abspath(config["memo_dir"] or os.path.join(out, "finetunes"))
+    cache = atomic_files.abspath(config["cache_dir"] or os.path.join(out, "feature_cache"))
+    return out, memo, cache
+
+
+def make(name=None, **changes):
+    """A resolved config: the named config `name` (or `DEFAULTS` alone), then `changes`.
+
+    `changes` are top-level keys with their values; a section's value is a partial dict of that
+    section, e.g. `make("local", collection=C, tasks=["folder:T"], output_dir=OUT,
+    finetune={"sweep": "quick"})`.
+
+    Raises:
+      ValueError: an unknown key or a bad value (one line naming it).
+    """
+    config = resolve(load(name) if name else {})
+    return resolve(cs.merge(config, changes, ""))
+
+
+def load(name):
+    """The named config `name[:arg]` (vtab_eval/configs/ or a .py file), unresolved."""
+    return cs.load_config(name, "vtab_eval.configs")
+
+
+def set_key(config, key, value):
+    """`config` (a copy) with the dotted `key` ("selection.batch_size") set to `value`."""
+    config = copy.deepcopy(config)
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return config
+
+
+def get_key(config, key):
+    """The value of the dotted `key` in `config`."""
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def _parsed(flag, value, kind):
+    """A list flag's strings as ints or floats, or ValueError naming the flag."""
+    try:
+        return [kind(v) for v in value]
+    except ValueError:
+        expected = "integers" if kind is int else "numbers"
+        raise ValueError(f"--{flag}={','.join(value)}: expected {expected}") from None
+
+
+# Per command: flag -> (config key, help). A flag's type and default come from DEFAULTS at its key.
+_COMMON = {
+    "collection": ("collection", "Collection dir, manifest.json or text file of handles."),
+    "data_dir": ("data_dir", "TFDS data directory."),
+    "cache_dir": ("cache_dir", "Feature cache; default OUT/feature_cache."),
+    "deterministic": ("deterministic", "TF op determinism and seeded RNGs (--nodeterministic)."),
+    "skip_bad_images": ("skip_bad_images", "Leave out undecodable folder images with a warning."),
+}
+_SWEEP = {
+    "sweep": ("finetune.sweep", "Sweep preset: vtab_lightweight, bit_hyperrule, local, quick, "),
+    "learning_rates": ("finetune.learning_rates", "Sweep given by flags: learning rates."),
+    "steps": ("finetune.steps", "Sweep given by flags: step counts (with --learning_rates)."),
+    "batch_size": ("finetune.batch_size", "Batch size of a sweep given by flags."),
+    "resolution": ("finetune.resolution", "Fine-tuning image side; 0: the sweep preset's."),
+    "selection_resolution": ("selection.resolution", "Ranking image side; 0: module metadata."),
+    "strategy": ("finetune.strategy", "tf.distribute strategy for fine-tuning."),
+}
+FLAGS = {
+    "run": {
+        **_COMMON,
+        **_SWEEP,
+        "tasks": ("tasks", "Task names, folder:PATH, or a suite: vtab1k, table3."),
+        "output_dir": ("output_dir", "Results, rankings, plots and the report go here."),
+        "selectors": ("selection.selectors", "Selection methods side by side (registry names)."),
+        "random_search_size": ("finetune.random_search_size", "Settings of random_search."),
+        "num_selections": ("protocol.num_selections", "Repeated selections per task (paper: 10)."),
+        "num_retrains": ("protocol.num_retrains", "Final fine-tunes per selection (paper: 3)."),
+        "scheme": ("protocol.scheme", "Splits: vtab1k, full; auto: full for table3 tasks."),
+        "search": ("protocol.search", "per_selection or once; auto: once for table3 tasks."),
+        "aggregate": ("protocol.aggregate", "median or mean of a task's outcomes; auto: suite's."),
+        "tpu": ("finetune.tpu", "TPU address for --strategy=tpu."),
+        "seed": ("seed", "Base seed of every selection, random search and fine-tune."),
+        "include_baseline": ("selection.include_baseline", "Rank B together with the experts."),
+        "save_models": ("finetune.save_models", "Also export every final fine-tune (OUT/models)."),
+    },
+    "rank": {
+        **_COMMON,
+        "dataset": ("tasks", "Task name (python -m vtab_eval.list_tasks) or folder:PATH."),
+        "output_json": ("output_json", "Where to write the ranking (or shard report) JSON."),
+        "method": ("selection.selectors", "Selection method (a registered selector)."),
+        "fallback": ("selection.fallback", "baseline: pick B unless the best expert beats it."),
+        "fallback_confidence": ("selection.fallback_confidence", "Probability to beat B with."),
+        "split": ("selection.split", "Task split the selector looks at."),
+        "resolution": ("selection.resolution", "Image side for every module; 0: each its own."),
+        "precision": ("selection.precision", "float32, bfloat16, float16, float32_standardized."),
+        "batch_size": ("selection.batch_size", "Images per module call."),
+        "seed": ("seed", "Seed of the random selector and the intervals."),
+        "include_baseline": ("selection.include_baseline", "Rank B with the experts."),
+        "num_shards": ("selection.num_shards", "Split feature extraction over this many workers."),
+        "shard_index": ("selection.shard_index", "This worker's shard, in [0, num_shards)."),
+        "cache_only": ("selection.cache_only", "Never compute features; missing: left out."),
+        "plot_png": ("plot_png", "Also write a plot of the scores here."),
+        "verify_checksums": ("selection.verify_checksums", "Check module checksums."),
+    },
+    "audit": {
+        **_COMMON,
+        **_SWEEP,
+        "tasks": ("tasks", "Task names, folder:PATH, or a suite (as vtab_eval.run)."),
+        "output_dir": ("output_dir", "audit.md, audit.json and plots/ go here."),
+        "bank_dir": ("audit.bank_dir", "Write the offline world's task bank here and audit it."),
+        "seeds": ("audit.seeds", "Base seeds (>= 3; default 0,1,2; --quick: 0,1)."),
+        "proxies": ("audit.proxies", "Feature proxies to audit; default: every one."),
+        "reference": ("audit.reference", "The proxy other policies' regret is paired against."),
+        "fallback_confidence": ("selection.fallback_confidence", "Confidence of the fallback."),
+        "quick": ("audit.quick", "Tiny mode: 1-2 seeds allowed, quick sweep (smoke tests)."),
+        "memo_dir": ("memo_dir", "Fine-tune memo; default OUT/finetunes."),
+        "upstream_dir": ("audit.upstream_dir", "Upstream work dir: each expert on its slice."),
+    },
+}
+_SINGLE = {"dataset", "method"}  # string flags that fill a one-item list
+_NUMBER_LISTS = {"learning_rates": float, "steps": int, "seeds": int}
+
+
+def define_flags(command, flag_values=None):
+    """Defines `command`'s flags (`FLAGS[command]`) and `--config` on absl's flag values."""
+    from absl import flags
+
+    flag_values = flag_values or flags.FLAGS
+    flags.DEFINE_string(
+        "config",
+        None,
+        "Named config (vtab_eval/configs/: vtab1k, table3, local, demo) or FILE.py[:ARG]; "
+        "flags given here override it.",
+        flag_values=flag_values,
+    )
+    for name, (key, help_text) in FLAGS[command].items():
+        default = get_key(DEFAULTS, key)
+        if name in _SINGLE:
+            default = default[0] if default else None
+            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+        elif isinstance(default, bool):
+            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+        elif isinstance(default, float):
+            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+        elif isinstance(default, list) or name in _NUMBER_LISTS or name == "proxies":
+            flags.DEFINE_list(name, default, help_text, flag_values=flag_values)
+        else:
+            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def from_flags(command, flag_values=None):
+    """The resolved config of `command`'s flags: `--config` (if given) over `DEFAULTS`, then every
+    flag given on the command line.
+
+    Raises:
+      ValueError: a bad flag value or config key (one line naming it).
+    """
+    from absl import flags
+
+    flag_values = flag_values or flags.FLAGS
+    config = load(flag_values.config) if flag_values.config else {}
+    for name, (key, _) in FLAGS[command].items():
+        if not flag_values[name].present:
+            continue
+        value = flag_values[name].value
+        if name in _SINGLE:
+            value = [value]
+        elif name in _NUMBER_LISTS and value is not None:
+            value = _parsed(name, value, _NUMBER_LISTS[name])
+        config = set_key(config, key, value)
+    try:
+        return resolve(config)
+    except ValueError as err:
+        raise ValueError(_flag_names(command, str(err))) from None
+
+
+def _flag_names(command, message):
+    """A config error with the flag that sets the key named beside it ("selection.batch_size
+    (--batch_size)"), so that command-line users see their flag."""
+    for name, (key, _) in FLAGS[command].items():
+        if message.startswith(f"bad config: {key} ") or f"bad config: {key}:" in message:
+            return message.replace(key, f"{key} (--{name})", 1)
+    return message

@@ -1,0 +1,229 @@
+"""One call per evaluation: `evaluate(config)` (select, tune, retrain, results), `rank(config)`.
+
+Stages of `evaluate`, over one content-keyed memo (`vtab_eval.runner`):
+
+1. *select*: per task and selector, the expert of every selection (`vtab_eval.ranking`; each ranking
+   is kept in OUT/rankings/ under its content identity, so a rerun reads it). `hindsight` ranks
+   nothing: it is one track per candidate (B included), each fine-tuned as if a selector picked it.
+2. *tune* and 3. *retrain*: `runner.run_tracks` over the executor (in process by default).
+4. *results*: OUT/results/<task slug>/<method>.json from the memo (`vtab_eval.results`), written
+   when the retrains start (`complete: false`) and again as each task's last fine-tune finishes,
+   when `on_task_done(output_dir)` is called (the command rewrites its report there).
+
+Every problem with the input is found before anything trains (`vtab_eval.checks`) and raised as one
+ValueError with a line per problem.
+"""
+
+import os
+
+from vtab_eval import checks, files, identity, plan, protocol, results, runner
+from vtab_eval import config as config_lib
+
+HINDSIGHT = "hindsight"
+
+
+def _options(config, seed):
+    """The ranking options of `config` with the selection's seed."""
+    options = dict(config["selection"], seed=int(seed))
+    options["resolution"] = options["resolution"] or None
+    return options
+
+
+def cached_ranking(job, method, pool, seed, context):
+    """The ranking of `method` on `job`'s task: OUT/rankings/<task slug>/<method>-<identity>.json
+    when it holds one of the same identity, else computed (`ranking.rank`) and kept there."""
+    from vtab_eval import ranking
+
+    config = context["config"]
+    options = _options(config, seed)
+    ranking_id = identity.content_hash(
+        {
+            "modules": [{"module": identity.module_identity(e)} for e in pool],
+            "task": job.task_id,
+            "method": method,
+            "seed": options["seed"] if method == "random" else None,
+            "resolution": options["resolution"],
+            "include_baseline": options["include_baseline"],
+        },
+        16,
+    )
+    slug = files.task_slug(job.task.name)
+    path = os.path.join(context["output_dir"], "rankings", slug, f"{method}-{ranking_id}.json")
+    found = files.read_json(path, "ranking")
+    if found is not None and found.get("identity") == ranking_id:
+        return found
+    found = ranking.rank(
+        pool,
+        job.task,
+        method,
+        options,
+        cache_dir=context["cache_dir"],
+        data_dir=config["data_dir"],
+        label_priors=context["label_priors"],
+        log=context["log"],
+    )
+    found["identity"] = ranking_id
+    files.write_json(path, found)
+    return found
+
+
+def _track(job, method, entries, config, **extra):
+    return plan.Track(
+        job,
+        method,
+        entries,
+        seed=config["seed"],
+        deterministic=config["deterministic"],
+        num_retrains=config["protocol"]["num_retrains"],
+        **extra,
+    )
+
+
+def select(job, method, pool, context):
+    """The tracks of one selector on one job (stage 1).
+
+    Raises:
+      ranking.SelectorUnavailable: the pool lacks what the selector needs.
+    """
+
+    config = context["config"]
+    count = config["protocol"]["num_selections"]
+    if method == HINDSIGHT:
+        return plan.hindsight_tracks(job, pool, config)
+    by_handle = {plan.entry_handle(e): e for e in pool}
+    entries, first = [], None
+    for i in range(count):
+        seed = protocol.selection_seed(config["seed"], method, i)
+        found = cached_ranking(job, method, pool, seed, context)
+        first = first or found
+        chosen = found["selected"]
+        score = next(e["score"] for e in found["experts"] if e["handle"] == chosen)
+        extra = {"selected_name": found["selected_name"], "seed": seed, "score": score}
+        entries.append((by_handle.get(chosen, chosen), extra))
+    context["log"](f"{job.task.name} / {method}: selected {first['selected_name']}")
+    return [_track(job, method, entries, config, ranking=first)]
+
+
+def evaluate(config, *, executor=None, log=print, on_task_done=None):
+    """Stages 1-4 for every task and selector of `config`; returns method -> task -> result.
+
+    Args:
+      config: a resolved `vtab_eval.config` dict.
+      executor: where fine-tunes run (default: `make_executor(config)`, in process); closed here.
+      log: callable(str) for progress lines.
+      on_task_done: callable(output_dir), called when every result file exists (incomplete) and
+        again whenever a task's last final fine-tune is recorded; it must not train.
+    """
+    from vtab_eval import ranking
+
+    pool, jobs, _ = checks.prepare(config, log)
+    out, _, cache_dir = config_lib.output_paths(config)
+    methods = config["selection"]["selectors"]
+    executor = executor or runner.make_executor(config, log)
+    priors = (
+        ranking.load_label_priors(config["collection"]) if "label_matching" in methods else None
+    )
+    context = dict(config=config, output_dir=out, cache_dir=cache_dir, label_priors=priors, log=log)
+    groups = {}
+    for job in jobs:
+        for method in methods:
+            try:
+                groups[(job.task.name, method)] = select(job, method, pool, context)
+            except ranking.SelectorUnavailable as err:
+                log(f"{job.task.name} / {method}: SKIPPED: {err}")
+    settings = results.run_settings(config)
+    found = {}
+
+    def write_group(task_name, method):
+        found.setdefault(method, {})[task_name] = results.write_result(
+            groups[(task_name, method)], executor.memo, settings, pool, out, log
+        )
+
+    # Final fine-tunes not yet recorded, per (task, method) group and per task.
+    pending, by_task = {}, {}
+
+    def before_retrains():
+        for group, tracks in groups.items():
+            specs = [s for t in tracks for specs in t.retrains for s in specs]
+            pending[group] = {s.key for s in specs if executor.memo.get(s) is None}
+            by_task.setdefault(group[0], set()).update(pending[group])
+            write_group(*group)
+        if any(by_task.values()) and on_task_done:
+            on_task_done(out)
+
+    def on_result(spec, _):
+        for group, keys in pending.items():
+            if spec.key in keys:
+                keys.discard(spec.key)
+                if not keys:
+                    write_group(*group)
+        keys = by_task.get(spec.task.name)
+        if keys and spec.key in keys:
+            keys.discard(spec.key)
+            if not keys and on_task_done:
+                on_task_done(out)
+
+    tracks = [t for group in groups.values() for t in group]
+    try:
+        runner.run_tracks(tracks, executor, before_retrains, on_result)
+    finally:
+        executor.close()
+    for group, keys in pending.items():
+        if keys:  # Not reported through on_result (not expected): written from the memo now.
+            write_group(*group)
+    return found
+
+
+def dry_run(config, log=print, finetune_fn=None):
+    """Checks `config` and logs its plan with a time estimate (`checks.print_plan`); trains
+    nothing. Returns {"fine_tunes", "recorded", "seconds"}."""
+    from bit_experts.training import strategies
+
+    pool, jobs, sizes = checks.prepare(config, log)
+    _, memo_dir, _ = config_lib.output_paths(config)
+    strategy = strategies.make_strategy(config["finetune"]["strategy"], config["finetune"]["tpu"])
+
+    def tracks_of(job, method, entries):
+        return _track(job, method, entries, config)
+
+    return checks.print_plan(
+        jobs, sizes, pool, config, tracks_of, runner.Memo(memo_dir), strategy, log, finetune_fn
+    )
+
+
+def rank(config, log=print):
+    """What `python -m vtab_eval.rank` does: the ranking of `config`'s one task by its one method
+    (or, with num_shards > 1, this shard's features into the cache), written to `output_json`.
+
+    Returns the written dict (docs/evaluation.md, "Ranking JSON" and "Shard report").
+    """
+    from hub_export import collection
+    from vtab_eval import ranking, tasks
+
+    selection = config["selection"]
+    output_json = checks.output_file("--output_json", config["output_json"])
+    cache_dir = config["cache_dir"] or os.path.join(os.path.dirname(output_json), "feature_cache")
+    cache_dir = checks.cache_dir("--cache_dir", cache_dir, selection["cache_only"])
+    if config["plot_png"]:
+        checks.output_file("--plot_png", config["plot_png"])
+    task = tasks.get_task(config["tasks"][0], skip_bad_images=config["skip_bad_images"])
+    task.validate_splits([selection["split"]])
+    # Signatures are not pre-checked: a module that fails to load is left out, not fatal.
+    pool = collection.resolve_pool(
+        config["collection"],
+        verify_checksums=selection["verify_checksums"],
+        check_signatures=False,
+    )
+    options = _options(config, config["seed"])
+    kwargs = dict(cache_dir=cache_dir, data_dir=config["data_dir"], log=log)
+    method = selection["selectors"][0]
+    if selection["num_shards"] > 1:
+        result = ranking.extract_shard(pool, task, options, **kwargs)
+    else:
+        priors = None
+        if method == "label_matching":
+            priors = ranking.load_label_priors(config["collection"])
+        result = ranking.rank(pool, task, method, options, label_priors=priors, **kwargs)
+        result["collection"] = config["collection"]
+    files.write_json(output_json, result)
+    return result

@@ -1,0 +1,278 @@
+"""Plots of an evaluation run: each ranking's scores, and every method's fine-tuning outcomes.
+
+Drawn by `vtab_eval.report.write` from result files (matplotlib, Agg backend), written atomically.
+"""
+
+import math
+import os
+
+import numpy as np
+
+from bit_experts import atomic_files
+from vtab_eval import files, protocol
+
+
+def write_plots(output_dir, results, summaries):
+    """OUT/plots/outcomes.png, and OUT/plots/<task slug>__<method>.png for every ranking that has
+    none yet; `results`: method -> task -> result, `summaries`: method -> `group_summary`."""
+    folder = os.path.join(output_dir, "plots")
+    if any(protocol.task_summary(r) for by_task in results.values() for r in by_task.values()):
+        plot_outcomes(results, os.path.join(folder, "outcomes.png"), summaries=summaries)
+    for method, by_task in results.items():
+        for task_name, result in by_task.items():
+            ranking = result.get("ranking")
+            path = os.path.join(folder, f"{files.task_slug(task_name)}__{method}.png")
+            if method == "baseline" or not ranking or atomic_files.exists(path):
+                continue
+            try:
+                plot_scores(ranking, path)
+            except ValueError:  # No scored expert: nothing to draw.
+                continue
+
+
+def with_summaries(all_results, summaries=None):
+    """method -> `group_summary`: `summaries` (when given) completed for every method."""
+    summaries = dict(summaries or {})
+    for method in all_results:
+        if method not in summaries:
+            summaries[method] = protocol.group_summary(all_results[method])
+    return summaries
+
+
+def ordered_tasks(all_results):
+    tasks = {}
+    for results in all_results.values():
+        for name, result in results.items():
+            tasks.setdefault(name, result.get("group") or protocol.OTHER_GROUP)
+    groups = list(protocol.GROUP_ORDER) + [protocol.OTHER_GROUP]
+    return sorted(tasks, key=lambda t: groups.index(tasks[t]) if tasks[t] in groups else 99), tasks
+
+
+def display_name(task_name):
+    """A short name for titles: registry names as they are, `folder:PATH` as PATH's last part."""
+    if task_name.startswith("folder:"):
+        path = task_name[len("folder:") :].rstrip("/\\")
+        return os.path.basename(path) or "folder"
+    return task_name
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _zoomed_limits(lows, highs, floor=None, ceiling=None):
+    """Axis limits around [min(lows), max(highs)] with 8% margins (and at least 0.005 wide)."""
+    low, high = float(min(lows)), float(max(highs))
+    margin = max(0.08 * (high - low), 0.0025)
+    low, high = low - margin, high + margin
+    if floor is not None:
+        low = max(low, floor)
+    if ceiling is not None:
+        high = min(high, ceiling)
+    return low, high
+
+
+def _save_png(fig, path):
+    plt = _pyplot()
+    try:
+        return atomic_files.write_atomic(
+            path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+        )
+    finally:
+        plt.close(fig)
+
+
+def ranking_rows(ranking):
+    """The rows `plot_scores` draws, best first: one dict per scored expert.
+
+    Keys: "name", "score", "ci_low", "ci_high" (None without an interval), "selected",
+    "baseline" (kind "baseline") and "tie" (same score as the selected expert, not selected).
+    Sorted by score in the method's direction (`higher_is_better`); among equal scores the
+    selected expert comes first, then by name. Experts without a score are left out.
+    """
+    experts = [e for e in ranking["experts"] if e.get("score") is not None]
+    higher = ranking.get("higher_is_better", True)
+    selected = ranking.get("selected")
+    experts.sort(
+        key=lambda e: (-e["score"] if higher else e["score"], e["handle"] != selected, e["name"])
+    )
+    chosen = next((e for e in experts if e["handle"] == selected), None)
+    rows = []
+    for e in experts:
+        has_ci = e.get("ci_low") is not None and e.get("ci_high") is not None
+        rows.append(
+            {
+                "name": e["name"],
+                "score": float(e["score"]),
+                "ci_low": float(e["ci_low"]) if has_ci else None,
+                "ci_high": float(e["ci_high"]) if has_ci else None,
+                "selected": e is chosen,
+                "baseline": e.get("kind") == "baseline",
+                "tie": chosen is not None and e is not chosen and e["score"] == chosen["score"],
+            }
+        )
+    return rows
+
+
+def plot_scores(ranking, path):
+    """Dot plot (PNG) of a ranking's per-expert scores, best first, on an axis zoomed to them.
+
+    Each scored expert is a row (`ranking_rows`); a horizontal line shows its `ci_low`..`ci_high`
+    interval when the ranking has one. The selected expert is orange and labelled, the baseline
+    (kind "baseline") is a grey square, and experts whose score ties the selected one are hollow
+    diamonds. The x axis spans the scores and intervals (not 0..1); the title uses the task's
+    short display name. Raises ValueError when no expert has a score.
+    """
+    plt = _pyplot()
+    experts = ranking_rows(ranking)
+    if not experts:
+        raise ValueError(f"ranking for task {ranking.get('task')!r} has no scored experts to plot")
+    higher = ranking.get("higher_is_better", True)
+    lows = [e["score"] if e["ci_low"] is None else e["ci_low"] for e in experts]
+    highs = [e["score"] if e["ci_high"] is None else e["ci_high"] for e in experts]
+    has_ci = [e["ci_low"] is not None for e in experts]
+
+    rows = len(experts)
+    height = 1.7 + 0.28 * rows  # Inches: title, axis label and legend, plus one line per row.
+    fig, ax = plt.subplots(figsize=(6.4, height))
+    y = np.arange(rows)[::-1]  # Best at the top.
+    legend = {}
+    for row, e, low, high, ok in zip(y, experts, lows, highs, has_ci, strict=True):
+        is_selected, is_baseline, tie = e["selected"], e["baseline"], e["tie"]
+        colour = "tab:orange" if is_selected else ("0.45" if is_baseline else "tab:blue")
+        ax.axhline(row, color="0.92", linewidth=0.8, zorder=0)
+        if ok:
+            ax.plot([low, high], [row, row], color=colour, linewidth=2, alpha=0.6, zorder=1)
+            legend.setdefault("interval", ax.plot([], [], color="0.5", linewidth=2)[0])
+        marker = "s" if is_baseline else ("D" if tie else "o")
+        face = "white" if tie else colour
+        handle = ax.scatter(
+            [e["score"]], [row], s=42, marker=marker, facecolor=face, edgecolor=colour, zorder=2
+        )
+        if is_selected:
+            legend["selected"] = handle
+            ax.annotate(
+                "selected",
+                (max(high, e["score"]), row),
+                xytext=(6, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+                color="tab:orange",
+            )
+        if is_baseline:
+            legend.setdefault("baseline B", handle)
+        if tie:
+            legend.setdefault("tie with selected", handle)
+    floor, ceiling = (0.0, 1.0) if all(0 <= v <= 1 for v in lows + highs) else (None, None)
+    left, right = _zoomed_limits(lows, highs, floor, ceiling)
+    # Room on the right for the "selected" label.
+    ax.set_xlim(left, right + 0.18 * (right - left))
+    ax.set_ylim(-0.7, rows - 0.3)
+    ax.set_yticks(y, [e["name"] for e in experts], fontsize=8)
+    direction = "higher" if higher else "lower"
+    ax.set_xlabel(f"{ranking['method']} score ({direction} is better; axis zoomed)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title(
+        f"{display_name(ranking['task'])}: {ranking['method']} ranking of {rows} modules",
+        fontsize=10,
+        pad=8,
+    )
+    legend_height = 0.0
+    if legend:
+        fig.legend(
+            list(legend.values()),
+            list(legend),
+            loc="lower center",
+            ncol=len(legend),
+            fontsize=8,
+            frameon=False,
+        )
+        legend_height = 0.35 / height  # One line of legend at the bottom of the figure.
+    fig.tight_layout(rect=(0, legend_height, 1, 1))
+    return _save_png(fig, path)
+
+
+def plot_outcomes(all_results, path, summaries=None, columns=3):
+    """Fine-tuning outcomes per method (PNG): one panel per task plus one for the group means.
+
+    In each task's panel a method is a row: its outcomes are small grey dots and its aggregate
+    (median or mean, `task_summary`) a black marker with its bootstrap interval; the first panel
+    shows each method's mean over all tasks with the `group_summary` interval. Every panel's axis
+    is zoomed to its values; titles use short task names.
+
+    Args:
+      all_results: method -> task name -> task result dict.
+      path: the PNG to write (atomically).
+      summaries: method -> group_summary(results), if already computed.
+      columns: panels per row.
+
+    Raises ValueError when no method has a summarised task.
+    """
+    plt = _pyplot()
+    from matplotlib import ticker
+
+    methods = list(all_results)
+    summaries = with_summaries(all_results, summaries)
+    task_names, _ = ordered_tasks(all_results)
+    task_names = [
+        t
+        for t in task_names
+        if any(protocol.task_summary(all_results[m].get(t) or {}) for m in methods)
+    ]
+    if not task_names:
+        raise ValueError("no method has a summarised task: nothing to plot")
+
+    panels = [("Mean over tasks", None)] + [(display_name(t), t) for t in task_names]
+    columns = max(1, min(columns, len(panels)))
+    grid_rows = math.ceil(len(panels) / columns)
+    height = 0.9 + 0.32 * len(methods)
+    fig, axes = plt.subplots(
+        grid_rows, columns, figsize=(3.6 * columns, height * grid_rows + 0.4), squeeze=False
+    )
+    y = np.arange(len(methods))[::-1]
+    for ax, (title, task) in zip(axes.flat, panels, strict=False):
+        lows, highs, kinds = [], [], set()
+        for row, method in zip(y, methods, strict=True):
+            if task is None:
+                g = summaries[method].get(protocol.ALL_GROUP)
+                if not g:
+                    continue
+                value, low, high, outcomes = g["mean"], g["ci_low"], g["ci_high"], []
+                kinds.update(g["aggregates"])
+            else:
+                s = protocol.task_summary(all_results[method].get(task) or {})
+                if not s:
+                    continue
+                value, low, high, outcomes = s["value"], s["ci_low"], s["ci_high"], s["outcomes"]
+                kinds.add(s["kind"])
+            if outcomes:
+                # Fixed vertical jitter, so that equal outcomes stay visible as separate dots.
+                jitter = np.random.default_rng(int(row)).uniform(-0.2, 0.2, len(outcomes))
+                ax.scatter(outcomes, row + jitter, s=7, color="0.65", zorder=1)
+            if low is not None and high is not None:
+                ax.plot([low, high], [row, row], color="black", linewidth=1.6, zorder=2)
+            ax.scatter([value], [row], s=30, color="black", zorder=3)
+            lows += [low if low is not None else value, *outcomes]
+            highs += [high if high is not None else value, *outcomes]
+        if lows:
+            ax.set_xlim(*_zoomed_limits(lows, highs))
+        ax.set_ylim(-0.6, len(methods) - 0.4)
+        ax.set_yticks(y, methods, fontsize=8)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
+        ax.tick_params(axis="x", labelsize=7)
+        label = "mean of per-task " + "/".join(sorted(kinds)) if task is None else "/".join(kinds)
+        ax.set_title(f"{title} ({label})" if label else title, fontsize=9)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        "Fine-tuning outcomes per method: dots = outcomes, bar = 95% bootstrap interval",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return _save_png(fig, path)

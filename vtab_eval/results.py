@@ -1,0 +1,131 @@
+"""Result files: OUT/results/<task slug>/<method>.json, rebuilt from the memo alone.
+
+A result lists, per selection, the expert, its tuning results, the best setting and its retrains,
+then the outcomes, their summary (`protocol.aggregate`), whether every final fine-tune is recorded
+(`complete`) and the spec keys it used, and carries the content identity of its configuration
+(`result_identity`). Writing one never trains, so it is cheap to do whenever a fine-tune ends.
+Schema: docs/evaluation.md, "Result JSON".
+"""
+
+import os
+
+from bit_experts import atomic_files
+from vtab_eval import files, identity, protocol
+
+HINDSIGHT = "hindsight"
+
+
+def result_path(output_dir, task_name, method):
+    """OUT/results/<task slug>/<method>.json."""
+    return os.path.join(output_dir, "results", files.task_slug(task_name), f"{method}.json")
+
+
+def _track_result(track, memo):
+    """One track's part of a result from the memo; `complete` is False while retrains are missing."""
+    selections, outcomes, complete = [], [], True
+    for i, (entry, extra) in enumerate(track.entries):
+        found = [memo.get(s) for s in track.retrains[i]] if i < len(track.retrains) else []
+        retrains = [r for r in found if r is not None]
+        complete = complete and i < len(track.retrains) and len(retrains) == len(found)
+        outcomes += [r["score"] for r in retrains]
+        tuning = [memo.get(s) for s in track.tuning[i]] if i < len(track.tuning) else []
+        selections.append(
+            {
+                "index": i,
+                "seed": extra.get("seed"),
+                "handle": getattr(entry, "handle", entry),
+                "selection": extra,
+                "tuning": [t for t in tuning if t is not None],
+                "best_setting": track.best[i] if i < len(track.best) else None,
+                "retrains": retrains,
+            }
+        )
+    keys = [s.key for specs in track.tuning + track.retrains for s in specs]
+    return {
+        "selections": selections,
+        "outcomes": outcomes,
+        "summary": protocol.summarize(outcomes, track.job.aggregate),
+        "complete": complete,
+        "spec_keys": list(dict.fromkeys(keys)),
+    }
+
+
+def result_identity(job, method, settings, pool):
+    """The content identity of a result file: its settings, task and module identities.
+
+    `settings`: the run's `run_settings` (what every track shares).
+    """
+    return identity.content_hash(
+        {
+            "config": settings,
+            "method": method,
+            "task": job.task_id,
+            "aggregate": job.aggregate,
+            "scheme": job.scheme,
+            "search": job.search,
+            "sweep": job.sweep,
+            "modules": [{"module": identity.module_identity(e)} for e in pool],
+        },
+        16,
+    )
+
+
+def run_settings(config):
+    """What every track of a run shares, as recorded in each result ("config" key)."""
+    proto, selection = config["protocol"], config["selection"]
+    return {
+        "num_selections": proto["num_selections"],
+        "num_retrains": proto["num_retrains"],
+        "seed": config["seed"],
+        "deterministic": config["deterministic"],
+        "include_baseline": selection["include_baseline"],
+        "selection_resolution": selection["resolution"] or None,
+        "collection": config["collection"] or "",
+    }
+
+
+def write_result(tracks, memo, settings, pool, output_dir, log):
+    """Writes OUT/results/<task slug>/<method>.json for one task and method; returns it.
+
+    Reads only the memo (never trains). Before every final fine-tune has finished the file holds
+    the outcomes recorded so far with `complete: false` (hindsight: the best candidate so far).
+    """
+    first = tracks[0]
+    job, method = first.job, first.method
+    result_id = result_identity(job, method, settings, pool)
+    per_track = [_track_result(t, memo) for t in tracks]
+    if method == HINDSIGHT:
+        # The best candidate by its aggregate; the first in candidate order on ties.
+        scored = [k for k in range(len(tracks)) if per_track[k]["summary"] is not None]
+        best = max(scored, key=lambda k: per_track[k]["summary"]["value"]) if scored else 0
+        body = dict(per_track[best])
+        body["experts"] = {t.candidate: r["summary"] for t, r in zip(tracks, per_track)}
+        body["spec_keys"] = list(dict.fromkeys(k for r in per_track for k in r["spec_keys"]))
+        body["complete"] = all(r["complete"] for r in per_track)
+    else:
+        body = per_track[0]
+    result = {
+        "task": job.task.name,
+        "group": job.task.group,
+        "metric": job.task.metric,
+        "method": method,
+        "scheme": job.scheme,
+        "search": job.search,
+        "sweep": job.sweep,
+        "config": settings,
+        "seed": settings["seed"],
+        "deterministic": settings["deterministic"],
+        "aggregate": job.aggregate,
+        "identity": result_id,
+        **({"ranking": first.ranking} if first.ranking else {}),
+        **body,
+    }
+    path = result_path(output_dir, job.task.name, method)
+    previous = files.read_json(path, "result file") if atomic_files.exists(path) else None
+    if previous is not None and previous.get("identity") != result_id:
+        log(
+            f"{path}: was identity {previous.get('identity')}, now {result_id} (settings, task "
+            "or collection changed): rewritten from this run's fine-tunes"
+        )
+    files.write_json(path, result)
+    return result

@@ -1,0 +1,267 @@
+"""The selection audit: every proxy and policy scored by regret against hindsight (issue 11).
+
+For a collection and a bank of tasks, from one evaluation config (`vtab_eval.config`, "audit"):
+
+1. *Rank* (`rank_task`): per task, one forward pass per candidate (every expert and B) fills the
+   feature cache; every feature proxy then scores the cached features, timed on them alone, and
+   `ranking.rank` gives each proxy's pick, with the baseline fallback for the proxies with
+   per-image hits.
+2. *Hindsight* (`finetune_hindsight`): every candidate fine-tuned with every seed under the
+   protocol `vtab_eval.run`'s `hindsight` uses, through the same executor and content-keyed memo:
+   pointing the memo at a run's or the demo's `finetunes/` reuses their fine-tunes, and a killed
+   audit resumes without redoing any.
+3. *Score* (`vtab_eval.audit_scores`): regret, split-half regret, hit, weighted tau, fallback and
+   loss against B per task and policy; aggregates over tasks with bootstrap intervals.
+
+`run(config)` returns the audit dict (docs/selection.md, "Audit"); `vtab_eval.audit` writes it.
+"""
+
+import os
+import time
+
+from bit_experts import atomic_files
+from vtab_eval import audit_metrics, audit_scores, checks, plan, runner
+from vtab_eval import config as config_lib
+
+MIN_SEEDS = 3  # the study's minimum; quick allows fewer
+DEFAULT_SEEDS = [0, 1, 2]
+QUICK_SEEDS = [0, 1]
+QUICK_RESAMPLES = 999
+PROXY_REPEATS = 2  # proxy time = the fastest of this many runs (the first may trace TF code)
+
+
+def settings(config):
+    """(seeds, proxies, n_resamples) of the audit section, with their defaults filled in."""
+    from vtab_eval import selectors
+
+    audit = config["audit"]
+    seeds = (
+        audit["seeds"]
+        if audit["seeds"] is not None
+        else (QUICK_SEEDS if audit["quick"] else DEFAULT_SEEDS)
+    )
+    proxies = audit["proxies"] or selectors.names(kind="feature")
+    n_resamples = QUICK_RESAMPLES if audit["quick"] else config["selection"]["n_resamples"]
+    return list(seeds), list(proxies), n_resamples
+
+
+def check_arguments(config):
+    """Problems (one line each) with the audit's own settings."""
+    from vtab_eval import selectors
+
+    seeds, proxies, _ = settings(config)
+    audit, problems = config["audit"], []
+    if any(s < 0 for s in seeds):
+        problems.append(f"--seeds={seeds}: expected non-negative integers")
+    elif len(set(seeds)) != len(seeds):
+        problems.append(f"--seeds={seeds}: a seed is repeated; expected distinct seeds")
+    elif not seeds or (len(seeds) < MIN_SEEDS and not audit["quick"]):
+        problems.append(
+            f"--seeds={seeds}: the audit needs at least {MIN_SEEDS} seeds (fewer only with --quick)"
+        )
+    known = selectors.names(kind="feature")
+    if any(p not in known for p in proxies):
+        problems.append(f"--proxies={proxies}: expected some of {known}")
+    elif audit["reference"] not in proxies:
+        problems.append(f"--reference={audit['reference']!r}: expected one of --proxies {proxies}")
+    upstream = audit["upstream_dir"]
+    if upstream and atomic_files.is_url(upstream):
+        problems.append(
+            f"--upstream_dir={upstream}: is a URL; slice accuracy reads a local work directory: "
+            "copy it to a local disk"
+        )
+    elif upstream and not os.path.isdir(upstream):
+        problems.append(f"--upstream_dir={upstream}: not a folder; expected an upstream workdir")
+    return problems
+
+
+def _pool_problems(pool):
+    found = plan.candidates(pool, include_baseline=True)
+    names = [plan.entry_name(e) for e in found]
+    problems = []
+    if plan.find_baseline(pool) is None:
+        problems.append("--collection: it has no baseline B (kind 'baseline'); the audit needs B")
+    if len(found) < 2:
+        problems.append(f"--collection: {len(found)} candidate(s); the audit needs B and experts")
+    if len(set(names)) != len(names):
+        problems.append(f"--collection: candidate names repeat ({names}); expected unique names")
+    return problems
+
+
+def _timed_scores(method, features, labels):
+    from vtab_eval import selectors
+
+    best = None
+    for _ in range(PROXY_REPEATS):
+        start = time.perf_counter()
+        selectors.feature_scores(method, features, labels)
+        took = time.perf_counter() - start
+        best = took if best is None else min(best, took)
+    return best
+
+
+def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
+    """Stage 1 for one task: the shared forward pass, each proxy's time, scores and picks.
+
+    `options`: the ranking options (`ranking.rank`) every proxy shares.
+    """
+    from vtab_eval import embed, ranking, selectors
+
+    candidates = plan.candidates(pool, include_baseline=True)
+    names = {plan.entry_handle(e): plan.entry_name(e) for e in candidates}
+    start = time.perf_counter()
+    embedded = embed.embed_pool(
+        candidates,
+        job.task,
+        options["split"],
+        options["resolution"],
+        cache_dir=cache_dir,
+        data_dir=data_dir,
+    )
+    forward = {
+        "seconds": time.perf_counter() - start,
+        "computed": len(embedded.computed),
+        "cached": len(embedded.cached),
+    }
+    if not embedded.features:
+        raise ValueError(f"task {job.task.name}: no candidate could be embedded")
+    labels = selectors.validate_task_labels(embedded.labels, job.task.num_classes)
+    out = {}
+    for proxy in proxies:
+        seconds = _timed_scores(proxy, embedded.features, labels)
+        rows = selectors.get(proxy).rows
+        found = ranking.rank(
+            pool,
+            job.task,
+            proxy,
+            dict(options, fallback="baseline" if rows else "none"),
+            cache_dir=cache_dir,
+            data_dir=data_dir,
+        )
+        fallback = found.get("fallback")
+        own = fallback["proxy_selected"] if fallback else found["selected"]
+        entry = {
+            "seconds": seconds,
+            "scores": {e["name"]: e["score"] for e in found["experts"]},
+            "ci": {
+                e["name"]: [e["ci_low"], e["ci_high"]]
+                for e in found["experts"]
+                if e.get("ci_low") is not None
+            },
+            "higher_is_better": found["higher_is_better"],
+            "pick": names[own],
+            "pairwise": found.get("pairwise", []),
+            "left_out": found.get("left_out", []),
+            "fallback": None,
+        }
+        if fallback:
+            entry["fallback"] = {
+                "pick": names[found["selected"]],
+                "fired": bool(fallback["fired"]),
+                "p_better": fallback["p_better"],
+                "best_expert": names.get(fallback["best_expert"]),
+                "confidence": fallback["confidence"],
+            }
+        out[proxy] = entry
+        log(f"{job.task.name} / {proxy}: picks {entry['pick']} ({seconds * 1e3:.1f} ms)")
+    return {"forward": forward, "proxies": out}
+
+
+def finetune_hindsight(jobs, pool, seeds, config, executor):
+    """Stage 2: every candidate fine-tuned with every seed, as `vtab_eval.run`'s hindsight with
+    `--seed=s` (one selection, one retrain); returns {task: {candidate: [(score, spec key) per
+    seed]}}."""
+    one = config_lib.set_key(config, "protocol", {"num_selections": 1, "num_retrains": 1})
+    plans = []
+    for job in jobs:
+        for seed in seeds:
+            plans.append((job, plan.hindsight_tracks(job, pool, dict(one, seed=int(seed)))))
+    runner.run_tracks([t for _, tracks in plans for t in tracks], executor)
+    found = {}
+    for job, tracks in plans:
+        by_candidate = found.setdefault(job.task.name, {})
+        for track in tracks:
+            spec = track.retrains[0][0]
+            by_candidate.setdefault(track.candidate, []).append(
+                (float(executor.memo.get(spec)["score"]), spec.key)
+            )
+    return found
+
+
+def run(config, *, executor=None, log=print, command=None):
+    """Runs (or resumes) the audit of `config`; returns the audit dict, with "trained" (the
+    fine-tunes this call ran) added.
+
+    Raises:
+      ValueError: every problem with the input, one line each, before anything is run.
+    """
+    from vtab_eval import selectors
+
+    started = time.time()
+    seeds, proxies, n_resamples = settings(config)
+    pool, jobs, _ = checks.prepare(config, log, extra_problems=check_arguments(config))
+    checks.raise_problems(_pool_problems(pool))
+    _, memo_dir, cache_dir = config_lib.output_paths(config)
+    candidates = [plan.entry_name(e) for e in plan.candidates(pool, include_baseline=True)]
+    baseline = plan.entry_name(plan.find_baseline(pool))
+    selection = config["selection"]
+    quality = None
+    if config["audit"]["upstream_dir"]:
+        from bit_experts.training import slice_eval
+
+        upstream = config["audit"]["upstream_dir"]
+        log(f"expert quality: held-out upstream slices of {upstream}")
+        try:
+            quality = slice_eval.expert_quality(upstream)
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            raise ValueError(f"--upstream_dir={upstream}: {err}") from None
+    options = dict(
+        selection,
+        resolution=selection["resolution"] or None,
+        seed=0,
+        include_baseline=True,
+        cache_only=True,
+        n_resamples=n_resamples,
+    )
+    ranked = {
+        job.task.name: rank_task(job, pool, proxies, options, cache_dir, config["data_dir"], log)
+        for job in jobs
+    }
+    executor = executor or runner.make_executor(config, log)
+    try:
+        finetuned = finetune_hindsight(jobs, pool, seeds, config, executor)
+    finally:
+        executor.close()
+    tasks = audit_scores.score_tasks(jobs, ranked, finetuned, candidates, baseline)
+    rows = [p for p in proxies if selectors.get(p).rows]
+    policies = audit_scores.policy_names(proxies, rows)
+    reference = config["audit"]["reference"]
+    audit = {
+        "format": audit_scores.AUDIT_FORMAT,
+        "command": command,
+        "collection": str(config["collection"]),
+        "memo_dir": memo_dir,
+        "candidates": candidates,
+        "baseline": baseline,
+        "seeds": seeds,
+        "quick": bool(config["audit"]["quick"]),
+        "proxies": proxies,
+        "policies": policies,
+        "reference": reference,
+        "fallback_confidence": float(selection["fallback_confidence"]),
+        "selection_resolution": selection["resolution"] or None,
+        "sweeps": {job.task.name: job.sweep for job in jobs},
+        "bootstrap": {
+            "level": audit_metrics.CONFIDENCE_LEVEL,
+            "n_resamples": int(n_resamples),
+            "seed": audit_metrics.BOOTSTRAP_SEED,
+            "method": "BCa (percentile where undefined), over tasks",
+        },
+        "tasks": tasks,
+        "aggregate": audit_scores.aggregate(tasks, policies, proxies, reference, n_resamples),
+        "timing": audit_scores.timing(tasks, proxies, reference, n_resamples),
+        "seed_sd": audit_scores.seed_spread(tasks, candidates),
+        "expert_quality": quality,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    return dict(audit, trained=len(executor.ran))
