@@ -13,8 +13,9 @@ changes a number is a bug").
 3. `python -m vtab_eval.audit --quick` on the same two bank tasks;
 4. `python -m vtab_eval.rank` with each proxy, the EPN and label matching, on one of them.
 
-Steps 2-4 read the demo's collection and the bank of `--inputs` (default: this run's own), so two
-trees compared on the same inputs differ only by their evaluation code. `compare` walks every JSON
+Every run works in one fixed folder (then moved to `--out`), so recorded paths are equal between
+runs. Steps 2-4 read the demo's collection and the bank of `--inputs` (default: this run's own), so
+two trees compared on the same inputs differ only by their evaluation code. `compare` walks every JSON
 result the runs wrote (results, rankings, summaries, the audit) and prints each leaf that differs,
 ignoring what names a run rather than measures it (content keys, paths, times, cache counts). It
 exits 1 when a number differs. About 25 minutes per `run` on 2 cores.
@@ -25,10 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 BANK_TASKS = ("glyph_orientation", "digits_noisy")
+WORK = "/tmp/same_scores_work"
 # Keys whose values name or time a run rather than measure it.
 IGNORED_KEYS = {
     "identity",
@@ -47,6 +50,8 @@ IGNORED_KEYS = {
     "timing",
     "trained",
     "task_fingerprint",
+    "sha256",
+    "source_fingerprint",
 }
 
 
@@ -58,28 +63,33 @@ def _python(tree, args, log):
     subprocess.run(command, cwd=tree, env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
-def run(tree, out, inputs=None):
-    """Runs the four commands with `tree`'s code into `out` (see the module docstring)."""
-    os.makedirs(out, exist_ok=True)
-    inputs = os.path.abspath(inputs or out)
-    with open(os.path.join(out, "log.txt"), "a", encoding="utf-8") as log:
-        _python(tree, ["vtab_eval.demo", "--quick", f"--workdir={out}/demo"], log)
-        bank = os.path.join(inputs, "bank")
-        if inputs == os.path.abspath(out):
+def run(tree, out, inputs=None, work=WORK):
+    """Runs the four commands with `tree`'s code, in `work`, then moves it to `out`.
+
+    Every run works in the same folder (`work`), so that the paths recorded in results (task names
+    of folder tasks, handles) are equal between runs. With `inputs` (an earlier run's `out`), its
+    collection and bank replace this run's before steps 2-4, so that they read the same bytes.
+    """
+    if os.path.exists(out):
+        raise SystemExit(f"{out} exists; give a new --out")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+    with open(os.path.join(work, "log.txt"), "a", encoding="utf-8") as log:
+        _python(tree, ["vtab_eval.demo", "--quick", f"--workdir={work}/demo"], log)
+        bank, collection = os.path.join(work, "bank"), os.path.join(work, "demo", "collection")
+        if inputs:
+            shutil.rmtree(collection)
+            shutil.copytree(os.path.join(inputs, "demo", "collection"), collection, symlinks=True)
+            shutil.copytree(os.path.join(inputs, "bank"), bank, symlinks=True)
+        else:
             code = (
                 "from bit_experts import world; "
                 f"world.write_downstream_tasks({bank!r}, seed=0, image_size=32, "
                 f"tasks={list(BANK_TASKS)!r}, test_images=200)"
             )
-            subprocess.run(
-                [sys.executable, "-c", code],
-                cwd=tree,
-                env=dict(os.environ, PYTHONPATH=os.path.abspath(tree)),
-                check=True,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        collection = os.path.join(inputs, "demo", "collection")
+            command = [sys.executable, "-c", code]
+            subprocess.run(command, cwd=tree, env=env, check=True, stdout=log, stderr=log)
         tasks = ",".join(f"folder:{bank}/{t}" for t in BANK_TASKS)
         _python(
             tree,
@@ -87,7 +97,7 @@ def run(tree, out, inputs=None):
                 "vtab_eval.run",
                 f"--collection={collection}",
                 f"--tasks={tasks}",
-                f"--output_dir={out}/run",
+                f"--output_dir={work}/run",
                 "--selectors=baseline,random,label_matching,domain_prediction,knn,logme,"
                 "linear_loo,ncm,gbc,hindsight",
                 "--learning_rates=0.01,0.03",
@@ -106,7 +116,7 @@ def run(tree, out, inputs=None):
                 "vtab_eval.audit",
                 f"--collection={collection}",
                 f"--tasks={tasks}",
-                f"--output_dir={out}/audit",
+                f"--output_dir={work}/audit",
                 "--quick",
                 "--seeds=0,1",
                 "--selection_resolution=32",
@@ -122,13 +132,14 @@ def run(tree, out, inputs=None):
                     "vtab_eval.rank",
                     f"--collection={collection}",
                     f"--dataset={first}",
-                    f"--output_json={out}/rank/{method}.json",
+                    f"--output_json={work}/rank/{method}.json",
                     f"--method={method}",
                     "--resolution=32",
                     *extra,
                 ],
                 log,
             )
+    shutil.move(work, out)
 
 
 def _json_files(root):
@@ -146,13 +157,17 @@ def _json_files(root):
 
 
 def _normalise(value, root):
+    """`value` with the run's own folder (and the inputs' one, `ROOTS`) written as <OUT>."""
     if isinstance(value, str):
-        return value.replace(root, "<OUT>")
+        for prefix in (root, *ROOTS):
+            value = value.replace(prefix, "<OUT>")
     return value
 
 
 def _diff(a, b, where, root_a, root_b, out):
     if isinstance(a, dict) and isinstance(b, dict):
+        a = {_normalise(k, root_a): v for k, v in a.items()}
+        b = {_normalise(k, root_b): v for k, v in b.items()}
         for key in sorted(set(a) | set(b)):
             if key in IGNORED_KEYS:
                 continue
@@ -166,13 +181,17 @@ def _diff(a, b, where, root_a, root_b, out):
             return
         for i, (x, y) in enumerate(zip(a, b)):
             _diff(x, y, f"{where}[{i}]", root_a, root_b, out)
-    elif _normalise(a, root_a) != _normalise(b, root_b):
+    elif a != b and _normalise(a, root_a) != _normalise(b, root_b):
         out.append(f"{where}: {a!r} before, {b!r} after")
+
+
+ROOTS = []  # both runs' folders, set by `compare`
 
 
 def compare(before, after):
     """Lines naming every differing leaf of the JSON files both runs wrote (empty: the same)."""
     before, after = os.path.abspath(before), os.path.abspath(after)
+    ROOTS[:] = [before, after]
     files_a, files_b = _json_files(before), _json_files(after)
     lines = [f"{name}: only before" for name in sorted(set(files_a) - set(files_b))]
     lines += [f"{name}: only after" for name in sorted(set(files_b) - set(files_a))]
@@ -198,12 +217,13 @@ def main(argv=None):
     r.add_argument("--tree", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--inputs", default=None)
+    r.add_argument("--work", default=WORK)
     c = sub.add_parser("compare")
     c.add_argument("before")
     c.add_argument("after")
     args = parser.parse_args(argv)
     if args.mode == "run":
-        run(args.tree, args.out, args.inputs)
+        run(args.tree, args.out, args.inputs, args.work)
         return 0
     compared, lines = compare(args.before, args.after)
     print("\n".join(lines))
