@@ -6,8 +6,10 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import vtab_eval_toys as toys
+from PIL import Image
 
 from vtab_eval import tasks
 from vtab_eval.tasks import base, folder
@@ -49,30 +51,43 @@ def test_fingerprint_covers_the_declared_versions_and_the_data_valued_definition
         dataclasses.replace(task, version="1.0")
 
 
-def test_folder_fingerprint_follows_content_not_path(tmp_path):
+def _write_pixel(path, value):
+    image = np.array(Image.open(path))
+    image[0, 0, 0] = value
+    Image.fromarray(image).save(path)
+
+
+def test_folder_fingerprint_follows_content_not_path_or_times(tmp_path, monkeypatch):
     data = toys.make_colour_folder(str(tmp_path / "a"), per_class=4)
     task = tasks.get_task(f"folder:{data}")
     first = task.fingerprint()
-    assert task.fingerprint() is first  # cached on the instance
-    assert tasks.get_task(f"folder:{data}").fingerprint() == first
+    assert task.version == folder.FOLDER_VERSION and len(task.content_sha256) == 64
+    reads = []
+    monkeypatch.setattr(folder, "_hash_and_decode", lambda p: reads.append(p) or ("", None))
+    assert tasks.get_task(f"folder:{data}").fingerprint() == first and not reads  # memoised
+    monkeypatch.undo()
     assert tasks.make_folder_task(data, seed=1).fingerprint() != first
     assert tasks.make_folder_task(data, test_fraction=0.5).fingerprint() != first
-    # A copy that keeps file times has the same content identity under another name.
-    moved = shutil.copytree(data, str(tmp_path / "b"), copy_function=shutil.copy2)
-    assert tasks.get_task(f"folder:{moved}").fingerprint() == first
-    # One more image in a class folder: a new fingerprint.
-    toys.make_colour_folder(str(tmp_path / "extra"), per_class=1)
-    shutil.copy2(
-        tmp_path / "extra" / "train" / "class0" / "000.png",
-        os.path.join(data, "train", "class0", "new.png"),
+    # A copy with new file times has the same content identity under another name.
+    copied = shutil.copytree(data, str(tmp_path / "b"), copy_function=shutil.copy)
+    assert (
+        os.stat(f"{copied}/train/class0/000.png").st_mtime_ns
+        != os.stat(f"{data}/train/class0/000.png").st_mtime_ns
     )
+    assert tasks.get_task(f"folder:{copied}").fingerprint() == first
+    path = os.path.join(copied, "train", "class1", "000.png")
+    os.utime(path, ns=(0, 10**18))  # touched: same content, same identity
+    assert tasks.get_task(f"folder:{copied}").fingerprint() == first
+    # One pixel, one renamed file, one more file: a new fingerprint each.
+    pixel = np.array(Image.open(path))[0, 0, 0]
+    _write_pixel(path, pixel ^ 1)
+    assert tasks.get_task(f"folder:{copied}").fingerprint() != first
+    _write_pixel(path, pixel)
+    assert tasks.get_task(f"folder:{copied}").fingerprint() == first
+    os.rename(path, os.path.join(copied, "train", "class1", "100.png"))
+    assert tasks.get_task(f"folder:{copied}").fingerprint() != first
+    shutil.copy(f"{data}/train/class0/000.png", f"{data}/train/class0/new.png")
     assert tasks.get_task(f"folder:{data}").fingerprint() != first
-    # Same size, new modification time: treated as new content.
-    path = os.path.join(data, "train", "class1", "000.png")
-    before = tasks.get_task(f"folder:{data}").fingerprint()
-    stat = os.stat(path)
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert tasks.get_task(f"folder:{data}").fingerprint() != before
 
 
 def _cut(path):
