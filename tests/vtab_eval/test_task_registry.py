@@ -163,16 +163,18 @@ def test_a_changed_label_function_needs_a_version_bump():
     def off_by_one(features):
         return {"image": features["image"], "label": structured.clevr_count_label(features) - 1}
 
-    changed = dataclasses.replace(task, preprocess=off_by_one)
-    [found] = problems({**entries, task.name: ("1.0.0", definition(changed))}, recorded)
-    assert found.startswith("clevr_count: its definition changed but its version is still '1.0.0'")
+    changed = dataclasses.replace(task, preprocess=off_by_one)  # same version
+    [found] = problems({**entries, task.name: (changed.version, definition(changed))}, recorded)
+    still = f"clevr_count: its definition changed but its version is still {task.version!r}"
+    assert found.startswith(still)
     assert "vtab_eval/tasks/structured.py" in found and found.endswith(COMMAND)
     # Bumped: only the record is behind, and regenerating it makes the check pass.
-    bumped = {**entries, task.name: ("1.1.0", definition(changed))}
-    [found] = problems(bumped, recorded)
-    assert found.startswith("clevr_count: version '1.1.0' but task_definitions.json records")
+    bumped = dataclasses.replace(changed, version=f"{int(task.version.split('.')[0]) + 1}.0.0")
+    with_bump = {**entries, task.name: (bumped.version, definition(bumped))}
+    [found] = problems(with_bump, recorded)
+    assert found.startswith(f"clevr_count: version {bumped.version!r} but task_definitions.json")
     assert "bump" not in found
-    assert problems(bumped, record(bumped)) == []
+    assert problems(with_bump, record(with_bump)) == []
 
 
 def test_helpers_and_constants_a_label_function_reads_count(monkeypatch):

@@ -46,8 +46,7 @@ _LAYOUT = (
 )
 
 
-# How many files are read at once when a folder is checked (TF's decoders and hashlib release the
-# GIL).
+# Files read at once when a folder is checked (TF's decoders and hashlib release the GIL).
 _CHECK_THREADS = 8
 # Files already read in this process: (path, size, mtime_ns) -> (SHA-256, problem or None).
 _CHECKED: dict[tuple[str, int, int], tuple[str, str | None]] = {}
