@@ -10,19 +10,22 @@ so the splits never change between runs or machines:
 As for VTAB, train800 is pool[:800], val200 pool[800:1000], train800val200 pool[:1000];
 the full-data splits are trainval (the pool), val (= val200) and train (the pool minus val).
 
-Every image is decoded once when the task is built (with the decoder loading uses), so a file
-that is empty, cut off or not an image is named in one line then, not deep inside tf.data later;
-`skip_bad_images=True` leaves such files out with a warning instead. The task's fingerprint covers
-each file's relative path, size and modification time (see docs/tasks.md).
+Every image is read and decoded once when the task is built (with the decoder loading uses), so
+a file that is empty, cut off or not an image is named in one line then, not deep inside tf.data
+later; `skip_bad_images=True` leaves such files out with a warning instead. The same read gives
+each file's SHA-256: the task's fingerprint covers the relative file list and the contents, not
+the folder's path or the files' times (see docs/tasks.md).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import re
+import stat
 import warnings
 from collections.abc import Mapping
 
@@ -33,6 +36,9 @@ from bit_experts import atomic_files
 from vtab_eval.tasks import base
 
 PREFIX = "folder:"
+# The version of the rules below (layout, labels, seeded splits) that every folder task has; bump it
+# by hand, as a registered task's `version`, when they change what a folder yields.
+FOLDER_VERSION = "1.0.0"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _LAYOUT = (
     "expected PATH/train/<class_name>/<image>.png|.jpg|.jpeg (at least 2 class folders), "
@@ -40,10 +46,10 @@ _LAYOUT = (
 )
 
 
-# How many files are decoded at once when a folder is checked (TF's decoders release the GIL).
+# Files read at once when a folder is checked (TF's decoders and hashlib release the GIL).
 _CHECK_THREADS = 8
-# Decode checks already done in this process: (path, size, mtime_ns) -> None or the reason.
-_CHECKED: dict[tuple[str, int, int], str | None] = {}
+# Files already read in this process: (path, size, mtime_ns) -> (SHA-256, problem or None).
+_CHECKED: dict[tuple[str, int, int], tuple[str, str | None]] = {}
 
 
 class BadImageWarning(UserWarning):
@@ -60,18 +66,19 @@ class FolderTask(base.Task):
       files: split name -> (absolute image paths, labels).
       seed, test_fraction: the split parameters `make_folder_task` was given.
       skip_bad_images: whether undecodable files were left out (else they raise).
-      file_stats: (path relative to root, size in bytes, mtime in ns) of every image file found,
-        sorted; what the fingerprint covers.
+      content_sha256: SHA-256 of every image file found: its path relative to root and the
+        SHA-256 of its bytes, sorted by path; what the fingerprint covers of the data.
       skipped_images: (path relative to root, reason) of the files left out as undecodable.
     """
 
+    version: str = FOLDER_VERSION
     root: str
     class_names: tuple[str, ...]
     files: Mapping[str, tuple[tuple[str, ...], tuple[int, ...]]]
     seed: int = 0
     test_fraction: float = 0.2
     skip_bad_images: bool = False
-    file_stats: tuple[tuple[str, int, int], ...] = ()
+    content_sha256: str
     skipped_images: tuple[tuple[str, str], ...] = ()
 
     def _load_examples(self, split, data_dir, shuffle_files):
@@ -102,18 +109,17 @@ class FolderTask(base.Task):
         )
 
     def _identity(self) -> dict:
-        """Content, not location: relative file list with sizes and mtimes, class names, split
-        parameters. The root path and the task name are left out, so a folder moved (with its
-        times kept) keeps its fingerprint."""
+        """Content, not location: the file list and contents, class names, split parameters.
+        The root path and the task name are left out, so a moved or copied folder keeps its
+        fingerprint."""
         return {
             **super()._identity(),
             "class_names": list(self.class_names),
             "seed": self.seed,
             "test_fraction": self.test_fraction,
             "skip_bad_images": self.skip_bad_images,
-            "files": [list(item) for item in self.file_stats],
+            "content_sha256": self.content_sha256,
             "skipped_images": [path for path, _ in self.skipped_images],
-            "read_image": base.callable_identity(_read_image),
         }
 
     def to_json(self) -> dict:
@@ -162,33 +168,43 @@ def _clean_tf_message(message: str) -> str:
     return " ".join(message.split()) or "unknown error"
 
 
-def _decode_problem(path: str, size: int) -> str | None:
-    """Why `path` cannot be decoded as loading decodes it, or None if it can."""
-    if size == 0:
-        return "empty file"
+def _hash_and_decode(path: str) -> tuple[str, str | None]:
+    """(hex SHA-256 of the file, why it cannot be decoded as loading decodes it or None).
+
+    One read serves both: the decoder needs the whole file anyway.
+    """
     try:
-        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        return "", f"cannot be read ({err.strerror})"
+    digest = hashlib.sha256(data).hexdigest()
+    if not data:
+        return digest, "empty file"
+    try:
+        tf.io.decode_image(data, channels=3, expand_animations=False)
     except tf.errors.OpError as err:
-        return _clean_tf_message(err.message)
-    return None
+        return digest, _clean_tf_message(err.message)
+    return digest, None
 
 
-def _stat_and_check(path: str) -> tuple[int, int, str | None]:
-    """(size, mtime_ns, problem or None) of one image file; decode checks are memoised."""
+def _read_and_check(path: str) -> tuple[str, str | None]:
+    """`_hash_and_decode(path)`, memoised per process by (path, size, mtime_ns)."""
     try:
         info = os.stat(path)
     except OSError as err:
-        return 0, 0, f"cannot be read ({err.strerror})"
-    if not os.path.isfile(path):
-        return info.st_size, info.st_mtime_ns, "not a regular file"
+        return "", f"cannot be read ({err.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        return "", "not a regular file"
     key = (path, info.st_size, info.st_mtime_ns)
     if key not in _CHECKED:
-        _CHECKED[key] = _decode_problem(path, info.st_size)
-    return info.st_size, info.st_mtime_ns, _CHECKED[key]
+        _CHECKED[key] = _hash_and_decode(path)
+    return _CHECKED[key]
 
 
 def _check_images(root, class_images, skip_bad_images):
-    """Stats and decode-checks every image; returns (good class images, stats, skipped).
+    """Reads, hashes and decode-checks every image; returns (good class images, content SHA-256,
+    skipped).
 
     Raises:
       ValueError: one line naming the first bad file (and how many more there are), unless
@@ -196,10 +212,11 @@ def _check_images(root, class_images, skip_bad_images):
     """
     paths = [p for images in class_images.values() for p in images]
     with concurrent.futures.ThreadPoolExecutor(_CHECK_THREADS) as pool:
-        checked = dict(zip(paths, pool.map(_stat_and_check, paths)))
+        checked = dict(zip(paths, pool.map(_read_and_check, paths)))
     rel = {p: os.path.relpath(p, root).replace(os.sep, "/") for p in paths}
-    stats = tuple(sorted((rel[p], size, mtime) for p, (size, mtime, _) in checked.items()))
-    bad = [(p, problem) for p, (_, _, problem) in checked.items() if problem]
+    listing = sorted((rel[p], digest) for p, (digest, _) in checked.items())
+    content = hashlib.sha256(json.dumps(listing).encode("utf-8")).hexdigest()
+    bad = [(p, problem) for p, (_, problem) in checked.items() if problem]
     if bad and not skip_bad_images:
         path, problem = bad[0]
         more = f" (and {len(bad) - 1} more undecodable files)" if len(bad) > 1 else ""
@@ -226,7 +243,7 @@ def _check_images(root, class_images, skip_bad_images):
                 f"({len(images)} left out as undecodable); {_LAYOUT}"
             )
     skipped = tuple(sorted((rel[p], problem) for p, problem in bad))
-    return good, stats, skipped
+    return good, content, skipped
 
 
 def _pool_splits(pool, note):
@@ -275,8 +292,8 @@ def make_folder_task(
 ) -> FolderTask:
     """Builds the task for an image folder (see the module docstring for the layout and splits).
 
-    Every image is decoded once here (a few ms per typical JPEG, on 8 threads; memoised per
-    process by path, size and modification time).
+    Every image is read, hashed and decoded once here (a few ms per typical JPEG, on 8 threads;
+    memoised per process by path, size and modification time).
 
     Args:
       path: the folder holding train/ and optionally test/.
@@ -307,7 +324,7 @@ def make_folder_task(
     test = _class_images(test_dir) if os.path.isdir(test_dir) else None
     everything = {("train", k): v for k, v in train.items()}
     everything.update({("test", k): v for k, v in (test or {}).items()})
-    good, file_stats, skipped = _check_images(root, everything, skip_bad_images)
+    good, content_sha256, skipped = _check_images(root, everything, skip_bad_images)
     train = {k: good[("train", k)] for k in train}
     if test is not None:
         test = {k: good[("test", k)] for k in test}
@@ -366,6 +383,6 @@ def make_folder_task(
         seed=int(seed),
         test_fraction=float(test_fraction),
         skip_bad_images=bool(skip_bad_images),
-        file_stats=file_stats,
+        content_sha256=content_sha256,
         skipped_images=skipped,
     )

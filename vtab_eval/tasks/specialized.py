@@ -8,9 +8,10 @@ from vtab_eval.tasks import splits
 from vtab_eval.tasks.tfds_task import TfdsTask
 
 
-def _specialized(name, tfds_name, num_classes, task_splits):
+def _specialized(name, tfds_name, num_classes, task_splits, *, version):
     return TfdsTask(
         name=name,
+        version=version,
         tfds_name=tfds_name,
         num_classes=num_classes,
         group="specialized",
@@ -21,13 +22,16 @@ def _specialized(name, tfds_name, num_classes, task_splits):
 
 TASKS = (
     # patch_camelyon.py: the official train/validation/test splits.
-    _specialized("patch_camelyon", "patch_camelyon:2.*.*", 2, splits.official_val()),
+    _specialized(
+        "patch_camelyon", "patch_camelyon:2.*.*", 2, splits.official_val(), version="1.0.0"
+    ),
     # eurosat.py (subset "rgb"): TFDS has only train (27000): 60% train, 20% val, 20% test.
     _specialized(
         "eurosat",
         "eurosat/rgb:2.*.*",
         10,
         splits.val_and_test_from_train(27000 * 60 // 100, 27000 * 20 // 100),
+        version="1.0.0",
     ),
     # resisc45.py: TFDS has only train (31500): 60% train, 20% val, 20% test.
     _specialized(
@@ -35,6 +39,7 @@ TASKS = (
         "resisc45:3.*.*",
         45,
         splits.val_and_test_from_train(31500 * 60 // 100, 31500 * 20 // 100),
+        version="1.0.0",
     ),
     # diabetic_retinopathy.py (config "btgraham-300"): official train/validation/test splits.
     _specialized(
@@ -42,5 +47,6 @@ TASKS = (
         "diabetic_retinopathy_detection/btgraham-300:3.*.*",
         5,
         splits.official_val(),
+        version="1.0.0",
     ),
 )

@@ -114,9 +114,12 @@ _SMALLNORB_SPLITS = {
 }
 
 
-def _structured(name, tfds_name, num_classes, task_splits, decode, preprocess, augmentation):
+def _structured(
+    name, tfds_name, num_classes, task_splits, decode, preprocess, augmentation, *, version
+):
     return TfdsTask(
         name=name,
+        version=version,
         tfds_name=tfds_name,
         num_classes=num_classes,
         group="structured",
@@ -137,6 +140,7 @@ TASKS = (
         _CLEVR_DECODE,
         functools.partial(_clevr_preprocess, clevr_count_label),
         SCENE_AUGMENTATION,
+        version="1.0.0",
     ),
     _structured(
         "clevr_distance",
@@ -146,6 +150,7 @@ TASKS = (
         _CLEVR_DECODE,
         functools.partial(_clevr_preprocess, clevr_distance_label),
         SCENE_AUGMENTATION,
+        version="1.0.0",
     ),
     # dmlab.py: official train/validation/test splits; the TFDS label is the task label.
     TfdsTask(
@@ -156,6 +161,7 @@ TASKS = (
         suite="vtab1k",
         splits=splits.official_val(),
         augmentation=SCENE_AUGMENTATION,  # Label: distance and reward of the objects in view.
+        version="1.0.0",
     ),
     # kitti.py: official train/validation/test splits of kitti:3.1.0.
     _structured(
@@ -166,6 +172,7 @@ TASKS = (
         {"image": True, "objects": {"type": True, "location": True}},
         _kitti_preprocess,
         SCENE_AUGMENTATION,
+        version="1.0.0",
     ),
     # dSpr-Loc: label_x_position has 32 values -> 16 classes.
     _structured(
@@ -176,6 +183,7 @@ TASKS = (
         {"image": True, "label_x_position": True},
         functools.partial(_dsprites_preprocess, "label_x_position", 32),
         POSITION_AUGMENTATION,
+        version="1.0.0",
     ),
     # dSpr-Ori: label_orientation has 40 values -> 16 classes.
     _structured(
@@ -186,6 +194,7 @@ TASKS = (
         {"image": True, "label_orientation": True},
         functools.partial(_dsprites_preprocess, "label_orientation", 40),
         ORIENTATION_AUGMENTATION,
+        version="1.0.0",
     ),
     # sNORB-Azim: label_azimuth, 18 classes (the first camera's "image" only).
     _structured(
@@ -196,6 +205,7 @@ TASKS = (
         {"image": True, "label_azimuth": True},
         functools.partial(_smallnorb_preprocess, "label_azimuth"),
         ORIENTATION_AUGMENTATION,
+        version="1.0.0",
     ),
     # sNORB-Elev: label_elevation, 9 classes.
     _structured(
@@ -206,5 +216,6 @@ TASKS = (
         {"image": True, "label_elevation": True},
         functools.partial(_smallnorb_preprocess, "label_elevation"),
         ORIENTATION_AUGMENTATION,
+        version="1.0.0",
     ),
 )

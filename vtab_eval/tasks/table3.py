@@ -10,9 +10,10 @@ from vtab_eval.tasks import splits
 from vtab_eval.tasks.tfds_task import TfdsTask
 
 
-def _table3(name, tfds_name, num_classes, task_splits, metric="accuracy"):
+def _table3(name, tfds_name, num_classes, task_splits, metric="accuracy", *, version):
     return TfdsTask(
         name=name,
+        version=version,
         tfds_name=tfds_name,
         num_classes=num_classes,
         group="natural",
@@ -24,16 +25,21 @@ def _table3(name, tfds_name, num_classes, task_splits, metric="accuracy"):
 
 TASKS = (
     # cifar.py (num_classes=10): TFDS train (50000) split 90/10; TFDS test is test.
-    _table3("cifar10", "cifar10:3.*.*", 10, splits.val_from_train(50000 * 90 // 100)),
+    _table3(
+        "cifar10", "cifar10:3.*.*", 10, splits.val_from_train(50000 * 90 // 100), version="1.0.0"
+    ),
     # food101.py: TFDS train (75750) split 90/10; TFDS "validation" is the test split.
     _table3(
         "food101",
         "food101:2.*.*",
         101,
         splits.val_from_train(75750 * 90 // 100, test="validation"),
+        version="1.0.0",
     ),
     # cars.py: TFDS train (8144) split 80/20; TFDS test is test.
-    _table3("cars196", "cars196:2.*.*", 196, splits.val_from_train(8144 * 80 // 100)),
+    _table3(
+        "cars196", "cars196:2.*.*", 196, splits.val_from_train(8144 * 80 // 100), version="1.0.0"
+    ),
     # cub.py: TFDS train (5994) split by "train[:90%]", which TFDS rounds to 5395. VTAB pinned
     # 0.1.1, which TFDS 4.9 no longer builds; 0.2.0 has the same 5994/5794 split sizes.
     _table3(
@@ -41,6 +47,7 @@ TASKS = (
         "caltech_birds2011:0.2.*",
         200,
         splits.val_from_train(round(5994 * 90 / 100)),
+        version="1.0.0",
     ),
     # oxford_iiit_pet.py, as the VTAB task, but scored by mean per-class accuracy.
     _table3(
@@ -49,5 +56,6 @@ TASKS = (
         37,
         splits.val_from_train(3680 * 80 // 100),
         metric="mean_per_class_accuracy",
+        version="1.0.0",
     ),
 )

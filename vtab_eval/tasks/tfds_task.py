@@ -23,7 +23,8 @@ class TfdsTask(base.Task):
       decode: which TFDS features to decode (a tfds.decode.PartialDecoding spec); skipping
         unused ones (segmentation masks, question text) keeps reading fast.
       preprocess: maps the decoded features to {"image": uint8, "label": integer}; this is
-        where the structured tasks derive their labels.
+        where the structured tasks derive their labels. Editing it means bumping `version`
+        (tests/vtab_eval/test_task_registry.py catches a forgotten bump).
     """
 
     tfds_name: str
@@ -46,15 +47,14 @@ class TfdsTask(base.Task):
         return ds.map(self.preprocess, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _identity(self) -> dict:
-        """The common identity plus the TFDS builder "name[/config]:version" as registered (a
-        wildcard version stays a wildcard: the data directory is not part of a task's identity),
-        the decoded features and the label code."""
+        """The common identity plus the task's name, the TFDS builder "name[/config]:version" as
+        registered (a wildcard version stays a wildcard: the data directory is not part of a
+        task's identity) and the decoded features. The label code counts through `version`."""
         return {
             **super()._identity(),
             "name": self.name,
             "tfds_name": self.tfds_name,
             "decode": _plain(self.decode),
-            "preprocess": base.callable_identity(self.preprocess),
         }
 
     def _not_prepared_message(self, data_dir, error) -> str:
