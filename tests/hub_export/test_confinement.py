@@ -17,6 +17,7 @@ from bit_experts.presets import create_model
 from hub_export import (
     added_modules,
     collection,
+    collection_lock,
     handles,
     identity,
     publish,
@@ -76,7 +77,45 @@ def _one_line(error):
 # --- deleting -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("link", ["outside", "inside"])
+def test_publish_that_writes_nothing_deletes_nothing_through_a_link(module, published, link):
+    """Issue 24, case 2: clean_stale descended into a linked folder and removed the digit-named
+    folders it found there: outside the collection, or (through a link inside it) a listed one."""
+    c, outside = published
+    (outside / "notes.txt").write_text("mine")
+    for name in ("1", "2", ".old-x"):
+        (outside / name).mkdir()
+        (outside / name / "keep.txt").write_text("mine")
+    os.symlink(outside if link == "outside" else "m", c / "linked")  # inside: linked/1 is m/1
+    lines = []
+    written = publish.publish(
+        (), str(c), modules=[str(module)], validate_modules=False, log=lines.append
+    )
+    assert written == []
+    assert sorted(os.listdir(outside)) == [".old-x", "1", "2", "notes.txt"]
+    assert all((outside / n / "keep.txt").read_text() == "mine" for n in ("1", "2", ".old-x"))
+    assert (c / "m" / "1" / "saved_model.pb").is_file()
+    assert [e.name for e in collection.resolve_pool(c)] == ["m"]
+    assert os.path.islink(c / "linked")  # left alone, and said so
+    assert any("linked" in line and "symbolic link" in line for line in lines)
+
+
 # --- writing ------------------------------------------------------------------------------------
+
+
+def test_publish_never_writes_a_module_through_a_linked_module_folder(module, published):
+    c, outside = published
+    (outside / "notes.txt").write_text("mine")
+    os.symlink(outside, c / "m2")
+    before = (c / "manifest.json").read_bytes()
+    with pytest.raises(CollectionError) as info:
+        publish.publish(
+            (), str(c), modules=[f"{module}:name=m2"], validate_modules=False, log=_quiet
+        )
+    assert "'m2/1'" in _one_line(info.value) and "symbolic link" in str(info.value)
+    assert os.listdir(outside) == ["notes.txt"]
+    assert (c / "manifest.json").read_bytes() == before
+    assert not [f for f in os.listdir(c) if f.startswith(publish.STAGING_PREFIX)]
 
 
 def test_content_addressed_file_that_is_a_link_is_replaced_not_kept(tmp_path):
@@ -104,6 +143,15 @@ def test_listed_module_reached_through_a_link_is_refused_by_resolve_pool(publish
         with pytest.raises(ModuleError) as info:
             collection.resolve_pool(c, verify_checksums=verify, check_signatures=False)
         assert "'m/1'" in _one_line(info.value) and "symbolic link" in str(info.value)
+
+
+def test_listed_module_reached_through_a_link_is_refused_by_publish(module, published):
+    c, outside = published
+    shutil.move(c / "m", outside / "m")
+    os.symlink(outside / "m", c / "m")
+    with pytest.raises(CollectionError) as info:
+        publish.publish((), str(c), modules=[str(module)], validate_modules=False, log=_quiet)
+    assert "'m/1'" in _one_line(info.value) and "symbolic link" in str(info.value)
 
 
 @pytest.mark.parametrize("where", ["manifest", "module", "handle_list"])
@@ -148,6 +196,20 @@ def test_upstream_file_reached_through_a_link_is_refused(published):
     assert name in _one_line(info.value) and "symbolic link" in str(info.value)
 
 
+def test_manifest_reached_through_a_link_is_refused(module, published):
+    c, outside = published
+    shutil.move(c / "manifest.json", outside / "manifest.json")
+    os.symlink(outside / "manifest.json", c / "manifest.json")
+    for read in (
+        collection.resolve_pool,
+        collection.label_names,
+        lambda c: publish.publish((), str(c), modules=[str(module)], log=_quiet),
+    ):
+        with pytest.raises(CollectionError) as info:
+            read(c)
+        assert "manifest.json" in _one_line(info.value) and "symbolic link" in str(info.value)
+
+
 def test_module_identity_of_a_folder_never_reads_through_a_link(copy, tmp_path):
     foreign = tmp_path / "foreign.json"
     foreign.write_text(json.dumps({identity.FINGERPRINT_FIELD: "f" * 64}))
@@ -164,7 +226,58 @@ def test_validation_refuses_a_module_folder_with_a_link(copy, tmp_path):
         validate.validate_module(str(copy), "feature_vector")
 
 
+def test_lock_file_that_is_a_link_is_refused_at_once_and_not_read(tmp_path):
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "time": 0}))
+    c = tmp_path / "c"
+    c.mkdir()
+    os.symlink(record, c / collection_lock.LOCK_FILE)
+    with pytest.raises(collection_lock.CollectionLockError) as info:
+        with collection_lock.CollectionLock(str(c), timeout=0.3, poll=0.05, log=_quiet):
+            pass
+    text = _one_line(info.value)
+    assert "symbolic link" in text and collection_lock.LOCK_FILE in text
+    assert f"pid {os.getpid()}" not in text  # the record it points at was not read
+    assert os.path.islink(c / collection_lock.LOCK_FILE)  # nor removed: the user decides
+
+
+def test_staging_owner_record_that_is_a_link_is_not_followed(published, tmp_path):
+    c, outside = published
+    live = outside / "OWNER"  # a record of a live publisher (this process), outside
+    live.write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    staging = c / (publish.STAGING_PREFIX + "x")
+    staging.mkdir()
+    os.symlink(live, staging / publish.OWNER_FILE)
+    removed = publish.clean_stale(str(c), log=_quiet)
+    assert removed == [staging.name] and not staging.exists()
+    assert json.loads(live.read_text())["pid"] == os.getpid()
+
+
 # --- copying ------------------------------------------------------------------------------------
+
+
+def test_added_module_with_a_link_is_refused_before_anything_is_written(copy, tmp_path):
+    """Issue 24, case 3: the link's target was copied into the collection as a regular file."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the collection")
+    os.symlink(secret, copy / "assets" / "notes.txt")
+    c = tmp_path / "c"
+    with pytest.raises(CollectionError) as info:
+        publish.publish((), str(c), modules=[str(copy)], validate_modules=False, log=_quiet)
+    assert "assets/notes.txt is a symbolic link" in _one_line(info.value)
+    assert str(copy) in str(info.value)
+    assert not c.exists()
+
+
+def test_copying_a_module_never_follows_a_link(copy, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the collection")
+    os.symlink(secret, copy / "assets" / "notes.txt")
+    publish._copy_module(str(copy), str(tmp_path / "staged"))
+    copied = tmp_path / "staged" / "assets" / "notes.txt"
+    assert os.path.islink(copied)  # copied as the link it is, which the checksum then refuses
+    with pytest.raises(ModuleError, match="is a symbolic link"):
+        handles.module_sha256(str(tmp_path / "staged"))
 
 
 # --- handles ------------------------------------------------------------------------------------
@@ -227,3 +340,26 @@ def _fake_workdir(root):
     (root / "models" / "baseline" / "info.json").write_text(json.dumps(info))
     (root / "models" / "baseline" / "model.keras").write_bytes(b"weights")
     return root
+
+
+def test_only_never_drops_an_added_module_and_clashes_are_checked_after_it(module, tmp_path):
+    """Issue 24, case 5: `--only` silently dropped every `--module`, and the clash check demanded a
+    rename for a work-directory module that `--only` left out."""
+    workdir = str(_fake_workdir(tmp_path / "w"))
+    extra = f"{module}:name=extra"
+    planned, _ = publish._plan([workdir], [extra], only=["baseline_classifier"])
+    assert [(p.name, p.source) for p in planned] == [
+        ("baseline_classifier", workdir),
+        ("extra", extra),
+    ]
+    modules = [f"{module}:name=baseline", extra]  # the work directory plans `baseline` too
+    planned, _ = publish._plan([workdir], modules, only=["baseline_classifier"])
+    assert [(p.name, p.source) for p in planned] == [
+        ("baseline_classifier", workdir),
+        ("baseline", modules[0]),
+        ("extra", modules[1]),
+    ]
+    with pytest.raises(CollectionError, match=r"two sources export a module named 'baseline'"):
+        publish._plan([workdir], modules, only=["baseline"])  # both kept: a real clash
+    with pytest.raises(CollectionError, match=r"--only names unknown modules \['nope'\]"):
+        publish._plan([workdir], modules, only=["nope"])
