@@ -18,6 +18,7 @@ from hub_export import (
     added_modules,
     collection,
     collection_lock,
+    expert_modules,
     handles,
     identity,
     publish,
@@ -363,3 +364,19 @@ def test_only_never_drops_an_added_module_and_clashes_are_checked_after_it(modul
         publish._plan([workdir], modules, only=["baseline"])  # both kept: a real clash
     with pytest.raises(CollectionError, match=r"--only names unknown modules \['nope'\]"):
         publish._plan([workdir], modules, only=["nope"])
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["label_names.json", "expert_domains.json", "models/baseline", "models/baseline/model.keras"],
+)
+def test_work_directory_entries_reached_through_links_are_refused(tmp_path, entry):
+    workdir = _fake_workdir(tmp_path / "w")
+    outside = tmp_path / "outside" / os.path.basename(entry)
+    outside.parent.mkdir()
+    shutil.move(workdir / entry, outside)
+    os.symlink(outside, workdir / entry)
+    with pytest.raises(ValueError) as info:
+        expert_modules.plan_workdir(str(workdir))
+    text = _one_line(info.value)
+    assert entry in text and "symbolic link" in text
