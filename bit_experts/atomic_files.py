@@ -19,6 +19,12 @@ protocol. A URL whose scheme has no registered `tf.io.gfile` filesystem (`myloca
 schemes are case-sensitive) is refused with one ValueError line naming the path before anything is
 written; so is a `file://` URL that does not name an absolute path.
 
+Symbolic links are never followed out of a folder the package owns (a collection, a work
+directory, a module folder): `confined` joins a relative path from a manifest or a folder listing
+to its root and refuses one that leaves it (`..`, an absolute path, a URL, or a link whose real path
+is outside the root's); `walk_files` refuses a link anywhere under the folder it lists; `islink`
+lets a cleaner leave links alone. Object stores have no links, so on a URL only the syntax counts.
+
 `tempfile.mkstemp` and `tempfile.mkdtemp` create their results private (0600 / 0700) whatever the
 umask; renamed into place they would stay private and another user could not read a published
 collection. So every temporary file or folder made here gets the mode a plain `open` or `os.mkdir`
@@ -230,18 +236,79 @@ def _forget_ram_file(path):
 
 
 def walk_files(root) -> list:
-    """Sorted relative POSIX paths of every file under folder `root` (local or a URL)."""
+    """Sorted relative POSIX paths of every file under folder `root` (local or a URL).
+
+    Raises:
+      ValueError: one line naming the first symbolic link under a local `root` (a link to a file
+        would be read as if it were one of the folder's files, a link to a folder silently left
+        out; neither is followed).
+    """
     root = check_url(root)
     if is_url(root):
-        walked = ((top, names) for top, _, names in _gfile().walk(root))
+        walked = ((top, [], names) for top, _, names in _gfile().walk(root))
     else:
-        walked = ((top, names) for top, _, names in os.walk(root))
+        walked = os.walk(root)
     files = []
-    for top, names in walked:
+    for top, folders, names in walked:
+        for name in sorted(folders) + sorted(names):
+            path = os.path.join(top, name.rstrip("/"))
+            if os.path.islink(path):
+                raise ValueError(
+                    f"{root}: {os.path.relpath(path, root)} is a symbolic link (to "
+                    f"{os.readlink(path)}); links are not followed: put the file itself there, "
+                    "or remove the link"
+                )
         for name in names:
             rel = os.path.relpath(os.path.join(top, name.rstrip("/")), root)
             files.append(rel.replace(os.sep, "/"))
     return sorted(files)
+
+
+def islink(path) -> bool:
+    """Whether `path` is a symbolic link (never for a URL: object stores have none)."""
+    path = check_url(path)
+    return not is_url(path) and os.path.islink(path)
+
+
+def plain_relative(relative) -> bool:
+    """Whether `relative` is a POSIX path that cannot leave the folder it is joined to by its
+    syntax: a non-empty string, not absolute, no `..` or empty part, no backslash (so no URL:
+    `gs://b` has an empty part)."""
+    if not isinstance(relative, str) or not relative or "\\" in relative:
+        return False
+    parts = relative.split("/")
+    return not os.path.isabs(relative) and ".." not in parts and "" not in parts
+
+
+def confined(root, relative, what) -> str:
+    """`root`/`relative`, after checking that it stays inside folder `root`.
+
+    `relative` is a POSIX path read from a manifest or a folder listing. It must be
+    `plain_relative`, and locally no symbolic link on the way from `root` may lead outside
+    `root`'s real path (a link to elsewhere inside it is fine). Nothing is read but the links.
+
+    Raises:
+      ValueError: one line naming `what`, `relative` and the link or the part at fault.
+    """
+    root = check_url(root)
+    if not plain_relative(relative):
+        raise ValueError(
+            f"{what} {relative!r} leaves {root}: expected a relative path inside it (no '..', "
+            "no absolute path, no URL)"
+        )
+    if is_url(root):
+        return f"{root.rstrip('/')}/{relative}"
+    real_root, path = os.path.realpath(root), root
+    for part in relative.split("/"):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            real = os.path.realpath(path)
+            if os.path.commonpath([real_root, real]) != real_root:
+                raise ValueError(
+                    f"{what} {relative!r} leaves {root} through the symbolic link {path} (to "
+                    f"{os.readlink(path)})"
+                )
+    return path
 
 
 def upload_tree(local_dir, path) -> None:

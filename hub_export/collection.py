@@ -11,7 +11,9 @@ A collection directory (layout and manifest schema in docs/hub_modules.md):
     .publish.lock, .staging-*/    while hub_export.publish writes (collection_lock, publish)
 
 Wherever a pool is consumed, `resolve_pool` accepts the collection directory, its manifest, or a text
-file with one module handle per line.
+file with one module handle per line. Every path a manifest gives is read only inside the collection
+(`inside`: no `..`, absolute path, URL or symbolic link out of it), and every module folder only
+without following a link (`handles.module_folder`).
 """
 
 import dataclasses
@@ -94,7 +96,7 @@ def resolve_pool(spec, verify_checksums=True, check_signatures=True, all_version
     """
     spec = os.fspath(spec)
     if atomic_files.isdir(spec):
-        manifest_path = os.path.join(spec, MANIFEST_FILE)
+        manifest_path = manifest_file(spec)
         if not atomic_files.isfile(manifest_path):
             raise CollectionError(
                 f"{spec} has no {MANIFEST_FILE}: expected a collection directory, a manifest or "
@@ -212,7 +214,7 @@ def load_manifest(path):
                 f"manifest {path}: module {e['name']!r} has role {e['role']!r}, expected one of "
                 f"{ROLES}"
             )
-        if not _inside(e["path"]):
+        if not atomic_files.plain_relative(e["path"]):
             raise CollectionError(
                 f"manifest {path}: module {e['name']!r} path {e['path']!r} leaves the collection"
             )
@@ -220,7 +222,7 @@ def load_manifest(path):
     if upstream is not None and not isinstance(upstream, dict):
         raise CollectionError(f"manifest {path}: 'upstream' must be an object or null")
     for key, ref in (upstream or {}).items():
-        if isinstance(ref, dict) and "file" in ref and not _inside(ref["file"]):
+        if isinstance(ref, dict) and "file" in ref and not atomic_files.plain_relative(ref["file"]):
             raise CollectionError(
                 f"manifest {path}: upstream {key} file {ref['file']!r} leaves the collection "
                 "(expected a file name inside it)"
@@ -228,9 +230,25 @@ def load_manifest(path):
     return manifest
 
 
+def manifest_file(collection_dir):
+    """The path of `collection_dir`'s manifest; CollectionError when it is a symbolic link out of
+    the collection."""
+    return inside(collection_dir, MANIFEST_FILE, f"collection {collection_dir}:")
+
+
+def inside(root, relative, what, error=CollectionError):
+    """`root`/`relative` when it stays inside `root` (`atomic_files.confined`: no `..`, absolute
+    path, URL or symbolic link out of it); `error` (a CollectionError) naming `what` and
+    `relative` otherwise."""
+    try:
+        return atomic_files.confined(root, relative, what)
+    except ValueError as escape:
+        raise error(str(escape)) from None
+
+
 def _load_manifest_of(spec):
     spec = os.fspath(spec)
-    path = os.path.join(spec, MANIFEST_FILE) if atomic_files.isdir(spec) else spec
+    path = manifest_file(spec) if atomic_files.isdir(spec) else spec
     if not atomic_files.isfile(path):
         raise CollectionError(f"collection {spec!r}: {path} does not exist")
     return load_manifest(path), os.path.dirname(atomic_files.abspath(path))
@@ -243,16 +261,8 @@ def _upstream_ref(manifest, key, spec):
     return ref
 
 
-def _inside(relative):
-    """Whether a manifest's relative POSIX path stays inside the collection."""
-    if not isinstance(relative, str) or not relative or "\\" in relative:
-        return False
-    parts = relative.split("/")
-    return not os.path.isabs(relative) and ".." not in parts and "" not in parts
-
-
 def _read_checked(root, ref, spec):
-    path = os.path.join(root, ref["file"])
+    path = inside(root, ref["file"], f"collection {spec!r}: file")
     if not atomic_files.isfile(path):
         raise CollectionError(f"collection {spec!r}: {ref['file']} is missing")
     data = atomic_files.read_bytes(path)
@@ -284,9 +294,10 @@ def _pool_from_manifest(path, verify_checksums, check_signatures, all_versions):
     pool = []
     for e in entries:
         label = f"{e['name']}/{e['version']}"
-        module_dir = os.path.join(root, *e["path"].split("/"))
+        module_dir = listed_module_dir(root, e, path)
         if not atomic_files.isdir(module_dir):
             raise ModuleError(f"module {label!r}: listed in {path} but {module_dir} is missing")
+        handles.module_folder(module_dir, label)  # no link followed, whatever the checks asked
         if verify_checksums and handles.module_sha256(module_dir) != e["sha256"]:
             raise ModuleError(
                 f"module {label!r}: checksum mismatch in {module_dir} (files modified, truncated "
@@ -308,6 +319,15 @@ def _pool_from_manifest(path, verify_checksums, check_signatures, all_versions):
             )
         )
     return pool
+
+
+def listed_module_dir(root, entry, manifest_path):
+    """The folder of manifest `entry` in the collection at `root`; ModuleError naming the module
+    when its path leads out of the collection (`inside`)."""
+    label = f"{entry['name']}/{entry['version']}"
+    return inside(
+        root, entry["path"], f"manifest {manifest_path}: module {label!r} path", ModuleError
+    )
 
 
 def _name_from_handle(handle):
@@ -335,9 +355,13 @@ def _pool_from_handle_list(path, verify_checksums, check_signatures):
         ].strip()  # `handle  # comment`; URLs keep their '#'-free form.
         if not handle or handle.startswith("#"):
             continue
-        if not handles.is_remote(handle) and not os.path.isabs(handle):
-            handle = os.path.normpath(os.path.join(base, os.path.expanduser(handle)))
-        module_dir = handles.resolve(handle)
+        try:
+            handle = handles.local_handle(handle)  # file:///a/m -> /a/m: one form everywhere
+            if not handles.is_remote(handle) and not os.path.isabs(handle):
+                handle = os.path.normpath(os.path.join(base, handle))
+            module_dir = handles.resolve(handle)  # a module folder: refused before any hashing
+        except ModuleError as error:
+            raise ModuleError(f"{path}:{number}: {error}") from None
         metadata = read_metadata(module_dir) or {}
         name = str(metadata.get("name") or _name_from_handle(handle))
         if name in names:
@@ -406,8 +430,10 @@ def write_content_addressed(collection_dir, stem, suffix, data):
     digest = hashlib.sha256(data).hexdigest()
     name = f"{stem}-{digest[:8]}{suffix}"
     path = os.path.join(collection_dir, name)
-    if not atomic_files.isfile(path) or (
-        hashlib.sha256(atomic_files.read_bytes(path)).hexdigest() != digest
+    if (  # a symbolic link there is replaced, never read: the manifest must name a file inside
+        atomic_files.islink(path)
+        or not atomic_files.isfile(path)
+        or hashlib.sha256(atomic_files.read_bytes(path)).hexdigest() != digest
     ):
         write_bytes_atomic(path, data)
     return {"file": name, "sha256": digest}

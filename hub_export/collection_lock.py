@@ -3,7 +3,8 @@
 The lock is created with `O_CREAT | O_EXCL`, so exactly one process holds it; it records the
 holder's pid, host, process start time and command line. A writer that finds it held waits (polling)
 until it is released, takes it over when the holder is a dead process on this host (a killed
-publish), and otherwise gives up after `timeout` seconds with one line naming the holder.
+publish), and otherwise gives up after `timeout` seconds with one line naming the holder. A lock
+file that is a symbolic link is refused at once, without reading what it points at.
 
 Holders keep it only while they change the collection's listing (a few file writes), never while
 they export or validate a module, so concurrent publishers into one collection take turns.
@@ -139,6 +140,11 @@ class CollectionLock:
             try:
                 fd = self._create()
             except FileExistsError:
+                if atomic_files.islink(self.path):  # none of ours; what it points at is not read
+                    raise CollectionLockError(
+                        f"collection lock {self.path} is a symbolic link (to "
+                        f"{os.readlink(self.path)}), not a lock a publisher wrote: remove it"
+                    ) from None
                 holder = self.read_holder()
                 if holder is not None and self._is_stale(holder):
                     self._break(holder)

@@ -1,7 +1,8 @@
 """What a training work directory exports: one planned TF Hub module per expert, plus classifiers.
 
 Reads only what docs/workdir.md promises (models/<name>/model.keras + info.json, label_names.json,
-expert_domains.json). Per model kind:
+expert_domains.json), each only inside the work directory (`workdir_path`: a symbolic link out of
+it is refused, not followed). Per model kind:
 
   baseline -> `<name>` (feature vector) and `<name>_classifier` (logits over upstream labels)
   full     -> `<name>` (feature vector)
@@ -76,6 +77,12 @@ def slug(text):
     return out
 
 
+def workdir_path(workdir, relative):
+    """`workdir`/`relative` (a POSIX path), refused with one ValueError line naming it when a
+    symbolic link on the way leads out of the work directory (`atomic_files.confined`)."""
+    return atomic_files.confined(workdir, relative, f"work directory {workdir}: entry")
+
+
 def _read_json(path, what):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist ({what})")
@@ -88,7 +95,7 @@ def _read_json(path, what):
 
 def read_label_names(workdir):
     """The upstream label vocabulary of a work directory (label_names.json)."""
-    path = os.path.join(workdir, "label_names.json")
+    path = workdir_path(workdir, "label_names.json")
     names = _read_json(path, "the upstream label vocabulary")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{path}: expected a JSON list of label names")
@@ -97,7 +104,7 @@ def read_label_names(workdir):
 
 def read_label_priors(workdir, num_labels):
     """Expert domain name -> label prior float32 [num_labels], from expert_domains.json."""
-    path = os.path.join(workdir, "expert_domains.json")
+    path = workdir_path(workdir, "expert_domains.json")
     entries = _read_json(path, "the expert domains")
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a JSON list of expert domains")
@@ -118,15 +125,17 @@ def read_label_priors(workdir, num_labels):
 def read_model_infos(workdir):
     """[(model_dir, info dict)] for every finished model in `workdir`: baseline first, then full
     experts, adapter models and the EPN, each kind sorted by folder name (the collection order)."""
-    models_dir = os.path.join(workdir, "models")
+    models_dir = workdir_path(workdir, "models")
     if not os.path.isdir(models_dir):
         raise FileNotFoundError(f"{models_dir} does not exist: {workdir!r} has no finished models")
     found = []
     for folder in sorted(os.listdir(models_dir)):
-        model_dir = os.path.join(models_dir, folder)
-        if folder.startswith(".") or not os.path.isdir(model_dir):
+        if folder.startswith("."):
             continue  # Temporary folders of an unfinished atomic write.
-        info = _read_json(os.path.join(model_dir, "info.json"), "the model's info")
+        model_dir = workdir_path(workdir, f"models/{folder}")
+        if not os.path.isdir(model_dir):
+            continue
+        info = _read_json(workdir_path(workdir, f"models/{folder}/info.json"), "the model's info")
         missing = [k for k in _INFO_KEYS if k not in info]
         if missing:
             raise ValueError(f"{model_dir}/info.json is missing {missing}")
@@ -134,7 +143,7 @@ def read_model_infos(workdir):
             raise ValueError(
                 f"{model_dir}/info.json: kind must be one of {KINDS}, got {info['kind']!r}"
             )
-        if not os.path.isfile(os.path.join(model_dir, "model.keras")):
+        if not os.path.isfile(workdir_path(workdir, f"models/{folder}/model.keras")):
             raise FileNotFoundError(f"{model_dir}/model.keras does not exist")
         found.append((model_dir, info))
     if not found:

@@ -1,8 +1,12 @@
 """Reading module handles: resolving them to local directories, checksums, and cheap signature checks.
 
 A handle is a local module directory or a remote handle that `tensorflow_hub` resolves (downloading
-when online, or from `TFHUB_CACHE_DIR` when the module was cached before). Signatures are checked by
-reading `saved_model.pb` only, so a pool of many modules can be checked without loading any of them.
+when online, or from `TFHUB_CACHE_DIR` when the module was cached before). A local module has one
+handle syntax: a plain path or a `file://` URL, which `local_handle` turns into the plain absolute
+path, so that embedding, hashing, validation and the fine-tunability check all see one path.
+A resolved handle is a module folder (`module_folder`): it holds `saved_model.pb` and no symbolic
+link. Signatures are checked by reading `saved_model.pb` only, so a pool of many modules can be
+checked without loading any of them.
 """
 
 import hashlib
@@ -33,34 +37,66 @@ REQUIRED_ATTRIBUTES = {
 
 
 def is_remote(handle):
-    """True for handles `tensorflow_hub` downloads (URLs, gs://), False for local paths."""
-    return "://" in handle
+    """True for handles `tensorflow_hub` downloads (URLs, gs://), False for local paths, `file://`
+    URLs included (`local_handle`)."""
+    return "://" in handle and not handle.lower().startswith("file://")
+
+
+def local_handle(handle, label=None):
+    """The one form of `handle`: a `file://` URL as its plain local path (`file:///a/m` ->
+    `/a/m`), `~` expanded; a plain path or a remote handle as it is. ModuleError naming `label`
+    (default: the handle) for a `file://` URL that names no absolute path."""
+    try:
+        local = atomic_files.normalize(handle)
+    except ValueError as error:
+        raise ModuleError(f"module {label or handle!r}: {error}") from None
+    return local if is_remote(local) else os.path.expanduser(local)
 
 
 def resolve(handle, name=None):
-    """The local directory of `handle`; ModuleError naming it if it cannot be found or fetched."""
+    """The local module folder of `handle` (`module_folder`); ModuleError naming it if it cannot be
+    found or fetched, or is not a module folder."""
     label = name or handle
+    handle = local_handle(handle, label)
     if not is_remote(handle):
-        path = os.path.abspath(os.path.expanduser(handle))
+        path = os.path.abspath(handle)
         if not os.path.isdir(path):
             raise ModuleError(f"module {label!r}: directory {path} does not exist")
-        return path
+        return module_folder(path, label)
     import tensorflow_hub as hub  # Imported lazily: it is only needed for remote handles.
 
     try:
-        return hub.resolve(handle)
+        path = hub.resolve(handle)
     except Exception as error:  # any resolver failure means "not available here".
         raise ModuleError(
             f"module {label!r}: cannot resolve remote handle {handle!r} (offline and not in "
             f"TFHUB_CACHE_DIR={os.environ.get('TFHUB_CACHE_DIR', '<unset>')}?): "
             f"{type(error).__name__}: {error}"
         ) from None
+    return module_folder(path, label)
 
 
-def module_files(module_dir):
+def module_folder(module_dir, name=None):
+    """`module_dir` if it is a module folder that can be read without leaving it: it holds
+    `saved_model.pb`, and no symbolic link anywhere under it (never followed: docs/hub_modules.md,
+    "Trust"). Only folder listings are read, so a folder that is no module (`/etc`) is refused
+    before any of its files is opened. Raises ModuleError naming the module (`name`, default the
+    folder) otherwise."""
+    label = name or module_dir
+    if not atomic_files.isfile(os.path.join(module_dir, "saved_model.pb")):
+        _no_saved_model(module_dir, label)
+    module_files(module_dir, label)
+    return module_dir
+
+
+def module_files(module_dir, name=None):
     """Sorted relative POSIX paths of every regular file under `module_dir` (a local folder or a
-    `tf.io.gfile` URL)."""
-    return atomic_files.walk_files(module_dir)
+    `tf.io.gfile` URL); ModuleError naming the module (`name`, default the folder) for a symbolic
+    link under it."""
+    try:
+        return atomic_files.walk_files(module_dir)
+    except ValueError as error:
+        raise ModuleError(f"module {name or module_dir!r}: {error}") from None
 
 
 def module_sha256(module_dir):
@@ -77,14 +113,21 @@ def module_sha256(module_dir):
     return total.hexdigest()
 
 
+def _no_saved_model(module_dir, label):
+    """Raises the ModuleError for a folder without `saved_model.pb`."""
+    if atomic_files.isfile(os.path.join(module_dir, "tfhub_module.pb")):
+        raise ModuleError(
+            f"module {label!r}: {module_dir} is in the TF1 Hub format; a TF2 SavedModel is needed"
+        )
+    raise ModuleError(
+        f"module {label!r}: {module_dir} has no saved_model.pb (a module folder must hold one)"
+    )
+
+
 def _read_saved_model(module_dir, label):
     pb = os.path.join(module_dir, "saved_model.pb")
     if not atomic_files.isfile(pb):
-        if atomic_files.isfile(os.path.join(module_dir, "tfhub_module.pb")):
-            raise ModuleError(
-                f"module {label!r}: {module_dir} is in the TF1 Hub format; a TF2 SavedModel is needed"
-            )
-        raise ModuleError(f"module {label!r}: {module_dir} has no saved_model.pb")
+        _no_saved_model(module_dir, label)
     proto = saved_model_pb2.SavedModel()
     try:
         with atomic_files.open_file(pb, "rb") as f:

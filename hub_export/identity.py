@@ -149,7 +149,8 @@ def derived_source_fingerprint(fingerprint, **extra):
 def module_identity(entry_or_path):
     """The identity a feature cache or run plan keys a module on (a 64-hex-digit string).
 
-    Accepts a `collection.ModuleEntry`, a manifest entry dict, or a local module directory. Returns
+    Accepts a `collection.ModuleEntry`, a manifest entry dict, or a local module directory
+    (`handles.module_folder`: ModuleError for a folder without saved_model.pb or with a link). Returns
     the module's `weights_fingerprint` (identical for identical weights, architecture, export
     settings and forward-pass code, whatever the SavedModel bytes), or, for a module without one
     (third-party, or published before fingerprints), its file checksum `sha256`.
@@ -158,7 +159,7 @@ def module_identity(entry_or_path):
     from hub_export.module import read_metadata
 
     if isinstance(entry_or_path, (str, os.PathLike)):
-        path = os.fspath(entry_or_path)
+        path = handles.module_folder(os.fspath(entry_or_path))  # no link read as its metadata
         metadata = read_metadata(path) or {}
         return metadata.get(FINGERPRINT_FIELD) or handles.module_sha256(path)
     if isinstance(entry_or_path, dict):

@@ -82,7 +82,9 @@ _FLAGS = {}
 
 def _plan(workdirs, modules=(), only=None, renames=()):
     """[PlannedModule] of every source (work directories in order, then added modules) and the
-    work directories' label vocabulary (None with no work directory); renames applied."""
+    work directories' label vocabulary (None with no work directory); renames applied. `only`
+    (names after renames) picks among the work directories' modules: an added module was asked
+    for by name, so it is always kept. Names must be unique among the modules kept."""
     sources, names = [], None
     for workdir in workdirs:
         planned, label_names = expert_modules.plan_workdir(workdir)
@@ -93,10 +95,16 @@ def _plan(workdirs, modules=(), only=None, renames=()):
             )
         names = label_names
         sources.append((workdir, planned))
-    for spec in modules:
-        sources.append((os.fspath(spec), [added_modules.plan_module(spec)]))
+    added = [added_modules.plan_module(spec) for spec in modules]
+    sources += [(os.fspath(spec), [p]) for spec, p in zip(modules, added)]
     _apply_renames(sources, renames)
     planned = [p for _, ps in sources for p in ps]
+    if only:
+        known = {p.name for p in planned}
+        unknown = sorted(set(only) - known)
+        if unknown:
+            raise CollectionError(f"--only names unknown modules {unknown}; known: {sorted(known)}")
+        planned = [p for p in planned if p.name in set(only) or any(p is a for a in added)]
     seen = {}
     for p in planned:
         if p.name in seen:
@@ -105,11 +113,6 @@ def _plan(workdirs, modules=(), only=None, renames=()):
                 f"{p.source!r}); rename one with --rename={p.name}@2:NEW_NAME"
             )
         seen[p.name] = p
-    if only:
-        unknown = sorted(set(only) - set(seen))
-        if unknown:
-            raise CollectionError(f"--only names unknown modules {unknown}; known: {sorted(seen)}")
-        planned = [p for p in planned if p.name in set(only)]
     if not planned:
         raise CollectionError(f"nothing to publish from {[s for s, _ in sources]}")
     return planned, names
@@ -197,7 +200,7 @@ OWNER_FILE = "OWNER"  # in a staging folder: the publisher that owns it ({pid, h
 
 
 def _manifest_path(collection_dir):
-    return os.path.join(collection_dir, collection.MANIFEST_FILE)
+    return collection.manifest_file(collection_dir)
 
 
 def _open_collection(collection_dir, publisher, description, license=None, citation=None):  # noqa: A002
@@ -271,11 +274,26 @@ def _select(planned, manifest, collection_dir, version, overwrite, log):
                 "(pass --overwrite to replace it, or omit --version to publish the next one)"
             )
         todo.append((p, version))
+    for p, v in todo:
+        _target(collection_dir, p.name, v)  # refused now, before anything is staged
     return todo
 
 
+def _target(collection_dir, name, version):
+    """Where module `name` version `version` goes: `C/<name>/<version>`, refused (CollectionError
+    naming it) when a symbolic link there or on the way would put it elsewhere."""
+    path = f"{name}/{version}"
+    target = collection.inside(collection_dir, path, f"module {path!r}: collection path")
+    if atomic_files.islink(target):
+        raise CollectionError(
+            f"module {path!r}: {target} is a symbolic link (to {os.readlink(target)}); a "
+            "collection's module folders are its own: remove the link"
+        )
+    return target
+
+
 def _intact(collection_dir, entry):
-    module_dir = os.path.join(collection_dir, *entry["path"].split("/"))
+    module_dir = collection.listed_module_dir(collection_dir, entry, _manifest_path(collection_dir))
     return atomic_files.isdir(module_dir) and handles.module_sha256(module_dir) == entry["sha256"]
 
 
@@ -352,8 +370,9 @@ def _make_staging(collection_dir):
 def _staging_is_stale(staging):
     import json
 
-    try:
-        with open(os.path.join(staging, OWNER_FILE), encoding="utf-8") as f:
+    try:  # O_NOFOLLOW: an owner record that is a symbolic link is none of ours
+        fd = os.open(os.path.join(staging, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, encoding="utf-8") as f:
             owner = json.load(f)
     except (OSError, ValueError):
         return True  # Made under the lock with its owner record: without one it is a leftover.
@@ -362,7 +381,7 @@ def _staging_is_stale(staging):
     return not collection_lock.pid_alive(owner.get("pid", -1), owner.get("start_time"))
 
 
-def clean_stale(collection_dir, log=print):
+def clean_stale(collection_dir, log=print, report_links=True):
     """Removes what killed publishers left in `collection_dir` (call it holding the lock):
 
     - staging folders whose publisher is gone, and temporary files of interrupted atomic writes;
@@ -370,13 +389,26 @@ def clean_stale(collection_dir, log=print):
       and the `.old-*` folders of an interrupted replacement;
     - upstream files (`label_names-*`, `label_priors-*`) that the manifest does not point at.
 
+    A symbolic link is never followed nor removed: a linked folder is not entered (what it leads
+    to is not the collection's), and, with `report_links`, each link met is named in one logged
+    line.
+
     Returns the relative paths removed.
     """
     path = _manifest_path(collection_dir)
     manifest = collection.load_manifest(path) if atomic_files.isfile(path) else None
     listed = {e["path"] for e in manifest["modules"]} if manifest else set()
     keep = {ref["file"] for ref in ((manifest or {}).get("upstream") or {}).values()}
-    removed = []
+    removed, links = [], []
+
+    def entries(rel=""):
+        """The names in `collection_dir`/`rel` that are no symbolic link (those go to `links`)."""
+        folder = os.path.join(collection_dir, rel) if rel else collection_dir
+        for name in sorted(atomic_files.listdir(folder)):
+            if atomic_files.islink(os.path.join(folder, name)):
+                links.append(f"{rel}/{name}" if rel else name)
+            else:
+                yield name
 
     def remove(rel):
         full = os.path.join(collection_dir, rel)
@@ -385,13 +417,13 @@ def clean_stale(collection_dir, log=print):
                 atomic_files.rmtree(full)
             elif atomic_files.exists(full):
                 atomic_files.remove(full)
-        elif os.path.isdir(full) and not os.path.islink(full):
+        elif os.path.isdir(full):  # never a link: `entries` leaves those out
             shutil.rmtree(full, ignore_errors=True)
         elif os.path.lexists(full):
             os.remove(full)
         removed.append(rel)
 
-    for f in sorted(atomic_files.listdir(collection_dir)):
+    for f in entries():
         full = os.path.join(collection_dir, f)
         if f.startswith(STAGING_PREFIX) and atomic_files.isdir(full):
             if _staging_is_stale(full):
@@ -405,7 +437,7 @@ def clean_stale(collection_dir, log=print):
         elif f.startswith(("label_names-", "label_priors-")) and manifest and f not in keep:
             remove(f)
         elif not f.startswith(".") and atomic_files.isdir(full):
-            for v in sorted(atomic_files.listdir(full)):
+            for v in entries(f):
                 if v.startswith(".old-") or ".tmp-" in v:
                     remove(f"{f}/{v}")
                 elif v.isdigit() and f"{f}/{v}" not in listed:
@@ -417,6 +449,10 @@ def clean_stale(collection_dir, log=print):
                     os.rmdir(full)
     for rel in removed:
         log(f"removed {rel} from {collection_dir} (no listed module or manifest entry uses it)")
+    for rel in links if report_links else ():
+        log(
+            f"left {rel} in {collection_dir} alone: a symbolic link, which publishing never follows"
+        )
     return removed
 
 
@@ -446,7 +482,8 @@ def publish(
       version: the version of every module published; None: each module's next.
       overwrite: replace a version already listed (with `version`).
       validate_modules: load and exercise each module before listing it (`hub_export.validate`).
-      only: publish only these module names (after renames).
+      only: publish only these of the work directories' modules (names after renames); every
+        module of `modules` is published, and names must be unique among the modules kept.
       publisher, description: names on the doc pages.
       modules: saved module folders to add as they are, each `"DIR"` or
         `"DIR:name=N,kind=K,resolution=R"` (`hub_export.added_modules`).
@@ -463,6 +500,9 @@ def publish(
     staging folder, then, holding the collection's lock (`collection_lock`), moved to
     `<name>/<version>` and listed in the re-read manifest, so concurrent publishers into one
     collection merge and a killed publish never lists a half-written module.
+
+    No symbolic link is followed: a module folder holding one is refused, and a link in the
+    collection is never entered, removed or written through (docs/hub_modules.md, "Trust").
 
     Returns the manifest entries written, in order (skipped modules are not in it). Nothing is
     written before every source has been read and every version chosen. Raises
@@ -529,7 +569,7 @@ def publish(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     with lock:
-        clean_stale(collection_dir, log)
+        clean_stale(collection_dir, log, report_links=False)  # said at the start already
     return written
 
 
@@ -570,7 +610,7 @@ def _commit(
             )
         # Another publisher took this version meanwhile: take the next one.
         entry = _renumber(module_dir, entry, max(versions) + 1, publisher, collection_dir)
-    target = os.path.join(collection_dir, planned.name, str(entry["version"]))
+    target = _target(collection_dir, planned.name, entry["version"])
     # A listed version is only replaced with overwrite (checked above); an unlisted folder there is
     # the leftover of a killed publish.
     _move_into_place(module_dir, target)
@@ -642,8 +682,10 @@ def _handle(collection_dir, path):
 
 def _copy_module(source, target):
     """Copies a saved module folder; the copy's files and folders get this user's default modes
-    (a module from a read-only cache must become writable to take its new metadata)."""
-    shutil.copytree(source, target, copy_function=shutil.copyfile)
+    (a module from a read-only cache must become writable to take its new metadata). A symbolic
+    link is copied as the link it is, never followed (planning refused one already; one added
+    since is then refused by the copy's checksum)."""
+    shutil.copytree(source, target, symlinks=True, copy_function=shutil.copyfile)
     for root, _, _ in os.walk(target):
         os.chmod(root, atomic_files.dir_mode())
 

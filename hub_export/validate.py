@@ -1,9 +1,10 @@
 """Checks a saved module before it is listed in a collection.
 
-`validate_module` loads the module with `hub.load`, runs a batch at two resolutions through every
-entry point of its role, checks the output shape and finiteness, and takes two SGD steps through it to
-check that fine-tuning reaches (and changes) its weights; a module with `get_metadata()` must return
-the metadata of its sidecar file. Any failure is a ModuleError naming the module.
+`validate_module` checks the folder holds no symbolic link (`handles.module_folder`), loads the
+module with `hub.load`, runs a batch at two resolutions through every entry point of its role,
+checks the output shape and finiteness, and takes two SGD steps through it to check that
+fine-tuning reaches (and changes) its weights; a module with `get_metadata()` must return the
+metadata of its sidecar file. Any failure is a ModuleError naming the module.
 """
 
 import json
@@ -12,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from hub_export.handles import ModuleError, check_signature
+from hub_export.handles import ModuleError, check_signature, module_folder
 
 BATCH = 2
 # The image side of a module whose metadata recommends none (BiT's; as vtab_eval.embed).
@@ -49,6 +50,7 @@ def validate_module(module_dir, role, output_dim=None, resolutions=(32, 48), nam
     import tensorflow_hub as hub
 
     label = name or module_dir
+    module_folder(module_dir, label)  # saved_model.pb and no symbolic link: nothing followed
     check_signature(module_dir, role, label)
     try:
         module = hub.load(module_dir)

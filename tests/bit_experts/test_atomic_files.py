@@ -53,3 +53,44 @@ def test_downstream_task_folder_is_readable_by_others(tmp_path, umask):
     (task_dir,) = [p for p in out.iterdir() if p.is_dir()]
     assert _mode(task_dir) == 0o777 & ~umask
     assert _mode(task_dir / downstream.TASK_FILE) == 0o666 & ~umask
+
+
+# --- confinement (issue 24): nothing outside a folder is reached through a link in it ----------
+
+
+@pytest.mark.parametrize("relative", ["../x", "/etc/passwd", "a//b", "a\\b", "gs://b/x", ""])
+def test_confined_refuses_a_path_that_leaves_its_root_by_syntax(tmp_path, relative):
+    with pytest.raises(ValueError, match="leaves .*expected a relative path inside it"):
+        atomic_files.confined(str(tmp_path), relative, "entry")
+
+
+def test_confined_follows_a_link_only_while_it_stays_inside(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "real").mkdir(parents=True)
+    outside.mkdir()
+    os.symlink("real", root / "alias")  # inside: fine
+    os.symlink(outside, root / "away")
+    os.symlink("../away", root / "real" / "back")  # inside, then out through another link
+    assert atomic_files.confined(str(root), "alias/x", "entry") == str(root / "alias" / "x")
+    for relative, link in (("away/x", root / "away"), ("real/back/x", root / "real" / "back")):
+        with pytest.raises(ValueError) as info:
+            atomic_files.confined(str(root), relative, "entry")
+        assert f"entry {relative!r} leaves {root} through the symbolic link {link}" in str(
+            info.value
+        )
+
+
+def test_walk_files_refuses_a_link_to_a_file_or_a_folder(tmp_path):
+    (tmp_path / "m" / "sub").mkdir(parents=True)
+    (tmp_path / "m" / "sub" / "a").write_text("a")
+    (tmp_path / "secret").write_text("s")
+    assert atomic_files.walk_files(str(tmp_path / "m")) == ["sub/a"]
+    os.symlink(tmp_path / "secret", tmp_path / "m" / "sub" / "b")
+    with pytest.raises(ValueError, match=r"m: sub/b is a symbolic link \(to .*secret\)"):
+        atomic_files.walk_files(str(tmp_path / "m"))
+    os.remove(tmp_path / "m" / "sub" / "b")
+    os.symlink(tmp_path, tmp_path / "m" / "up")  # os.walk does not enter it: it was left out
+    with pytest.raises(ValueError, match="m: up is a symbolic link"):
+        atomic_files.walk_files(str(tmp_path / "m"))
+    assert atomic_files.islink(str(tmp_path / "m" / "up"))
+    assert not atomic_files.islink(str(tmp_path / "m" / "sub"))
