@@ -415,9 +415,8 @@ def prepare(config, log=print, extra_problems=()):
       ValueError: one line per problem (`raise_problems`).
     """
     from hub_export import collection
-    from vtab_eval import config as config_lib
 
-    out, memo_dir, cache = config_lib.output_paths(config)
+    out, memo_dir, cache = files.output_paths(config)
     problems = list(extra_problems)
     for flag, path in (("--output_dir", out), ("--memo_dir", memo_dir), ("--cache_dir", cache)):
         problems += check_output_dir(path, flag)

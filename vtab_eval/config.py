@@ -183,18 +183,6 @@ def resolve(user):
     return config
 
 
-def output_paths(config):
-    """(output dir, memo dir, feature cache dir) of a config, absolute (URLs as they are)."""
-    import os
-
-    from bit_experts import atomic_files
-
-    out = atomic_files.abspath(config["output_dir"])
-    memo = atomic_files.abspath(config["memo_dir"] or os.path.join(out, "finetunes"))
-    cache = atomic_files.abspath(config["cache_dir"] or os.path.join(out, "feature_cache"))
-    return out, memo, cache
-
-
 def make(name=None, **changes):
     """A resolved config: the named config `name` (or `DEFAULTS` alone), then `changes`.
 

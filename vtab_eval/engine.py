@@ -17,7 +17,6 @@ ValueError with a line per problem.
 import os
 
 from vtab_eval import checks, files, identity, plan, protocol, results, runner
-from vtab_eval import config as config_lib
 
 HINDSIGHT = "hindsight"
 
@@ -117,7 +116,7 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
     from vtab_eval import ranking
 
     pool, jobs, _ = checks.prepare(config, log)
-    out, _, cache_dir = config_lib.output_paths(config)
+    out, _, cache_dir = files.output_paths(config)
     methods = config["selection"]["selectors"]
     executor = executor or runner.make_executor(config, log)
     priors = (
@@ -180,7 +179,7 @@ def dry_run(config, log=print, finetune_fn=None):
     from bit_experts.training import strategies
 
     pool, jobs, sizes = checks.prepare(config, log)
-    _, memo_dir, _ = config_lib.output_paths(config)
+    _, memo_dir, _ = files.output_paths(config)
     strategy = strategies.make_strategy(config["finetune"]["strategy"], config["finetune"]["tpu"])
 
     def tracks_of(job, method, entries):

@@ -7,6 +7,7 @@ be parsed raises one line naming the file and what to do, never a deep traceback
 
 import hashlib
 import json
+import os
 import re
 
 from bit_experts import atomic_files
@@ -56,3 +57,12 @@ def task_slug(task_name):
     readable = name_slug(task_name)[-48:].strip("_.-") or "task"
     digest = hashlib.sha256(task_name.encode("utf-8")).hexdigest()[:10]
     return f"{readable}-{digest}"
+
+
+def output_paths(config):
+    """(output dir, memo dir, feature cache dir) of an evaluation config, absolute (URLs as they
+    are): `memo_dir` and `cache_dir` default to OUT/finetunes and OUT/feature_cache."""
+    out = atomic_files.abspath(config["output_dir"])
+    memo = atomic_files.abspath(config["memo_dir"] or os.path.join(out, "finetunes"))
+    cache = atomic_files.abspath(config["cache_dir"] or os.path.join(out, "feature_cache"))
+    return out, memo, cache

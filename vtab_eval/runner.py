@@ -199,9 +199,8 @@ class LocalExecutor:
 def make_executor(config, log=print, progress=True, finetune_fn=None):
     """The in-process executor of an evaluation config (its memo, outputs and strategy)."""
     from bit_experts.training import strategies
-    from vtab_eval import config as config_lib
 
-    out, memo_dir, _ = config_lib.output_paths(config)
+    out, memo_dir, _ = files.output_paths(config)
     finetune = config["finetune"]
     return LocalExecutor(
         Memo(memo_dir),

@@ -20,8 +20,7 @@ import os
 import time
 
 from bit_experts import atomic_files
-from vtab_eval import audit_metrics, audit_scores, checks, plan, runner
-from vtab_eval import config as config_lib
+from vtab_eval import audit_metrics, audit_scores, checks, files, plan, runner
 
 MIN_SEEDS = 3  # the study's minimum; quick allows fewer
 DEFAULT_SEEDS = [0, 1, 2]
@@ -171,7 +170,7 @@ def finetune_hindsight(jobs, pool, seeds, config, executor):
     """Stage 2: every candidate fine-tuned with every seed, as `vtab_eval.run`'s hindsight with
     `--seed=s` (one selection, one retrain); returns {task: {candidate: [(score, spec key) per
     seed]}}."""
-    one = config_lib.set_key(config, "protocol", {"num_selections": 1, "num_retrains": 1})
+    one = dict(config, protocol={"num_selections": 1, "num_retrains": 1})
     plans = []
     for job in jobs:
         for seed in seeds:
@@ -201,7 +200,7 @@ def run(config, *, executor=None, log=print, command=None):
     seeds, proxies, n_resamples = settings(config)
     pool, jobs, _ = checks.prepare(config, log, extra_problems=check_arguments(config))
     checks.raise_problems(_pool_problems(pool))
-    _, memo_dir, cache_dir = config_lib.output_paths(config)
+    _, memo_dir, cache_dir = files.output_paths(config)
     candidates = [plan.entry_name(e) for e in plan.candidates(pool, include_baseline=True)]
     baseline = plan.entry_name(plan.find_baseline(pool))
     selection = config["selection"]

@@ -16,7 +16,7 @@ Presets:
   random_search: `num_settings` settings drawn from a fixed space (paper table 3 uses 36).
 
 A task forbids the augmentations that would corrupt its labels (`task.augmentation`, see
-vtab_eval/tasks/augmentation.py); `for_task` applies that policy to any preset's settings, so call
+vtab_eval.tasks.base.Augmentation); `for_task` applies that policy to any preset's settings, so call
 it on every sweep before fine-tuning (and before keying caches on the settings).
 """
 
@@ -301,7 +301,7 @@ def apply_augmentation(setting, augmentation):
 
     Args:
       setting: a sweep setting dict.
-      augmentation: a `vtab_eval.tasks.augmentation.Augmentation` (a task's `augmentation`).
+      augmentation: a `vtab_eval.tasks.Augmentation` (a task's `augmentation`).
 
     Returns a new validated dict: `flip` is False unless both allow it; without crops `resize` is
     None (images are resized straight to `resolution`). Idempotent; the name is kept.

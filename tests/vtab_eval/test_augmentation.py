@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from vtab_eval import finetune, sweeps, tasks
-from vtab_eval.tasks.augmentation import Augmentation
+from vtab_eval.tasks import Augmentation
 
 # The BiT colab: no random crops for counting, no flips where the label is an orientation. Each
 # entry follows from the task's label function (vtab_eval/tasks/structured.py, natural.py).

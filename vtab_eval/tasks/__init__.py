@@ -7,26 +7,30 @@
 The contract (names, splits, JSON) is documented in docs/tasks.md.
 """
 
+from vtab_eval.tasks import folder, natural, specialized, structured, table3
 from vtab_eval.tasks.base import (
+    FLIP_AND_CROP,
     FULL_SPLITS,
     GROUPS,
     METRICS,
     SPLIT_NAMES,
     VTAB_SPLITS,
+    Augmentation,
     Task,
+    TfdsTask,
     to_model_input,
 )
 from vtab_eval.tasks.folder import FolderTask, make_folder_task
-from vtab_eval.tasks.registry import SUITES, get_task, list_tasks
-from vtab_eval.tasks.tfds_task import TfdsTask
 
 __all__ = [
+    "FLIP_AND_CROP",
     "FULL_SPLITS",
     "GROUPS",
     "METRICS",
     "SPLIT_NAMES",
     "SUITES",
     "VTAB_SPLITS",
+    "Augmentation",
     "FolderTask",
     "Task",
     "TfdsTask",
@@ -35,3 +39,46 @@ __all__ = [
     "make_folder_task",
     "to_model_input",
 ]
+
+# VTAB order: natural, specialized, structured.
+_SUITES = {
+    "vtab1k": natural.TASKS + specialized.TASKS + structured.TASKS,
+    "table3": table3.TASKS,
+}
+SUITES = (*_SUITES, "all")
+_BY_NAME = {task.name: task for suite in _SUITES.values() for task in suite}
+
+
+def list_tasks(suite: str = "all") -> list[str]:
+    """Names of the registered tasks of a suite: "vtab1k" (19), "table3" or "all"."""
+    if suite == "all":
+        return [task.name for tasks in _SUITES.values() for task in tasks]
+    if suite not in _SUITES:
+        raise ValueError(f"Unknown suite {suite!r}; expected one of {list(SUITES)}")
+    return [task.name for task in _SUITES[suite]]
+
+
+def get_task(name: str, *, skip_bad_images: bool = False) -> Task:
+    """Returns the task called `name`, or the image-folder task for "folder:PATH".
+
+    Args:
+      name: a registered name (`list_tasks`) or "folder:PATH".
+      skip_bad_images: folder tasks only: leave out undecodable image files with a warning
+        instead of raising (see `make_folder_task`); registered tasks ignore it.
+
+    Raises:
+      ValueError: unknown name (the message lists the known ones), a bad folder layout, or an
+        undecodable image file (named) in a folder.
+      FileNotFoundError: a folder task whose folder or train/ sub-folder does not exist.
+    """
+    if name.startswith(folder.PREFIX):
+        path = name[len(folder.PREFIX) :]
+        if not path:
+            raise ValueError(f"Task name {name!r} lacks a path; expected 'folder:PATH'")
+        return folder.make_folder_task(path, skip_bad_images=skip_bad_images)
+    if name not in _BY_NAME:
+        raise ValueError(
+            f"Unknown task {name!r}; known tasks: {', '.join(_BY_NAME)}; "
+            "or 'folder:PATH' for an image folder"
+        )
+    return _BY_NAME[name]

@@ -12,11 +12,49 @@ import hashlib
 import json
 import re
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import tensorflow as tf
 
-from vtab_eval.tasks.augmentation import FLIP_AND_CROP, Augmentation
+# Which training augmentations keep a task's labels true: its augmentation policy. BiT's
+# fine-tuning recipe (Kolesnikov et al., 2020; the big_transfer colab) does random crops and
+# horizontal flips "for all tasks except those where such actions destroy label semantics": no
+# random crops for counting tasks, no flips where the label is an orientation. Every task carries an
+# `Augmentation` next to its label function; `vtab_eval.sweeps.for_task` turns off in a sweep
+# setting whatever the task forbids, so every preset that augments honours it.
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """A task's augmentation policy.
+
+    Attributes:
+      flip: random horizontal flips keep the label (False when it is an orientation, a position
+        along x, or a pose angle).
+      crop: random crops keep the label (False when it counts, locates, or measures something in
+        the whole image, which a crop can cut out or move).
+      reason: one line saying why something is forbidden (empty when both are allowed).
+    """
+
+    flip: bool = True
+    crop: bool = True
+    reason: str = ""
+
+    def __post_init__(self):
+        for key in ("flip", "crop"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"Augmentation.{key} must be a bool, got {getattr(self, key)!r}")
+        if not (self.flip and self.crop) and not self.reason:
+            raise ValueError("an Augmentation that forbids flips or crops must give its reason")
+
+    def to_json(self) -> dict:
+        """{"flip", "crop", "reason"}: the policy as `list_tasks --format=json` prints it."""
+        return dataclasses.asdict(self)
+
+
+# Natural images whose label survives a mirror image and a crop of most of the picture.
+FLIP_AND_CROP = Augmentation()
+
 
 GROUPS = ("natural", "specialized", "structured")
 METRICS = ("accuracy", "mean_per_class_accuracy")
@@ -48,7 +86,7 @@ class Task:
       metric: "accuracy" or "mean_per_class_accuracy".
       suite: which list the task belongs to ("vtab1k", "table3" or "folder").
       tfds_name: TFDS "name[/config]:version" passed to tfds.load, or None.
-      augmentation: which random flips/crops keep the labels true (vtab_eval/tasks/augmentation.py).
+      augmentation: which random flips/crops keep the labels true (`Augmentation` above).
     """
 
     name: str
@@ -204,3 +242,73 @@ def to_model_input(image: tf.Tensor, label: tf.Tensor, image_size: int | None = 
     if image_size is not None:
         image = tf.image.resize(image, [image_size, image_size], method="bilinear")
     return {"image": image, "label": tf.cast(label, tf.int64)}
+
+
+def _plain_label(features: dict) -> dict:
+    return {"image": features["image"], "label": features["label"]}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class TfdsTask(Task):
+    """A task backed by a TFDS dataset.
+
+    Attributes:
+      decode: which TFDS features to decode (a tfds.decode.PartialDecoding spec); skipping
+        unused ones (segmentation masks, question text) keeps reading fast.
+      preprocess: maps the decoded features to {"image": uint8, "label": integer}; this is
+        where the structured tasks derive their labels. Editing it means bumping `version`
+        (tests/vtab_eval/test_task_registry.py catches a forgotten bump).
+    """
+
+    tfds_name: str
+    decode: Mapping = dataclasses.field(default_factory=lambda: {"image": True, "label": True})
+    preprocess: Callable[[dict], dict] = _plain_label
+
+    def _load_examples(self, split, data_dir, shuffle_files):
+        import tensorflow_datasets as tfds
+
+        try:
+            ds = tfds.load(
+                self.tfds_name,
+                split=self.splits[split],
+                data_dir=data_dir,
+                download=False,
+                shuffle_files=shuffle_files,
+                decoders=tfds.decode.PartialDecoding(dict(self.decode)),
+            )
+        except AssertionError as e:
+            # TFDS signals "not prepared" and "version not available" with AssertionError.
+            raise FileNotFoundError(self._not_prepared_message(data_dir, e)) from None
+        return ds.map(self.preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _identity(self) -> dict:
+        """The common identity plus the task's name, the TFDS builder "name[/config]:version" as
+        registered (a wildcard version stays a wildcard: the data directory is not part of a
+        task's identity) and the decoded features. The label code counts through `version`."""
+        return {
+            **super()._identity(),
+            "name": self.name,
+            "tfds_name": self.tfds_name,
+            "decode": _plain(self.decode),
+        }
+
+    def _not_prepared_message(self, data_dir, error) -> str:
+        name, _, version = self.tfds_name.partition(":")
+        # `tfds build` takes name/config[:version]; a wildcard version means "the default one".
+        build_name = self.tfds_name if "*" not in version else name
+        where = data_dir or "the TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+        dir_flag = f" --data_dir={data_dir}" if data_dir else ""
+        return (
+            f"Task {self.name!r} needs TFDS dataset {self.tfds_name!r}, which is not prepared in "
+            f"data_dir={where}. Nothing is downloaded at run time: prepare it first with "
+            f"`tfds build {build_name}{dir_flag}` (datasets with manual downloads, such as "
+            f"resisc45 and diabetic_retinopathy_detection, also need --manual_dir). "
+            f"TFDS said: {error}"
+        )
+
+
+def _plain(value):
+    """A decode spec (nested mappings of bools) as plain JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value

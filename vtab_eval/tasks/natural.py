@@ -6,8 +6,7 @@ pinned versions.
 """
 
 from vtab_eval.tasks import splits
-from vtab_eval.tasks.augmentation import FLIP_AND_CROP, Augmentation
-from vtab_eval.tasks.tfds_task import TfdsTask
+from vtab_eval.tasks.base import FLIP_AND_CROP, Augmentation, TfdsTask
 
 # A mirrored digit is not that digit (a flipped 3 is no 3); a crop of the centred digit keeps it.
 DIGIT_AUGMENTATION = Augmentation(flip=False, reason="digits: a mirrored digit is not that digit")

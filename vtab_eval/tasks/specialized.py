@@ -5,7 +5,7 @@ Each definition follows the matching google-research/task_adaptation file
 """
 
 from vtab_eval.tasks import splits
-from vtab_eval.tasks.tfds_task import TfdsTask
+from vtab_eval.tasks.base import TfdsTask
 
 
 def _specialized(name, tfds_name, num_classes, task_splits, *, version):

@@ -11,8 +11,7 @@ import functools
 import tensorflow as tf
 
 from vtab_eval.tasks import splits
-from vtab_eval.tasks.augmentation import Augmentation
-from vtab_eval.tasks.tfds_task import TfdsTask
+from vtab_eval.tasks.base import Augmentation, TfdsTask
 
 # clevr.py, closest_object_distance: bins of the smallest object depth (pixel_coords[:, 2]).
 CLEVR_DISTANCE_THRESHOLDS = (0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0)

@@ -7,7 +7,7 @@ The 1k splits are defined too, following the VTAB data class of each dataset
 """
 
 from vtab_eval.tasks import splits
-from vtab_eval.tasks.tfds_task import TfdsTask
+from vtab_eval.tasks.base import TfdsTask
 
 
 def _table3(name, tfds_name, num_classes, task_splits, metric="accuracy", *, version):
