@@ -322,16 +322,17 @@ class Job:
         num_labels = self.upstream.source.num_labels
         model = self._create(ADAPTERS, num_classes=num_labels, num_experts=len(domains))
         model.train_adapters_only()
-        experts, previous_dir = [], None
+        experts = []
         for expert_id, domain in enumerate(domains):
             name = f"adapter_{outputs.safe_name(domain.name)}"
             checkpoint_name = os.path.join(
                 ADAPTERS, f"{expert_id:03d}_{outputs.safe_name(domain.name)}"
             )
-            if previous_dir is None:
+            # The first expert starts from B; each next one from the model as the one before left
+            # it (trained here, or restored whole from its last checkpoint by train_unit).
+            init = None
+            if expert_id == 0:
                 init = lambda: copy_backbone(model, self.baseline(), head=True)
-            else:
-                init = lambda d=previous_dir: _restore_model_only(model, d)
             plan = self._plan("adapter", name, expert_id=expert_id)
             self._train(
                 plan,
@@ -340,7 +341,6 @@ class Job:
                 checkpoint_name,
                 init,
             )
-            previous_dir = os.path.join(self.workdir, "checkpoints", checkpoint_name)
             experts.append(
                 {
                     "name": name,
@@ -386,18 +386,6 @@ def set_head_bias(model, value=None) -> None:
         return
     value = -math.log(model.num_classes) if value is None else float(value)
     model.head.bias.assign(np.full(model.head.bias.shape, value, dtype="float32"))
-
-
-def _restore_model_only(model, checkpoint_dir: str) -> None:
-    """Loads the model weights of the newest checkpoint in `checkpoint_dir` (not the optimizer)."""
-    from bit_experts.training.checkpointing import AtomicCheckpointer
-
-    checkpointer = AtomicCheckpointer(checkpoint_dir, tf.train.Checkpoint(model=model), chief=False)
-    step = checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir} to continue the adapters from")
-    status = checkpointer.checkpoint.read(os.path.join(checkpointer.path(step), "ckpt"))
-    status.expect_partial()
 
 
 def prepare_job(
