@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ import tensorflow as tf
 from training_toys import GROUPS, toy_config, toy_source
 
 from bit_experts import data, determinism, presets
-from bit_experts.training import checkpointing, config, job, loop, schedules
+from bit_experts.training import checkpointing, config, job, loop, schedules, work_directory
 
 # --- config ------------------------------------------------------------------------------------
 
@@ -244,9 +245,33 @@ def test_bad_inputs_stop_before_training(tmp_path, change, error):
     assert not (workdir / "models").exists() and not (workdir / "checkpoints").exists()
 
 
-def test_a_workdir_refuses_a_different_config(tmp_path):
+def test_a_workdir_refuses_a_different_config_once_something_was_trained(tmp_path):
     workdir = str(tmp_path / "work")
-    job.prepare_job(toy_config(), workdir, source=toy_source(), print_fn=print)
+    domains = os.path.join(workdir, "expert_domains.json")
+
+    class Killed(BaseException):
+        pass
+
+    def killed_at_step_1(line):
+        if line.startswith("[baseline] step 1/2"):
+            raise Killed
+
+    # A first attempt that fails before its first checkpoint (say, out of memory at the first
+    # step) has written config.json and the domains: its corrected rerun is not refused.
+    cfg = {**toy_config(), "checkpoint_every": 2, "experts": {"top_k": 1, "include_roots": False}}
+    with pytest.raises(Killed):
+        job.run_job(cfg, workdir, source=toy_source(), print_fn=killed_at_step_1)
+    assert json.loads(open(domains).read())[0]["name"] == "blue"  # the largest group
+    lines = []
+    job.run_job(
+        toy_config(), workdir, stages=["baseline"], source=toy_source(), print_fn=lines.append
+    )
+    assert lines[0] == (
+        f"{workdir}: nothing was trained with its earlier config (keys ['experts'] differ); "
+        "starting over with this one"
+    )
+    assert len(json.loads(open(domains).read())) == 3  # chosen again with the new top_k
+    # Once something was trained, only the runtime settings may change.
     job.prepare_job({**toy_config(), "log_every": 5}, workdir, source=toy_source(), print_fn=print)
     with pytest.raises(ValueError, match=r"different config \(keys \['batch_size'\]"):
         job.prepare_job({**toy_config(), "batch_size": 4}, workdir, source=toy_source())
@@ -340,6 +365,14 @@ def test_resumed_data_stream_equals_the_uninterrupted_one():
         ("experts.top_k=0", "experts.top_k must be None or an int >= 1, got 0"),
         ("upstream.world_scripts=latin", "upstream.world_scripts must be None or a non-empty list"),
         ("init_from=3", "init_from must be None or a non-empty string, got 3"),
+        (
+            "model.image_size=100000",
+            r"model.image_size=100000 is above max_image_size=1024 \(one float32 image of that "
+            r"size takes 114441 MiB, a batch of 8: 894.1 GiB, before any activation\); set "
+            "max_image_size higher if your memory holds it",
+        ),
+        ("upstream.world_image_size=4096", "upstream.world_image_size=4096 is above max_image"),
+        ("max_image_size=0", "max_image_size must be an int >= 1, got 0"),
     ],
 )
 def test_bad_config_values_name_the_key_before_the_workdir_exists(tmp_path, override, message):
@@ -420,6 +453,9 @@ def test_cli_bad_inputs_are_one_line_and_leave_no_workdir(tmp_path, restore_dete
     assert "model.image_size must be an int >= 1" in _cli([*base, "--set=model.image_size=0"])
     assert "seed must be an int" in _cli([*base, "--seed=-3"])
     assert "init_from" in _cli([*base, f"--init_from={tmp_path / 'nope.npz'}"])
+    assert "image_size=100000 is above max_image_size=1024" in _cli(
+        [*base, "--set=model.image_size=100000"]
+    )
     assert not workdir.exists()
     (tmp_path / "file").write_text("")
     assert "is a file" in _cli(["--config=world_local:quick", f"--workdir={tmp_path / 'file'}"])
@@ -457,3 +493,100 @@ def test_init_from_a_bit_npz_starts_b_from_its_backbone(tmp_path, restore_determ
     with pytest.raises(checkpoint.CheckpointError, match="does not fit model preset 'r14_micro'"):
         job.prepare_job({**cfg, "init_from": str(tmp_path / "wide.npz")}, str(other))
     assert not other.exists()
+
+
+# --- the work directory: one job at a time, state files read back, free disk (issue 24) ---------
+
+
+def test_a_second_job_in_one_workdir_is_refused_in_one_line_naming_the_holder(tmp_path):
+    import subprocess
+    import sys
+
+    from bit_experts import locks
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    lock_file = workdir / work_directory.LOCK_FILE
+    holder = subprocess.Popen(  # another training, as far as the lock can tell
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from bit_experts import locks; "
+            f"locks.DirectoryLock({str(workdir)!r}, {lock_file.name!r}, 'w', 0).__enter__(); "
+            "print('held', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+        },
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        line = _cli(["--config=world_local:quick", f"--workdir={workdir}"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "\n" not in line
+    assert line.startswith(
+        f"bit_experts.train: error: work directory {workdir} is being changed by pid {holder.pid} "
+        f"on host {__import__('socket').gethostname()} since "
+    )
+    assert line.endswith(f"its lock is {lock_file}; remove that file only if that process is gone")
+    assert sorted(os.listdir(workdir)) == [lock_file.name]  # nothing written
+    # The holder is gone (killed): its lock is taken over, and given back when the job ends.
+    lines = []
+    job.run_job(
+        toy_config(baseline=1),
+        str(workdir),
+        stages=["baseline"],
+        source=toy_source(),
+        print_fn=lines.append,
+    )
+    assert any(line.startswith("removed the stale lock of pid") for line in lines)
+    assert not lock_file.exists()
+    assert isinstance(locks.LockHeldError(), OSError)
+
+
+def test_state_files_that_do_not_parse_are_named_with_what_to_do(tmp_path):
+    workdir = tmp_path / "work"
+    cfg = toy_config(baseline=1)
+    job.run_job(cfg, str(workdir), stages=["baseline"], source=toy_source(), print_fn=str)
+
+    def refused(match):
+        with pytest.raises(ValueError, match=match) as error:
+            job.prepare_job(cfg, str(workdir), source=toy_source(), print_fn=str)
+        assert "\n" not in str(error.value)
+        assert not (workdir / work_directory.LOCK_FILE).exists()  # given back
+
+    def truncate(path):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        return data
+
+    config_json = workdir / "config.json"
+    whole = truncate(config_json)
+    refused(
+        rf"^{config_json} is not valid JSON \(.*\); it is the config this work directory was "
+        "first trained with: if that was this config, delete the file and rerun"
+    )
+    config_json.write_bytes(whole)
+    for name in ("expert_domains.json", "expert_domains.indices.npz"):
+        whole = truncate(workdir / name)
+        refused(
+            rf"{workdir / name}.*; delete {workdir / 'expert_domains.json'} and "
+            f"{workdir / 'expert_domains.indices.npz'} and rerun: the same config"
+        )
+        (workdir / name).write_bytes(whole)
+    model = workdir / "models" / "baseline" / "model.keras"
+    truncate(model)
+    refused(
+        rf"^{model} cannot be loaded \(.*\); delete {model.parent} and rerun the training "
+        "command: it saves the model again from its last checkpoint"
+    )
+    # Doing what the line says works: B is saved again from its last checkpoint, not retrained.
+    shutil.rmtree(model.parent)
+    rerun = job.run_job(cfg, str(workdir), stages=["baseline"], source=toy_source(), print_fn=str)
+    assert [(r.name, r.resumed_from) for r in rerun] == [("baseline", 1)]
+    keras.models.load_model(model)
