@@ -383,3 +383,14 @@ def read_json(path, advice=""):
         raise ValueError(
             f"{path} is not valid JSON ({e}){'; ' + advice if advice else ''}"
         ) from None
+
+
+def free_bytes(path):
+    """Free bytes on the disk that holds (or would hold) the local `path`; None for a URL."""
+    path = check_url(path)
+    if is_url(path):
+        return None
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    return shutil.disk_usage(existing).free

@@ -238,11 +238,12 @@ class Job:
         }
         self._hold()
         try:
+            self._check_disk(stages)
             for stage in STAGES:
                 if stage in stages:
                     runners[stage]()
         except (OSError, tf.errors.OpError) as e:
-            if _is_disk_full(e):
+            if _is_disk_full(e) and not isinstance(e, DiskFullError):
                 raise DiskFullError(
                     errno.ENOSPC,
                     f"the disk of work directory {self.workdir!r} is full ({type(e).__name__}); "
@@ -252,6 +253,44 @@ class Job:
         finally:
             self.release()
         return self.results
+
+    def _check_disk(self, stages) -> None:
+        """DiskFullError, before anything is trained, when the work directory's disk has less free
+        space than the stages to run may write (a URL is not checked: it has no free space).
+
+        The estimate, in float32 bytes: every unit keeps `keep_checkpoints` checkpoints (weights
+        and momentum of what it trains) and writes one more before dropping the oldest; every model
+        is saved once; less what the checkpoint folders of those units already hold (a rerun).
+        """
+        domains, done = self.upstream.domains, self.done
+        full = [full_expert_name(d.name) for d in domains] if "full" in stages else []
+        todo = [BASELINE] * ("baseline" in stages) + full + [ADAPTERS] * ("adapter" in stages)
+        todo = [n for n in todo + [EPN] * ("epn" in stages) if n not in done]
+        if not todo or atomic_files.is_url(self.workdir):
+            return  # nothing to write, or no free space to ask
+        with tf.device("CPU:0"):  # weights only, to count them
+            model = presets.create_model(self.preset, self.upstream.source.num_labels, len(domains))
+            epn = self.config["epn"]["preset"] or self.preset
+            e = presets.create_model(epn, len(domains)).count_params() if epn != self.preset else 0
+        adapters = sum(int(np.prod(w.shape)) for a in model.adapters for w in a.weights)
+        b = model.count_params() - adapters
+        # name -> (the weights of each of its units' checkpoints, of its model), momentum included
+        sizes = {
+            ADAPTERS: ([b + 2 * adapters] * len(domains), b + adapters),
+            EPN: ([2 * (e or b)], e or b),
+        }
+        per_unit = [c for n in todo for c in sizes.get(n, ([2 * b], b))[0]]
+        models = [sizes.get(n, ([2 * b], b))[1] for n in todo]
+        checkpoints = os.path.join(self.workdir, "checkpoints")
+        there = sum(work_directory.tree_bytes(os.path.join(checkpoints, n)) for n in todo)
+        keep = self.config["keep_checkpoints"]
+        work_directory.check_free_space(
+            self.workdir,
+            4 * (keep * sum(per_unit) + max(per_unit) + sum(models)) - there,
+            f"{len(per_unit)} units keeping {keep} checkpoints of up to "
+            f"{4 * max(per_unit) / 2**20:.1f} MiB, {len(models)} models, less "
+            f"{there / 2**20:.1f} MiB of checkpoints there",
+        )
 
     def run_baseline(self) -> None:
         """B: all upstream images, multi-label sigmoid cross-entropy over every upstream label."""

@@ -3,7 +3,8 @@
 Everything here runs before a job writes anything (docs/workdir.md): the path is checked, the lock
 `.train.lock` is taken (one job per work directory; another job's is named in one line), the stored
 `config.json` is compared with the job's (a work directory in which nothing was trained yet takes
-the new one, so a failed first attempt never blocks its corrected rerun).
+the new one, so a failed first attempt never blocks its corrected rerun), and the free disk space is
+compared with what the stages to run may write.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ RUNTIME_KEYS = ("checkpoint_every", "log_every", "keep_checkpoints", "max_image_
 
 
 class DiskFullError(OSError):
-    """The work directory's disk filled up during training (rerun after freeing space: it resumes)."""
+    """The work directory's disk is (or would become) full: free space and rerun (it resumes)."""
 
 
 def check_workdir(workdir: str) -> None:
@@ -120,3 +121,25 @@ def check_config(workdir: str, config: dict, print_fn=print) -> None:
     for stale in (domains, expert_domains.index_file_path(domains)):
         if atomic_files.exists(stale):
             atomic_files.remove(stale)
+
+
+def tree_bytes(folder: str) -> int:
+    """The bytes of every file under the local `folder` (0 when absent)."""
+    return sum(
+        os.path.getsize(os.path.join(top, name))
+        for top, _, names in os.walk(folder)
+        for name in names
+    )
+
+
+def check_free_space(workdir: str, need: int, estimate: str) -> None:
+    """DiskFullError when the disk of the local `workdir` has less than `need` bytes free; the
+    message gives `estimate` (how `need` was found). A URL is not checked (no free space to ask)."""
+    free = atomic_files.free_bytes(workdir)
+    if free is not None and need > free:
+        raise DiskFullError(
+            28,  # errno.ENOSPC
+            f"the disk of work directory {workdir!r} has {free / 2**20:.1f} MiB free; the stages "
+            f"to run may write {need / 2**20:.1f} MiB ({estimate}): free space, lower "
+            "keep_checkpoints or use a --workdir on another disk",
+        )

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import keras
@@ -10,7 +11,7 @@ import pytest
 import tensorflow as tf
 from training_toys import GROUPS, toy_config, toy_source
 
-from bit_experts import data, determinism, presets
+from bit_experts import atomic_files, data, determinism, presets
 from bit_experts.training import checkpointing, config, job, loop, schedules, work_directory
 
 # --- config ------------------------------------------------------------------------------------
@@ -590,3 +591,27 @@ def test_state_files_that_do_not_parse_are_named_with_what_to_do(tmp_path):
     rerun = job.run_job(cfg, str(workdir), stages=["baseline"], source=toy_source(), print_fn=str)
     assert [(r.name, r.resumed_from) for r in rerun] == [("baseline", 1)]
     keras.models.load_model(model)
+
+
+def test_free_disk_is_checked_before_training_with_the_estimate_it_used(tmp_path, monkeypatch):
+    workdir = tmp_path / "work"
+    cfg = {**toy_config(baseline=2), "checkpoint_every": 1}
+    with monkeypatch.context() as patch:
+        patch.setattr(atomic_files, "free_bytes", lambda path: 1000)
+        with pytest.raises(job.DiskFullError) as error:
+            job.run_job(cfg, str(workdir), stages=["baseline"], source=toy_source(), print_fn=str)
+    line = error.value.strerror
+    assert line.startswith(f"the disk of work directory {str(workdir)!r} has 0.0 MiB free; ")
+    assert "(1 units keeping 2 checkpoints of up to " in line and ", 1 models, less 0.0 MiB" in line
+    assert line.endswith("free space, lower keep_checkpoints or use a --workdir on another disk")
+    assert not (workdir / "checkpoints").exists()
+    # The estimate bounds what the stage writes.
+    estimate = float(re.search(r"may write (\S+) MiB", line).group(1)) * 2**20
+    job.run_job(cfg, str(workdir), stages=["baseline"], source=toy_source(), print_fn=str)
+    written = sum(
+        f.stat().st_size
+        for folder in ("checkpoints", "models")
+        for f in (workdir / folder).rglob("*")
+        if f.is_file()
+    )
+    assert 0.5 * estimate < written <= estimate
