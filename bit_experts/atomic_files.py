@@ -439,3 +439,25 @@ def write_text(path, text):
 def write_json(path, obj, indent=2, sort_keys=False):
     """Writes `obj` as JSON (with a trailing newline) to `path` atomically."""
     return write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def read_json(path, advice=""):
+    """The JSON value in file `path`; ValueError naming the file, and `advice` (what to do), when
+    it does not parse (a truncated or edited state file)."""
+    try:
+        return json.loads(read_bytes(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e}){'; ' + advice if advice else ''}"
+        ) from None
+
+
+def free_bytes(path):
+    """Free bytes on the disk that holds (or would hold) the local `path`; None for a URL."""
+    path = check_url(path)
+    if is_url(path):
+        return None
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    return shutil.disk_usage(existing).free

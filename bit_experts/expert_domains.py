@@ -21,6 +21,8 @@ import io
 import itertools
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -425,11 +427,7 @@ def load_domains(path: str) -> list[ExpertDomain]:
     """Reads domains written by save_domains (the indices file must sit next to the JSON).
 
     `path` may be a URL of a `tf.io.gfile` filesystem (`gs://...`, a remote work directory)."""
-    with atomic_files.open_file(path, "r") as f:
-        try:
-            entries = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    entries = atomic_files.read_json(path)
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a JSON list of expert domains")
     required = {"name", "image_count", "parents", "label_prior", "image_indices"}
@@ -458,15 +456,24 @@ def load_domains(path: str) -> list[ExpertDomain]:
                 if not atomic_files.exists(file):
                     raise FileNotFoundError(f"{path}: image index file {file} does not exist")
                 local = not atomic_files.is_url(file)
-                loaded[file] = np.load(file if local else io.BytesIO(atomic_files.read_bytes(file)))
+                try:
+                    loaded[file] = np.load(
+                        file if local else io.BytesIO(atomic_files.read_bytes(file))
+                    )
+                except (OSError, ValueError, zipfile.BadZipFile) as err:
+                    raise ValueError(f"image index file {file} cannot be read ({err})") from None
             if ref["key"] not in loaded[file].files:
                 raise ValueError(f"{path}: entry {i} key {ref['key']!r} is not in {file}")
+            try:
+                indices = loaded[file][ref["key"]].astype(np.int64)
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+                raise ValueError(f"image index file {file} cannot be read ({err})") from None
             domains.append(
                 ExpertDomain(
                     name=e["name"],
                     image_count=int(e["image_count"]),
                     parents=list(e["parents"]),
-                    image_indices=loaded[file][ref["key"]].astype(np.int64),
+                    image_indices=indices,
                     label_prior=np.asarray(e["label_prior"], dtype=np.float32),
                     control_of=e.get("control_of"),
                 )

@@ -21,7 +21,7 @@ import socket
 
 from absl import app, flags
 
-from bit_experts import atomic_files, cli
+from bit_experts import atomic_files, cli, locks
 from hub_export import (
     added_modules,
     collection,
@@ -359,7 +359,7 @@ def _make_staging(collection_dir):
     owner = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "start_time": collection_lock._start_time(os.getpid()),
+        "start_time": locks.process_start_time(os.getpid()),
     }
     collection.write_bytes_atomic(
         os.path.join(staging, OWNER_FILE), json.dumps(owner).encode("utf-8")
@@ -378,7 +378,7 @@ def _staging_is_stale(staging):
         return True  # Made under the lock with its owner record: without one it is a leftover.
     if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
         return not isinstance(owner, dict)  # Another host's publisher cannot be checked here.
-    return not collection_lock.pid_alive(owner.get("pid", -1), owner.get("start_time"))
+    return not locks.pid_alive(owner.get("pid", -1), owner.get("start_time"))
 
 
 def clean_stale(collection_dir, log=print, report_links=True):

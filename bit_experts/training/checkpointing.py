@@ -10,6 +10,10 @@ On a `tf.io.gfile` URL (`gs://...`, where a folder rename is a copy, not atomic)
 written straight into `step_<N>` and committed by the marker file `atomic_files.MARKER_FILE`, written
 last; `steps()` lists only committed folders there, and a save finding an uncommitted folder of its
 step rewrites it (docs/workdir.md).
+
+What a checkpoint holds: `model_state` puts every variable of the model in it, frozen ones included.
+A committed checkpoint that cannot be read back (a truncated or corrupt file, or one without every
+variable) is reported in one line and removed, and the previous committed one is restored instead.
 """
 
 from __future__ import annotations
@@ -25,6 +29,28 @@ from bit_experts import atomic_files
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _PREFIX = "ckpt"
+# What reading a damaged checkpoint raises: OpError (a corrupt index, a missing file), IndexError (a
+# truncated data file), AssertionError (a variable the checkpoint does not hold), ValueError.
+_UNREADABLE = (tf.errors.OpError, IndexError, AssertionError, ValueError, OSError)
+
+
+def model_state(model, **others) -> tf.train.Checkpoint:
+    """A checkpoint of every variable of `model`, trainable or frozen, and of `others` (an optimizer).
+
+    Variables are keyed by their path inside the model (`block1_unit01/a_standardized_conv2d/kernel`),
+    the same in every process. `tf.train.Checkpoint(model=model)` is not enough for a Keras 3 model:
+    it follows only layers held in plain attributes, so BiT's blocks and adapters (held in lists)
+    reached a checkpoint only through the optimizer, that is only while trainable, and a resumed
+    adapter expert rebuilt its frozen backbone from its random initialisation.
+    """
+    prefix = f"{model.name}/"
+    variables = {}
+    for v in model.weights:
+        key = v.path[len(prefix) :] if v.path.startswith(prefix) else v.path
+        if key in variables:
+            raise ValueError(f"model {model.name!r} has two variables named {key!r}")
+        variables[key] = v
+    return tf.train.Checkpoint(variables=variables, **others)
 
 
 class AtomicCheckpointer:
@@ -61,16 +87,39 @@ class AtomicCheckpointer:
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def restore_latest(self) -> int | None:
-        """Restores the newest checkpoint; returns its step, or None when there is none."""
-        step = self.latest_step()
-        if step is not None:
-            self.restore(step)
-        return step
+    def restore_latest(self, print_fn=print, variables=()) -> int | None:
+        """Restores the newest readable checkpoint; returns its step, or None when none reads.
+
+        Each committed one that cannot be read is reported by one line on `print_fn` and removed (by
+        the chief; a save of its step rewrites it), and the one before it is tried. A failed read
+        may have set some variables already (one that lacks a frozen variable still sets those
+        the optimizer holds): when none reads, `variables` (the checkpoint's) are put back as they were.
+        """
+        steps = self.steps()
+        before = [v.numpy() for v in variables] if steps else []
+        while steps:
+            step = steps.pop()
+            try:
+                self.restore(step)
+                return step
+            except _UNREADABLE as e:
+                reason = _reason(e)
+            then = f"falling back to step {steps[-1]}" if steps else "starting from step 0"
+            removed = "removed it; " if self.chief else ""
+            print_fn(f"checkpoint {self.path(step)} cannot be read ({reason}): {removed}{then}")
+            if self.chief:
+                atomic_files.remove_unit(self.path(step))
+        for v, value in zip(variables, before):
+            v.assign(value)
+        return None
 
     def restore(self, step: int) -> None:
         status = self.checkpoint.read(os.path.join(self.path(step), _PREFIX))
-        status.assert_existing_objects_matched()
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError:
+            status.expect_partial()  # no warnings on its unused values: the caller reports it
+            raise
 
     def save(self, step: int) -> str | None:
         """Writes the checkpoint for `step`; returns its folder (None on a non-chief worker)."""
@@ -104,3 +153,12 @@ class AtomicCheckpointer:
     def _drop_old(self) -> None:
         for old in self.steps()[: -self.keep]:
             atomic_files.remove_unit(self.path(old))
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, AssertionError):
+        return (
+            "it lacks some of the model's variables: older versions saved only the trainable ones"
+        )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first[:160]}"

@@ -90,6 +90,8 @@ DEFAULTS = {
     "checkpoint_every": 100,
     "log_every": 10,
     "keep_checkpoints": 2,
+    # The largest model.image_size and upstream.world_image_size accepted (memory: see resolve_config).
+    "max_image_size": 1024,
 }
 
 
@@ -151,6 +153,7 @@ SCHEMA = {
     "checkpoint_every": _INT_MIN1,
     "log_every": _INT_MIN1,
     "keep_checkpoints": _INT_MIN1,
+    "max_image_size": _INT_MIN1,
 }
 
 
@@ -178,6 +181,17 @@ def resolve_config(user: dict) -> dict:
             epn_preset == config["model"]["preset"],
             f"epn.init='baseline' needs epn.preset equal to model.preset "
             f"({config['model']['preset']!r}), got {epn_preset!r}",
+        )
+    limit, batch = config["max_image_size"], config["batch_size"]
+    for key in ("model.image_size", "upstream.world_image_size"):
+        section, name = key.split(".")
+        pixels = config[section][name] ** 2 * 12  # bytes of one float32 RGB image
+        _require(
+            config[section][name] <= limit,
+            f"{key}={config[section][name]} is above max_image_size={limit} (one float32 image "
+            f"of that size takes {pixels / 2**20:.0f} MiB, a batch of {batch}: "
+            f"{batch * pixels / 2**30:.1f} GiB, before any activation); set max_image_size "
+            "higher if your memory holds it",
         )
     for stage in STAGES:
         s = config[stage]

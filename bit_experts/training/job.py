@@ -11,7 +11,6 @@ a URL of any `tf.io.gfile` filesystem (`gs://...`): every file of it goes throug
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -21,61 +20,23 @@ import tensorflow as tf
 
 from bit_experts import atomic_files, determinism, presets
 from bit_experts.data import UpstreamSource, training_dataset
-from bit_experts.training import init_source, outputs
+from bit_experts.training import init_source, outputs, work_directory
 from bit_experts.training.config import STAGES, resolve_config
 from bit_experts.training.epn import build_epn, epn_targets
 from bit_experts.training.loop import UnitPlan, UnitResult, train_unit
 from bit_experts.training.schedules import scaled_learning_rate
 from bit_experts.training.transfer import copy_backbone
 from bit_experts.training.upstream import Upstream, prepare_upstream
+from bit_experts.training.work_directory import DiskFullError, check_workdir
 
 BASELINE = "baseline"
 ADAPTERS = "adapters"
 EPN = "epn"
-# Settings that may change between runs of one work directory without changing what is trained.
-_RUNTIME_KEYS = ("checkpoint_every", "log_every", "keep_checkpoints")
 
 
 def full_expert_name(domain_name: str) -> str:
     """The model name of the full expert for a domain, e.g. `expert_latin`."""
     return f"expert_{outputs.safe_name(domain_name)}"
-
-
-class DiskFullError(OSError):
-    """The work directory's disk filled up during training (rerun after freeing space: it resumes)."""
-
-
-def check_workdir(workdir: str) -> None:
-    """ValueError naming `workdir` unless it is (or can be created as) a writable directory.
-
-    Nothing is created: a refused run leaves no trace. A URL of a `tf.io.gfile` filesystem
-    (`gs://bucket/work`, docs/workdir.md) is refused only when it names a file: whether it can be
-    written shows at the first write.
-    """
-    if not workdir:
-        raise ValueError("--workdir must be a directory path, got an empty string")
-    try:
-        workdir = atomic_files.check_url(workdir)  # file:// is local; an unknown scheme: refused
-    except ValueError as err:
-        raise ValueError(f"--workdir: {err}") from None
-    if atomic_files.is_url(workdir):
-        if atomic_files.exists(workdir) and not atomic_files.isdir(workdir):
-            raise ValueError(
-                f"--workdir {workdir!r} is a file; expected a directory (or a new path)"
-            )
-        return
-    path = os.path.abspath(workdir)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--workdir {workdir!r} is a file; expected a directory (or a new path)")
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ValueError(
-            f"--workdir {workdir!r} lies under the file {existing!r}; expected a directory path"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--workdir {workdir!r}: {existing!r} is not writable")
 
 
 def _is_disk_full(error: BaseException) -> bool:
@@ -97,6 +58,7 @@ class Job:
         self.print = print_fn
         self.upstream: Upstream | None = None
         self._baseline = None
+        self._lock = None
         model = config["model"]
         self.preset = model["preset"]
         self.image_size = model["image_size"]
@@ -118,33 +80,49 @@ class Job:
         return {n for n in atomic_files.listdir(root) if outputs.model_exists(self.workdir, n)}
 
     def prepare(self) -> None:
-        """Checks the work directory's config, chooses the domains, writes the job's JSON files."""
-        config_path = os.path.join(self.workdir, "config.json")
-        if atomic_files.isfile(config_path):
-            previous = json.loads(atomic_files.read_bytes(config_path))
-            changed = sorted(
-                k
-                for k in set(previous) | set(self.config)
-                if k not in _RUNTIME_KEYS and previous.get(k) != self.config.get(k)
-            )
-            if changed:
-                raise ValueError(
-                    f"{self.workdir} was trained with a different config (keys {changed} differ); "
-                    "use a new --workdir or the same config"
-                )
+        """Takes the work directory's lock, checks its config, chooses the domains, writes the
+        job's JSON files. A refused prepare leaves no trace: the lock is given back, and a work
+        directory it created is removed."""
+        created = self.chief and not atomic_files.exists(self.workdir)
+        self._hold()
+        try:
+            self._prepare()
+        except BaseException:
+            self.release()
+            if created:
+                atomic_files.rmtree(self.workdir)
+            raise
+
+    def _hold(self) -> None:
+        """Takes the work directory's lock (the chief only: the workers of one job share it)."""
+        if self.chief and self._lock is None:
+            self._lock = work_directory.take_lock(self.workdir, self.print)
+
+    def release(self) -> None:
+        """Gives the work directory's lock back (`run` does when it ends; a process that ends
+        without either leaves a lock the next job takes over, since its pid is gone)."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+    def _prepare(self) -> None:
+        work_directory.check_config(self.workdir, self.config, self.print)
         if self.init_from is not None and BASELINE not in self.done:
             # Strict check of the source against model.preset before anything is written.
             init_source.load_backbone(self.init_from, presets.create_model(self.preset))
         self.upstream = prepare_upstream(
             self.config, self.workdir, self.chief, self.print, source=self._source
         )
+        later = [full_expert_name(d.name) for d in self.upstream.domains] + [ADAPTERS, EPN]
+        if BASELINE in self.done and not self.done.issuperset(later):
+            self.baseline()  # read back now: a corrupt file is refused before anything is written
         if self.chief:
             root = outputs.models_dir(self.workdir)
             if atomic_files.isdir(root):  # Leftovers of a local save that was killed midway.
                 for name in atomic_files.listdir(root):
                     if name.startswith(".tmp-"):
                         atomic_files.rmtree(os.path.join(root, name))
-            outputs.write_json(config_path, self.config)
+            outputs.write_json(os.path.join(self.workdir, work_directory.CONFIG_FILE), self.config)
             outputs.write_json(
                 os.path.join(self.workdir, "label_names.json"), self.upstream.source.label_names
             )
@@ -258,19 +236,61 @@ class Job:
             "adapter": self.run_adapters,
             "epn": self.run_epn,
         }
+        self._hold()
         try:
+            self._check_disk(stages)
             for stage in STAGES:
                 if stage in stages:
                     runners[stage]()
         except (OSError, tf.errors.OpError) as e:
-            if _is_disk_full(e):
+            if _is_disk_full(e) and not isinstance(e, DiskFullError):
                 raise DiskFullError(
                     errno.ENOSPC,
                     f"the disk of work directory {self.workdir!r} is full ({type(e).__name__}); "
                     "free space and rerun the same command: it resumes from the last checkpoint",
                 ) from e
             raise
+        finally:
+            self.release()
         return self.results
+
+    def _check_disk(self, stages) -> None:
+        """DiskFullError, before anything is trained, when the work directory's disk has less free
+        space than the stages to run may write (a URL is not checked: it has no free space).
+
+        The estimate, in float32 bytes: every unit keeps `keep_checkpoints` checkpoints (weights
+        and momentum of what it trains) and writes one more before dropping the oldest; every model
+        is saved once; less what the checkpoint folders of those units already hold (a rerun).
+        """
+        domains, done = self.upstream.domains, self.done
+        full = [full_expert_name(d.name) for d in domains] if "full" in stages else []
+        todo = [BASELINE] * ("baseline" in stages) + full + [ADAPTERS] * ("adapter" in stages)
+        todo = [n for n in todo + [EPN] * ("epn" in stages) if n not in done]
+        if not todo or atomic_files.is_url(self.workdir):
+            return  # nothing to write, or no free space to ask
+        with tf.device("CPU:0"):  # weights only, to count them
+            model = presets.create_model(self.preset, self.upstream.source.num_labels, len(domains))
+            epn = self.config["epn"]["preset"] or self.preset
+            e = presets.create_model(epn, len(domains)).count_params() if epn != self.preset else 0
+        adapters = sum(int(np.prod(w.shape)) for a in model.adapters for w in a.weights)
+        b = model.count_params() - adapters
+        # name -> (the weights of each of its units' checkpoints, of its model), momentum included
+        sizes = {
+            ADAPTERS: ([b + 2 * adapters] * len(domains), b + adapters),
+            EPN: ([2 * (e or b)], e or b),
+        }
+        per_unit = [c for n in todo for c in sizes.get(n, ([2 * b], b))[0]]
+        models = [sizes.get(n, ([2 * b], b))[1] for n in todo]
+        checkpoints = os.path.join(self.workdir, "checkpoints")
+        there = sum(work_directory.tree_bytes(os.path.join(checkpoints, n)) for n in todo)
+        keep = self.config["keep_checkpoints"]
+        work_directory.check_free_space(
+            self.workdir,
+            4 * (keep * sum(per_unit) + max(per_unit) + sum(models)) - there,
+            f"{len(per_unit)} units keeping {keep} checkpoints of up to "
+            f"{4 * max(per_unit) / 2**20:.1f} MiB, {len(models)} models, less "
+            f"{there / 2**20:.1f} MiB of checkpoints there",
+        )
 
     def run_baseline(self) -> None:
         """B: all upstream images, multi-label sigmoid cross-entropy over every upstream label."""
@@ -322,16 +342,17 @@ class Job:
         num_labels = self.upstream.source.num_labels
         model = self._create(ADAPTERS, num_classes=num_labels, num_experts=len(domains))
         model.train_adapters_only()
-        experts, previous_dir = [], None
+        experts = []
         for expert_id, domain in enumerate(domains):
             name = f"adapter_{outputs.safe_name(domain.name)}"
             checkpoint_name = os.path.join(
                 ADAPTERS, f"{expert_id:03d}_{outputs.safe_name(domain.name)}"
             )
-            if previous_dir is None:
+            # The first expert starts from B; each next one from the model as the one before left
+            # it (trained here, or restored whole from its last checkpoint by train_unit).
+            init = None
+            if expert_id == 0:
                 init = lambda: copy_backbone(model, self.baseline(), head=True)
-            else:
-                init = lambda d=previous_dir: _restore_model_only(model, d)
             plan = self._plan("adapter", name, expert_id=expert_id)
             self._train(
                 plan,
@@ -340,7 +361,6 @@ class Job:
                 checkpoint_name,
                 init,
             )
-            previous_dir = os.path.join(self.workdir, "checkpoints", checkpoint_name)
             experts.append(
                 {
                     "name": name,
@@ -386,18 +406,6 @@ def set_head_bias(model, value=None) -> None:
         return
     value = -math.log(model.num_classes) if value is None else float(value)
     model.head.bias.assign(np.full(model.head.bias.shape, value, dtype="float32"))
-
-
-def _restore_model_only(model, checkpoint_dir: str) -> None:
-    """Loads the model weights of the newest checkpoint in `checkpoint_dir` (not the optimizer)."""
-    from bit_experts.training.checkpointing import AtomicCheckpointer
-
-    checkpointer = AtomicCheckpointer(checkpoint_dir, tf.train.Checkpoint(model=model), chief=False)
-    step = checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir} to continue the adapters from")
-    status = checkpointer.checkpoint.read(os.path.join(checkpointer.path(step), "ckpt"))
-    status.expect_partial()
 
 
 def prepare_job(

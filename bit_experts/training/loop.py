@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from bit_experts.training.checkpointing import AtomicCheckpointer
+from bit_experts.training.checkpointing import AtomicCheckpointer, model_state
 from bit_experts.training.schedules import WarmupDecay, learning_rate_at
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,10 @@ def train_unit(
         batches: the stream an uninterrupted run reads from step `start_step` on (a resumed run then
         ends with the same weights as an uninterrupted one; `data.training_dataset(start_step=...)`).
       strategy: the tf.distribute strategy.
-      checkpoint_dir: this unit's checkpoint folder; the newest complete checkpoint is restored.
-      init_fn: called (no checkpoint found) to initialise the model, e.g. from the baseline.
+      checkpoint_dir: this unit's checkpoint folder; the newest readable committed checkpoint is
+        restored (every variable of the model, frozen ones included, and the optimizer's state),
+        also when it is the last step: a finished unit leaves `model` as it ended.
+      init_fn: called (no checkpoint read) to initialise the model, e.g. from the baseline.
       checkpoint_every: save every this many steps (and at the last step).
       log_every: print a progress line and write summaries every this many steps.
       keep_checkpoints: how many checkpoints to keep.
@@ -136,17 +138,19 @@ def train_unit(
             momentum=plan.momentum,
         )
         optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    # Every variable the unit's output depends on, frozen ones included (model_state).
+    checkpoint = model_state(model, optimizer=optimizer)
     checkpointer = AtomicCheckpointer(checkpoint_dir, checkpoint, keep_checkpoints, chief)
     handler = None
     if preemption_handler:
         handler = _preemption_handler(strategy, checkpoint, checkpoint_dir)
     start = int(optimizer.iterations.numpy())  # > 0 when the preemption handler restored.
-    latest = checkpointer.latest_step()
-    if latest is not None and latest > start:
-        checkpointer.restore(latest)
-        start = latest
-    elif latest is None and start == 0 and init_fn is not None:
+    if (checkpointer.latest_step() or 0) > start:
+        restored = checkpointer.restore_latest(
+            lambda line: print_fn(f"[{plan.name}] {line}"), [*model.weights, *optimizer.variables]
+        )
+        start = restored or start
+    if start == 0 and init_fn is not None:
         init_fn()
     if start >= plan.steps:
         return UnitResult(plan.name, start, start, None, None, weights_fingerprint(model))

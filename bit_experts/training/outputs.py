@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 
 import keras
 
@@ -101,19 +102,25 @@ def _save_model_remote(workdir: str, model: keras.Model, info: dict) -> str:
 
 
 def load_model(workdir: str, name: str) -> keras.Model:
-    """Loads models/<name>/model.keras (of a complete model: `model_exists`)."""
+    """Loads models/<name>/model.keras (of a complete model: `model_exists`); ValueError naming the
+    file and what to do when it cannot be loaded (truncated or corrupt)."""
     workdir = atomic_files.check_url(workdir)
     path = os.path.join(models_dir(workdir), name, MODEL_FILE)
     remote = atomic_files.is_url(path)
     if not atomic_files.isfile(path) or (remote and not model_exists(workdir, name)):
         raise FileNotFoundError(f"model {path!r} does not exist (was its stage trained?)")
-    if not remote:
-        return keras.models.load_model(path)
-    local = tempfile.mkdtemp(prefix="bit-experts-model-")
+    local = None if not remote else tempfile.mkdtemp(prefix="bit-experts-model-")
     try:
-        copy = os.path.join(local, MODEL_FILE)
-        with open(copy, "wb") as f:
-            f.write(atomic_files.read_bytes(path))
-        return keras.models.load_model(copy)
+        if local is not None:
+            with open(os.path.join(local, MODEL_FILE), "wb") as f:
+                f.write(atomic_files.read_bytes(path))
+        return keras.models.load_model(path if local is None else os.path.join(local, MODEL_FILE))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(
+            f"{path} cannot be loaded ({str(e).splitlines()[0][:160]}); delete "
+            f"{os.path.dirname(path)} and rerun the training command: it saves the model again "
+            "from its last checkpoint"
+        ) from None
     finally:
-        shutil.rmtree(local, ignore_errors=True)
+        if local is not None:
+            shutil.rmtree(local, ignore_errors=True)

@@ -95,7 +95,13 @@ def prepare_upstream(
     hierarchy.check_nodes(source.label_names, what="upstream label names")
     path = os.path.join(workdir, DOMAINS_FILE)
     if atomic_files.isfile(path):
-        domains = expert_domains.load_domains(path)
+        try:
+            domains = expert_domains.load_domains(path)
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(
+                f"{e}; delete {path} and {expert_domains.index_file_path(path)} and rerun: the "
+                "same config and data choose the same domains again"
+            ) from None
     else:
         experts = config["experts"]
         domains = expert_domains.choose_expert_domains(

@@ -2,44 +2,17 @@
 
 import json
 import os
+import re
+import shutil
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from training_toys import GROUPS, toy_config, toy_source
 
-from bit_experts import data, determinism, presets
-from bit_experts.training import checkpointing, config, job, schedules
-
-GROUPS = {"red": ["r0", "r1", "r2"], "green": ["g0", "g1"], "blue": ["b0", "b1", "b2", "b3"]}
-COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
-
-
-def _toy_source(per_class=6, size=16):
-    """Three colour groups of leaf classes under one root; images are noisy colour patches."""
-    rng = np.random.default_rng(0)
-    names = [leaf for leaves in GROUPS.values() for leaf in leaves]
-    edges = [("root", g) for g in GROUPS] + [(g, leaf) for g, ls in GROUPS.items() for leaf in ls]
-    labels = np.repeat(np.arange(len(names)), per_class)
-    group_of = {leaf: g for g, ls in GROUPS.items() for leaf in ls}
-    base = np.array([COLOURS[group_of[names[i]]] for i in labels], np.float64)
-    noise = rng.normal(0, 20, (len(labels), size, size, 3))
-    images = np.clip(base[:, None, None, :] + noise, 0, 255).astype(np.uint8)
-    return data.array_source("toy", images, labels, names, edges)
-
-
-def _toy_config(**stage_steps):
-    cfg = {
-        "experts": {"top_k": 3, "include_roots": False},  # The three colour groups.
-        "model": {"preset": "r14_micro", "image_size": 16},
-        "batch_size": 8,
-        "checkpoint_every": 1,
-        "log_every": 1,
-    }
-    for stage in config.STAGES:
-        cfg[stage] = {"steps": stage_steps.get(stage, 2), "warmup_steps": 1, "base_lr": 0.5}
-    return cfg
-
+from bit_experts import atomic_files, data, determinism, presets
+from bit_experts.training import checkpointing, config, job, loop, schedules, work_directory
 
 # --- config ------------------------------------------------------------------------------------
 
@@ -129,6 +102,31 @@ def test_atomic_checkpointer_keeps_newest_and_ignores_partial_writes(tmp_path):
     np.testing.assert_array_equal(weights.numpy(), [3, 3, 3])
 
 
+def test_a_resumed_unit_gets_back_every_variable_of_its_model_frozen_ones_included(tmp_path):
+    # An adapter expert trains with B's backbone and head frozen; a resumed process builds its
+    # model anew, so the checkpoint must hold the frozen variables too (issue 24).
+    def adapter_model(seed):
+        keras.utils.set_random_seed(seed)
+        model = presets.create_model("r14_micro", num_classes=3, num_experts=2)
+        model.train_adapters_only()
+        return model
+
+    images = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
+    targets = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    batches = lambda ctx, start: tf.data.Dataset.from_tensors((images, targets)).repeat()  # noqa: E731
+    plan = loop.UnitPlan("unit", steps=2, batch_size=4, peak_lr=0.1, warmup_steps=0, expert_id=1)
+    strategy = tf.distribute.get_strategy()
+    trained = adapter_model(0)
+    assert len(trained.non_trainable_weights) > len(trained.trainable_weights) > 0
+    loop.train_unit(plan, trained, batches, strategy, str(tmp_path), print_fn=str)
+    resumed = adapter_model(1)  # another process: other initial values
+    assert not np.array_equal(resumed.get_weights()[0], trained.get_weights()[0])
+    result = loop.train_unit(plan, resumed, batches, strategy, str(tmp_path), print_fn=str)
+    assert result.resumed_from == 2
+    for a, b in zip(resumed.weights, trained.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
 # --- the whole job -----------------------------------------------------------------------------
 
 
@@ -139,7 +137,7 @@ def _weights(layers):
 def test_job_trains_baseline_full_adapter_experts_and_epn(tmp_path):
     workdir = str(tmp_path / "work")
     lines = []
-    results = job.run_job(_toy_config(), workdir, source=_toy_source(), print_fn=lines.append)
+    results = job.run_job(toy_config(), workdir, source=toy_source(), print_fn=lines.append)
     assert [r.name for r in results] == [
         "baseline",
         "expert_blue",
@@ -196,13 +194,13 @@ def test_job_trains_baseline_full_adapter_experts_and_epn(tmp_path):
     assert epn.head.units == 3
 
     # Everything is done: a re-run trains nothing.
-    assert job.run_job(_toy_config(), workdir, source=_toy_source(), print_fn=lines.append) == []
+    assert job.run_job(toy_config(), workdir, source=toy_source(), print_fn=lines.append) == []
 
 
 def test_adapter_expert_touches_only_its_own_rows(tmp_path):
     workdir = str(tmp_path / "work")
-    job.run_job(_toy_config(), workdir, stages=["baseline"], source=_toy_source(), print_fn=print)
-    prepared = job.prepare_job(_toy_config(), workdir, source=_toy_source(), print_fn=print)
+    job.run_job(toy_config(), workdir, stages=["baseline"], source=toy_source(), print_fn=print)
+    prepared = job.prepare_job(toy_config(), workdir, source=toy_source(), print_fn=print)
     model = prepared._create("one", num_classes=9, num_experts=3)
     model.train_adapters_only()
     before = [w.copy() for w in _weights(model.adapters)]
@@ -238,24 +236,46 @@ def test_bad_inputs_stop_before_training(tmp_path, change, error):
         "MISSING": "json:"
         + _hierarchy_file(tmp_path, "missing.json", [["root", "red"], ["red", "zz"]]),
     }
-    cfg = _toy_config()
+    cfg = toy_config()
     for section, values in change.items():
         values = {k: files.get(v, v) for k, v in values.items()}
         cfg[section] = {**cfg.get(section, {}), **values}
     workdir = tmp_path / "work"
     with pytest.raises(ValueError, match=error):
-        job.run_job(cfg, str(workdir), source=_toy_source(), print_fn=print)
+        job.run_job(cfg, str(workdir), source=toy_source(), print_fn=print)
     assert not (workdir / "models").exists() and not (workdir / "checkpoints").exists()
 
 
-def test_a_workdir_refuses_a_different_config(tmp_path):
+def test_a_workdir_refuses_a_different_config_once_something_was_trained(tmp_path):
     workdir = str(tmp_path / "work")
-    job.prepare_job(_toy_config(), workdir, source=_toy_source(), print_fn=print)
-    job.prepare_job(
-        {**_toy_config(), "log_every": 5}, workdir, source=_toy_source(), print_fn=print
+    domains = os.path.join(workdir, "expert_domains.json")
+
+    class Killed(BaseException):
+        pass
+
+    def killed_at_step_1(line):
+        if line.startswith("[baseline] step 1/2"):
+            raise Killed
+
+    # A first attempt that fails before its first checkpoint (say, out of memory at the first
+    # step) has written config.json and the domains: its corrected rerun is not refused.
+    cfg = {**toy_config(), "checkpoint_every": 2, "experts": {"top_k": 1, "include_roots": False}}
+    with pytest.raises(Killed):
+        job.run_job(cfg, workdir, source=toy_source(), print_fn=killed_at_step_1)
+    assert json.loads(open(domains).read())[0]["name"] == "blue"  # the largest group
+    lines = []
+    job.run_job(
+        toy_config(), workdir, stages=["baseline"], source=toy_source(), print_fn=lines.append
     )
+    assert lines[0] == (
+        f"{workdir}: nothing was trained with its earlier config (keys ['experts'] differ); "
+        "starting over with this one"
+    )
+    assert len(json.loads(open(domains).read())) == 3  # chosen again with the new top_k
+    # Once something was trained, only the runtime settings may change.
+    job.prepare_job({**toy_config(), "log_every": 5}, workdir, source=toy_source(), print_fn=print)
     with pytest.raises(ValueError, match=r"different config \(keys \['batch_size'\]"):
-        job.prepare_job({**_toy_config(), "batch_size": 4}, workdir, source=_toy_source())
+        job.prepare_job({**toy_config(), "batch_size": 4}, workdir, source=toy_source())
 
 
 # --- seeds and determinism (issue 16) ------------------------------------------------------------
@@ -295,22 +315,22 @@ def test_derived_seeds_are_fixed_distinct_and_validated(restore_determinism):
 
 
 def test_two_runs_of_a_tiny_job_give_identical_fingerprints(tmp_path, restore_determinism):
-    cfg = _toy_config(baseline=3)
+    cfg = toy_config(baseline=3)
     runs = [
-        job.run_job(cfg, str(tmp_path / f"w{i}"), stages=["baseline"], source=_toy_source())
+        job.run_job(cfg, str(tmp_path / f"w{i}"), stages=["baseline"], source=toy_source())
         for i in range(2)
     ]
     assert runs[0][0].fingerprint == runs[1][0].fingerprint
     info = json.loads((tmp_path / "w0" / "models" / "baseline" / "info.json").read_text())
     assert info["seeds"] == determinism.configure(0) and info["init_from"] is None
     other = job.run_job(
-        {**cfg, "seed": 1}, str(tmp_path / "w2"), stages=["baseline"], source=_toy_source()
+        {**cfg, "seed": 1}, str(tmp_path / "w2"), stages=["baseline"], source=toy_source()
     )
     assert other[0].fingerprint != runs[0][0].fingerprint  # The seed is really used.
 
 
 def test_resumed_data_stream_equals_the_uninterrupted_one():
-    source = _toy_source()
+    source = toy_source()
     make = lambda start: data.training_dataset(  # noqa: E731
         source,
         batch_size=4,
@@ -346,16 +366,24 @@ def test_resumed_data_stream_equals_the_uninterrupted_one():
         ("experts.top_k=0", "experts.top_k must be None or an int >= 1, got 0"),
         ("upstream.world_scripts=latin", "upstream.world_scripts must be None or a non-empty list"),
         ("init_from=3", "init_from must be None or a non-empty string, got 3"),
+        (
+            "model.image_size=100000",
+            r"model.image_size=100000 is above max_image_size=1024 \(one float32 image of that "
+            r"size takes 114441 MiB, a batch of 8: 894.1 GiB, before any activation\); set "
+            "max_image_size higher if your memory holds it",
+        ),
+        ("upstream.world_image_size=4096", "upstream.world_image_size=4096 is above max_image"),
+        ("max_image_size=0", "max_image_size must be an int >= 1, got 0"),
     ],
 )
 def test_bad_config_values_name_the_key_before_the_workdir_exists(tmp_path, override, message):
-    cfg = config.apply_overrides(_toy_config(), [override])
+    cfg = config.apply_overrides(toy_config(), [override])
     workdir = tmp_path / "work"
     with pytest.raises(ValueError, match=message) as error:
-        job.prepare_job(cfg, str(workdir), source=_toy_source())
+        job.prepare_job(cfg, str(workdir), source=toy_source())
     assert "\n" not in str(error.value)
     assert not workdir.exists()  # So the corrected rerun is not refused as "a different config".
-    job.prepare_job(_toy_config(), str(workdir), source=_toy_source(), print_fn=lambda _: None)
+    job.prepare_job(toy_config(), str(workdir), source=toy_source(), print_fn=lambda _: None)
 
 
 def test_every_config_key_has_a_type_rule():
@@ -378,9 +406,9 @@ def test_workdir_that_is_a_file_is_refused_in_one_line(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     with pytest.raises(ValueError, match="--workdir .* is a file; expected a directory"):
-        job.prepare_job(_toy_config(), str(a_file), source=_toy_source())
+        job.prepare_job(toy_config(), str(a_file), source=toy_source())
     with pytest.raises(ValueError, match="lies under the file"):
-        job.prepare_job(_toy_config(), str(a_file / "sub"), source=_toy_source())
+        job.prepare_job(toy_config(), str(a_file / "sub"), source=toy_source())
 
 
 def test_a_full_disk_during_training_is_one_error(tmp_path, monkeypatch):
@@ -392,7 +420,7 @@ def test_a_full_disk_during_training_is_one_error(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpointing.AtomicCheckpointer, "save", full)
     workdir = str(tmp_path / "work")
     with pytest.raises(job.DiskFullError, match="is full .*rerun the same command") as error:
-        job.run_job(_toy_config(), workdir, stages=["baseline"], source=_toy_source())
+        job.run_job(toy_config(), workdir, stages=["baseline"], source=toy_source())
     assert workdir in error.value.strerror and "\n" not in error.value.strerror
     # TensorFlow's own I/O reports a full disk as an OpError; it gets the same line.
     tf_error = tf.errors.ResourceExhaustedError(None, None, "write: No space left on device")
@@ -400,7 +428,7 @@ def test_a_full_disk_during_training_is_one_error(tmp_path, monkeypatch):
         checkpointing.AtomicCheckpointer, "save", lambda self, step: (_ for _ in ()).throw(tf_error)
     )
     with pytest.raises(job.DiskFullError):
-        job.run_job(_toy_config(), workdir, stages=["baseline"], source=_toy_source())
+        job.run_job(toy_config(), workdir, stages=["baseline"], source=toy_source())
 
 
 def _cli(argv):
@@ -426,6 +454,9 @@ def test_cli_bad_inputs_are_one_line_and_leave_no_workdir(tmp_path, restore_dete
     assert "model.image_size must be an int >= 1" in _cli([*base, "--set=model.image_size=0"])
     assert "seed must be an int" in _cli([*base, "--seed=-3"])
     assert "init_from" in _cli([*base, f"--init_from={tmp_path / 'nope.npz'}"])
+    assert "image_size=100000 is above max_image_size=1024" in _cli(
+        [*base, "--set=model.image_size=100000"]
+    )
     assert not workdir.exists()
     (tmp_path / "file").write_text("")
     assert "is a file" in _cli(["--config=world_local:quick", f"--workdir={tmp_path / 'file'}"])
@@ -443,10 +474,10 @@ def test_init_from_a_bit_npz_starts_b_from_its_backbone(tmp_path, restore_determ
     weights = random_bit_checkpoint((1, 1, 1, 1), 0.125, num_classes=5, groups=4, seed=3)
     npz = tmp_path / "BiT-toy.npz"
     np.savez(npz, **weights)
-    cfg = {**_toy_config(baseline=1), "init_from": str(npz)}
+    cfg = {**toy_config(baseline=1), "init_from": str(npz)}
     cfg["baseline"] = {**cfg["baseline"], "base_lr": 1e-9, "warmup_steps": 0}
     workdir = tmp_path / "work"
-    job.run_job(cfg, str(workdir), stages=["baseline"], source=_toy_source())
+    job.run_job(cfg, str(workdir), stages=["baseline"], source=toy_source())
     model = keras.models.load_model(workdir / "models" / "baseline" / "model.keras")
     trained = checkpoint.checkpoint_weights(model)
     for key, value in weights.items():
@@ -463,3 +494,124 @@ def test_init_from_a_bit_npz_starts_b_from_its_backbone(tmp_path, restore_determ
     with pytest.raises(checkpoint.CheckpointError, match="does not fit model preset 'r14_micro'"):
         job.prepare_job({**cfg, "init_from": str(tmp_path / "wide.npz")}, str(other))
     assert not other.exists()
+
+
+# --- the work directory: one job at a time, state files read back, free disk (issue 24) ---------
+
+
+def test_a_second_job_in_one_workdir_is_refused_in_one_line_naming_the_holder(tmp_path):
+    import subprocess
+    import sys
+
+    from bit_experts import locks
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    lock_file = workdir / work_directory.LOCK_FILE
+    holder = subprocess.Popen(  # another training, as far as the lock can tell
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from bit_experts import locks; "
+            f"locks.DirectoryLock({str(workdir)!r}, {lock_file.name!r}, 'w', 0).__enter__(); "
+            "print('held', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+        },
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        line = _cli(["--config=world_local:quick", f"--workdir={workdir}"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "\n" not in line
+    assert line.startswith(
+        f"bit_experts.train: error: work directory {workdir} is being changed by pid {holder.pid} "
+        f"on host {__import__('socket').gethostname()} since "
+    )
+    assert line.endswith(f"its lock is {lock_file}; remove that file only if that process is gone")
+    assert sorted(os.listdir(workdir)) == [lock_file.name]  # nothing written
+    # The holder is gone (killed): its lock is taken over, and given back when the job ends.
+    lines = []
+    job.run_job(
+        toy_config(baseline=1),
+        str(workdir),
+        stages=["baseline"],
+        source=toy_source(),
+        print_fn=lines.append,
+    )
+    assert any(line.startswith("removed the stale lock of pid") for line in lines)
+    assert not lock_file.exists()
+    assert isinstance(locks.LockHeldError(), OSError)
+
+
+def test_state_files_that_do_not_parse_are_named_with_what_to_do(tmp_path):
+    workdir = tmp_path / "work"
+    cfg = toy_config(baseline=1)
+    job.run_job(cfg, str(workdir), stages=["baseline"], source=toy_source(), print_fn=str)
+
+    def refused(match):
+        with pytest.raises(ValueError, match=match) as error:
+            job.prepare_job(cfg, str(workdir), source=toy_source(), print_fn=str)
+        assert "\n" not in str(error.value)
+        assert not (workdir / work_directory.LOCK_FILE).exists()  # given back
+
+    def truncate(path):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        return data
+
+    config_json = workdir / "config.json"
+    whole = truncate(config_json)
+    refused(
+        rf"^{config_json} is not valid JSON \(.*\); it is the config this work directory was "
+        "first trained with: if that was this config, delete the file and rerun"
+    )
+    config_json.write_bytes(whole)
+    for name in ("expert_domains.json", "expert_domains.indices.npz"):
+        whole = truncate(workdir / name)
+        refused(
+            rf"{workdir / name}.*; delete {workdir / 'expert_domains.json'} and "
+            f"{workdir / 'expert_domains.indices.npz'} and rerun: the same config"
+        )
+        (workdir / name).write_bytes(whole)
+    model = workdir / "models" / "baseline" / "model.keras"
+    truncate(model)
+    refused(
+        rf"^{model} cannot be loaded \(.*\); delete {model.parent} and rerun the training "
+        "command: it saves the model again from its last checkpoint"
+    )
+    # Doing what the line says works: B is saved again from its last checkpoint, not retrained.
+    shutil.rmtree(model.parent)
+    rerun = job.run_job(cfg, str(workdir), stages=["baseline"], source=toy_source(), print_fn=str)
+    assert [(r.name, r.resumed_from) for r in rerun] == [("baseline", 1)]
+    keras.models.load_model(model)
+
+
+def test_free_disk_is_checked_before_training_with_the_estimate_it_used(tmp_path, monkeypatch):
+    workdir = tmp_path / "work"
+    cfg = {**toy_config(baseline=2), "checkpoint_every": 1}
+    with monkeypatch.context() as patch:
+        patch.setattr(atomic_files, "free_bytes", lambda path: 1000)
+        with pytest.raises(job.DiskFullError) as error:
+            job.run_job(cfg, str(workdir), stages=["baseline"], source=toy_source(), print_fn=str)
+    line = error.value.strerror
+    assert line.startswith(f"the disk of work directory {str(workdir)!r} has 0.0 MiB free; ")
+    assert "(1 units keeping 2 checkpoints of up to " in line and ", 1 models, less 0.0 MiB" in line
+    assert line.endswith("free space, lower keep_checkpoints or use a --workdir on another disk")
+    assert not (workdir / "checkpoints").exists()
+    # The estimate bounds what the stage writes.
+    estimate = float(re.search(r"may write (\S+) MiB", line).group(1)) * 2**20
+    job.run_job(cfg, str(workdir), stages=["baseline"], source=toy_source(), print_fn=str)
+    written = sum(
+        f.stat().st_size
+        for folder in ("checkpoints", "models")
+        for f in (workdir / folder).rglob("*")
+        if f.is_file()
+    )
+    assert 0.5 * estimate < written <= estimate

@@ -124,6 +124,20 @@ def test_sigkill_anywhere_then_rerun_finishes_the_job(tmp_path):
     assert baseline["steps"] == 40
     assert max(int(n[5:]) for n in _checkpoints(ckpts / "baseline")) == 40
     assert sorted(os.listdir(workdir / "models")) == ["adapters", "baseline"]
+    # The adapter experts resumed in a new process sit on B's backbone and head, every weight of
+    # them (they are frozen, so only a checkpoint of every variable brings them back: issue 24).
+    from bit_experts.training import outputs
+
+    adapters = outputs.load_model(str(workdir), "adapters")
+    baseline = outputs.load_model(str(workdir), "baseline")
+    frozen = [*adapters.backbone_layers(), adapters.head]
+    differ = [
+        w.path
+        for layer, b in zip(frozen, [*baseline.backbone_layers(), baseline.head])
+        for w, v in zip(layer.weights, b.weights)
+        if not np.array_equal(w.numpy(), v.numpy())
+    ]
+    assert not differ, f"{len(differ)} of the adapters' frozen weights are not B's: {differ[:3]}"
 
 
 def _fingerprints(out):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from hub_export import collection_lock
+from bit_experts import locks
 from hub_export.collection_lock import LOCK_FILE, CollectionLock, CollectionLockError
 
 QUIET = {"log": lambda *_: None}
@@ -65,7 +65,7 @@ def test_live_holder_elsewhere_is_refused_after_the_timeout_with_its_name(tmp_pa
     assert "\n" not in str(info.value) and "remove that file only if" in str(info.value)
     # The same on this host while the holder lives (this very process stands for it).
     (tmp_path / LOCK_FILE).unlink()
-    _write_holder(tmp_path, pid=os.getpid(), start_time=collection_lock._start_time(os.getpid()))
+    _write_holder(tmp_path, pid=os.getpid(), start_time=locks.process_start_time(os.getpid()))
     with pytest.raises(CollectionLockError, match=f"pid {os.getpid()} on host"):
         with CollectionLock(tmp_path, timeout=0.2, poll=0.05, **QUIET):
             pass
@@ -74,10 +74,10 @@ def test_live_holder_elsewhere_is_refused_after_the_timeout_with_its_name(tmp_pa
 
 def test_pid_reuse_is_not_mistaken_for_the_holder():
     me = os.getpid()
-    assert collection_lock.pid_alive(me, collection_lock._start_time(me))
-    if collection_lock._start_time(me) is not None:  # Linux: /proc gives start times
-        assert not collection_lock.pid_alive(me, "1")  # same pid, another start time
-    assert not collection_lock.pid_alive(_dead_pid())
+    assert locks.pid_alive(me, locks.process_start_time(me))
+    if locks.process_start_time(me) is not None:  # Linux: /proc gives start times
+        assert not locks.pid_alive(me, "1")  # same pid, another start time
+    assert not locks.pid_alive(_dead_pid())
 
 
 def test_threads_and_processes_take_turns(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from tolerances import model_atol
 
+from bit_experts import locks
 from bit_experts.presets import create_model
 from hub_export import collection, collection_lock, identity, publish
 from hub_export.module import read_metadata
@@ -403,7 +404,7 @@ def test_rerun_removes_what_killed_publishers_left_and_keeps_the_live(published,
     me = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "start_time": collection_lock._start_time(os.getpid()),
+        "start_time": locks.process_start_time(os.getpid()),
     }
     leftovers = {  # path -> owner record (None: no OWNER file), or a file's bytes
         ".staging-dead": {**me, "pid": _dead_pid()},
