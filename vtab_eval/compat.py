@@ -80,7 +80,12 @@ def run_command(collection_spec, task_names, output_dir, **options):
     from vtab_eval import runner
 
     executor = runner.make_executor(config, log, progress=progress, finetune_fn=finetune_fn)
-    engine.evaluate(config, executor=executor, log=log)
+    engine.evaluate(
+        config,
+        executor=executor,
+        log=log,
+        on_task_done=lambda out: report.write(out, with_plots=False),
+    )
     return report.write(config["output_dir"])
 
 
