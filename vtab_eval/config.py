@@ -184,14 +184,24 @@ def resolve(user):
 
 
 def output_paths(config):
-    """(output dir, memo dir, feature cache dir) of a config, absolute (URLs as they are)."""
+    """(output dir, memo dir, feature cache dir) of a config, absolute (URLs as they are).
+
+    Raises:
+      ValueError: a URL scheme without a `tf.io.gfile` filesystem, naming the flag.
+    """
     import os
 
     from bit_experts import atomic_files
 
-    out = atomic_files.abspath(config["output_dir"])
-    memo = atomic_files.abspath(config["memo_dir"] or os.path.join(out, "finetunes"))
-    cache = atomic_files.abspath(config["cache_dir"] or os.path.join(out, "feature_cache"))
+    def absolute(flag, path):
+        try:
+            return atomic_files.abspath(path)
+        except ValueError as err:
+            raise ValueError(f"{flag}: {err}") from None
+
+    out = absolute("--output_dir", config["output_dir"])
+    memo = absolute("--memo_dir", config["memo_dir"] or os.path.join(out, "finetunes"))
+    cache = absolute("--cache_dir", config["cache_dir"] or os.path.join(out, "feature_cache"))
     return out, memo, cache
 
 
