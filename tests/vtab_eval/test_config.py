@@ -271,3 +271,7 @@ def test_output_paths(tmp_path):
     )
     url = config.make(output_dir="ram://x/out", memo_dir="ram://y/memo")
     assert config.output_paths(url) == ("ram://x/out", "ram://y/memo", "ram://x/out/feature_cache")
+    for key in ("output_dir", "memo_dir", "cache_dir"):
+        unknown = config.make(**{"output_dir": str(tmp_path), key: "mylocal://x"})
+        with pytest.raises(ValueError, match=f"^--{key}: 'mylocal://x': no tf.io.gfile filesystem"):
+            config.output_paths(unknown)
