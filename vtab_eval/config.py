@@ -329,6 +329,8 @@ def define_flags(command, flag_values=None):
     from absl import flags
 
     flag_values = flags.FLAGS if flag_values is None else flag_values
+    # The flags are the calling command's key flags (its --help lists them), not this module's.
+    flags.disclaim_key_flags()
     flags.DEFINE_string(
         "config",
         None,
