@@ -54,7 +54,7 @@ def make_track(
     return plan.Track(job, method, entries, seed=seed, num_retrains=num_retrains)
 
 
-def run_protocol(root, task, sweep, finetune_fn, **options):
+def run_one_track(root, task, sweep, finetune_fn, **options):
     """One track through `runner.run_tracks` over the memo root/memo; returns its result file's
     dict (`results.write_result`, written under root/out)."""
     track = make_track(task, sweep, **options)
@@ -71,7 +71,7 @@ def run_protocol(root, task, sweep, finetune_fn, **options):
 
 def test_tunes_on_val_then_retrains_on_train800val200(tmp_path):
     fake = FakeFinetune()
-    state = run_protocol(tmp_path, TASK, SWEEP, fake, num_selections=2, num_retrains=3)
+    state = run_one_track(tmp_path, TASK, SWEEP, fake, num_selections=2, num_retrains=3)
     tuning = [c for c in fake.calls if c[2] == "val200"]
     final = [c for c in fake.calls if c[2] == "test"]
     assert len(tuning) == 2 * 3 and all(c[1] == "train800" for c in tuning)
@@ -92,7 +92,7 @@ def test_tunes_on_val_then_retrains_on_train800val200(tmp_path):
 
 def test_search_once_tunes_only_the_first_selection(tmp_path):
     fake = FakeFinetune()
-    state = run_protocol(
+    state = run_one_track(
         tmp_path / "memo", TASK, SWEEP, fake, num_selections=3, num_retrains=2, search="once"
     )
     tuning = [c for c in fake.calls if c[2] == "val200"]
@@ -148,18 +148,18 @@ def test_best_setting_and_the_specs_of_each_stage(tmp_path):
 
 def test_single_setting_skips_tuning_and_full_scheme_splits(tmp_path):
     fake = FakeFinetune()
-    run_protocol(tmp_path, TASK, SWEEP[:1], fake, num_retrains=2, scheme="full")
+    run_one_track(tmp_path, TASK, SWEEP[:1], fake, num_retrains=2, scheme="full")
     assert [(c[1], c[2]) for c in fake.calls] == [("trainval", "test")] * 2
 
 
 def test_summary_uses_the_suites_aggregate(tmp_path):
     # Table 3 reports the mean of its outcomes; VTAB-1k the median; only folders may choose.
     table3 = types.SimpleNamespace(**{**vars(TASK), "suite": "table3"})
-    state = run_protocol(tmp_path / "1", table3, SWEEP[:1], FakeFinetune(), num_retrains=3)
+    state = run_one_track(tmp_path / "1", table3, SWEEP[:1], FakeFinetune(), num_retrains=3)
     assert state["summary"]["kind"] == state["aggregate"] == "mean"
     assert state["summary"]["value"] == float(np.mean(state["outcomes"]))
     folder = types.SimpleNamespace(**{**vars(TASK), "suite": "folder"})
-    state = run_protocol(
+    state = run_one_track(
         tmp_path / "m2", folder, SWEEP[:1], FakeFinetune(), num_retrains=2, aggregate="mean"
     )
     assert state["summary"]["kind"] == "mean"
@@ -167,7 +167,7 @@ def test_summary_uses_the_suites_aggregate(tmp_path):
     with pytest.raises(
         ValueError, match="--aggregate: task toy: the vtab1k suite reports the median"
     ):
-        run_protocol(tmp_path / "3", TASK, SWEEP, fake, aggregate="mean")
+        run_one_track(tmp_path / "3", TASK, SWEEP, fake, aggregate="mean")
     assert fake.calls == []
     # One outcome has no interval; no outcome, no summary.
     assert protocol.summarize([0.7])["ci_low"] is None
@@ -178,7 +178,7 @@ def test_bad_arguments(tmp_path):
     for sweep, match in (([], "empty"), (SWEEP[:1] * 2, "unique")):
         fake = FakeFinetune()
         with pytest.raises(ValueError, match=match):
-            run_protocol(tmp_path, TASK, sweep, fake)
+            run_one_track(tmp_path, TASK, sweep, fake)
         assert fake.calls == []
     # The split scheme, search and counts are checked with the config, before any work.
     for section, key, value in (
