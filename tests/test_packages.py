@@ -18,7 +18,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
     [
         ("bit_experts", "load_expert"),
         ("hub_export", "publish_collection"),
-        ("vtab_eval", "run_command"),
+        ("vtab_eval", "make_config"),
+        ("vtab_eval", "evaluate"),
+        ("vtab_eval", "run_command"),  # the old spelling, kept for one release
     ],
 )
 def test_packages_resolve_to_the_source_tree_with_their_public_names(package, public_name):

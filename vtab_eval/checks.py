@@ -272,8 +272,8 @@ def _planned(jobs, pool, config, tracks_of):
 
 
 def _known_retrains(tracks, memo):
-    """The retrain specs known before the run: tracks of real modules (not a stand-in pick) whose
-    tuning is absent (one setting) or fully recorded in `memo`."""
+    """The retrain specs known before the run, each key once: tracks of real modules (not a
+    stand-in pick) whose tuning is absent (one setting) or fully recorded in `memo`."""
     known = []
     for track in tracks:
         if any(isinstance(entry, str) for entry, _ in track.entries):
@@ -281,7 +281,7 @@ def _known_retrains(tracks, memo):
         if all(memo.get(s) is not None for specs in track.tuning for s in specs):
             plan.plan_retrains(track, memo)
             known += [s for specs in track.retrains for s in specs]
-    return known
+    return plan.unique(known)
 
 
 def measure(job, entry, finetune_fn=None, strategy=None, data_dir=None):

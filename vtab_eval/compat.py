@@ -69,7 +69,7 @@ def run_command(collection_spec, task_names, output_dir, **options):
     warnings.warn("run_command: use vtab_eval.evaluate(config)", DeprecationWarning, stacklevel=2)
     dry_run, report_only = options.pop("dry_run", False), options.pop("report_only", False)
     log, finetune_fn = options.pop("log", print), options.pop("finetune_fn", None)
-    options.pop("progress", None)
+    progress = options.pop("progress", True)
     if report_only:
         return report.write(output_dir)
     base = {"collection": collection_spec, "tasks": list(task_names), "output_dir": output_dir}
@@ -79,8 +79,13 @@ def run_command(collection_spec, task_names, output_dir, **options):
         return None
     from vtab_eval import runner
 
-    executor = runner.make_executor(config, log, finetune_fn=finetune_fn)
-    engine.evaluate(config, executor=executor, log=log)
+    executor = runner.make_executor(config, log, progress=progress, finetune_fn=finetune_fn)
+    engine.evaluate(
+        config,
+        executor=executor,
+        log=log,
+        on_task_done=lambda out: report.write(out, with_plots=False),
+    )
     return report.write(config["output_dir"])
 
 

@@ -306,7 +306,9 @@ def define_flags(command, flag_values=None):
     """Defines `command`'s flags (`FLAGS[command]`) and `--config` on absl's flag values."""
     from absl import flags
 
-    flag_values = flag_values or flags.FLAGS
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    # The flags are the calling command's key flags (its --help lists them), not this module's.
+    flags.disclaim_key_flags()
     flags.DEFINE_string(
         "config",
         None,
@@ -340,7 +342,7 @@ def from_flags(command, flag_values=None):
     """
     from absl import flags
 
-    flag_values = flag_values or flags.FLAGS
+    flag_values = flags.FLAGS if flag_values is None else flag_values
     config = load(flag_values.config) if flag_values.config else {}
     for name, (key, _) in FLAGS[command].items():
         if not flag_values[name].present:

@@ -62,7 +62,14 @@ def task_slug(task_name):
 def output_paths(config):
     """(output dir, memo dir, feature cache dir) of an evaluation config, absolute (URLs as they
     are): `memo_dir` and `cache_dir` default to OUT/finetunes and OUT/feature_cache."""
-    out = atomic_files.abspath(config["output_dir"])
-    memo = atomic_files.abspath(config["memo_dir"] or os.path.join(out, "finetunes"))
-    cache = atomic_files.abspath(config["cache_dir"] or os.path.join(out, "feature_cache"))
+
+    def absolute(flag, path):
+        try:
+            return atomic_files.abspath(path)
+        except ValueError as err:  # a URL scheme without a tf.io.gfile filesystem
+            raise ValueError(f"{flag}: {err}") from None
+
+    out = absolute("--output_dir", config["output_dir"])
+    memo = absolute("--memo_dir", config["memo_dir"] or os.path.join(out, "finetunes"))
+    cache = absolute("--cache_dir", config["cache_dir"] or os.path.join(out, "feature_cache"))
     return out, memo, cache

@@ -1,5 +1,5 @@
-"""The selection audit: its metrics on hand-made tables, and `audit_command` end to end in quick
-mode on a tiny bank (toy modules, two folder tasks), checked against the memo by hand."""
+"""The selection audit: its metrics on hand-made tables, and `selection_audit.run` end to end in
+quick mode on a tiny bank (toy modules, two folder tasks), checked against the memo by hand."""
 
 import itertools
 import json
@@ -12,6 +12,7 @@ import pytest
 import vtab_eval_toys as toys
 
 from vtab_eval import audit_metrics as metrics
+from vtab_eval import audit_scores, config, engine, files, runner, selection_audit, selectors
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Sums of a few accuracies in [0, 1] scaled to points: float error far below this.
@@ -176,19 +177,28 @@ def bank(tmp_path_factory):
     return root, pool, tasks
 
 
-def _audit(pool, tasks, out, **overrides):
-    from vtab_eval import audit
-
-    kwargs = dict(
-        quick=True,
-        seeds=(0, 1),
-        resolution=16,
-        selection_resolution=16,
-        log=_quiet,
-        progress=False,
+def _config(pool, tasks, out, **audit):
+    """The config `python -m vtab_eval.audit --quick --seeds=0,1 --resolution=16
+    --selection_resolution=16` makes (`audit`: more keys of the "audit" section)."""
+    return config.make(
+        collection=pool,
+        tasks=tasks,
+        output_dir=str(out),
+        selection={"resolution": 16},
+        finetune={"sweep": "quick", "resolution": 16},
+        audit={"quick": True, "seeds": [0, 1], **audit},
     )
-    kwargs.update(overrides)
-    return audit.audit_command(pool, tasks, str(out), **kwargs)
+
+
+def _audit(pool, tasks, out, **audit):
+    """What the command does, in this process: run the audit, then write its outputs."""
+    from vtab_eval import audit as audit_command
+
+    cfg = _config(pool, tasks, out, **audit)
+    executor = runner.make_executor(cfg, _quiet, progress=False)
+    result = selection_audit.run(cfg, executor=executor, log=_quiet)
+    audit_command.write(str(out), {k: v for k, v in result.items() if k != "trained"})
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -199,15 +209,21 @@ def finished(bank):
     return root, pool, tasks, out, result
 
 
-def test_audit_end_to_end_matches_the_memo_by_hand(finished):
-    from vtab_eval import audit, report
+def _default_policies():
+    proxies = selectors.names(kind="feature")
+    rows = [p for p in proxies if selectors.get(p).rows]
+    assert {"knn", "ncm", "linear_loo"} <= set(rows) and "logme" not in rows
+    return [*proxies, *(p + "+fallback" for p in rows), "baseline", "agnostic", "random"]
 
+
+def test_audit_end_to_end_matches_the_memo_by_hand(finished):
     root, _, tasks, out, result = finished
     assert result["trained"] == 3 * 2 * 2  # candidates x seeds x tasks
     written = json.loads((out / "audit.json").read_text())
     assert written == {k: v for k, v in result.items() if k != "trained"}
     assert written["candidates"] == ["baseline", "expert_noise", "expert_colour"]
-    assert written["policies"] == audit.policy_names(audit.DEFAULT_PROXIES)
+    assert written["proxies"] == selectors.names(kind="feature")  # every feature proxy by default
+    assert written["policies"] == _default_policies()
     memo = str(out / "finetunes")
     means = {}
     for task in tasks:
@@ -223,7 +239,7 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
         # Always-B: hindsight best minus B's mean, in points.
         assert pol["baseline"]["regret"] == pytest.approx(100 * (best - mean["baseline"]), abs=TOL)
         # Each proxy's regret is that of the expert its ranking picked.
-        for proxy in audit.DEFAULT_PROXIES:
+        for proxy in written["proxies"]:
             pick = info["proxies"][proxy]["pick"]
             assert pol[proxy]["pick"] == pick
             assert pol[proxy]["regret"] == pytest.approx(100 * (best - mean[pick]), abs=TOL)
@@ -260,7 +276,7 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
     text = (out / "audit.md").read_text()
     assert "## Aggregate over tasks" in text and "| knn+fallback |" in text
     for task in tasks:
-        png = out / "plots" / f"{report.task_slug(task)}.png"
+        png = out / "plots" / f"{files.task_slug(task)}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{png.name}" in text
 
@@ -280,11 +296,9 @@ def _count_finetunes(monkeypatch):
 
 
 def test_rescore_reproduces_the_audit_and_follows_changed_results(finished):
-    from vtab_eval import audit
-
     *_, out, _ = finished
     written = json.loads((out / "audit.json").read_text())
-    again = audit.rescore(written)
+    again = audit_scores.rescore(written)
     assert again["aggregate"] == written["aggregate"]
     assert {t: v["policies"] for t, v in again["tasks"].items()} == {
         t: v["policies"] for t, v in written["tasks"].items()
@@ -294,12 +308,12 @@ def test_rescore_reproduces_the_audit_and_follows_changed_results(finished):
     changed = json.loads(json.dumps(written))
     for name, row in changed["tasks"][task]["accuracy"].items():
         row["seeds"] = [1.0, 1.0] if name == "baseline" else [0.5, 0.5]
-    rescored = audit.rescore(changed)
+    rescored = audit_scores.rescore(changed)
     assert rescored["tasks"][task]["hindsight_best"] == ["baseline"]
     assert rescored["tasks"][task]["policies"]["baseline"]["regret"] == 0.0
     assert written == json.loads((out / "audit.json").read_text())  # input left alone
     with pytest.raises(ValueError, match="not an audit.json"):
-        audit.rescore({"format": -1})
+        audit_scores.rescore({"format": -1})
 
 
 def test_rerun_trains_nothing_and_resumes_a_kill(finished, monkeypatch):
@@ -336,21 +350,18 @@ def test_rerun_trains_nothing_and_resumes_a_kill(finished, monkeypatch):
 
 def test_shares_fine_tunes_with_run_hindsight(finished, monkeypatch):
     """`vtab_eval.run --selectors=hindsight --seed=s` on the same output trains nothing new."""
-    from vtab_eval import run
-
     _, pool, tasks, out, _ = finished
     calls = _count_finetunes(monkeypatch)
-    results = run.run_command(
-        pool,
-        tasks[:1],
-        str(out),
-        selectors=["hindsight"],
-        sweep="quick",
-        resolution=16,
-        selection_resolution=16,
+    cfg = config.make(
+        collection=pool,
+        tasks=tasks[:1],
+        output_dir=str(out),
         seed=1,
-        log=_quiet,
-        progress=False,
+        selection={"selectors": ["hindsight"], "resolution": 16},
+        finetune={"sweep": "quick", "resolution": 16},
+    )
+    results = engine.evaluate(
+        cfg, executor=runner.make_executor(cfg, _quiet, progress=False), log=_quiet
     )
     assert calls == []
     audit = json.loads((out / "audit.json").read_text())
@@ -362,13 +373,13 @@ def test_bad_input_is_one_line_and_writes_nothing(bank, tmp_path):
     _, pool, tasks = bank
     out = tmp_path / "never"
     with pytest.raises(ValueError, match=r"--seeds=\[0\]: the audit needs at least 3 seeds"):
-        _audit(pool, tasks, out, quick=False, seeds=(0,))
+        _audit(pool, tasks, out, quick=False, seeds=[0])
     with pytest.raises(ValueError, match=r"--proxies=\['oracle'\]"):
         _audit(pool, tasks, out, proxies=["oracle"])
     with pytest.raises(ValueError, match="--reference='ncm'"):
         _audit(pool, tasks, out, proxies=["knn"], reference="ncm")
     with pytest.raises(ValueError, match="repeated"):
-        _audit(pool, tasks, out, seeds=(1, 1))
+        _audit(pool, tasks, out, seeds=[1, 1])
     no_b = toys.write_handle_list(str(tmp_path / "no_b.txt"), [str(bank[0] / "colour")])
     with pytest.raises(ValueError, match="no baseline B"):
         _audit(no_b, tasks, out)
@@ -376,7 +387,7 @@ def test_bad_input_is_one_line_and_writes_nothing(bank, tmp_path):
 
 
 def test_command_line(finished):
-    """The entry point: flags to `audit_command`, everything read from the memo and cache."""
+    """The entry point: flags to the config and one call, everything read from the memo and cache."""
     _, pool, tasks, out, _ = finished
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from vtab_eval import offline_demo
+from vtab_eval import config, offline_demo
 
 
 @pytest.fixture(scope="module")
@@ -86,32 +86,68 @@ def test_report_collection_and_summary_are_written(demo_run):
     assert "== evaluate done" in done.stdout + done.stderr
 
 
-def test_rerun_reuses_finished_work(demo_run):
+def test_rerun_reuses_finished_work_and_writes_the_results_page(demo_run, tmp_path):
     workdir, _, first_seconds = demo_run
     before = (workdir / "evaluation" / "summary.json").read_text()
-    start = time.time()
-    again = subprocess.run(
-        [sys.executable, "-m", "vtab_eval.demo", f"--workdir={workdir}", "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert again.returncode == 0, again.stderr[-4000:]
-    assert time.time() - start < first_seconds / 2
-    assert "already published" in again.stdout + again.stderr
-    assert (workdir / "evaluation" / "summary.json").read_text() == before
+    markers = "<!-- demo-results:start -->\nold\n<!-- demo-results:end -->\n"
+    pages = {flag: tmp_path / f"{flag}.md" for flag in ("results_page", "update_readme")}
+    for flag, page in pages.items():  # --update_readme: the old name, kept for one release
+        page.write_text("# Demo\n" + markers)
+        start = time.time()
+        again = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vtab_eval.demo",
+                f"--workdir={workdir}",
+                "--quick",
+                f"--{flag}={page}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert again.returncode == 0, again.stderr[-4000:]
+        assert time.time() - start < first_seconds / 2
+        assert "already published" in again.stdout + again.stderr
+        assert (workdir / "evaluation" / "summary.json").read_text() == before
+        summary = (workdir / "demo_summary.md").read_text()
+        assert page.read_text() == (
+            f"# Demo\n<!-- demo-results:start -->\n{summary}<!-- demo-results:end -->\n"
+        ), flag
 
 
-def test_readme_section_is_replaced_between_markers(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("top\n<!-- demo-results:start -->\nold\n<!-- demo-results:end -->\nbottom\n")
-    offline_demo.replace_readme_section(readme, "new table\n")
-    assert readme.read_text() == (
+def test_results_section_is_replaced_between_markers(tmp_path):
+    from vtab_eval import demo  # the command's module (it defines its flags on import)
+
+    page = tmp_path / "demo.md"
+    page.write_text("top\n<!-- demo-results:start -->\nold\n<!-- demo-results:end -->\nbottom\n")
+    demo.replace_section(page, "new table\n")
+    assert page.read_text() == (
         "top\n<!-- demo-results:start -->\nnew table\n<!-- demo-results:end -->\nbottom\n"
     )
     (tmp_path / "bare.md").write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
-        offline_demo.replace_readme_section(tmp_path / "bare.md", "x")
+        demo.replace_section(tmp_path / "bare.md", "x")
+    assert (tmp_path / "bare.md").read_text() == "no markers"
+
+
+def test_the_demo_evaluates_the_demo_config_under_its_workdir(tmp_path):
+    made = offline_demo.evaluation_config(str(tmp_path), quick=True, seed=3, strategy="one_device")
+    named = config.make("demo:quick")
+    where = offline_demo.paths(str(tmp_path))
+    assert made["collection"] == where["collection"] and made["output_dir"] == where["evaluation"]
+    assert made["tasks"] == [
+        f"folder:{os.path.join(where['tasks'], t)}" for t in offline_demo.DEMO_TASKS
+    ]
+    assert made["selection"] == named["selection"] and made["protocol"] == named["protocol"]
+    assert made["finetune"] == dict(named["finetune"], strategy="one_device")
+    assert made["finetune"]["sweep"] == "demo_quick" and made["seed"] == 3
+    assert [*offline_demo.SELECTORS, offline_demo.HINDSIGHT] == made["selection"]["selectors"]
+    full = offline_demo.evaluation_config(str(tmp_path), include_baseline=False)
+    assert full["finetune"]["sweep"] == "demo" and full["selection"]["include_baseline"] is False
+    with pytest.raises(ValueError, match="unknown config key 'sede'"):
+        offline_demo.evaluation_config(str(tmp_path), sede=1)
 
 
 def test_expert_quality_command_on_the_demo_upstream(demo_run, tmp_path):

@@ -8,7 +8,7 @@ import sys
 import pytest
 import vtab_eval_toys as toys
 
-from vtab_eval import rank
+from vtab_eval import config, engine
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,6 +20,19 @@ def setup(tmp_path_factory):
     handles = toys.write_handle_list(str(root / "pool.txt"), list(modules.values()))
     data = toys.make_colour_folder(str(root / "data"), per_class=8)
     return root, modules, handles, data
+
+
+def _rank(collection, task, output_json, log=lambda m: None, **selection):
+    """What `python -m vtab_eval.rank` does, in this process: its config, then `engine.rank`."""
+    cache_dir = selection.pop("cache_dir", None)
+    made = config.make(
+        collection=collection,
+        tasks=[task],
+        output_json=output_json,
+        cache_dir=cache_dir,
+        selection=selection,
+    )
+    return engine.rank(made, log)
 
 
 def _env():
@@ -63,7 +76,7 @@ def test_one_class_task_is_refused_clearly(setup):
     root, _, handles, _ = setup
     one_class = toys.make_colour_folder(str(root / "one"), per_class=4, num_classes=1)
     with pytest.raises(ValueError, match="class"):
-        rank.rank_command(handles, f"folder:{one_class}", str(root / "one.json"), log=print)
+        _rank(handles, f"folder:{one_class}", str(root / "one.json"), log=print)
     assert not (root / "one.json").exists()
 
 
@@ -73,7 +86,7 @@ def test_sharded_extraction_then_ranking_reads_the_merged_cache(setup):
     task = f"folder:{data}"
     extracted = []
     for index in range(2):
-        shard = rank.rank_command(
+        shard = _rank(
             handles,
             task,
             str(root / f"shard{index}.json"),
@@ -81,19 +94,12 @@ def test_sharded_extraction_then_ranking_reads_the_merged_cache(setup):
             cache_dir=cache,
             num_shards=2,
             shard_index=index,
-            log=lambda m: None,
         )
         extracted += shard["experts"]
         assert json.loads((root / f"shard{index}.json").read_text())["shard_index"] == index
     assert sorted(extracted) == sorted(modules.values())  # Every expert in exactly one shard.
-    final = rank.rank_command(
-        handles,
-        task,
-        str(root / "final.json"),
-        resolution=16,
-        cache_dir=cache,
-        cache_only=True,
-        log=lambda m: None,
+    final = _rank(
+        handles, task, str(root / "final.json"), resolution=16, cache_dir=cache, cache_only=True
     )
     assert final["cache"]["computed"] == []
     assert sorted(final["cache"]["cached"]) == sorted([modules["noise"], modules["colour"]])

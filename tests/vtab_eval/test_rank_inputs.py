@@ -11,11 +11,20 @@ import pytest
 import tensorflow as tf
 import vtab_eval_toys as toys
 
-from vtab_eval import input_checks, module_contract, rank
+from vtab_eval import checks, config, engine, module_contract
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SPEC = tf.TensorSpec([None, None, None, 3], tf.float32)
-QUIET = dict(log=lambda message: None)
+
+
+def _rank(collection, task, output_json, **changes):
+    """What `python -m vtab_eval.rank` does, in this process: its config (`changes`: keys of the
+    "selection" section or top-level keys), then `engine.rank`."""
+    selection = {k: changes.pop(k) for k in list(changes) if k in config.DEFAULTS["selection"]}
+    made = config.make(
+        collection=collection, tasks=[task], output_json=output_json, selection=selection, **changes
+    )
+    return engine.rank(made, lambda message: None)
 
 
 def _save_sized(path, side):
@@ -50,9 +59,7 @@ def test_ranking_does_not_depend_on_handle_order(setup):
     results = []
     for name, order in (("ab", [small, large]), ("ba", [large, small])):
         handles = toys.write_handle_list(str(root / f"{name}.txt"), order)
-        results.append(
-            rank.rank_command(handles, f"folder:{data}", str(root / f"{name}.json"), **QUIET)
-        )
+        results.append(_rank(handles, f"folder:{data}", str(root / f"{name}.json")))
     for result in results:
         assert result["left_out"] == [] and result["resolution"] is None
         assert {e["handle"]: e["resolution"] for e in result["experts"]} == {
@@ -61,9 +68,7 @@ def test_ranking_does_not_depend_on_handle_order(setup):
         }
     assert _scores(results[0]) == _scores(results[1])
     # A forced resolution applies to every module (and the 64-px one cannot take 32 px).
-    forced = rank.rank_command(
-        str(root / "ab.txt"), f"folder:{data}", str(root / "forced.json"), resolution=32, **QUIET
-    )
+    forced = _rank(str(root / "ab.txt"), f"folder:{data}", str(root / "forced.json"), resolution=32)
     assert forced["resolution"] == 32 and [e["handle"] for e in forced["left_out"]] == [large]
 
 
@@ -71,9 +76,9 @@ def test_changed_folder_is_re_embedded_and_rescored(tmp_path):
     data = toys.make_colour_folder(str(tmp_path / "data"), per_class=8)
     colour = toys.save_toy_module(str(tmp_path / "colour"), "colour")
     handles = toys.write_handle_list(str(tmp_path / "pool.txt"), [colour])
-    args = dict(resolution=16, cache_dir=str(tmp_path / "cache"), **QUIET)
-    first = rank.rank_command(handles, f"folder:{data}", str(tmp_path / "1.json"), **args)
-    again = rank.rank_command(handles, f"folder:{data}", str(tmp_path / "2.json"), **args)
+    args = dict(resolution=16, cache_dir=str(tmp_path / "cache"))
+    first = _rank(handles, f"folder:{data}", str(tmp_path / "1.json"), **args)
+    again = _rank(handles, f"folder:{data}", str(tmp_path / "2.json"), **args)
     assert first["cache"]["computed"] == [colour] and again["cache"]["cached"] == [colour]
     # Images of class 1's colour added to class 0's folder: 1-NN now confuses the two.
     other = toys.make_colour_folder(str(tmp_path / "other"), per_class=6, seed=5)
@@ -82,7 +87,7 @@ def test_changed_folder_is_re_embedded_and_rescored(tmp_path):
             os.path.join(other, "train", "class1", f"{i:03d}.png"),
             os.path.join(data, "train", "class0", f"added{i}.png"),
         )
-    third = rank.rank_command(handles, f"folder:{data}", str(tmp_path / "3.json"), **args)
+    third = _rank(handles, f"folder:{data}", str(tmp_path / "3.json"), **args)
     assert third["cache"]["computed"] == [colour] and third["cache"]["cached"] == []
     assert third["num_images"] > first["num_images"]
     assert _scores(third)[colour] < _scores(first)[colour]
@@ -108,9 +113,7 @@ def test_modules_that_cannot_be_fine_tuned_are_ranked_but_never_selected(setup, 
     assert "Keras 3" in module_contract.finetunable(exported)[1]
 
     handles = toys.write_handle_list(str(tmp_path / "pool.txt"), [exported, signature_only, colour])
-    result = rank.rank_command(
-        handles, f"folder:{data}", str(tmp_path / "r.json"), resolution=16, **QUIET
-    )
+    result = _rank(handles, f"folder:{data}", str(tmp_path / "r.json"), resolution=16)
     experts = {e["handle"]: e for e in result["experts"]}
     assert all(e["status"] == "ok" for e in experts.values())  # all three ranked
     assert experts[exported]["finetunable"] is False and experts[exported]["finetunable_reason"]
@@ -119,7 +122,7 @@ def test_modules_that_cannot_be_fine_tuned_are_ranked_but_never_selected(setup, 
     # With nothing fine-tunable, the ranking stops with one line naming the modules.
     only = toys.write_handle_list(str(tmp_path / "only.txt"), [exported])
     with pytest.raises(ValueError, match="no scored expert can be fine-tuned.*keras3_export"):
-        rank.rank_command(only, f"folder:{data}", str(tmp_path / "o.json"), resolution=16, **QUIET)
+        _rank(only, f"folder:{data}", str(tmp_path / "o.json"), resolution=16)
 
 
 def _refused(setup, match, **kwargs):
@@ -127,7 +130,7 @@ def _refused(setup, match, **kwargs):
     handles = toys.write_handle_list(str(root / "none.txt"), [str(root / "never_loaded")])
     output = kwargs.pop("output_json", str(root / "refused" / "r.json"))
     with pytest.raises(ValueError, match=match) as info:
-        rank.rank_command(handles, f"folder:{data}", output, **kwargs, **QUIET)
+        _rank(handles, f"folder:{data}", output, **kwargs)
     assert "\n" not in str(info.value)
     assert not os.path.isfile(output)  # nothing written
 
@@ -135,11 +138,14 @@ def _refused(setup, match, **kwargs):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(batch_size=0), "--batch_size must be a positive integer; got 0"),
-        (dict(batch_size=-3, cache_only=True), "--batch_size"),
-        (dict(resolution=-1), "--resolution must be an integer >= 0"),
-        (dict(num_shards=2, shard_index=2), r"--shard_index must be in \[0, --num_shards=2\)"),
-        (dict(split="train900"), "--split must be one of"),
+        (dict(batch_size=0), r"^bad config: selection.batch_size must be an int >= 1, got 0$"),
+        (dict(batch_size=-3, cache_only=True), "^bad config: selection.batch_size"),
+        (dict(resolution=-1), r"^bad config: selection.resolution must be an int in \[0, 2048\]"),
+        (
+            dict(num_shards=2, shard_index=2),
+            r"^bad config: selection.shard_index must be in \[0, num_shards=2\), got 2$",
+        ),
+        (dict(split="train900"), "^bad config: selection.split must be one of"),
         (dict(cache_only=True, cache_dir="/nonexistent/cache"), "--cache_dir: .* not a directory"),
     ],
 )
@@ -157,18 +163,18 @@ def test_bad_paths_are_refused_before_any_work(setup, monkeypatch):
     # A read-only cache directory (simulated: the tests may run as root, who may write anyway).
     read_only = root / "read_only"
     read_only.mkdir(exist_ok=True)
-    real_mkstemp = input_checks.tempfile.mkstemp
+    real_mkstemp = checks.tempfile.mkstemp
 
     def mkstemp(*args, dir=None, **kw):
         if dir == str(read_only):
             raise PermissionError(13, "Permission denied", dir)
         return real_mkstemp(*args, dir=dir, **kw)
 
-    monkeypatch.setattr(input_checks.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(checks.tempfile, "mkstemp", mkstemp)
     _refused(setup, "--cache_dir: .*read_only.* not writable", cache_dir=str(read_only / "c"))
     # A full disk.
     monkeypatch.setattr(
-        input_checks.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 4096)
+        checks.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 4096)
     )
     _refused(setup, "--output_json: the disk holding .* MiB free; at least 64 MiB expected")
 
@@ -194,5 +200,8 @@ def test_command_line_error_is_one_line(setup):
     )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == "vtab_eval.rank: error: --batch_size must be a positive integer; got 0"
+    assert last == (
+        "vtab_eval.rank: error: bad config: selection.batch_size (--batch_size) must be an int "
+        ">= 1, got 0"
+    )
     assert "Traceback" not in proc.stderr

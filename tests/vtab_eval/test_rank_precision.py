@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import vtab_eval_toys as toys
 
-from vtab_eval import embed, feature_cache, rank, ranking, tasks
+from vtab_eval import config, embed, feature_cache, ranking, tasks
 
 # Unit roundoff of the reduced formats: 8 and 11 significant bits.
 UNIT_ROUNDOFF = {"bfloat16": 2.0**-9, "float16": 2.0**-11}
@@ -52,17 +52,19 @@ def setup(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "kwargs, flag",
-    [({"precision": "float64"}, "--precision"), ({"resolution": -1}, "--resolution")],
+    "selection, key",
+    [({"precision": "float64"}, "precision"), ({"resolution": -1}, "resolution")],
 )
-def test_bad_precision_or_resolution_is_one_line_before_any_work(setup, kwargs, flag):
+def test_bad_precision_or_resolution_is_one_line_before_any_work(setup, selection, key):
     root, _, _, handles, data = setup
     out = root / "bad" / "ranking.json"
     with pytest.raises(ValueError) as info:
-        rank.rank_command(handles, f"folder:{data}", str(out), log=lambda m: None, **kwargs)
+        config.make(
+            collection=handles, tasks=[f"folder:{data}"], output_json=str(out), selection=selection
+        )
     message = str(info.value)
-    assert message.startswith(flag) and "\n" not in message
-    assert str(next(iter(kwargs.values()))) in message
+    assert message.startswith(f"bad config: selection.{key} must be") and "\n" not in message
+    assert repr(next(iter(selection.values()))) in message
     assert not out.exists()
     with pytest.raises(ValueError, match="precision must be one of"):
         embed.check_precision("half")
@@ -130,22 +132,28 @@ def test_standardized_features_equal_the_saved_modules_up_to_float32_rounding(se
         embed.load_module(toy, embed.STANDARDIZED)
 
 
+def _options(**selection):
+    """The ranking options of a config: its "selection" section and the seed."""
+    made = config.make(selection={"resolution": 16, **selection})
+    return dict(made["selection"], seed=made["seed"])
+
+
 def test_rank_in_bfloat16_caches_apart_and_leaves_out_modules_without_archive(setup):
     root, _, (first, second, toy), handles, data = setup
     task = tasks.get_task(f"folder:{data}")
     cache = str(root / "cache")
     low = ranking.rank(
-        [first, second, toy], task, "knn", resolution=16, cache_dir=cache, precision="bfloat16"
+        [first, second, toy], task, "knn", _options(precision="bfloat16"), cache_dir=cache
     )
     assert low["precision"] == "bfloat16"
     assert [item["handle"] for item in low["left_out"]] == [toy]
     error = low["left_out"][0]["error"]
     assert "bfloat16" in error and "Keras archive" in error and "\n" not in error
-    full = ranking.rank([first, second], task, "knn", resolution=16, cache_dir=cache)
+    full = ranking.rank([first, second], task, "knn", _options(), cache_dir=cache)
     assert full["precision"] == "float32"
     assert full["cache"]["computed"] == [first, second]  # never served the bfloat16 entries
     again = ranking.rank(
-        [first, second], task, "knn", resolution=16, cache_dir=cache, precision="bfloat16"
+        [first, second], task, "knn", _options(precision="bfloat16"), cache_dir=cache
     )
     assert again["cache"]["cached"] == [first, second]
     sidecars = [json.loads(p.read_text()) for p in (root / "cache").glob("*.json")]

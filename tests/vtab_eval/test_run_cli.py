@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import vtab_eval_toys as toys
 
-from vtab_eval import executor, finetune, plan, report, sweeps
-from vtab_eval import run as run_lib
+from vtab_eval import checks, config, engine, files, finetune, plan, report, runner, sweeps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMON = ["--sweep=quick", "--resolution=16", "--selection_resolution=16", "--num_retrains=2"]
@@ -48,14 +47,14 @@ def finished_run(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Later tests rerun into `out` with other settings; keep this run's kNN result as it was.
-    slug = report.task_slug(f"folder:{data}")
+    slug = files.task_slug(f"folder:{data}")
     (root / "knn_uninterrupted.json").write_text((out / "results" / slug / "knn.json").read_text())
     return root, pool, f"folder:{data}", out, proc.stdout + proc.stderr
 
 
 def test_end_to_end_selects_finetunes_shares_and_reports(finished_run):
     root, _, task, out, console = finished_run
-    slug = report.task_slug(task)
+    slug = files.task_slug(task)
     knn = json.loads((out / "results" / slug / "knn.json").read_text())
     assert knn["complete"] and knn["summary"]["n"] == 2
     # A folder task's outcomes are summarised by their median unless --aggregate says otherwise.
@@ -166,18 +165,30 @@ def _count_finetunes(monkeypatch):
     return calls
 
 
-def _rerun(pool, task, out, **overrides):
-    kwargs = dict(
-        selectors=["knn", "random", "baseline", "hindsight"],
-        sweep="quick",
-        resolution=16,
-        selection_resolution=16,
-        num_retrains=2,
-        log=lambda m: None,
-        progress=False,
+def _config(pool, task, out, changes=None):
+    """The config of ARGS (as `python -m vtab_eval.run` makes it), with `changes` (dotted keys)."""
+    made = config.make(
+        collection=pool,
+        tasks=[task],
+        output_dir=str(out),
+        selection={"selectors": ["knn", "random", "baseline", "hindsight"], "resolution": 16},
+        finetune={"sweep": "quick", "resolution": 16},
+        protocol={"num_retrains": 2},
     )
-    kwargs.update(overrides)
-    return run_lib.run_command(pool, [task], str(out), **kwargs)
+    for key, value in (changes or {}).items():
+        made = config.set_key(made, key, value)
+    return config.resolve(made)
+
+
+def _rerun(pool, task, out, changes=None, log=lambda m: None):
+    """What the command does, in this process: evaluate, the report as tasks finish, the report;
+    returns method -> task -> result as the result files hold them."""
+    cfg = _config(pool, task, out, changes)
+    executor = runner.make_executor(cfg, log, progress=False)
+    engine.evaluate(
+        cfg, executor=executor, log=log, on_task_done=lambda d: report.write(d, with_plots=False)
+    )
+    return report.write(cfg["output_dir"])
 
 
 def test_rerun_redoes_nothing_and_resumes_what_a_kill_lost(finished_run, monkeypatch):
@@ -200,16 +211,21 @@ def test_changed_settings_give_new_fine_tunes_not_old_results(finished_run, monk
     _, pool, task, out, _ = finished_run
     calls = _count_finetunes(monkeypatch)
     # One more retrain per candidate: only the new ones run, the old ones are shared.
-    results = _rerun(pool, task, out, num_retrains=3)
+    results = _rerun(pool, task, out, {"protocol.num_retrains": 3})
     assert len(calls) == 3 and all(c == ("train800val200", "test") for c in calls)
     assert all(r[task]["summary"]["n"] == 3 for r in results.values())
     # Another resolution: every fine-tune is a new one, nothing old is reported as current.
     del calls[:]
-    results = _rerun(pool, task, out, resolution=8, selectors=["baseline"], num_retrains=1)
+    results = _rerun(
+        pool,
+        task,
+        out,
+        {"finetune.resolution": 8, "selection.selectors": ["baseline"], "protocol.num_retrains": 1},
+    )
     assert len(calls) == 1
     assert results["baseline"][task]["sweep"][0]["resolution"] == 8
-    with pytest.raises(ValueError, match="unknown"):
-        _rerun(pool, task, out, selectors=["oracle"])
+    with pytest.raises(ValueError, match=r"^bad config: selection.selectors: unknown \['oracle'\]"):
+        _rerun(pool, task, out, {"selection.selectors": ["oracle"]})
 
 
 class Killed(BaseException):
@@ -233,7 +249,7 @@ def test_killed_run_resumed_equals_uninterrupted_run(finished_run, tmp_path, mon
     assert len(os.listdir(tmp_path / "killed" / "finetunes")) == 2
     # Results and report were written as the run went: all when the final fine-tunes started
     # (incomplete), then kNN's again when its two fine-tunes (the first to run) were recorded.
-    results = tmp_path / "killed" / "results" / report.task_slug(task)
+    results = tmp_path / "killed" / "results" / files.task_slug(task)
     knn = json.loads((results / "knn.json").read_text())
     assert knn["complete"] is True and len(knn["outcomes"]) == 2
     partial = json.loads((results / "hindsight.json").read_text())
@@ -263,8 +279,9 @@ def test_same_seed_same_score_other_seed_differs(finished_run, tmp_path):
     colour = str(root / "colour")
 
     def result(seed, memo):
-        spec = plan.make_spec(colour, task, "train800val200", "test", setting, seed)
-        ex = executor.Executor(str(tmp_path / memo), log=None, progress=False)
+        job = plan.Job(task, "vtab1k", "per_selection", [setting])
+        spec = plan.make_spec(colour, job, ("train800val200", "test"), setting, seed)
+        ex = runner.LocalExecutor(runner.Memo(str(tmp_path / memo)), log=None, progress=False)
         return ex.run([spec])[spec.key]
 
     first, again, other = result(1, "a"), result(1, "b"), result(2, "c")
@@ -275,31 +292,45 @@ def test_same_seed_same_score_other_seed_differs(finished_run, tmp_path):
 def test_problems_are_found_before_training(finished_run, tmp_path, monkeypatch):
     _, pool, task, _, _ = finished_run
     calls = _count_finetunes(monkeypatch)
-    two = [sweeps.make_setting(lr, 4, 8, resolution=16) for lr in (0.1, 0.01)]
+    # A bad value of the config itself: one line naming its key, before anything is looked at.
+    with pytest.raises(ValueError, match=r"^bad config: finetune.batch_size must be an int >= 1"):
+        _rerun(pool, task, tmp_path / "b", {"finetune.batch_size": 0})
+    # Problems with the inputs: all of them, one line each. Two settings need the tuning split
+    # val200, which 24 images cannot fill; the output folder is under a regular file.
+    two = {"finetune.learning_rates": [0.1, 0.01], "finetune.steps": [4], "finetune.batch_size": 8}
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError) as err:
-        _rerun(pool, task, tmp_path / "file" / "out", sweep_settings=two, batch_size=0)
+        _rerun(pool, task, tmp_path / "file" / "out", two)
     lines = str(err.value).splitlines()
+    assert lines[0] == f"{len(lines) - 1} problem(s) found before training; nothing was run:"
     assert any("val200" in line and "too small" in line for line in lines), lines
-    assert any("--batch_size=0" in line for line in lines), lines
-    assert any("regular file" in line for line in lines), lines
+    assert any(
+        line.strip().startswith("--output_dir:") and "regular file" in line for line in lines
+    )
+    bad_numbers = {"finetune.learning_rates": ["abc"], "finetune.steps": ["3"]}
     with pytest.raises(ValueError, match="--learning_rates: 'abc' is not a number"):
-        _rerun(pool, task, tmp_path / "o", sweep="local", learning_rates=["abc"], steps=["3"])
-    assert calls == [] and not (tmp_path / "o" / "finetunes").exists()
+        _rerun(pool, task, tmp_path / "o", bad_numbers)
+    assert calls == [] and not (tmp_path / "o").exists() and not (tmp_path / "b").exists()
 
 
 def test_dry_run_prints_the_plan_and_trains_nothing(finished_run, tmp_path):
     _, pool, task, _, _ = finished_run
     lines = []
-    assert _rerun(pool, task, tmp_path / "dry", dry_run=True, log=lines.append) is None
+    plan = engine.dry_run(_config(pool, task, tmp_path / "dry"), lines.append)
     text = "\n".join(lines)
     assert "train800val200" in text and "expert_colour" in text
     # Hindsight: 3 candidates x 2 retrains (baseline's are among them); the kNN and random picks
     # are not ranked yet, so each counts as a distinct expert: 2 x 2 more.
     assert "fine-tunes: 10 after sharing" in text, text
+    assert plan["fine_tunes"] == 10 and plan["recorded"] == 0 and plan["seconds"] > 0
     assert "time: about" in text
     assert not (tmp_path / "dry" / "finetunes").exists()
     assert not (tmp_path / "dry" / "results").exists()
+    # Against the finished run's memo, every fine-tune of B and hindsight is known recorded.
+    lines.clear()
+    done = engine.dry_run(_config(pool, task, finished_run[3]), lines.append)
+    assert done["recorded"] == 6 and done["fine_tunes"] == 10  # each shared one counted once
+    assert any("6 already recorded, 4 to run" in line for line in lines)
 
 
 def test_help_usage_line_has_no_gap():
@@ -315,6 +346,32 @@ def test_help_usage_line_has_no_gap():
     assert "  " not in usage.strip() and usage.rstrip().endswith("\\")
 
 
+def test_command_line_errors_are_one_line(finished_run, tmp_path):
+    _, pool, task, _, _ = finished_run
+    base = [sys.executable, "-m", "vtab_eval.run", f"--collection={pool}", f"--tasks={task}"]
+    for flags, last in (
+        (
+            ["--batch_size=0"],
+            "bad config: finetune.batch_size (--batch_size) must be an int >= 1, got 0",
+        ),
+        (
+            ["--config=nope"],
+            "unknown config 'nope': give a .py file or one of vtab_eval/configs/",
+        ),
+    ):
+        proc = subprocess.run(
+            [*base, f"--output_dir={tmp_path / 'out'}", *flags],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+            env=_env(),
+        )
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == f"vtab_eval.run: error: {last}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_aggregate_flag_and_bad_choices(finished_run, tmp_path, monkeypatch):
     import shutil
 
@@ -322,7 +379,7 @@ def test_aggregate_flag_and_bad_choices(finished_run, tmp_path, monkeypatch):
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     calls = _count_finetunes(monkeypatch)
-    results = _rerun(pool, task, copy, aggregate="mean")
+    results = _rerun(pool, task, copy, {"protocol.aggregate": "mean"})
     assert calls == []  # the aggregate changes the summary, not a fine-tune
     knn = results["knn"][task]
     assert knn["summary"]["kind"] == knn["aggregate"] == "mean"
@@ -331,11 +388,11 @@ def test_aggregate_flag_and_bad_choices(finished_run, tmp_path, monkeypatch):
     assert groups["all"]["aggregates"] == ["mean"]
     # VTAB-1k and table 3 follow the paper: one line, before anything is read or trained.
     with pytest.raises(ValueError, match="--aggregate: task cifar100: the vtab1k suite"):
-        _rerun(pool, "cifar100", tmp_path / "v", aggregate="mean")
+        _rerun(pool, "cifar100", tmp_path / "v", {"protocol.aggregate": "mean"})
     assert calls == [] and not (tmp_path / "v" / "finetunes").exists()
 
 
-def test_build_sweep_applies_the_task_policy_and_whole_split_statistics(finished_run):
+def test_task_sweep_applies_the_task_policy_and_whole_split_statistics(finished_run):
     from vtab_eval import tasks
 
     _, _, task_name, _, _ = finished_run
@@ -343,18 +400,19 @@ def test_build_sweep_applies_the_task_policy_and_whole_split_statistics(finished
     # and applying the policy again changes nothing: what is keyed is what runs.
     dsprites = tasks.get_task("dsprites_location")
     for preset in ("local", "random_search", "vtab_lightweight"):
-        settings = run_lib.build_sweep(preset, task=dsprites, scheme="vtab1k", random_search_size=3)
+        finetune_section = config.make(finetune={"sweep": preset, "random_search_size": 3})
+        settings = plan.task_sweep(dsprites, "vtab1k", finetune_section["finetune"], seed=0)
         assert all(not s["flip"] and s["resize"] is None for s in settings), preset
         assert sweeps.for_task(settings, dsprites) == settings
-    jobs = run_lib.make_jobs(["dsprites_location"], sweep_settings=sweeps.local())
+    assert any(s["flip"] for s in sweeps.local())  # the preset itself flips
+    jobs = checks.make_jobs(config.make(tasks=["dsprites_location"]))
     assert all(not s["flip"] for s in jobs[0].sweep)
     # BiT-HyperRule reads the whole final training split of the folder (16x16 toy images) and
     # logs the size it chose: area below 96x96 -> resize 160, crop 128.
     lines = []
     folder = tasks.get_task(task_name)
-    (setting,) = run_lib.build_sweep(
-        "bit_hyperrule", task=folder, scheme="vtab1k", log=lines.append
-    )
+    hyperrule = config.make(finetune={"sweep": "bit_hyperrule"})["finetune"]
+    (setting,) = plan.task_sweep(folder, "vtab1k", hyperrule, seed=0, log=lines.append)
     stats = sweeps.split_statistics(folder, "train800val200")
     assert (setting["resize"], setting["resolution"]) == (160, 128)
     assert stats["image_side"] == 16 and stats["median_area"] == 256
@@ -406,11 +464,11 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(finished_run, tmp_pat
     }
     assert 1 <= len(kept) < 2
     # The report written when the final fine-tunes started is there, and says it is incomplete.
-    slug = report.task_slug(task)
+    slug = files.task_slug(task)
     partial = json.loads((out / "results" / slug / "knn.json").read_text())
     assert partial["complete"] is False
     calls = _count_finetunes(monkeypatch)
-    _rerun(pool, task, out, selectors=["knn"])  # the same settings as COMMON
+    _rerun(pool, task, out, {"selection.selectors": ["knn"]})  # the same settings as COMMON
     assert len(calls) == 2 - len(kept)  # only the unrecorded one ran
     assert {name: (memo / name).stat().st_mtime_ns for name in kept} == kept  # none rewritten
     resumed = json.loads((out / "results" / slug / "knn.json").read_text())
@@ -420,7 +478,8 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(finished_run, tmp_pat
 
 
 def test_expand_tasks():
-    assert len(run_lib.expand_tasks(["vtab1k"])) == 19
-    assert run_lib.expand_tasks(["cifar100", "vtab1k"])[0] == "cifar100"
+    assert len(checks.expand_tasks(["vtab1k"])) == 19
+    assert checks.expand_tasks(["cifar100", "vtab1k"])[0] == "cifar100"
+    assert checks.expand_tasks(["cifar100", "vtab1k"]).count("cifar100") == 1
     with pytest.raises(ValueError, match="no tasks"):
-        run_lib.expand_tasks([" "])
+        checks.expand_tasks([" "])

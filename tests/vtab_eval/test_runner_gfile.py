@@ -1,4 +1,5 @@
-"""`vtab_eval.run` with its output folder on a `tf.io.gfile` URL without rename (docs/workdir.md).
+"""The evaluation (`vtab_eval.run`) with its output folder on a `tf.io.gfile` URL without rename
+(docs/workdir.md).
 
 The output folder (fine-tune memo OUT/finetunes, results, rankings, report, TensorBoard scalars,
 predictions, feature cache) lives on TensorFlow's in-memory `ram://` filesystem and every rename
@@ -16,8 +17,7 @@ import vtab_eval_toys as toys
 from gfile_double import Killed
 
 from bit_experts import atomic_files
-from vtab_eval import executor, finetune, report
-from vtab_eval import run as run_lib
+from vtab_eval import checks, config, engine, files, finetune, report, runner
 
 no_rename, ram_root = gfile_double.no_rename, gfile_double.ram_root  # fixtures
 
@@ -25,23 +25,31 @@ no_rename, ram_root = gfile_double.no_rename, gfile_double.ram_root  # fixtures
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """A local toy collection and folder task (made before renames are forbidden)."""
-    root = tmp_path_factory.mktemp("executor_gfile")
+    root = tmp_path_factory.mktemp("runner_gfile")
     pool = toys.save_toy_pool(str(root))
     data = toys.make_colour_folder(str(root / "data"), per_class=8)
     return pool, f"folder:{data}"
 
 
-def _run(pool, task, out, **overrides):
-    kwargs = dict(
-        selectors=["baseline"],
-        sweep="quick",
-        resolution=16,
-        selection_resolution=16,
-        num_retrains=2,
-        log=lambda m: None,
-        progress=False,
+def _run(pool, task, out, **finetune):
+    """What `python -m vtab_eval.run --selectors=baseline --sweep=quick --resolution=16
+    --selection_resolution=16 --num_retrains=2` does, in this process."""
+    cfg = config.make(
+        collection=pool,
+        tasks=[task],
+        output_dir=out,
+        selection={"selectors": ["baseline"], "resolution": 16},
+        finetune={"sweep": "quick", "resolution": 16, **finetune},
+        protocol={"num_retrains": 2},
     )
-    return run_lib.run_command(pool, [task], out, **{**kwargs, **overrides})
+    executor = runner.make_executor(cfg, lambda m: None, progress=False)
+    engine.evaluate(
+        cfg,
+        executor=executor,
+        log=lambda m: None,
+        on_task_done=lambda d: report.write(d, with_plots=False),
+    )
+    return report.write(out)
 
 
 def test_run_on_ram_writes_memo_and_outputs_and_a_rerun_redoes_only_what_a_kill_lost(
@@ -61,7 +69,7 @@ def test_run_on_ram_writes_memo_and_outputs_and_a_rerun_redoes_only_what_a_kill_
     monkeypatch.setattr(finetune, "finetune_and_evaluate", dies_after_one)
     with pytest.raises(Killed):
         _run(pool, task, out)
-    assert len(executor.load_records(f"{out}/finetunes")) == 1
+    assert len(runner.load_records(f"{out}/finetunes")) == 1
     assert atomic_files.listdir(f"{out}/finetunes")[0].endswith(".json")
 
     def counting(*args, **kwargs):
@@ -71,7 +79,7 @@ def test_run_on_ram_writes_memo_and_outputs_and_a_rerun_redoes_only_what_a_kill_
     monkeypatch.setattr(finetune, "finetune_and_evaluate", counting)
     del calls[:]
     results = _run(pool, task, out)
-    records = executor.load_records(f"{out}/finetunes")
+    records = runner.load_records(f"{out}/finetunes")
     assert len(calls) == len(records) - 1  # the recorded fine-tune is not redone
     outcomes = results["baseline"][task]["outcomes"]
     assert len(outcomes) == 2 and results["baseline"][task]["complete"] is True
@@ -97,7 +105,7 @@ def test_run_on_ram_writes_memo_and_outputs_and_a_rerun_redoes_only_what_a_kill_
 def test_saving_fine_tuned_models_to_a_url_is_refused_before_anything_runs(inputs, ram_root):
     pool, task = inputs
     with pytest.raises(ValueError, match="--save_models: --output_dir=ram://.* is a URL"):
-        _run(pool, task, f"{ram_root}/out", save_models=True, num_retrains=1)
+        _run(pool, task, f"{ram_root}/out", save_models=True)
     assert not atomic_files.exists(ram_root)
     with pytest.raises(ValueError, match="save_model_dir .* is a URL"):  # the library's check
         finetune._check_output_paths(None, None, f"{ram_root}/model")
@@ -108,53 +116,60 @@ def test_saving_fine_tuned_models_to_a_url_is_refused_before_anything_runs(input
 
 def test_rank_output_json_and_cache_only_dir_on_a_url_are_kept_as_urls(ram_root, no_rename):
     """Before, `os.path.abspath` made `ram://r/rank.json` a local `<cwd>/ram:/r/rank.json`, and
-    `--cache_only` refused an existing ram:// cache as 'not a directory' (os.path.isdir)."""
-    from vtab_eval import input_checks
-    from vtab_eval import rank as rank_lib
-
+    `--cache_only` refused an existing ram:// cache as 'not a directory' (os.path.isdir).
+    `engine.rank` checks its paths with these."""
     out = f"{ram_root}/r/rank.json"
-    assert input_checks.output_file("--output_json", out) == out
-    assert input_checks.writable_dir("--cache_dir", f"{ram_root}/c") == f"{ram_root}/c"
+    assert checks.output_file("--output_json", out) == out
+    assert checks.writable_dir("--cache_dir", f"{ram_root}/c") == f"{ram_root}/c"
     atomic_files.makedirs(f"{ram_root}/cache")
-    numbers = dict(split="test", resolution=0, batch_size=8, num_shards=1, shard_index=0)
-    checked = rank_lib.check_arguments(
-        out, cache_dir=f"{ram_root}/cache", cache_only=True, plot_png=None, **numbers
+    assert (
+        checks.cache_dir("--cache_dir", f"{ram_root}/cache", read_only=True) == f"{ram_root}/cache"
     )
-    assert checked == f"{ram_root}/cache"
     with pytest.raises(ValueError, match=r"^--output_json: 'mylocal://x/r.json': no tf.io.gfile"):
-        input_checks.output_file("--output_json", "mylocal://x/r.json")
+        checks.output_file("--output_json", "mylocal://x/r.json")
     with pytest.raises(ValueError, match=r"^--cache_dir: .* is not a directory"):
-        rank_lib.check_arguments(
-            out, cache_dir=f"{ram_root}/none", cache_only=True, plot_png=None, **numbers
-        )
+        checks.cache_dir("--cache_dir", f"{ram_root}/none", read_only=True)
 
 
 def test_audit_keeps_url_output_memo_and_cache_dirs(ram_root, monkeypatch):
-    """Before, audit_command ran output_dir, memo_dir and cache_dir through os.path.abspath."""
-    from vtab_eval import audit
+    """Before, audit_command ran output_dir, memo_dir and cache_dir through os.path.abspath; the
+    audit (as every command) now takes them from `files.output_paths`."""
+    from vtab_eval import selection_audit
 
-    seen = {}
+    seen = []
 
-    def prepare(collection_spec, task_names, *, paths, **kwargs):
-        seen.update(paths)
+    def prepare(cfg, log, extra_problems=()):
+        seen.append(files.output_paths(cfg))
         raise Killed  # stop before anything is resolved or run
 
-    monkeypatch.setattr(audit, "prepare", prepare)
+    monkeypatch.setattr(checks, "prepare", prepare)
+    audit = {"quick": True}
     with pytest.raises(Killed):
-        audit.audit_command("C", ["folder:/x"], f"{ram_root}/audit")
-    assert seen == {
-        "--output_dir": f"{ram_root}/audit",
-        "--memo_dir": f"{ram_root}/audit/finetunes",
-        "--cache_dir": f"{ram_root}/audit/feature_cache",
-    }
+        selection_audit.run(
+            config.make(
+                collection="C", tasks=["folder:/x"], output_dir=f"{ram_root}/audit", audit=audit
+            )
+        )
+    assert seen == [
+        (f"{ram_root}/audit", f"{ram_root}/audit/finetunes", f"{ram_root}/audit/feature_cache")
+    ]
+    monkeypatch.undo()
+    bad_memo = config.make(
+        collection="C",
+        tasks=["folder:/x"],
+        output_dir=f"{ram_root}/audit",
+        memo_dir="mylocal://m",
+        audit=audit,
+    )
     with pytest.raises(ValueError, match=r"^--memo_dir: 'mylocal://m': no tf.io.gfile filesystem"):
-        audit.audit_command("C", ["folder:/x"], f"{ram_root}/audit", memo_dir="mylocal://m")
+        selection_audit.run(bad_memo)
+    assert not atomic_files.exists(ram_root)
 
 
 def test_local_only_inputs_refuse_a_url_in_one_line(ram_root):
     """Task folders, the audit's task bank and upstream dir, and the demo read local disks only;
     before, a URL became a local `ram:/...` path ('does not exist', or a local `ram:` folder)."""
-    from vtab_eval import audit, offline_demo, preflight
+    from vtab_eval import audit, offline_demo, selection_audit
     from vtab_eval.tasks import folder
 
     url = f"{ram_root}/x"
@@ -163,21 +178,9 @@ def test_local_only_inputs_refuse_a_url_in_one_line(ram_root):
     with pytest.raises(ValueError, match=r"^--bank_dir='ram://.*' is a URL"):
         audit.bank_task_names(url)
     with pytest.raises(ValueError, match=r"^--workdir='ram://.*' is a URL"):
-        offline_demo.run_demo(url)
-    [problem] = preflight.check_output_dir("mylocal://out", "--cache_dir")
+        offline_demo.run_demo(url, eval_config=None, evaluate=None)
+    [problem] = checks.check_output_dir("mylocal://out", "--cache_dir")
     assert problem.startswith("--cache_dir: 'mylocal://out': no tf.io.gfile filesystem for scheme")
-    with pytest.raises(ValueError, match=r"--upstream_dir=ram://.*: is a URL; slice accuracy"):
-        audit.prepare(
-            "C",
-            [],
-            paths={},
-            seeds=[0],
-            proxies=["knn"],
-            quick=True,
-            fallback_confidence=0.9,
-            reference="knn",
-            upstream_dir=url,
-            data_dir=None,
-            job_options={},
-            numbers={},
-        )
+    cfg = config.make(audit={"upstream_dir": url, "quick": True, "seeds": [0]})
+    [problem] = selection_audit.check_arguments(cfg)
+    assert problem.startswith(f"--upstream_dir={url}: is a URL; slice accuracy")

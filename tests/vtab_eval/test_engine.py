@@ -1,0 +1,123 @@
+"""`vtab_eval.engine.evaluate` on toy modules and two folder tasks with a fake fine-tune: results
+are written as tasks finish, a selector the pool cannot serve is skipped, the dry run trains
+nothing. Real fine-tunes through the command: test_run_cli.py."""
+
+import os
+
+import pytest
+import vtab_eval_toys as toys
+
+from vtab_eval import config, engine, files, results, runner
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine")
+    pool = toys.save_toy_pool(str(root))
+    tasks = [
+        "folder:" + toys.make_colour_folder(str(root / f"data{i}"), per_class=8, seed=i)
+        for i in range(2)
+    ]
+    return root, pool, tasks
+
+
+def _config(pool, tasks, out, **changes):
+    return config.make(
+        collection=pool,
+        tasks=tasks,
+        output_dir=str(out),
+        selection={"selectors": ["knn", "baseline"], "resolution": 16},
+        finetune={"sweep": "quick", "resolution": 16},
+        protocol={"num_retrains": 2},
+        **changes,
+    )
+
+
+def _states(out, tasks, methods):
+    """(task index, method) -> the result file's `complete`, or None while it is missing."""
+    found = {}
+    for i, task in enumerate(tasks):
+        for method in methods:
+            written = files.read_json(results.result_path(str(out), task, method))
+            found[(i, method)] = None if written is None else written["complete"]
+    return found
+
+
+class Fake:
+    """A fine-tune that records, at each call, the state of every result file."""
+
+    def __init__(self, out, tasks, methods):
+        self.out, self.tasks, self.methods = out, tasks, methods
+        self.calls = []
+
+    def __call__(self, handle, task, train_split, eval_split, setting, **kwargs):
+        self.calls.append((task.name, handle, _states(self.out, self.tasks, self.methods)))
+        return {"score": 0.5 + kwargs["seed"] % 7 / 100}
+
+
+def test_results_are_written_as_tasks_finish(inputs, tmp_path):
+    root, pool, tasks = inputs
+    out = tmp_path / "out"
+    cfg = _config(pool, tasks, out)
+    methods = ["knn", "baseline"]
+    fake, reports, lines = Fake(out, tasks, methods), [], []
+    executor = runner.make_executor(cfg, lines.append, progress=False, finetune_fn=fake)
+    found = engine.evaluate(
+        cfg,
+        executor=executor,
+        log=lines.append,
+        on_task_done=lambda d: reports.append((d, _states(out, tasks, methods))),
+    )
+    # Per task: kNN's 2 retrains of expert_colour, then the baseline's 2 of B.
+    assert [(t, os.path.basename(h)) for t, h, _ in fake.calls] == [
+        (task, name) for task in tasks for name in ("colour", "colour", "b", "b")
+    ]
+    # Every result file exists (incomplete) when the first retrain starts ...
+    assert set(fake.calls[0][2].values()) == {False}
+    # ... and each (task, method) file is complete as soon as its last retrain is recorded.
+    assert fake.calls[2][2] == {(0, "knn"): True, (0, "baseline"): False} | {
+        (1, m): False for m in methods
+    }
+    assert fake.calls[4][2] == {(0, m): True for m in methods} | {(1, m): False for m in methods}
+    # The command's report is rewritten before the retrains, then as each task finishes.
+    assert [d for d, _ in reports] == [str(out)] * 3
+    assert [set(s.values()) for _, s in reports] == [{False}, {True, False}, {True}]
+    assert reports[1][1] == {(0, m): True for m in methods} | {(1, m): False for m in methods}
+    # What evaluate returns is what the files hold.
+    for method in methods:
+        for task in tasks:
+            written = files.read_json(results.result_path(str(out), task, method))
+            assert found[method][task] == written and written["complete"]
+            assert len(written["outcomes"]) == 2
+    assert found["knn"][tasks[0]]["ranking"]["selected_name"] == "expert_colour"
+    assert f"{tasks[0]} / knn: selected expert_colour" in lines
+
+
+def test_a_selector_the_pool_cannot_serve_is_skipped_in_one_line(inputs, tmp_path):
+    _, pool, tasks = inputs
+    out = tmp_path / "out"
+    cfg = _config(pool, tasks[:1], out, deterministic=False)
+    cfg = config.set_key(cfg, "selection.selectors", ["domain_prediction", "baseline"])
+    lines = []
+    executor = runner.make_executor(
+        cfg, lines.append, progress=False, finetune_fn=Fake(out, [], [])
+    )
+    found = engine.evaluate(cfg, executor=executor, log=lines.append)
+    skipped = [line for line in lines if "SKIPPED" in line]
+    assert len(skipped) == 1 and skipped[0].startswith(f"{tasks[0]} / domain_prediction: SKIPPED")
+    assert set(found) == {"baseline"}
+    assert not os.path.exists(results.result_path(str(out), tasks[0], "domain_prediction"))
+
+
+def test_dry_run_plans_and_trains_nothing(inputs, tmp_path):
+    _, pool, tasks = inputs
+    out = tmp_path / "out"
+    cfg = _config(pool, tasks, out)
+    fake, lines = Fake(out, [], []), []
+    plan = engine.dry_run(cfg, lines.append, finetune_fn=fake)
+    # knn's pick is not ranked yet: a stand-in; B's fine-tunes are known: 2 tasks x 2 x 2.
+    assert plan["fine_tunes"] == 8 and plan["recorded"] == 0 and plan["seconds"] >= 0
+    assert any("fine-tunes: 8 after sharing" in line for line in lines)
+    # The time is measured with two short probes of the fine-tune, not by running the plan.
+    assert [c[0] for c in fake.calls] == [tasks[0]] * 2
+    assert not out.exists()
