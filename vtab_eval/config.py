@@ -238,7 +238,10 @@ _COMMON = {
     "skip_bad_images": ("skip_bad_images", "Leave out undecodable folder images with a warning."),
 }
 _SWEEP = {
-    "sweep": ("finetune.sweep", "Sweep preset: vtab_lightweight, bit_hyperrule, local, quick, "),
+    "sweep": (
+        "finetune.sweep",
+        "Sweep preset: vtab_lightweight, bit_hyperrule, local, quick, random_search, demo.",
+    ),
     "learning_rates": ("finetune.learning_rates", "Sweep given by flags: learning rates."),
     "steps": ("finetune.steps", "Sweep given by flags: step counts (with --learning_rates)."),
     "batch_size": ("finetune.batch_size", "Batch size of a sweep given by flags."),

@@ -19,26 +19,23 @@ from absl import app, flags
 from bit_experts import cli
 from vtab_eval import files, offline_demo, protocol, report
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where every stage writes its output.")
-_QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes, same path (tests, smoke runs).")
-_STRATEGY = flags.DEFINE_enum(
-    "strategy", "default", ["default", "one_device", "mirrored"], "tf.distribute strategy."
-)
-_SEED = flags.DEFINE_integer(
-    "seed", 0, "Base seed of every selection and fine-tune (recorded in every result)."
-)
-_DETERMINISTIC = flags.DEFINE_bool(
-    "deterministic", True, "TF op determinism and seeded RNGs (--nodeterministic: off)."
-)
-_INCLUDE_BASELINE = flags.DEFINE_bool(
-    "include_baseline", True, "Rank the baseline B together with the experts."
-)
-_RESULTS_PAGE = flags.DEFINE_string(
-    "results_page", None, "Also write the results section into this page, between markers."
-)
-_UPDATE_README = flags.DEFINE_string(
-    "update_readme", None, "Old name of --results_page (accepted for one release)."
-)
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command's flags (defined only when run as a program, as `vtab_eval.run` does)."""
+    flags.DEFINE_string("workdir", "runs/demo", "Where every stage writes its output.")
+    flags.DEFINE_bool("quick", False, "Tiny sizes, same path (tests, smoke runs).")
+    flags.DEFINE_enum(
+        "strategy", "default", ["default", "one_device", "mirrored"], "tf.distribute strategy."
+    )
+    flags.DEFINE_integer("seed", 0, "Base seed of every selection and fine-tune.")
+    flags.DEFINE_bool("deterministic", True, "TF op determinism and seeded RNGs.")
+    flags.DEFINE_bool("include_baseline", True, "Rank the baseline B together with the experts.")
+    flags.DEFINE_string(
+        "results_page", None, "Also write the results section into this page, between markers."
+    )
+    flags.DEFINE_string("update_readme", None, "Old name of --results_page (one release more).")
 
 
 def _ordered(results):
@@ -157,38 +154,38 @@ def main(argv):
     from bit_experts import determinism
     from vtab_eval import engine
 
-    command = "python -m vtab_eval.demo" + (" --quick" if _QUICK.value else "")
-    if _SEED.value:
-        command += f" --seed={_SEED.value}"
-    determinism.configure(_SEED.value, _DETERMINISTIC.value)
+    command = "python -m vtab_eval.demo" + (" --quick" if FLAGS.quick else "")
+    if FLAGS.seed:
+        command += f" --seed={FLAGS.seed}"
+    determinism.configure(FLAGS.seed, FLAGS.deterministic)
     with cli.one_line_errors("vtab_eval.demo", (ValueError, FileNotFoundError, FileExistsError)):
         config = offline_demo.evaluation_config(
-            _WORKDIR.value,
-            _QUICK.value,
-            seed=_SEED.value,
-            deterministic=_DETERMINISTIC.value,
-            strategy=_STRATEGY.value,
-            include_baseline=_INCLUDE_BASELINE.value,
+            FLAGS.workdir,
+            FLAGS.quick,
+            seed=FLAGS.seed,
+            deterministic=FLAGS.deterministic,
+            strategy=FLAGS.strategy,
+            include_baseline=FLAGS.include_baseline,
         )
         eval_dir = config["output_dir"]
 
         def evaluate():
             engine.evaluate(config, on_task_done=lambda out: report.write(out, with_plots=False))
 
-        timings = offline_demo.run_demo(_WORKDIR.value, config, evaluate)
+        timings = offline_demo.run_demo(FLAGS.workdir, config, evaluate)
         report.write(eval_dir)
-        where = offline_demo.paths(_WORKDIR.value)
+        where = offline_demo.paths(FLAGS.workdir)
         summary = summary_markdown(
             eval_dir,
             where["tasks"],
             timings,
             command,
-            _QUICK.value,
-            seed=_SEED.value,
-            deterministic=_DETERMINISTIC.value,
+            FLAGS.quick,
+            seed=FLAGS.seed,
+            deterministic=FLAGS.deterministic,
         )
         files.write_text(os.path.join(os.path.dirname(eval_dir), "demo_summary.md"), summary)
-        page = _RESULTS_PAGE.value or _UPDATE_README.value
+        page = FLAGS.results_page or FLAGS.update_readme
         if page:
             replace_section(page, summary)
     print(summary)
@@ -199,5 +196,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.quiet_logs()  # TF's INFO logs off unless --verbosity is given
     app.run(main)

@@ -118,7 +118,7 @@ def test_rerun_reuses_finished_work_and_writes_the_results_page(demo_run, tmp_pa
 
 
 def test_results_section_is_replaced_between_markers(tmp_path):
-    from vtab_eval import demo  # the command's module (it defines its flags on import)
+    from vtab_eval import demo  # the command's module (flags are defined only as a program)
 
     page = tmp_path / "demo.md"
     page.write_text("top\n<!-- demo-results:start -->\nold\n<!-- demo-results:end -->\nbottom\n")
