@@ -13,6 +13,8 @@ score would move on another draw of N images from the same task (Efron & Tibshir
   distributions (`scipy.stats.binom`), i.e. as the limit of infinitely many resamples: it has no
   Monte Carlo error and needs no seed. (scipy.stats.bootstrap returns intervals, not this
   probability.)
+- `baseline_fallback`: keep a pick only if it beats the baseline B with enough confidence.
+- `annotate`: all of this, added to a ranking dict (`vtab_eval.ranking.rank`).
 """
 
 import dataclasses
@@ -21,9 +23,11 @@ import numpy as np
 from scipy import stats
 
 from bit_experts import bootstrap
+from vtab_eval import selectors
 
 DEFAULT_LEVEL = 0.95
 DEFAULT_RESAMPLES = 9999
+DEFAULT_FALLBACK_CONFIDENCE = 0.9
 # Resamples scipy.stats.bootstrap holds in memory at once (each N floats).
 _BATCH = 1000
 
@@ -129,3 +133,121 @@ def paired_win_probability(correct_a, correct_b) -> WinProbability:
     tie = float(np.sum(weight * stats.binom.pmf(k, n - k, q)))
     better, tie = min(max(better, 0.0), 1.0), min(max(tie, 0.0), 1.0)
     return WinProbability(better, tie, max(1.0 - better - tie, 0.0))
+
+
+def _best_other(selection, other):
+    """The best handle of `selection.scores` but `other`, or None when no other one is finite."""
+    rest = {h: v for h, v in selection.scores.items() if h != other}
+    try:
+        return selectors.select_best(rest, selection.higher_is_better, selection.method).selected
+    except ValueError:
+        return None
+
+
+def baseline_fallback(
+    selection, baseline, correct, fallback_confidence=DEFAULT_FALLBACK_CONFIDENCE
+):
+    """Keeps the proxy's pick only if it beats the baseline B with enough confidence.
+
+    The best candidate other than B (by `selection.scores`) is kept when the paired bootstrap
+    probability that its per-image correctness beats B's (`paired_win_probability`, strictly
+    better, ties count against) is at least `fallback_confidence`; otherwise B is picked and the
+    policy has fired. When the proxy itself picked B, B stays and it has not.
+
+    Args:
+      selection: the proxy's `selectors.SelectionResult`; its scores must include `baseline`.
+      baseline: handle of B.
+      correct: handle -> bool [N] per-image correctness for at least B and the best expert.
+      fallback_confidence: required probability, in [0, 1].
+
+    Returns:
+      The ranking JSON's "fallback" object: "policy" ("baseline"), "confidence", "baseline",
+      "best_expert" (the best other candidate, or None), "p_better" (None when the proxy picked
+      B or there is no other candidate), "proxy_selected", "fired" (the pick is then B).
+
+    Raises:
+      ValueError: `baseline` not among the scores, missing correctness, or a bad confidence.
+    """
+    if not 0 <= fallback_confidence <= 1:
+        raise ValueError(f"fallback_confidence must be in [0, 1]; got {fallback_confidence!r}")
+    if baseline not in selection.scores:
+        raise ValueError(
+            f"the baseline {baseline!r} was not ranked, so it cannot be fallen back on"
+        )
+    best, p_better = _best_other(selection, baseline), None
+    fired = selection.selected != baseline and best is None
+    if best is not None and selection.selected != baseline:
+        for handle in (best, baseline):
+            if handle not in correct:
+                raise ValueError(f"no per-image correctness for {handle!r}; the fallback needs it")
+        p_better = paired_win_probability(correct[best], correct[baseline]).p_better
+        fired = p_better < fallback_confidence
+    return {
+        "policy": "baseline",
+        "confidence": float(fallback_confidence),
+        "baseline": baseline,
+        "best_expert": best,
+        "p_better": p_better,
+        "proxy_selected": selection.selected,
+        "fired": fired,
+    }
+
+
+def annotate(result, selection, correct, baseline, options):
+    """Adds to a ranking dict (docs/evaluation.md) what the per-image hits say about it.
+
+    Per expert `ci_low`, `ci_high` (`accuracy_interval`); `confidence` (how); `pairwise`: the top
+    pick against the runner-up and, when B is ranked, the best other candidate against B
+    (`paired_win_probability`); `fallback`: with options["fallback"] == "baseline", the policy's
+    decision (`baseline_fallback`), B replacing `selected` when it fired. Without hits
+    (`correct` is None) the intervals and `confidence` are null and `pairwise` is empty.
+
+    Args:
+      result: the ranking dict, with "experts" ("handle", "name") and "selected".
+      selection: the `selectors.SelectionResult` among the fine-tunable experts.
+      correct: handle -> bool [N] per-image hits, or None.
+      baseline: B's handle, or None (the pool has none, or B is not ranked).
+      options: `vtab_eval.ranking.DEFAULTS` keys: confidence_level, n_resamples, seed,
+        fallback, fallback_confidence.
+
+    Raises:
+      SelectorUnavailable: the fallback without B's score.
+    """
+    names = {info["handle"]: info["name"] for info in result["experts"]}
+    level, resamples, seed = options["confidence_level"], options["n_resamples"], options["seed"]
+    for info in result["experts"]:
+        hits = None if correct is None else correct.get(info["handle"])
+        low, high = None, None
+        if hits is not None:
+            low, high = accuracy_interval(
+                hits, confidence_level=level, n_resamples=resamples, seed=seed
+            )
+        info.update(ci_low=low, ci_high=high)
+    result["confidence"], result["pairwise"], result["fallback"] = None, [], None
+    if correct is not None:
+        how = {"level": float(level), "n_resamples": int(resamples), "interval": "bca"}
+        result["confidence"] = how | {"seed": int(seed), "pairwise": "exact paired bootstrap"}
+        top = selection.selected
+        pairs = [("top_vs_runner_up", top, _best_other(selection, top))]
+        if baseline in selection.scores:
+            pairs.append(("best_expert_vs_baseline", _best_other(selection, baseline), baseline))
+        for pair, a, b in pairs:
+            if a is not None and b is not None:
+                win = paired_win_probability(correct[a], correct[b])
+                names_ab = {"a": a, "a_name": names.get(a, a), "b": b, "b_name": names.get(b, b)}
+                result["pairwise"].append({"pair": pair} | names_ab | dataclasses.asdict(win))
+    if options["fallback"] == "baseline":
+        if baseline not in selection.scores:
+            why = (
+                "B was left out or cannot be fine-tuned"
+                if baseline
+                else "the pool has no baseline module"
+            )
+            raise selectors.SelectorUnavailable(
+                f"fallback 'baseline' needs the baseline B's score, but {why}"
+            )
+        result["fallback"] = baseline_fallback(
+            selection, baseline, correct, options["fallback_confidence"]
+        )
+        if result["fallback"]["fired"]:
+            result["selected"], result["selected_name"] = baseline, names.get(baseline, baseline)
