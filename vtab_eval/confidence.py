@@ -13,8 +13,8 @@ score would move on another draw of N images from the same task (Efron & Tibshir
   distributions (`scipy.stats.binom`), i.e. as the limit of infinitely many resamples: it has no
   Monte Carlo error and needs no seed. (scipy.stats.bootstrap returns intervals, not this
   probability.)
-- `baseline_fallback`: keep a pick only if it beats the baseline B with enough confidence.
-- `annotate`: all of this, added to a ranking dict (`vtab_eval.ranking.rank`).
+- `annotate`: both, added to a ranking dict (`vtab_eval.ranking.rank`), and the `baseline`
+  fallback: keep a pick only if it beats the baseline B with enough confidence.
 """
 
 import dataclasses
@@ -27,7 +27,7 @@ from vtab_eval import selectors
 
 DEFAULT_LEVEL = 0.95
 DEFAULT_RESAMPLES = 9999
-DEFAULT_FALLBACK_CONFIDENCE = 0.9
+DEFAULT_FALLBACK_CONFIDENCE = 0.9  # of the baseline fallback
 # Resamples scipy.stats.bootstrap holds in memory at once (each N floats).
 _BATCH = 1000
 
@@ -144,70 +144,26 @@ def _best_other(selection, other):
         return None
 
 
-def baseline_fallback(
-    selection, baseline, correct, fallback_confidence=DEFAULT_FALLBACK_CONFIDENCE
-):
-    """Keeps the proxy's pick only if it beats the baseline B with enough confidence.
-
-    The best candidate other than B (by `selection.scores`) is kept when the paired bootstrap
-    probability that its per-image correctness beats B's (`paired_win_probability`, strictly
-    better, ties count against) is at least `fallback_confidence`; otherwise B is picked and the
-    policy has fired. When the proxy itself picked B, B stays and it has not.
-
-    Args:
-      selection: the proxy's `selectors.SelectionResult`; its scores must include `baseline`.
-      baseline: handle of B.
-      correct: handle -> bool [N] per-image correctness for at least B and the best expert.
-      fallback_confidence: required probability, in [0, 1].
-
-    Returns:
-      The ranking JSON's "fallback" object: "policy" ("baseline"), "confidence", "baseline",
-      "best_expert" (the best other candidate, or None), "p_better" (None when the proxy picked
-      B or there is no other candidate), "proxy_selected", "fired" (the pick is then B).
-
-    Raises:
-      ValueError: `baseline` not among the scores, missing correctness, or a bad confidence.
-    """
-    if not 0 <= fallback_confidence <= 1:
-        raise ValueError(f"fallback_confidence must be in [0, 1]; got {fallback_confidence!r}")
-    if baseline not in selection.scores:
-        raise ValueError(
-            f"the baseline {baseline!r} was not ranked, so it cannot be fallen back on"
-        )
-    best, p_better = _best_other(selection, baseline), None
-    fired = selection.selected != baseline and best is None
-    if best is not None and selection.selected != baseline:
-        for handle in (best, baseline):
-            if handle not in correct:
-                raise ValueError(f"no per-image correctness for {handle!r}; the fallback needs it")
-        p_better = paired_win_probability(correct[best], correct[baseline]).p_better
-        fired = p_better < fallback_confidence
-    return {
-        "policy": "baseline",
-        "confidence": float(fallback_confidence),
-        "baseline": baseline,
-        "best_expert": best,
-        "p_better": p_better,
-        "proxy_selected": selection.selected,
-        "fired": fired,
-    }
-
-
 def annotate(result, selection, correct, baseline, options):
     """Adds to a ranking dict (docs/evaluation.md) what the per-image hits say about it.
 
-    Per expert `ci_low`, `ci_high` (`accuracy_interval`); `confidence` (how); `pairwise`: the top
-    pick against the runner-up and, when B is ranked, the best other candidate against B
-    (`paired_win_probability`); `fallback`: with options["fallback"] == "baseline", the policy's
-    decision (`baseline_fallback`), B replacing `selected` when it fired. Without hits
-    (`correct` is None) the intervals and `confidence` are null and `pairwise` is empty.
+    - per expert `ci_low`, `ci_high`: `accuracy_interval` of its hits; `confidence`: how.
+    - `pairwise`: `paired_win_probability` of the top pick against the runner-up and, when B is
+      ranked, of the best other candidate against B.
+    - `fallback`, with options["fallback"] == "baseline": the best candidate other than B is kept
+      when the probability that its hits beat B's (strictly better, ties count against) is at
+      least options["fallback_confidence"]; otherwise B replaces `selected` and the policy has
+      "fired". When the proxy itself picked B, B stays and it has not. Keys: "policy",
+      "confidence", "baseline", "best_expert" (None if there is no other candidate),
+      "p_better" (None when the proxy picked B or there is no other), "proxy_selected", "fired".
+    Without hits (`correct` is None) the intervals and `confidence` are null and `pairwise` empty.
 
     Args:
       result: the ranking dict, with "experts" ("handle", "name") and "selected".
       selection: the `selectors.SelectionResult` among the fine-tunable experts.
-      correct: handle -> bool [N] per-image hits, or None.
+      correct: handle -> bool [N] per-image hits of at least the scored experts, or None.
       baseline: B's handle, or None (the pool has none, or B is not ranked).
-      options: `vtab_eval.ranking.DEFAULTS` keys: confidence_level, n_resamples, seed,
+      options: `vtab_eval.ranking.DEFAULTS` keys (checked): confidence_level, n_resamples, seed,
         fallback, fallback_confidence.
 
     Raises:
@@ -236,18 +192,24 @@ def annotate(result, selection, correct, baseline, options):
                 win = paired_win_probability(correct[a], correct[b])
                 names_ab = {"a": a, "a_name": names.get(a, a), "b": b, "b_name": names.get(b, b)}
                 result["pairwise"].append({"pair": pair} | names_ab | dataclasses.asdict(win))
-    if options["fallback"] == "baseline":
-        if baseline not in selection.scores:
-            why = (
-                "B was left out or cannot be fine-tuned"
-                if baseline
-                else "the pool has no baseline module"
-            )
-            raise selectors.SelectorUnavailable(
-                f"fallback 'baseline' needs the baseline B's score, but {why}"
-            )
-        result["fallback"] = baseline_fallback(
-            selection, baseline, correct, options["fallback_confidence"]
+    if options["fallback"] != "baseline":
+        return
+    if baseline not in selection.scores:
+        why = (
+            "B was left out or cannot be fine-tuned"
+            if baseline
+            else "the pool has no baseline module"
         )
-        if result["fallback"]["fired"]:
-            result["selected"], result["selected_name"] = baseline, names.get(baseline, baseline)
+        raise selectors.SelectorUnavailable(
+            f"fallback 'baseline' needs the baseline B's score, but {why}"
+        )
+    best, p_better, own = _best_other(selection, baseline), None, selection.selected
+    fired = own != baseline and best is None
+    if best is not None and own != baseline:
+        p_better = paired_win_probability(correct[best], correct[baseline]).p_better
+        fired = p_better < options["fallback_confidence"]
+    policy = {"policy": "baseline", "confidence": float(options["fallback_confidence"])}
+    result["fallback"] = policy | {"baseline": baseline, "best_expert": best, "p_better": p_better}
+    result["fallback"].update(proxy_selected=own, fired=fired)
+    if fired:
+        result["selected"], result["selected_name"] = baseline, names.get(baseline, baseline)

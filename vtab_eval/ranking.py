@@ -110,8 +110,8 @@ def rank(
     experts = selector.candidates(pool, options["include_baseline"])
     if not experts:
         raise selectors.SelectorUnavailable("the pool has no expert feature-vector modules to rank")
-    where = dict(cache_dir=cache_dir, data_dir=data_dir, label_priors=label_priors, log=log)
-    ctx = selectors.Context(pool, task, experts, options, **where)
+    where = dict(cache_dir=cache_dir, data_dir=data_dir, log=log)
+    ctx = selectors.Context(pool, task, experts, options, label_priors, **where)
     result = {"task": task.name, "method": method, "split": options["split"]}
     result.update(resolution=options["resolution"], precision="float32", num_images=None)
     if selector.kind == "feature":
@@ -199,14 +199,7 @@ def extract_shard(
     mine = set(feature_cache.shard_assignment(handles, num_shards, shard_index))
     shard = [e for e, h in zip(experts, handles) if h in mine]
     ctx = selectors.Context(
-        pool,
-        task,
-        shard,
-        options,
-        cache_dir=cache_dir,
-        data_dir=data_dir,
-        label_priors=None,
-        log=log,
+        pool, task, shard, options, cache_dir=cache_dir, data_dir=data_dir, log=log
     )
     embedded = ctx.embed(shard, options["precision"], cache_only=False)
     return {

@@ -29,6 +29,13 @@ def _as_probabilities(array, name: str) -> np.ndarray:
     return array
 
 
+def _need(value, message):
+    """`value`, or SelectorUnavailable(message) when it is missing (None or empty)."""
+    if not value:
+        raise base.SelectorUnavailable(message)
+    return value
+
+
 def _normalise(distribution: np.ndarray, name: str) -> np.ndarray:
     total = distribution.sum()
     if total <= 0:
@@ -50,19 +57,11 @@ class DomainPrediction(base.Selector):
     kind = "epn"
 
     def score(self, ctx):
-        epn = ctx.module("epn")
-        if epn is None:
-            raise base.SelectorUnavailable(
-                "domain_prediction needs the EPN module; the pool has none"
-            )
-        outputs = (epn.metadata or {}).get("outputs")
-        if not outputs:
-            raise base.SelectorUnavailable(
-                f"EPN {epn.handle!r} metadata lacks 'outputs' (expert names)"
-            )
-        return base.Scores(
-            ctx.by_alias(self.score_probabilities(ctx.probabilities(epn, "EPN"), outputs))
-        )
+        epn = _need(ctx.module("epn"), "domain_prediction needs the EPN module; the pool has none")
+        lacks = f"EPN {epn.handle!r} metadata lacks 'outputs' (expert names)"
+        outputs = _need((epn.metadata or {}).get("outputs"), lacks)
+        probs = ctx.probabilities(epn, "EPN")
+        return base.Scores(ctx.by_alias(self.score_probabilities(probs, outputs)))
 
     @staticmethod
     def score_probabilities(epn_probs, expert_names) -> dict[str, float]:
@@ -91,11 +90,8 @@ class LabelMatching(base.Selector):
     classifier predicts on the task (Puigcerver et al., ICLR 2021, "label matching"; in the
     spirit of Ngiam et al., "Domain Adaptive Transfer Learning with Specialist Models", 2018,
     and Cui et al., "Large Scale Fine-Grained Categorization and Domain-Specific Transfer
-    Learning", CVPR 2018).
-
-    Needs the pool's module of role "classifier" and `ctx.label_priors` (expert name -> [L]
-    counts or frequencies). Score: KL(task || expert) in nats, lower is better (see
-    `score_probabilities`).
+    Learning", CVPR 2018). Needs the pool's module of role "classifier" and `ctx.label_priors`.
+    Score: KL(task || expert) in nats (`score_probabilities`); lower is better.
     """
 
     name = "label_matching"
@@ -103,34 +99,21 @@ class LabelMatching(base.Selector):
     higher_is_better = False
 
     def score(self, ctx):
-        classifier = ctx.module("classifier")
-        if classifier is None:
-            raise base.SelectorUnavailable(
-                "label_matching needs the baseline's classifier module; the pool has none"
-            )
-        if not ctx.label_priors:
-            raise base.SelectorUnavailable(
-                "label_matching needs the experts' label priors; none given"
-            )
+        need = "label_matching needs the baseline's classifier module; the pool has none"
+        classifier = _need(ctx.module("classifier"), need)
+        _need(ctx.label_priors, "label_matching needs the experts' label priors; none given")
         probs = ctx.probabilities(classifier, "baseline classifier")
-        priors = ctx.by_alias(ctx.label_priors)
-        if not priors:
-            raise base.SelectorUnavailable("no expert of the pool has a label prior")
+        priors = _need(ctx.by_alias(ctx.label_priors), "no expert of the pool has a label prior")
         return base.Scores(self.score_probabilities(probs, priors))
 
     @staticmethod
     def score_probabilities(upstream_probs, expert_priors: dict) -> dict[str, float]:
-        """handle -> KL(task || expert) in nats.
-
-        Args:
-          upstream_probs: [N, L] upstream-label probabilities on the task's images (multi-label
-            sigmoid outputs: rows need not sum to 1).
-          expert_priors: handle -> [L] non-negative weights of each upstream label in the
-            expert's training slice (counts or frequencies), in collection order.
-
-        Returns:
-          task = mean of the rows normalised to sum to 1; expert = (prior / sum(prior) +
-          PRIOR_EPSILON) renormalised. Labels the task never predicts contribute 0.
+        """handle -> KL(task || expert) in nats, where task = the mean of the rows of
+        `upstream_probs` ([N, L] upstream-label probabilities on the task's images; sigmoid rows
+        need not sum to 1) normalised to sum to 1, and expert = (prior / sum(prior) +
+        PRIOR_EPSILON) renormalised, from `expert_priors` (handle -> [L] non-negative weights of
+        each upstream label in the expert's slice: counts or frequencies). Labels the task never
+        predicts contribute 0.
 
         Raises:
           ValueError: malformed probabilities, no priors, or a prior of the wrong shape,

@@ -22,10 +22,10 @@ class Context:
       label_priors: expert name -> [L] upstream-label prior, or None.
     """
 
-    def __init__(self, pool, task, experts, options, *, cache_dir, data_dir, label_priors, log):
+    def __init__(self, pool, task, experts, options, label_priors=None, **where):
+        """`where`: cache_dir, data_dir and log of `embed.embed_pool` (default None)."""
         self.pool, self.task, self.experts, self.options = pool, task, experts, options
-        self.seed, self.label_priors = options["seed"], label_priors
-        self._where = dict(cache_dir=cache_dir, data_dir=data_dir, log=log)
+        self.seed, self.label_priors, self._where = options["seed"], label_priors, where
         self._features = None
         self.record = {}
 
