@@ -18,7 +18,8 @@ each (size, E, repeat) one child process measures, side by side on the same modu
            bootstrap and JSON; wall and CPU seconds, RSS and peak RSS after each expert, and
            optionally a cProfile (--profile_dir)
   warm     the same call again with the same cache directory (features read from the cache)
-  knn      `vtab_eval.selectors.knn_scores` alone on the E experts' features
+  knn      the `knn` selector (`vtab_eval.selectors.get("knn").score_features`) alone on the E
+           experts' features
 
 The order of floor and rank alternates between repeats, so neither always runs on a cold page
 cache. Ratios are against the floor (load + forward). Goals (issue 7): rank <= 1.15x the floor,
@@ -208,7 +209,7 @@ def child_main(args):
             # Twice: the first call in a process also traces the kNN's tf.function.
             for key in ("knn_first_s", "knn_s"):
                 start = time.perf_counter()
-                knn = selectors.knn_scores(features, np.asarray(labels))
+                knn = selectors.get("knn").score_features(features, labels).scores
                 result[key] = time.perf_counter() - start
             if not args.floor_first:  # rank() already traced it: not a first call
                 result["knn_first_s"] = None
@@ -294,7 +295,8 @@ def agreement(args):
                 features.setdefault(task.name, {})[handle] = out
         seconds[variant] = time.perf_counter() - start
         for task in bank:
-            knn = selectors.knn_scores(features[task.name], labels[task.name])
+            found = selectors.get("knn").score_features(features[task.name], labels[task.name])
+            knn = found.scores
             scores[task.name, variant] = np.array([knn[h] for h in handles])
         print(f"  {precision} {resolution}px: {seconds[variant]:.1f}s", flush=True)
     rows = []

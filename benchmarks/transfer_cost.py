@@ -10,7 +10,7 @@ upstream data re-weighted towards the task's labels. On the offline world, per t
 side, one child process each (their order alternates between tasks and repeats), pinned to the same
 cores with the same thread counts:
 
-  select  `vtab_eval.ranking.rank(collection, task, "knn", include_baseline=True)` on
+  select  `vtab_eval.ranking.rank(collection, task, "knn")` (B included, the default) on
           train800val200 with a fresh feature cache (every candidate embeds the 1000 images), then
           `vtab_eval.protocol.run_protocol` on the selected module with the demo's sweep
   dat     B's predictions on train800val200 -> importance weights -> B re-trained from its
@@ -99,15 +99,8 @@ def child_select(args):
     cache_dir = tempfile.mkdtemp(prefix="bench-transfer-cache-")
     try:
         start = time.perf_counter()
-        ranked = ranking.rank(
-            pool,
-            task,
-            "knn",
-            split=SELECTION_SPLIT,
-            resolution=args.resolution,
-            cache_dir=cache_dir,
-            include_baseline=True,
-        )
+        options = {"split": SELECTION_SPLIT, "resolution": args.resolution}
+        ranked = ranking.rank(pool, task, "knn", options, cache_dir=cache_dir)
         select_s = time.perf_counter() - start
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
