@@ -9,7 +9,7 @@ rotated between repeats, in one process after one untimed warm-up call each (Ten
 `knn`'s search on its first call). The table gives the median wall time over repeats, its range and
 the ratio to `knn`'s median. Rows:
 
-  knn          selectors.row_correctness("knn")         leave-one-out 1-NN hits (TensorFlow)
+  knn          selectors.get("knn").score_features     leave-one-out 1-NN hits (TensorFlow)
   logme        proxies.logme_score                      LogME
   linear_loo   proxies.linear_loo_correct               exact leave-one-out ridge, 19 penalties
   ncm          proxies.ncm_loo_correct                  leave-one-out nearest class mean
@@ -42,10 +42,11 @@ def proxy_calls(features, labels):
     """name -> zero-argument callable running that proxy once."""
     from vtab_eval import confidence, proxies, selectors
 
-    hits = selectors.row_correctness("knn", {"x": features}, labels)["x"]
+    knn = selectors.get("knn").score_features
+    hits = knn({"x": features}, labels).correct["x"]
     other = np.roll(hits, 1)
     return {
-        "knn": lambda: selectors.row_correctness("knn", {"x": features}, labels),
+        "knn": lambda: knn({"x": features}, labels),
         "logme": lambda: proxies.logme_score(features, labels),
         "linear_loo": lambda: proxies.linear_loo_correct(features, labels),
         "ncm": lambda: proxies.ncm_loo_correct(features, labels),

@@ -13,12 +13,13 @@ each (size, E, repeat) one child process measures, side by side on the same modu
 
   floor    for each module: `hub.load`, then a `tf.function` forward over the task's images,
            already decoded and resized, in batches of `--batch` (load and forward timed apart)
-  rank     `vtab_eval.rank.rank_command` (the `python -m vtab_eval.rank` command) on a handle
+  rank     `vtab_eval.engine.rank` (what `python -m vtab_eval.rank` calls) on a handle
            list, knn, a fresh cache: checksums, loading, decoding, embedding, cache writes, kNN,
            bootstrap and JSON; wall and CPU seconds, RSS and peak RSS after each expert, and
            optionally a cProfile (--profile_dir)
   warm     the same call again with the same cache directory (features read from the cache)
-  knn      `vtab_eval.selectors.knn_scores` alone on the E experts' features
+  knn      the `knn` selector (`vtab_eval.selectors.get("knn").score_features`) alone on the E
+           experts' features
 
 The order of floor and rank alternates between repeats, so neither always runs on a cold page
 cache. Ratios are against the floor (load + forward). Goals (issue 7): rank <= 1.15x the floor,
@@ -117,11 +118,11 @@ def _cpu_s():
 
 
 def _rank_command(handles, task_name, split, resolution, batch, work_dir, cache_dir, trace):
-    """`vtab_eval.rank.rank_command` on a handle list, as `python -m vtab_eval.rank` runs it.
+    """`vtab_eval.engine.rank` on a handle list, as `python -m vtab_eval.rank` runs it.
 
     `trace` gets, after each expert, (seconds since start, RSS MiB now, peak RSS MiB so far).
     """
-    from vtab_eval import rank
+    from vtab_eval import config, engine
 
     handle_list = os.path.join(work_dir, "handles.txt")
     with open(handle_list, "w", encoding="utf-8") as f:
@@ -134,17 +135,15 @@ def _rank_command(handles, task_name, split, resolution, batch, work_dir, cache_
                 [time.perf_counter() - start, _common.current_rss_mib(), _common.peak_rss_mib()]
             )
 
-    return rank.rank_command(
-        handle_list,
-        task_name,
-        os.path.join(work_dir, "ranking.json"),
-        split=split,
-        resolution=resolution,
+    selection = {"split": split, "resolution": resolution or 0, "batch_size": batch}
+    cfg = config.make(
+        collection=handle_list,
+        tasks=[task_name],
+        output_json=os.path.join(work_dir, "ranking.json"),
         cache_dir=cache_dir,
-        batch_size=batch,
-        include_baseline=False,
-        log=log,
+        selection=dict(selection, include_baseline=False),
     )
+    return engine.rank(cfg, log=log)
 
 
 def child_main(args):
@@ -208,7 +207,7 @@ def child_main(args):
             # Twice: the first call in a process also traces the kNN's tf.function.
             for key in ("knn_first_s", "knn_s"):
                 start = time.perf_counter()
-                knn = selectors.knn_scores(features, np.asarray(labels))
+                knn = selectors.get("knn").score_features(features, labels).scores
                 result[key] = time.perf_counter() - start
             if not args.floor_first:  # rank() already traced it: not a first call
                 result["knn_first_s"] = None
@@ -294,7 +293,8 @@ def agreement(args):
                 features.setdefault(task.name, {})[handle] = out
         seconds[variant] = time.perf_counter() - start
         for task in bank:
-            knn = selectors.knn_scores(features[task.name], labels[task.name])
+            found = selectors.get("knn").score_features(features[task.name], labels[task.name])
+            knn = found.scores
             scores[task.name, variant] = np.array([knn[h] for h in handles])
         print(f"  {precision} {resolution}px: {seconds[variant]:.1f}s", flush=True)
     rows = []

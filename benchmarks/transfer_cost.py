@@ -10,9 +10,9 @@ upstream data re-weighted towards the task's labels. On the offline world, per t
 side, one child process each (their order alternates between tasks and repeats), pinned to the same
 cores with the same thread counts:
 
-  select  `vtab_eval.ranking.rank(collection, task, "knn", include_baseline=True)` on
+  select  `vtab_eval.ranking.rank(collection, task, "knn")` (B included, the default) on
           train800val200 with a fresh feature cache (every candidate embeds the 1000 images), then
-          `vtab_eval.protocol.run_protocol` on the selected module with the demo's sweep
+          the VTAB-1k protocol (`vtab_eval.runner.run_tracks`) on the selected module with the demo's sweep
   dat     B's predictions on train800val200 -> importance weights -> B re-trained from its
           initialisation with B's own upstream schedule on the re-weighted data
           (`bit_experts.training.dat`), exported as a feature-vector module, then the same
@@ -61,25 +61,28 @@ def finetune_passes(runs):
 
 
 def _sweep(name, resolution):
-    from vtab_eval import offline_demo, sweeps
+    from vtab_eval import sweeps
 
-    if name == "demo":
-        return offline_demo.demo_sweep(False)
-    return sweeps.get_sweep(name, resolution=resolution)
+    return sweeps.get_sweep(name, resolution=None if name == "demo" else resolution)
 
 
 def _protocol(handle, task, sweep, seed):
-    from vtab_eval import protocol
+    """The VTAB-1k protocol on one module, through the runner with a temporary memo."""
+    import tempfile
+
+    from vtab_eval import plan, runner
 
     start = time.perf_counter()
-    state = protocol.run_protocol(lambda i: (handle, {}), task, sweep, seed=seed)
+    track = plan.Track(plan.Job(task, "vtab1k", "per_selection", sweep), "cost", [(handle, {})])
+    track.seed = seed
+    with tempfile.TemporaryDirectory() as memo_dir:
+        executor = runner.LocalExecutor(runner.Memo(memo_dir), log=None, progress=False)
+        runner.run_tracks([track], executor)
+        specs = track.tuning[0] + track.retrains[0]
+        runs = [dict(executor.memo.get(s), batch_size=s.setting["batch_size"]) for s in specs]
     seconds = time.perf_counter() - start
-    by_name = {s["name"]: s for s in sweep}
-    runs = [
-        {**r, "batch_size": by_name[r["setting"]]["batch_size"]}
-        for r in state["selections"][0]["tuning"] + state["selections"][0]["retrains"]
-    ]
-    return seconds, finetune_passes(runs), state["outcomes"][0], len(runs)
+    outcome = runs[-1]["score"]  # the one retrain on test
+    return seconds, finetune_passes(runs), outcome, len(runs)
 
 
 def _task_images(task):
@@ -99,15 +102,8 @@ def child_select(args):
     cache_dir = tempfile.mkdtemp(prefix="bench-transfer-cache-")
     try:
         start = time.perf_counter()
-        ranked = ranking.rank(
-            pool,
-            task,
-            "knn",
-            split=SELECTION_SPLIT,
-            resolution=args.resolution,
-            cache_dir=cache_dir,
-            include_baseline=True,
-        )
+        options = {"split": SELECTION_SPLIT, "resolution": args.resolution}
+        ranked = ranking.rank(pool, task, "knn", options, cache_dir=cache_dir)
         select_s = time.perf_counter() - start
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)

@@ -18,6 +18,7 @@ import time
 
 from bit_experts import atomic_files
 from vtab_eval import files, plan, protocol, sweeps
+from vtab_eval.selectors import base as pool_lib
 
 # Less free space than this on the disk of an output or cache directory is refused up front
 # (one expert's cached features for 1000 images of 2048-d floats take 8 MiB).
@@ -225,7 +226,7 @@ def check_jobs(jobs, data_dir=None):
 
 def check_pool(pool):
     """Problems with the pool: nothing to fine-tune."""
-    if not plan.candidates(pool, include_baseline=True):
+    if not pool_lib.candidates(pool, include_baseline=True):
         return ["--collection: it has no feature-vector module to fine-tune; expected experts or B"]
     return []
 
@@ -247,12 +248,12 @@ def check_old_layout(output_dir, jobs):
 
 def _planned(jobs, pool, config, tracks_of):
     """(tuning specs, retrain placeholders, tracks) before ranking; a pick is a stand-in."""
-    baseline = plan.find_baseline(pool)
+    baseline = pool_lib.find_baseline(pool)
     tracks = []
     for job in jobs:
         for method in config["selection"]["selectors"]:
             if method == "hindsight":
-                picks = plan.candidates(pool, include_baseline=True)
+                picks = pool_lib.candidates(pool, include_baseline=True)
             elif method == "baseline" and baseline is not None:
                 picks = [baseline]
             else:
@@ -354,7 +355,7 @@ def print_plan(jobs, sizes, pool, config, tracks_of, memo, strategy, log, finetu
         f"{recorded} already recorded, {total - recorded} to run"
     )
     total -= recorded
-    entry = plan.find_baseline(pool) or plan.candidates(pool, include_baseline=True)[0]
+    entry = pool_lib.find_baseline(pool) or pool_lib.candidates(pool, include_baseline=True)[0]
     setup, per_step, probe = measure(jobs[0], entry, finetune_fn, strategy, config["data_dir"])
     steps = [s["steps"] for job in jobs for s in job.sweep]
     mean_steps = sum(steps) / len(steps)

@@ -13,6 +13,8 @@ score would move on another draw of N images from the same task (Efron & Tibshir
   distributions (`scipy.stats.binom`), i.e. as the limit of infinitely many resamples: it has no
   Monte Carlo error and needs no seed. (scipy.stats.bootstrap returns intervals, not this
   probability.)
+- `annotate`: both, added to a ranking dict (`vtab_eval.ranking.rank`), and the `baseline`
+  fallback: keep a pick only if it beats the baseline B with enough confidence.
 """
 
 import dataclasses
@@ -21,9 +23,11 @@ import numpy as np
 from scipy import stats
 
 from bit_experts import bootstrap
+from vtab_eval.selectors import base as selectors
 
 DEFAULT_LEVEL = 0.95
 DEFAULT_RESAMPLES = 9999
+DEFAULT_FALLBACK_CONFIDENCE = 0.9  # of the baseline fallback
 # Resamples scipy.stats.bootstrap holds in memory at once (each N floats).
 _BATCH = 1000
 
@@ -129,3 +133,83 @@ def paired_win_probability(correct_a, correct_b) -> WinProbability:
     tie = float(np.sum(weight * stats.binom.pmf(k, n - k, q)))
     better, tie = min(max(better, 0.0), 1.0), min(max(tie, 0.0), 1.0)
     return WinProbability(better, tie, max(1.0 - better - tie, 0.0))
+
+
+def _best_other(selection, other):
+    """The best handle of `selection.scores` but `other`, or None when no other one is finite."""
+    rest = {h: v for h, v in selection.scores.items() if h != other}
+    try:
+        return selectors.select_best(rest, selection.higher_is_better, selection.method).selected
+    except ValueError:
+        return None
+
+
+def annotate(result, selection, correct, baseline, options):
+    """Adds to a ranking dict (docs/evaluation.md) what the per-image hits say about it.
+
+    - per expert `ci_low`, `ci_high`: `accuracy_interval` of its hits; `confidence`: how.
+    - `pairwise`: `paired_win_probability` of the top pick against the runner-up and, when B is
+      ranked, of the best other candidate against B.
+    - `fallback`, with options["fallback"] == "baseline": the best candidate other than B is kept
+      when the probability that its hits beat B's (strictly better, ties count against) is at
+      least options["fallback_confidence"]; otherwise B replaces `selected` and the policy has
+      "fired". When the proxy itself picked B, B stays and it has not. Keys: "policy",
+      "confidence", "baseline", "best_expert" (None if there is no other candidate),
+      "p_better" (None when the proxy picked B or there is no other), "proxy_selected", "fired".
+    Without hits (`correct` is None) the intervals and `confidence` are null and `pairwise` empty.
+
+    Args:
+      result: the ranking dict, with "experts" ("handle", "name") and "selected".
+      selection: the `selectors.SelectionResult` among the fine-tunable experts.
+      correct: handle -> bool [N] per-image hits of at least the scored experts, or None.
+      baseline: B's handle, or None (the pool has none, or B is not ranked).
+      options: `vtab_eval.ranking.DEFAULTS` keys (checked): confidence_level, n_resamples, seed,
+        fallback, fallback_confidence.
+
+    Raises:
+      SelectorUnavailable: the fallback without B's score.
+    """
+    names = {info["handle"]: info["name"] for info in result["experts"]}
+    level, resamples, seed = options["confidence_level"], options["n_resamples"], options["seed"]
+    for info in result["experts"]:
+        hits = None if correct is None else correct.get(info["handle"])
+        low, high = None, None
+        if hits is not None:
+            low, high = accuracy_interval(
+                hits, confidence_level=level, n_resamples=resamples, seed=seed
+            )
+        info.update(ci_low=low, ci_high=high)
+    result["confidence"], result["pairwise"], result["fallback"] = None, [], None
+    if correct is not None:
+        how = {"level": float(level), "n_resamples": int(resamples), "interval": "bca"}
+        result["confidence"] = how | {"seed": int(seed), "pairwise": "exact paired bootstrap"}
+        top = selection.selected
+        pairs = [("top_vs_runner_up", top, _best_other(selection, top))]
+        if baseline in selection.scores:
+            pairs.append(("best_expert_vs_baseline", _best_other(selection, baseline), baseline))
+        for pair, a, b in pairs:
+            if a is not None and b is not None:
+                win = paired_win_probability(correct[a], correct[b])
+                names_ab = {"a": a, "a_name": names.get(a, a), "b": b, "b_name": names.get(b, b)}
+                result["pairwise"].append({"pair": pair} | names_ab | dataclasses.asdict(win))
+    if options["fallback"] != "baseline":
+        return
+    if baseline not in selection.scores:
+        why = (
+            "B was left out or cannot be fine-tuned"
+            if baseline
+            else "the pool has no baseline module"
+        )
+        raise selectors.SelectorUnavailable(
+            f"fallback 'baseline' needs the baseline B's score, but {why}"
+        )
+    best, p_better, own = _best_other(selection, baseline), None, selection.selected
+    fired = own != baseline and best is None
+    if best is not None and own != baseline:
+        p_better = paired_win_probability(correct[best], correct[baseline]).p_better
+        fired = p_better < options["fallback_confidence"]
+    policy = {"policy": "baseline", "confidence": float(options["fallback_confidence"])}
+    result["fallback"] = policy | {"baseline": baseline, "best_expert": best, "p_better": p_better}
+    result["fallback"].update(proxy_selected=own, fired=fired)
+    if fired:
+        result["selected"], result["selected_name"] = baseline, names.get(baseline, baseline)

@@ -22,10 +22,12 @@ HINDSIGHT = "hindsight"
 
 
 def _options(config, seed):
-    """The ranking options of `config` with the selection's seed."""
-    options = dict(config["selection"], seed=int(seed))
-    options["resolution"] = options["resolution"] or None
-    return options
+    """The ranking options (`ranking.DEFAULTS` keys) of `config` with the selection's seed."""
+    from vtab_eval import ranking
+
+    selection = config["selection"]
+    options = {k: selection[k] for k in ranking.DEFAULTS if k in selection}
+    return dict(options, seed=int(seed), resolution=selection["resolution"] or None)
 
 
 def cached_ranking(job, method, pool, seed, context):
@@ -82,7 +84,7 @@ def select(job, method, pool, context):
     """The tracks of one selector on one job (stage 1).
 
     Raises:
-      ranking.SelectorUnavailable: the pool lacks what the selector needs.
+      selectors.SelectorUnavailable: the pool lacks what the selector needs.
     """
 
     config = context["config"]
@@ -113,7 +115,7 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
       on_task_done: callable(output_dir), called when every result file exists (incomplete) and
         again whenever a task's last final fine-tune is recorded; it must not train.
     """
-    from vtab_eval import ranking
+    from vtab_eval import ranking, selectors
 
     pool, jobs, _ = checks.prepare(config, log)
     out, _, cache_dir = files.output_paths(config)
@@ -128,7 +130,7 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
         for method in methods:
             try:
                 groups[(job.task.name, method)] = select(job, method, pool, context)
-            except ranking.SelectorUnavailable as err:
+            except selectors.SelectorUnavailable as err:
                 log(f"{job.task.name} / {method}: SKIPPED: {err}")
     settings = results.run_settings(config)
     found = {}
@@ -217,7 +219,8 @@ def rank(config, log=print):
     kwargs = dict(cache_dir=cache_dir, data_dir=config["data_dir"], log=log)
     method = selection["selectors"][0]
     if selection["num_shards"] > 1:
-        result = ranking.extract_shard(pool, task, options, **kwargs)
+        shards = selection["num_shards"], selection["shard_index"]
+        result = ranking.extract_shard(pool, task, *shards, options, **kwargs)
     else:
         priors = None
         if method == "label_matching":

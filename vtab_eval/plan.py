@@ -15,6 +15,7 @@
 import dataclasses
 
 from vtab_eval import identity, protocol, sweeps
+from vtab_eval.selectors.base import candidates
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -83,34 +84,6 @@ def entry_handle(entry):
 def entry_name(entry):
     """The display name of a pool entry: its collection name, or a handle's last part."""
     return entry.rstrip("/").split("/")[-1] if isinstance(entry, str) else entry.name
-
-
-def _field(entry, name, default=None):
-    return default if isinstance(entry, str) else getattr(entry, name, default)
-
-
-def entry_info(entry):
-    """{"handle", "name", "kind"} of a pool entry (a plain handle is kind "third_party")."""
-    return {
-        "handle": entry_handle(entry),
-        "name": entry_name(entry),
-        "kind": _field(entry, "kind", "third_party"),
-    }
-
-
-def candidates(pool, include_baseline=False):
-    """The experts to rank and fine-tune: feature-vector modules (B only if asked)."""
-    return [
-        e
-        for e in pool
-        if _field(e, "role", "feature_vector") == "feature_vector"
-        and (include_baseline or _field(e, "kind") != "baseline")
-    ]
-
-
-def find_baseline(pool):
-    """The baseline B of a pool (its feature-vector module of kind "baseline"), or None."""
-    return next((e for e in candidates(pool, True) if _field(e, "kind") == "baseline"), None)
 
 
 def hindsight_tracks(job, pool, config):

@@ -21,6 +21,7 @@ import time
 
 from bit_experts import atomic_files
 from vtab_eval import audit_metrics, audit_scores, checks, files, plan, runner
+from vtab_eval.selectors import base as pool_lib
 
 MIN_SEEDS = 3  # the study's minimum; quick allows fewer
 DEFAULT_SEEDS = [0, 1, 2]
@@ -75,10 +76,10 @@ def check_arguments(config):
 
 
 def _pool_problems(pool):
-    found = plan.candidates(pool, include_baseline=True)
+    found = pool_lib.candidates(pool, include_baseline=True)
     names = [plan.entry_name(e) for e in found]
     problems = []
-    if plan.find_baseline(pool) is None:
+    if pool_lib.find_baseline(pool) is None:
         problems.append("--collection: it has no baseline B (kind 'baseline'); the audit needs B")
     if len(found) < 2:
         problems.append(f"--collection: {len(found)} candidate(s); the audit needs B and experts")
@@ -93,7 +94,7 @@ def _timed_scores(method, features, labels):
     best = None
     for _ in range(PROXY_REPEATS):
         start = time.perf_counter()
-        selectors.feature_scores(method, features, labels)
+        selectors.get(method).score_features(features, labels)
         took = time.perf_counter() - start
         best = took if best is None else min(best, took)
     return best
@@ -106,7 +107,7 @@ def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
     """
     from vtab_eval import embed, ranking, selectors
 
-    candidates = plan.candidates(pool, include_baseline=True)
+    candidates = pool_lib.candidates(pool, include_baseline=True)
     names = {plan.entry_handle(e): plan.entry_name(e) for e in candidates}
     start = time.perf_counter()
     embedded = embed.embed_pool(
@@ -201,8 +202,8 @@ def run(config, *, executor=None, log=print, command=None):
     pool, jobs, _ = checks.prepare(config, log, extra_problems=check_arguments(config))
     checks.raise_problems(_pool_problems(pool))
     _, memo_dir, cache_dir = files.output_paths(config)
-    candidates = [plan.entry_name(e) for e in plan.candidates(pool, include_baseline=True)]
-    baseline = plan.entry_name(plan.find_baseline(pool))
+    candidates = [plan.entry_name(e) for e in pool_lib.candidates(pool, include_baseline=True)]
+    baseline = plan.entry_name(pool_lib.find_baseline(pool))
     selection = config["selection"]
     quality = None
     if config["audit"]["upstream_dir"]:
@@ -214,8 +215,10 @@ def run(config, *, executor=None, log=print, command=None):
             quality = slice_eval.expert_quality(upstream)
         except (FileNotFoundError, ValueError, KeyError) as err:
             raise ValueError(f"--upstream_dir={upstream}: {err}") from None
+    from vtab_eval import ranking
+
     options = dict(
-        selection,
+        {k: selection[k] for k in ranking.DEFAULTS if k in selection},
         resolution=selection["resolution"] or None,
         seed=0,
         include_baseline=True,

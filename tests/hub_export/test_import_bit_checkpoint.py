@@ -9,7 +9,7 @@ from tolerances import network_atol
 
 from hub_export import collection, import_bit_checkpoint
 from hub_export.module import read_metadata
-from vtab_eval import ranking
+from vtab_eval import selectors
 
 UNITS, WIDTH, GROUPS = (1, 1, 1, 1), 0.125, 4
 
@@ -74,9 +74,9 @@ def test_generic_checkpoint_is_a_baseline_at_bits_resolution(imported, tmp_path)
     handles.write_text(f"{out}\n")
     pool = collection.resolve_pool(str(handles), verify_checksums=False)
     assert [e.kind for e in pool] == ["baseline"]
-    assert ranking.find_baseline(pool) is pool[0]
-    assert ranking.candidates(pool, include_baseline=True) == pool
-    assert ranking.candidates(pool, include_baseline=False) == []
+    assert selectors.find_baseline(pool) is pool[0]
+    assert selectors.candidates(pool, include_baseline=True) == pool
+    assert selectors.candidates(pool, include_baseline=False) == []
     for bad in (0, -5, 224.0, True):
         with pytest.raises(ValueError, match="resolution must be a positive integer"):
             import_bit_checkpoint.import_checkpoint(

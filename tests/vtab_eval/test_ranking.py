@@ -1,13 +1,19 @@
-"""Ranking a pool with every selector; each picks a planted best expert."""
+"""Ranking a pool with every selector, by name; each picks a planted best expert."""
 
 import numpy as np
 import pytest
+import selector_battery as battery
 import tensorflow as tf
 import vtab_eval_toys as toys
 
 from vtab_eval import ranking, selectors, tasks
 
 Entry = toys.Entry
+PRIORS = {
+    "expert_a": np.array([5.0, 5.0, 0.0, 0.0]),
+    "expert_b": np.array([0.0, 1.0, 4.0, 5.0]),
+    "expert_c": np.array([1.0, 1.0, 1.0, 1.0]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +46,17 @@ def setup(tmp_path_factory):
     return root, pool, task
 
 
-def test_knn_picks_the_informative_expert_and_reports_bad_ones(setup):
+def _rank(setup, method, **options):
     root, pool, task = setup
-    result = ranking.rank(pool, task, "knn", resolution=16, cache_dir=str(root / "cache"))
+    options = {"resolution": 16, **options}
+    return ranking.rank(
+        pool, task, method, options, cache_dir=str(root / "cache"), label_priors=PRIORS
+    )
+
+
+def test_knn_picks_the_informative_expert_and_reports_bad_ones(setup):
+    _, pool, _ = setup
+    result = _rank(setup, "knn", include_baseline=False)
     assert result["selected"] == pool[2].handle and result["selected_name"] == "expert_b"
     assert [e["name"] for e in result["experts"]] == ["expert_a", "expert_b", "expert_c"]
     statuses = {e["name"]: e["status"] for e in result["experts"]}
@@ -51,47 +65,94 @@ def test_knn_picks_the_informative_expert_and_reports_bad_ones(setup):
     scores = {e["name"]: e["score"] for e in result["experts"]}
     assert scores["expert_b"] == 1.0 and scores["expert_a"] < 0.8
     assert result["num_images"] == 19 and result["higher_is_better"]
+    assert "seed" not in result and result["cache"]["computed"] + result["cache"]["cached"]
+
+
+@pytest.mark.parametrize("method", ranking.methods())
+def test_every_selector_ranks_through_rank_into_the_documented_dict(setup, method):
+    result = _rank(setup, method)
+    battery.assert_ranking_battery(result, method)
+    if method not in ("random", "baseline"):
+        assert result["selected_name"] == "expert_b"  # the planted expert
 
 
 def test_domain_prediction_and_label_matching_pick_planted_experts(setup):
-    root, pool, task = setup
-    dp = ranking.rank(pool, task, "domain_prediction", resolution=16, cache_dir=str(root / "c"))
-    assert dp["selected_name"] == "expert_b"
-    priors = {
-        "expert_a": np.array([5.0, 5.0, 0.0, 0.0]),
-        "expert_b": np.array([0.0, 1.0, 4.0, 5.0]),
-        "expert_c": np.array([1.0, 1.0, 1.0, 1.0]),
-    }
-    lm = ranking.rank(
-        pool, task, "label_matching", resolution=16, cache_dir=str(root / "c"), label_priors=priors
-    )
+    dp = _rank(setup, "domain_prediction")
+    assert dp["selected_name"] == "expert_b" and dp["num_images"] == 19
+    lm = _rank(setup, "label_matching", include_baseline=False)
     assert lm["selected_name"] == "expert_b" and not lm["higher_is_better"]
     assert lm["experts"][1]["score"] < lm["experts"][2]["score"] < lm["experts"][0]["score"]
 
 
 def test_random_is_seeded_and_baseline_picks_b(setup):
     _, pool, task = setup
-    a = ranking.rank(pool, task, "random", seed=5)
-    assert a == ranking.rank(pool, task, "random", seed=5)
-    handles = [e.handle for e in ranking.candidates(pool)]
-    expected = selectors.select_best(selectors.random_scores(handles, 5)).selected
-    assert a["selected"] == expected
-    assert ranking.rank(pool, task, "baseline")["selected_name"] == "baseline"
-    assert (
-        ranking.rank(pool, task, "random", seed=5, include_baseline=True)["experts"][0]["name"]
-        == "baseline"
-    )
+    a = ranking.rank(pool, task, "random", {"seed": 5}, cache_dir=None)
+    assert a == ranking.rank(pool, task, "random", {"seed": 5}, cache_dir=None)
+    handles = [e.handle for e in selectors.candidates(pool)]
+    expected = selectors.select_best(selectors.get("random").score_names(handles, 5)).selected
+    assert a["selected"] == expected and a["seed"] == 5
+    assert a["experts"][0]["name"] == "baseline"  # include_baseline is the default
+    assert ranking.rank(pool, task, "baseline", cache_dir=None)["selected_name"] == "baseline"
+
+
+def test_options_default_and_are_checked(setup):
+    _, pool, task = setup
+    assert ranking.check_options() == ranking.DEFAULTS
+    assert ranking.check_options({"resolution": 0})["resolution"] is None
+    assert ranking.DEFAULTS["include_baseline"] and ranking.DEFAULTS["split"] == "train800val200"
+    with pytest.raises(ValueError, match=r"unknown selection options \['colour'\]"):
+        ranking.rank(pool, task, "random", {"colour": 1}, cache_dir=None)
+
+
+def test_methods_are_the_registry_but_hindsight(setup):
+    _, pool, task = setup
+    assert ranking.methods() == tuple(n for n in selectors.names() if n != "hindsight")
+    with pytest.raises(ValueError, match="'hindsight' ranks nothing"):
+        ranking.rank(pool, task, "hindsight", cache_dir=None)
+
+
+class CentroidProxy(selectors.Selector):
+    """A proxy that lives in this test file alone: per-image hits where the image's nearest class
+    centroid (image included) is its own class (a toy of Mensink et al., TPAMI 2013)."""
+
+    name = "toy_centroid"
+    rows = True
+
+    def score(self, ctx):
+        features, labels = ctx.features()
+        correct = {}
+        for handle, x in features.items():
+            centroids = np.stack([x[labels == c].mean(axis=0) for c in np.unique(labels)])
+            distances = ((x[:, None, :] - centroids[None]) ** 2).sum(axis=-1)
+            correct[handle] = np.unique(labels)[distances.argmin(axis=1)] == labels
+        return selectors.Scores({h: float(np.mean(c)) for h, c in correct.items()}, correct)
+
+
+@pytest.fixture
+def toy_proxy():
+    selectors.register(CentroidProxy)
+    yield CentroidProxy.name
+    selectors.unregister(CentroidProxy.name)
+
+
+def test_a_proxy_registered_in_a_test_file_ranks_like_the_built_in_ones(setup, toy_proxy):
+    assert toy_proxy in ranking.methods() and toy_proxy in selectors.names("feature", rows=True)
+    result = _rank(setup, toy_proxy, fallback="baseline", fallback_confidence=0.5)
+    battery.assert_ranking_battery(result, toy_proxy)
+    assert result["selected_name"] == "expert_b" and result["precision"] == "float32"
+    assert result["pairwise"] and result["fallback"]["policy"] == "baseline"
+    assert result["fallback"]["fired"] == (result["fallback"]["p_better"] < 0.5)
 
 
 def test_missing_selector_inputs_are_explained(setup):
     _, pool, task = setup
     experts_only = [e for e in pool if e.role == "feature_vector"]
-    with pytest.raises(ranking.SelectorUnavailable, match="EPN"):
-        ranking.rank(experts_only, task, "domain_prediction", resolution=16)
-    with pytest.raises(ranking.SelectorUnavailable, match="classifier"):
-        ranking.rank(experts_only, task, "label_matching", resolution=16, label_priors={"x": [1]})
+    with pytest.raises(selectors.SelectorUnavailable, match="EPN"):
+        ranking.rank(experts_only, task, "domain_prediction", {"resolution": 16}, cache_dir=None)
+    with pytest.raises(selectors.SelectorUnavailable, match="classifier"):
+        ranking.rank(experts_only, task, "label_matching", cache_dir=None, label_priors={"x": [1]})
     with pytest.raises(ValueError, match="unknown selection method"):
-        ranking.rank(pool, task, "oracle")
+        ranking.rank(pool, task, "oracle", cache_dir=None)
 
 
 class ArrayTask:
@@ -116,4 +177,4 @@ class ArrayTask:
 def test_bad_task_labels_are_refused(setup, labels, message):
     _, pool, _ = setup
     with pytest.raises(ValueError, match=message):
-        ranking.rank(pool[2:3], ArrayTask(labels), "knn", resolution=8)
+        ranking.rank(pool[2:3], ArrayTask(labels), "knn", {"resolution": 8}, cache_dir=None)

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import vtab_eval_toys as toys
 
@@ -29,11 +28,12 @@ def setup(tmp_path_factory):
 @pytest.mark.parametrize("method", ["logme", "linear_loo", "ncm", "gbc"])
 def test_every_proxy_ranks_through_rank_and_picks_the_informative_expert(setup, method):
     root, pool, task = setup
-    result = ranking.rank(pool, task, method, resolution=16, cache_dir=str(root / "cache"))
+    options = {"resolution": 16, "include_baseline": False}
+    result = ranking.rank(pool, task, method, options, cache_dir=str(root / "cache"))
     assert result["method"] == method and result["higher_is_better"]
     assert result["selected_name"] == "expert_b"
     assert [e["status"] for e in result["experts"]] == ["ok", "ok"]
-    has_rows = method in selectors.ROW_METHODS
+    has_rows = selectors.get(method).rows
     for e in result["experts"]:
         assert (e["ci_low"] is not None) == has_rows
         if has_rows:
@@ -47,24 +47,16 @@ def _hits(setup, method, handles):
     """The per-image hits of `method` recomputed from the cached features, as a cross-check."""
     root, pool, task = setup
     embedded = embed.embed_pool(
-        pool, task, ranking.DEFAULT_SPLIT, 16, cache_dir=str(root / "cache")
+        pool, task, ranking.DEFAULTS["split"], 16, cache_dir=str(root / "cache")
     )
     features = {h: embedded.features[h] for h in handles}
-    return selectors.row_correctness(method, features, embedded.labels)
+    return selectors.get(method).score_features(features, embedded.labels).correct
 
 
 def test_knn_reports_intervals_pairs_and_a_fallback_that_does_not_fire(setup):
     root, pool, task = setup
-    result = ranking.rank(
-        pool,
-        task,
-        "knn",
-        resolution=16,
-        cache_dir=str(root / "cache"),
-        include_baseline=True,
-        fallback="baseline",
-        fallback_confidence=0.9,
-    )
+    options = {"resolution": 16, "fallback": "baseline", "fallback_confidence": 0.9}
+    result = ranking.rank(pool, task, "knn", options, cache_dir=str(root / "cache"))
     b, noise, colour = (e.handle for e in pool)
     hits = _hits(setup, "knn", [b, noise, colour])
     for info in result["experts"]:
@@ -110,15 +102,8 @@ def test_fallback_fires_when_the_pick_is_no_surer_than_b(setup):
         "feature_vector",
         {},
     )
-    result = ranking.rank(
-        [pool[2], twin],
-        task,
-        "ncm",
-        resolution=16,
-        cache_dir=str(root / "cache"),
-        include_baseline=True,
-        fallback="baseline",
-    )
+    options = {"resolution": 16, "fallback": "baseline"}
+    result = ranking.rank([pool[2], twin], task, "ncm", options, cache_dir=str(root / "cache"))
     assert result["experts"][0]["score"] == result["experts"][1]["score"]
     assert result["fallback"]["p_better"] == 0.0 and result["fallback"]["fired"]
     assert result["fallback"]["proxy_selected"] == pool[2].handle
@@ -126,27 +111,29 @@ def test_fallback_fires_when_the_pick_is_no_surer_than_b(setup):
     assert result["pairwise"][0]["p_tie"] == 1.0
 
 
-def test_fallback_arguments_are_checked_before_any_work(setup):
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        ("knn", {"fallback": "baseline", "include_baseline": False}, "include_baseline"),
+        ("logme", {"fallback": "baseline"}, "per-image correctness, which 'logme' lacks"),
+        ("knn", {"fallback": "expert"}, "unknown fallback"),
+        ("knn", {"fallback_confidence": 1.5}, "fallback_confidence"),
+        ("knn", {"precision": "float8"}, "precision"),
+        ("knn", {"batch_size": 0}, "batch_size"),
+        ("knn", {"resolution": -3}, "resolution"),
+    ],
+)
+def test_options_are_checked_before_any_work(setup, method, options, message):
     _, pool, task = setup
-    with pytest.raises(ValueError, match="include_baseline"):
-        ranking.rank(pool, task, "knn", fallback="baseline")
-    with pytest.raises(ValueError, match="per-image correctness, which 'logme' lacks"):
-        ranking.rank(pool, task, "logme", fallback="baseline", include_baseline=True)
-    with pytest.raises(ValueError, match="unknown fallback"):
-        ranking.rank(pool, task, "knn", fallback="expert")
-    with pytest.raises(ValueError, match="fallback_confidence"):
-        ranking.rank(pool, task, "knn", fallback_confidence=1.5)
-    experts_only = pool[1:]
-    with pytest.raises(ranking.SelectorUnavailable, match="no baseline"):
-        ranking.rank(
-            experts_only,
-            task,
-            "knn",
-            resolution=16,
-            include_baseline=True,
-            fallback="baseline",
-        )
-    assert np.isclose(selectors.DEFAULT_FALLBACK_CONFIDENCE, 0.9)
+    with pytest.raises(ValueError, match=message):
+        ranking.rank(pool, task, method, options, cache_dir=None)
+
+
+def test_fallback_needs_b_in_the_pool(setup):
+    _, pool, task = setup
+    options = {"resolution": 16, "fallback": "baseline"}
+    with pytest.raises(selectors.SelectorUnavailable, match="no baseline"):
+        ranking.rank(pool[1:], task, "knn", options, cache_dir=None)
 
 
 def test_command_line_passes_the_fallback_flags_to_ranking(setup):

@@ -1,0 +1,234 @@
+"""The selector registry, the one signature every selector has, and the deterministic choice.
+
+A selector is a `Selector` subclass registered by name (`@register`); `score(ctx)` returns
+`Scores` for the experts `ctx.experts` (`vtab_eval.selectors.context.Context`), and
+`select_best` picks one: the best finite score wins, ties go to the first expert in collection
+order. docs/selection.md describes every score.
+"""
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+
+# What each kind of selector reads; `ranking.rank` records `precision` for "feature" selectors
+# and `seed` for "none" ones, and refuses to rank with an "every" one.
+KINDS = {
+    "feature": "the experts' features of the task's images (cached; ctx.features())",
+    "epn": "the expert prediction network's probabilities on the task's images",
+    "classifier": "the baseline classifier's upstream-label probabilities and the label priors",
+    "none": "no task image",
+    "every": "nothing: every candidate is fine-tuned and the best kept (planned by the run)",
+}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_REGISTRY = {}
+
+
+class SelectorUnavailable(ValueError):
+    """The pool lacks what a selector needs (e.g. no EPN for domain_prediction)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """What a selector says about the experts it scored.
+
+    Attributes:
+      scores: expert handle -> float score (a subset of `ctx.experts`; unscored ones are
+        reported as "not_scored").
+      correct: handle -> bool [N] per-image hits whose mean is the score, for selectors with
+        `rows`; None otherwise.
+    """
+
+    scores: dict
+    correct: dict | None = None
+
+
+class Selector:
+    """One selection method. Subclasses set the class attributes and `score`, then `@register`.
+
+    Attributes:
+      name: registry name, lower case letters, digits and "_".
+      kind: one of `KINDS`: what the selector reads.
+      rows: True when `score` returns per-image hits: they give bootstrap intervals and pairwise
+        win probabilities, and allow the `baseline` fallback (`vtab_eval.confidence`).
+      higher_is_better: whether larger scores win.
+    """
+
+    name = None
+    kind = "feature"
+    rows = False
+    higher_is_better = True
+
+    def candidates(self, pool, include_baseline):
+        """The entries to score, in collection order (default: `candidates`)."""
+        return candidates(pool, include_baseline)
+
+    def score(self, ctx) -> Scores:
+        """Scores the experts `ctx.experts`; raises SelectorUnavailable or ValueError."""
+        raise NotImplementedError
+
+
+def register(cls):
+    """Class decorator: registers an instance of a `Selector` subclass under `cls.name`.
+
+    Raises:
+      ValueError: a malformed or already registered name, an unknown kind, or `rows` on a
+        lower-is-better selector.
+    """
+    selector = cls()
+    if not isinstance(selector.name, str) or not _NAME.match(selector.name):
+        raise ValueError(f"selector name must match {_NAME.pattern}; got {selector.name!r}")
+    if selector.name in _REGISTRY:
+        raise ValueError(f"a selector named {selector.name!r} is already registered")
+    if selector.kind not in KINDS:
+        raise ValueError(f"selector {selector.name!r}: kind {selector.kind!r} not in {list(KINDS)}")
+    if selector.rows and not selector.higher_is_better:
+        raise ValueError(f"selector {selector.name!r}: a mean of hits is higher-is-better")
+    _REGISTRY[selector.name] = selector
+    return cls
+
+
+def unregister(name):
+    """Removes a registered selector (for tests and plugins); KeyError if there is none."""
+    del _REGISTRY[name]
+
+
+def names(kind=None, *, rows=None):
+    """Registered names in registration order, of `kind` (a name or several) and `rows` if given."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+    return tuple(
+        n
+        for n, s in _REGISTRY.items()
+        if (kinds is None or s.kind in kinds) and (rows is None or s.rows == rows)
+    )
+
+
+def get(name) -> Selector:
+    """The registered selector `name`; ValueError (one line, listing the names) otherwise."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown selection method {name!r}; expected one of {names()}")
+    return _REGISTRY[name]
+
+
+def entry_field(entry, name, default=None):
+    """A pool entry's attribute `name`; `default` for a handle string or an entry without it."""
+    return default if isinstance(entry, str) else getattr(entry, name, default)
+
+
+def role(entry):
+    """A pool entry's role ("feature_vector", "epn", "classifier"); handle strings are features."""
+    return entry_field(entry, "role", "feature_vector")
+
+
+def entry_info(entry):
+    """{"handle", "name", "kind"} of a ModuleEntry or a plain handle string."""
+    if isinstance(entry, str):
+        return {"handle": entry, "name": entry.rstrip("/").split("/")[-1], "kind": "third_party"}
+    return {"handle": entry.handle, "name": entry.name, "kind": entry.kind}
+
+
+def candidates(pool, include_baseline=True):
+    """The experts to rank: feature-vector modules, without the baseline B unless asked."""
+    return [
+        e
+        for e in pool
+        if role(e) == "feature_vector"
+        and (include_baseline or entry_field(e, "kind") != "baseline")
+    ]
+
+
+def find_baseline(pool):
+    """The baseline feature-vector module B of a pool, or None."""
+    return next((e for e in candidates(pool) if entry_field(e, "kind") == "baseline"), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionResult:
+    """The outcome of one selection.
+
+    Attributes:
+      method: selector name, e.g. "knn".
+      scores: expert handle -> score, in collection order.
+      selected: handle of the chosen expert.
+      higher_is_better: whether larger scores are better for this method.
+      tie_broken: True when several experts shared the best score.
+      tie_note: human-readable account of the tie-break; "" when there was no tie.
+    """
+
+    method: str
+    scores: dict
+    selected: str
+    higher_is_better: bool
+    tie_broken: bool
+    tie_note: str
+
+
+def select_best(
+    scores: dict[str, float], higher_is_better: bool = True, method: str = "knn"
+) -> SelectionResult:
+    """Picks the expert with the best score.
+
+    Non-finite scores (NaN, +-inf) never win. Ties (exactly equal best scores) go to the expert
+    that comes first in `scores`' iteration order, which callers keep in collection order.
+
+    Raises:
+      ValueError: if `scores` is empty or no score is finite.
+    """
+    if not scores:
+        raise ValueError(f"no experts to select from: scores for method {method!r} are empty")
+    values = {}
+    for handle, value in scores.items():
+        try:
+            values[handle] = float(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"score for expert {handle!r} is not a number: {value!r}") from err
+    finite = {handle: value for handle, value in values.items() if math.isfinite(value)}
+    if not finite:
+        raise ValueError(f"no expert has a finite {method!r} score: {values}")
+    best_value = max(finite.values()) if higher_is_better else min(finite.values())
+    tied = [handle for handle, value in finite.items() if value == best_value]
+    note = ""
+    if len(tied) > 1:
+        note = (
+            f"{len(tied)} experts tied at {best_value:.6g}; picked the first in collection order: "
+            + ", ".join(tied)
+        )
+    return SelectionResult(method, values, tied[0], higher_is_better, len(tied) > 1, note)
+
+
+def validate_task_labels(labels, num_classes: int | None = None) -> np.ndarray:
+    """Checks a task's training labels and returns them as an int64 vector.
+
+    Raises:
+      ValueError: for anything but a 1-D vector of integer class ids with at least 2 images and
+        at least 2 distinct classes, all in [0, num_classes) when `num_classes` is given.
+    """
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"task labels must be a 1-D vector; got shape {array.shape}")
+    if array.shape[0] < 2:
+        raise ValueError(f"task labels must cover at least 2 images; got {array.shape[0]}")
+    if array.dtype == bool or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise ValueError(f"task labels must be integer class ids; got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise ValueError("task labels must be integer class ids; got non-integer values")
+    array = array.astype(np.int64)
+    if array.min() < 0:
+        raise ValueError(f"task labels must be non-negative; got minimum {array.min()}")
+    if num_classes is not None:
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2; got {num_classes}")
+        if array.max() >= num_classes:
+            raise ValueError(
+                f"task labels must be in [0, {num_classes}); got maximum {array.max()}"
+            )
+    distinct = np.unique(array)
+    if distinct.size < 2:
+        raise ValueError(
+            f"task labels must contain at least 2 classes; all {array.size} are {distinct[0]}"
+        )
+    return array

@@ -1,0 +1,104 @@
+"""What a selector may read about a task and a pool, computed on first use (`Context`)."""
+
+import numpy as np
+
+from vtab_eval import embed
+from vtab_eval.selectors import base
+
+
+class Context:
+    """Lazy access to the task as the experts, the EPN and the baseline classifier see it.
+
+    Features and classifier outputs go through the feature cache (`vtab_eval.embed.embed_pool`)
+    on `options["split"]` at `options["resolution"]` (None: each module its own). What was
+    computed is kept in `record` for the ranking dict: "num_images", "left_out", "cache".
+
+    Attributes:
+      pool: every entry of the collection (ModuleEntry objects or handle strings).
+      task: a `vtab_eval.tasks.Task`.
+      experts: the entries to score, in collection order.
+      options: the selection options (`vtab_eval.ranking.DEFAULTS` keys).
+      seed: `options["seed"]`.
+      label_priors: expert name -> [L] upstream-label prior, or None.
+    """
+
+    def __init__(self, pool, task, experts, options, label_priors=None, **where):
+        """`where`: cache_dir, data_dir and log of `embed.embed_pool` (default None)."""
+        self.pool, self.task, self.experts, self.options = pool, task, experts, options
+        self.seed, self.label_priors, self._where = options["seed"], label_priors, where
+        self._features = None
+        self.record = {}
+
+    def handles(self):
+        """The experts' handles, in collection order."""
+        return [base.entry_info(e)["handle"] for e in self.experts]
+
+    def embed(self, entries, precision="float32", cache_only=None):
+        """`embed.embed_pool` of `entries` on the task with these options; an EmbedResult."""
+        o = self.options
+        return embed.embed_pool(
+            entries,
+            self.task,
+            o["split"],
+            o["resolution"],
+            batch_size=o["batch_size"],
+            precision=precision,
+            cache_only=o["cache_only"] if cache_only is None else cache_only,
+            **self._where,
+        )
+
+    def features(self):
+        """(handle -> float [N, d] features, int64 labels [N]) of the experts embedded at
+        `options["precision"]`; experts that fail are left out (recorded).
+
+        Raises:
+          SelectorUnavailable: every expert was left out.
+          ValueError: bad task labels (fewer than 2 images or classes, out of range).
+        """
+        if self._features is None:
+            found = self.embed(self.experts, self.options["precision"])
+            self.record["left_out"] = [{"handle": h, "error": e} for h, e in found.failures.items()]
+            self.record["cache"] = {"computed": found.computed, "cached": found.cached}
+            if not found.features:
+                raise base.SelectorUnavailable(
+                    f"every expert was left out on task {self.task.name!r}: "
+                    + "; ".join(found.failures.values())
+                )
+            labels = base.validate_task_labels(found.labels, self.task.num_classes)
+            self.record["num_images"] = int(labels.size)
+            self._features = found.features, labels
+        return self._features
+
+    def module(self, role):
+        """The first entry of the pool with `role` ("epn", "classifier"), or None."""
+        return next((e for e in self.pool if base.role(e) == role), None)
+
+    def probabilities(self, entry, what):
+        """float64 [N, K] outputs of a classifier module (EPN or baseline classifier) on the task,
+        through its metadata "output_activation" ("softmax", else sigmoid); float32 forward pass.
+
+        Raises:
+          SelectorUnavailable: the module failed (`what` names it in the message).
+        """
+        found = self.embed([entry])
+        if entry.handle in found.failures:
+            message = found.failures[entry.handle]
+            raise base.SelectorUnavailable(f"{what} {entry.handle!r} failed: {message}")
+        logits = found.features[entry.handle].astype(np.float64)
+        self.record["num_images"] = int(logits.shape[0])
+        if (entry.metadata or {}).get("output_activation", "sigmoid") == "softmax":
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return exp / exp.sum(axis=1, keepdims=True)
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def by_alias(self, table):
+        """handle -> table[alias] for each expert one of whose aliases (module name, metadata
+        "expert", metadata "slice", first match wins) is a key of `table`."""
+        found = {}
+        for e in self.experts:
+            metadata = base.entry_field(e, "metadata") or {}
+            aliases = [base.entry_field(e, "name"), metadata.get("expert"), metadata.get("slice")]
+            alias = next((a for a in aliases if a and a in table), None)
+            if alias is not None:
+                found[e.handle] = table[alias]
+        return found
