@@ -25,6 +25,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from bit_experts.training import schedules
+
 PRESETS = ("vtab_lightweight", "bit_hyperrule", "local", "quick", "random_search")
 SCHEDULES = ("step", "cosine", "constant")
 
@@ -117,20 +119,19 @@ def validate_setting(setting):
 
 
 def learning_rate_at(setting, step):
-    """The learning rate of `setting` at training step `step` (0-based): warm-up then decay."""
-    base = setting["learning_rate"]
-    steps = setting["steps"]
-    warmup = setting.get("warmup_steps", 0)
-    if step < warmup:
-        return base * (step + 1) / warmup
-    schedule = setting.get("schedule", "step")
-    if schedule == "constant":
-        return base
-    if schedule == "cosine":
-        progress = (step - warmup) / max(1, steps - warmup)
-        return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    passed = sum(step >= point * steps for point in setting.get("decay_points", ()))
-    return base * setting.get("decay_factor", 0.1) ** passed
+    """The learning rate of `setting` at training step `step` (0-based): warm-up then decay.
+
+    `bit_experts.training.schedules.learning_rate_at` with the setting's values (a Python float).
+    """
+    return schedules.learning_rate_at(
+        step,
+        setting["learning_rate"],
+        setting["steps"],
+        setting.get("warmup_steps", 0),
+        setting.get("schedule", "step"),
+        setting.get("decay_points", ()),
+        setting.get("decay_factor", 0.1),
+    )
 
 
 # --- BiT-HyperRule: small pure functions of the dataset size and the image size. ---
