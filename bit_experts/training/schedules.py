@@ -1,13 +1,13 @@
 """Learning-rate rules for upstream training and fine-tuning: warm-up, then a decay.
 
-One formula, `_rate`, run in Python floats by `learning_rate_at` (logs, tests, each fine-tuning step)
-and in float32 Keras ops by `WarmupDecay` (on the optimizer's step inside the compiled train step).
+One formula, `_rate`, run in Python floats by `learning_rate_at` (logs, tests, each fine-tuning
+step) and in float32 Keras ops by `WarmupDecay` (on the optimizer's step in the compiled step).
 
-Not `keras.optimizers.schedules` (issue 14; tests/bit_experts/test_schedules.py): without warm-up our
-cosine and linear decays are Keras' `CosineDecay` and `PolynomialDecay(power=1)`, but ours warms up as
-`peak * (step + 1) / warmup` (no update at rate 0, the peak on update `warmup - 1`), which no Keras
-schedule gives (`CosineDecay`'s warm-up starts at its initial rate and peaks on step `warmup`), and
-Keras has no warm-up for the other decays.
+Not `keras.optimizers.schedules` (issue 14; tests/bit_experts/test_schedules.py): without warm-up
+our decays are Keras' `CosineDecay`, `PolynomialDecay(power=1)` and `PiecewiseConstantDecay`, but
+ours warms up as `peak * (step + 1) / warmup` (no update at rate 0, the peak on update
+`warmup - 1`), which no Keras schedule gives (`CosineDecay`'s warm-up starts at its initial rate
+and peaks on step `warmup`), and Keras has no warm-up for the other decays.
 """
 
 import math
