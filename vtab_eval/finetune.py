@@ -130,6 +130,18 @@ def _make_stepper(classifier, dataset, setting, num_classes, strategy, seed):
     The update is VTAB's (TF1's `MomentumOptimizer`): `slot = momentum * slot + grad` (`grad`
     plus `weight_decay * var` when the setting asks for L2), then `var -= lr * slot`, with `lr`
     from the setting's schedule, fed to every step.
+
+    Not Keras' optimizer (issue 22, tests/vtab_eval/test_finetune_optimizer.py): Keras' `SGD`
+    keeps `m = momentum * m - lr * grad; var += m`, other numbers whenever the learning rate
+    changes. A `keras.optimizers.Optimizer` subclass with this formula accepts the hub module's
+    tf.Variables (mirrored ones too), costs the same per step and, on one replica, gives these
+    numbers bit for bit; under MirroredStrategy it does not: Keras' TF backend applies the update
+    on each replica's copy, where this applies it once in the cross-replica context, and grappler,
+    which merges chains of adds into one AddN with its inputs sorted by op name, then adds the
+    replicas' gradients and the momentum term in another order (weights off by float32
+    roundings). Keeping them takes overriding Keras' private `_backend_update_step` and these op
+    names: this stepper inside a Keras class. For the same reason, renaming or reordering the ops
+    of `train_step` moves weights (with weight decay, or on several replicas) by roundings.
     """
     strategy = strategy or tf.distribute.get_strategy()
     # Random ops inside the module (dropout, stochastic depth) follow `seed` too.
