@@ -160,12 +160,6 @@ def predict_logits(classifier, dataset, resolution, batch_size=64):
     return np.concatenate(logits).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
 
-def predict(classifier, dataset, resolution, batch_size=64):
-    """(predicted labels int64 [N], true labels int64 [N]) for un-batched examples."""
-    logits, labels = predict_logits(classifier, dataset, resolution, batch_size)
-    return np.argmax(logits, axis=-1).astype(np.int64), labels
-
-
 class ExportedClassifier(tf.__internal__.tracking.AutoTrackable):
     """A fine-tuned classifier as a TF Hub reusable SavedModel (what `save_model_dir` holds).
 

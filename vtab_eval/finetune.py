@@ -37,7 +37,6 @@ from vtab_eval.classifier import (  # noqa: F401 (all lived here; callers use th
     Classifier,
     ExportedClassifier,
     build_classifier,
-    predict,
     predict_logits,
     save_classifier,
 )

@@ -29,6 +29,13 @@ from bit_experts.training import schedules
 
 PRESETS = ("vtab_lightweight", "bit_hyperrule", "local", "quick", "random_search")
 SCHEDULES = ("step", "cosine", "constant")
+# The schedule's keys of a setting, in `bit_experts.training.schedules.learning_rate_at`'s order.
+_SCHEDULE_DEFAULTS = (
+    ("warmup_steps", 0),
+    ("schedule", "step"),
+    ("decay_points", ()),
+    ("decay_factor", 0.1),
+)
 
 # BiT-HyperRule constants (Big Transfer, section 3.3).
 HYPERRULE_LR = 0.003
@@ -119,19 +126,9 @@ def validate_setting(setting):
 
 
 def learning_rate_at(setting, step):
-    """The learning rate of `setting` at training step `step` (0-based): warm-up then decay.
-
-    `bit_experts.training.schedules.learning_rate_at` with the setting's values (a Python float).
-    """
-    return schedules.learning_rate_at(
-        step,
-        setting["learning_rate"],
-        setting["steps"],
-        setting.get("warmup_steps", 0),
-        setting.get("schedule", "step"),
-        setting.get("decay_points", ()),
-        setting.get("decay_factor", 0.1),
-    )
+    """The learning rate of `setting` at step `step` (0-based), by `schedules.learning_rate_at`."""
+    decay = [setting.get(key, default) for key, default in _SCHEDULE_DEFAULTS]
+    return schedules.learning_rate_at(step, setting["learning_rate"], setting["steps"], *decay)
 
 
 # --- BiT-HyperRule: small pure functions of the dataset size and the image size. ---
