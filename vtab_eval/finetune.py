@@ -1,49 +1,50 @@
-"""Fine-tunes a TF Hub image feature-vector module on a task with a new zero-initialised head.
+"""Fine-tunes a TF Hub image feature-vector module on a task: the training loop and its evaluation.
 
 The whole network is trained (every variable in the module's `trainable_variables`, adapters
-included) together with a new linear head whose weights and bias start at zero, by SGD with
-momentum and softmax cross-entropy, under a `tf.distribute` strategy:
-
-* the module is loaded and the head and momentum slots are created inside `strategy.scope()`;
-* each replica computes the gradient of its share of the global batch (loss summed and divided by
-  the global batch size), `strategy.reduce(SUM)` adds them, and the update is applied in the
-  cross-replica context, where assigning a mirrored variable updates every copy. This works the
-  same for the default, one-device, mirrored, multi-worker and TPU strategies, and needs nothing
-  from Keras.
-* weight decay, when a setting asks for it, is L2 added to the gradient of every tuned variable.
+included) together with a new linear head whose weights and bias start at zero
+(`vtab_eval.classifier`), by SGD with momentum (VTAB's formula, `_make_stepper`) on softmax
+cross-entropy, under a `tf.distribute` strategy: the module, the head and the momentum slots live
+in `strategy.scope()`; each replica computes the gradient of its share of the global batch (loss
+summed and divided by the global batch size); the gradients are summed and the update applied in
+the cross-replica context, where assigning a mirrored variable updates every copy. This works the
+same for the default, one-device, mirrored, multi-worker and TPU strategies. Weight decay, when a
+setting asks for it, is L2 added to the gradient of every tuned variable. Each step's learning
+rate is `vtab_eval.sweeps.learning_rate_at` (the schedule module shared with upstream training).
 
 Seeds (issue 16): one `seed` gives the data order, augmentation, mixup and TensorFlow's global seed
-(`finetune_seeds`, by `bit_experts.determinism`'s fixed hash); augmentation and mixup use stateless
-ops keyed by the example's position, so they do not depend on thread scheduling. With
-`deterministic=True` (the default of `finetune_and_evaluate`) op determinism is on as well, and
-the same call gives bitwise the same weights, loss and score on the same machine, whatever ran
-before it in the process (a module kept for reuse is reset to its published weights).
+(`finetune_seeds`); augmentation and mixup are stateless ops keyed by the example's position, so
+they do not depend on thread scheduling. With `deterministic=True` (the default of
+`finetune_and_evaluate`) op determinism is on as well, and the same call gives bitwise the same
+weights, loss and score on the same machine, whatever ran before it in the process (a module kept
+for reuse is reset to its published weights).
 
-Outputs of `finetune_and_evaluate` (docs/evaluation.md, "Fine-tune outputs"): TensorBoard scalars,
-the evaluation split's predictions (.npz) and the fine-tuned classifier as a SavedModel that
-`hub.load` reads; each is written atomically or, for event files, replaced as a whole.
+Outputs (docs/evaluation.md, "Fine-tune outputs"): `vtab_eval.finetune_outputs` and
+`vtab_eval.classifier.save_classifier`.
 
 Modules whose `__call__(training=True)` updates batch-norm statistics are not supported under
 multi-replica strategies (BiT uses group norm and has none).
 """
 
-import dataclasses
-import io
-import os
 import time
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_hub as hub
-from tensorflow.core.framework import summary_pb2
 
-from bit_experts import atomic_files, determinism
-from vtab_eval import module_contract, sweeps
+from bit_experts import determinism
+from vtab_eval import finetune_outputs as outputs
+from vtab_eval import sweeps
+from vtab_eval.classifier import (  # noqa: F401 (all lived here; callers use them)
+    Classifier,
+    ExportedClassifier,
+    build_classifier,
+    predict_logits,
+    save_classifier,
+)
 
 # Training splits up to this many images are kept in memory (as uint8, at their own size).
 CACHE_LIMIT = 20_000
-
-IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+# Its name before the outputs moved (tests/vtab_eval/test_executor_gfile.py uses it).
+_check_output_paths = outputs.check_output_paths
 
 
 def finetune_seeds(seed):
@@ -67,123 +68,6 @@ def finetune_seeds(seed):
         "mixup": determinism.derive_seed(derived["augmentation"], "mixup"),
         "global": derived["init"],
     }
-
-
-@dataclasses.dataclass
-class Classifier:
-    """A hub module with a linear head: `logits = module(images) @ kernel + bias`."""
-
-    module: object
-    kernel: tf.Variable
-    bias: tf.Variable
-    handle: str
-
-    @property
-    def trainable_variables(self):
-        """Everything fine-tuning updates: the module's trainable variables and the head."""
-        return list(self.module.trainable_variables) + [self.kernel, self.bias]
-
-    def logits(self, images, training=False):
-        """Class scores `[N, num_classes]` for float images in [0, 1]."""
-        features = self.module(images, training=training)
-        return tf.matmul(features, self.kernel) + self.bias
-
-
-# Loaded modules kept for reuse within a process: (handle, strategy) -> (module, initial values).
-# Reloading costs little, but the first gradient through a restored function builds its backward
-# graph (seconds); a kept module has it already. Its weights are reset before every reuse, and
-# each `train` traces a new step function, whose random ops (if the module has any) start afresh:
-# a fine-tune's result does not depend on what ran before it (tests/vtab_eval/test_finetune_*).
-_LOADED = {}
-_MAX_LOADED = 32
-
-
-def _reuse_loaded(handle, strategy):
-    found = _LOADED.get((handle, id(strategy)))
-    if found is None or found[2] is not strategy:
-        return None
-    module, initial, _ = found
-    for variable, value in zip(module.variables, initial):
-        variable.assign(value)
-    return module
-
-
-def _remember_loaded(handle, strategy, module):
-    if len(_LOADED) >= _MAX_LOADED:
-        _LOADED.pop(next(iter(_LOADED)))
-    # The strategy itself is kept too, so that its id cannot be reused by another one.
-    _LOADED[(handle, id(strategy))] = (module, [v.numpy() for v in module.variables], strategy)
-    return module
-
-
-def _first_line(error):
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
-def _check_finetunable(handle, module):
-    """ValueError (one line) unless `module` has what fine-tuning uses (vtab_eval.module_contract)."""
-    missing = [a for a in module_contract.REQUIRED_ATTRIBUTES if not hasattr(module, a)]
-    if missing:
-        reason = f"it lacks {', '.join(missing)}"
-    elif not list(module.trainable_variables):
-        reason = "its trainable_variables is empty: nothing to fine-tune"
-    else:
-        ok, reason = module_contract.finetunable(handle)
-        if ok:
-            return
-    raise ValueError(
-        f"module {handle!r} cannot be fine-tuned: {reason}; fine-tuning needs a reusable "
-        "SavedModel (TF Hub TF2 format) with __call__(images, training=...), variables and "
-        "trainable_variables"
-    )
-
-
-def build_classifier(handle, num_classes, strategy=None, probe_resolution=32):
-    """Loads `handle` and adds a zero-initialised head with `num_classes` outputs.
-
-    Args:
-      handle: local path or TF Hub handle of an image feature-vector module.
-      num_classes: size of the new head.
-      strategy: a tf.distribute strategy (default: the current one).
-      probe_resolution: side of the blank image used to find the feature size.
-
-    Raises:
-      ValueError: one line naming `handle`: the module fails to load, is not fine-tunable (no
-        `__call__`, `variables` or non-empty `trainable_variables`, e.g. a signature-only or
-        Keras `model.export()` SavedModel, or no traced `training=True` call), fails on a float32
-        `[1, probe_resolution, probe_resolution, 3]` image, or does not return `[N, d]` features.
-    """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
-    strategy = strategy or tf.distribute.get_strategy()
-    module = _reuse_loaded(handle, strategy)
-    if module is None:
-        with strategy.scope():
-            try:
-                module = hub.load(handle)
-            except Exception as err:  # noqa: BLE001 - any load failure is reported by handle
-                raise ValueError(f"module {handle!r} failed to load: {_first_line(err)}") from err
-        _check_finetunable(handle, module)
-        _remember_loaded(handle, strategy, module)
-    # Called outside the scope: under MirroredStrategy a restored function run in the scope's
-    # cross-replica context fails on its replica-context assertion.
-    try:
-        probe = module(tf.zeros([1, probe_resolution, probe_resolution, 3]), training=False)
-    except (TypeError, ValueError, tf.errors.OpError) as err:
-        raise ValueError(
-            f"module {handle!r} fails on a float32 [1, {probe_resolution}, {probe_resolution}, 3] "
-            f"image with training=False: {_first_line(err)}"
-        ) from err
-    if probe.shape.rank != 2:
-        raise ValueError(
-            f"module {handle!r} returned shape {probe.shape} for one image; expected [1, d]"
-        )
-    dim = int(probe.shape[-1])
-    with strategy.scope():
-        kernel = tf.Variable(tf.zeros([dim, num_classes]), name="head/kernel")
-        bias = tf.Variable(tf.zeros([num_classes]), name="head/bias")
-    return Classifier(module=module, kernel=kernel, bias=bias, handle=handle)
 
 
 def _prepare_train(dataset, setting, num_classes, seed):
@@ -240,7 +124,24 @@ def _prepare_train(dataset, setting, num_classes, seed):
 
 
 def _make_stepper(classifier, dataset, setting, num_classes, strategy, seed):
-    """A function `step(index) -> (loss, learning_rate)` that applies one update of `train`."""
+    """A function `step(index) -> (loss, learning_rate)` that applies one update of `train`.
+
+    The update is VTAB's (TF1's `MomentumOptimizer`): `slot = momentum * slot + grad` (`grad`
+    plus `weight_decay * var` when the setting asks for L2), then `var -= lr * slot`, with `lr`
+    from the setting's schedule, fed to every step.
+
+    Not Keras' optimizer (issue 22, tests/vtab_eval/test_finetune_optimizer.py): Keras' `SGD`
+    keeps `m = momentum * m - lr * grad; var += m`, other numbers whenever the learning rate
+    changes. A `keras.optimizers.Optimizer` subclass with this formula accepts the hub module's
+    tf.Variables (mirrored ones too), costs the same per step and, on one replica, gives these
+    numbers bit for bit; under MirroredStrategy it does not: Keras' TF backend applies the update
+    on each replica's copy, where this applies it once in the cross-replica context, and grappler,
+    which merges chains of adds into one AddN with its inputs sorted by op name, then adds the
+    replicas' gradients and the momentum term in another order (weights off by float32
+    roundings). Keeping them takes overriding Keras' private `_backend_update_step` and these op
+    names: this stepper inside a Keras class. For the same reason, renaming or reordering the ops
+    of `train_step` moves weights (with weight decay, or on several replicas) by roundings.
+    """
     strategy = strategy or tf.distribute.get_strategy()
     # Random ops inside the module (dropout, stochastic depth) follow `seed` too.
     tf.random.set_seed(finetune_seeds(seed)["global"])
@@ -285,14 +186,7 @@ def _make_stepper(classifier, dataset, setting, num_classes, strategy, seed):
 
 
 def train(
-    classifier,
-    dataset,
-    setting,
-    num_classes,
-    strategy=None,
-    seed=0,
-    log=None,
-    summary_writer=None,
+    classifier, dataset, setting, num_classes, strategy=None, seed=0, log=None, summary_writer=None
 ):
     """Fine-tunes `classifier` in place on `dataset` ({"image", "label"}) with one sweep setting.
 
@@ -326,10 +220,7 @@ def train(
                 f"fine-tuning {classifier.handle!r} diverged at step {step} (loss {loss}) with "
                 f"setting {setting['name']!r}"
             )
-        if summary_writer is not None:
-            with summary_writer.as_default(step=step + 1):
-                _scalar("loss", loss)
-                _scalar("learning_rate", lr)
+        outputs.write_scalars(summary_writer, step + 1, {"loss": loss, "learning_rate": lr})
         if step >= steps - tail:
             recent.append(loss)
         if log and (step + 1) % max(1, steps // 10) == 0:
@@ -373,38 +264,6 @@ def measure_step_seconds(
     return max(time.perf_counter() - start, 1e-9) / steps
 
 
-def predict_logits(classifier, dataset, resolution, batch_size=64):
-    """(logits float32 [N, num_classes], true labels int64 [N]) for un-batched examples.
-
-    Images are resized (bilinear) to `resolution` x `resolution`, as in training.
-
-    Raises:
-      ValueError: `dataset` is empty.
-    """
-
-    @tf.function
-    def step(images):
-        return classifier.logits(images, training=False)
-
-    def resize(example):
-        image = tf.image.resize(example["image"], [resolution, resolution])
-        return image, example["label"]
-
-    logits, labels = [], []
-    for images, batch_labels in dataset.map(resize).batch(batch_size):
-        logits.append(step(images).numpy())
-        labels.append(batch_labels.numpy())
-    if not logits:
-        raise ValueError(f"evaluation split for {classifier.handle!r} is empty")
-    return np.concatenate(logits).astype(np.float32), np.concatenate(labels).astype(np.int64)
-
-
-def predict(classifier, dataset, resolution, batch_size=64):
-    """(predicted labels int64 [N], true labels int64 [N]) for un-batched examples."""
-    logits, labels = predict_logits(classifier, dataset, resolution, batch_size)
-    return np.argmax(logits, axis=-1).astype(np.int64), labels
-
-
 def scores(predictions, labels, num_classes):
     """{"accuracy", "mean_per_class_accuracy", "num_examples"} of integer predictions."""
     predictions = np.asarray(predictions)
@@ -416,116 +275,6 @@ def scores(predictions, labels, num_classes):
         "mean_per_class_accuracy": float(np.mean(per_class)),
         "num_examples": int(labels.size),
     }
-
-
-class ExportedClassifier(tf.__internal__.tracking.AutoTrackable):
-    """A fine-tuned classifier as a TF Hub reusable SavedModel (what `save_model_dir` holds).
-
-    `__call__(images, training=False)` and the `serving_default` signature take float32 images
-    `[B, H, W, 3]`, RGB in [0, 1] (the fine-tuned module's input range), of any size, resize them
-    (bilinear) to `resolution` x `resolution` as evaluation did, and return logits
-    `[B, num_classes]` (`serving_default`: {"logits": ...}). `variables`, `trainable_variables`
-    and `regularization_losses` make it fine-tunable again (`hub.KerasLayer(..., trainable=True)`).
-    """
-
-    def __init__(self, classifier, resolution):
-        super().__init__()
-        self.module = classifier.module
-        self.kernel = classifier.kernel
-        self.bias = classifier.bias
-        self.resolution = int(resolution)
-        self.variables = list(classifier.module.variables) + [classifier.kernel, classifier.bias]
-        self.trainable_variables = classifier.trainable_variables
-        self.regularization_losses = []
-        self.__call__ = tf.function(self._call)
-        for training in (False, True):
-            self.__call__.get_concrete_function(IMAGE_SPEC, training)
-        self.serving_default = tf.function(self._serve, input_signature=[IMAGE_SPEC])
-
-    def _call(self, images, training=False):
-        images = tf.image.resize(images, [self.resolution, self.resolution])
-        return tf.matmul(self.module(images, training=training), self.kernel) + self.bias
-
-    def _serve(self, images):
-        return {"logits": self._call(images)}
-
-
-def save_classifier(classifier, save_model_dir, resolution, metadata):
-    """Writes `classifier` to `save_model_dir` as an `ExportedClassifier`, atomically.
-
-    The SavedModel is written to a temporary folder beside `save_model_dir` and renamed into
-    place (an existing one is replaced); `metadata` goes to `hub_export.module.METADATA_FILE`.
-    Returns the absolute path.
-    """
-    from hub_export import module as hub_module
-
-    exported = ExportedClassifier(classifier, resolution)
-    return hub_module.save_module(exported, save_model_dir, metadata=metadata, overwrite=True)
-
-
-def _write_predictions(path, logits, labels, predictions, **info):
-    """The evaluation predictions as an .npz file, written atomically (see `finetune_and_evaluate`)."""
-    arrays = {
-        "predictions": predictions.astype(np.int64),
-        "labels": labels.astype(np.int64),
-        "logits": logits.astype(np.float32),
-    }
-    arrays.update({k: np.asarray(v) for k, v in info.items() if v is not None})
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return atomic_files.write_bytes(path, buffer.getvalue())
-
-
-def _check_output_paths(summary_dir, predictions_path, save_model_dir):
-    """ValueError (one line) for an output path that cannot be written, before any training."""
-    for name, path, want_dir in (
-        ("summary_dir", summary_dir, True),
-        ("predictions_path", predictions_path, False),
-        ("save_model_dir", save_model_dir, True),
-    ):
-        if path is None:
-            continue
-        path = atomic_files.check_url(path)  # file:// -> local; an unknown scheme: ValueError
-        if want_dir and atomic_files.isfile(path):
-            raise ValueError(f"{name} {path!r} is a file; expected a folder (or a new path)")
-        if not want_dir and atomic_files.isdir(path):
-            raise ValueError(f"{name} {path!r} is a folder; expected a file path")
-        if atomic_files.is_url(path):
-            if name == "save_model_dir":  # the SavedModel export renames a folder into place
-                raise ValueError(
-                    f"save_model_dir {path!r} is a URL; saving fine-tuned models needs a local "
-                    "folder (docs/workdir.md)"
-                )
-            continue  # whether a URL can be written shows at the first write
-        parent = os.path.dirname(os.path.abspath(path))
-        while not os.path.exists(parent):
-            parent = os.path.dirname(parent)
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"{name} {path!r} cannot be created: {parent!r} is not writable")
-
-
-# TensorBoard's scalar plugin reads tensor summaries with this metadata (what its
-# `tf.summary.scalar` writes); written with core TF's `tf.summary.write`, so that logging needs
-# no TensorBoard install (viewing them does).
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-    data_class=summary_pb2.DATA_CLASS_SCALAR,
-)
-
-
-def _scalar(name, value):
-    """Writes one float32 scalar to the default `tf.summary` writer at its default step."""
-    tf.summary.write(name, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
-
-
-def _open_summary_writer(summary_dir):
-    # The folder belongs to this fine-tune: event files of an earlier (killed) attempt would show
-    # as a second curve, so they go.
-    atomic_files.makedirs(summary_dir)
-    for name in atomic_files.listdir(summary_dir):
-        if name.startswith("events.out.tfevents."):
-            atomic_files.remove(os.path.join(summary_dir, name))
-    return tf.summary.create_file_writer(summary_dir)
 
 
 def finetune_and_evaluate(
@@ -563,15 +312,13 @@ def finetune_and_evaluate(
         step 1..steps, then `<eval_split>/accuracy`, `<eval_split>/score` and
         `<eval_split>/mean_per_class_accuracy` at step `steps`. Earlier event files there are
         removed.
-      predictions_path: .npz file (written atomically) with `predictions` int64 [N], `labels`
-        int64 [N], `logits` float32 [N, num_classes] of `eval_split` in the split's order, and
-        `classes` (class names, folder tasks), `task`, `handle`, `eval_split`, `setting`.
-      save_model_dir: folder for the fine-tuned classifier as a SavedModel that `hub.load`
-        reads (`ExportedClassifier`: float32 RGB images in [0, 1], any size, resized to
-        `setting["resolution"]`, -> logits [B, num_classes]), with metadata (task, classes,
-        setting, seeds, source module, scores) in `hub_export.module.METADATA_FILE`. Written
-        to a temporary folder and renamed into place, so it must be a local path (ValueError
-        for a URL). `summary_dir` and `predictions_path` may be `tf.io.gfile` URLs (`gs://...`).
+      predictions_path: .npz file of `eval_split`'s logits, predictions and labels
+        (`finetune_outputs.write_predictions`).
+      save_model_dir: local folder for the fine-tuned classifier, a SavedModel that `hub.load`
+        reads (`classifier.ExportedClassifier`: float32 RGB images in [0, 1], any size, resized
+        to `setting["resolution"]`, -> logits [B, num_classes]), with the metadata of
+        `finetune_outputs.classifier_metadata`; ValueError for a URL. `summary_dir` and
+        `predictions_path` may be `tf.io.gfile` URLs (`gs://...`).
 
     Returns:
       A dict with "score" (the task's metric on `eval_split`), "accuracy",
@@ -587,76 +334,35 @@ def finetune_and_evaluate(
     seeds = finetune_seeds(seed)
     sweeps.validate_setting(setting)
     setting = sweeps.for_task(setting, task)  # No flips or crops that corrupt the task's labels.
-    _check_output_paths(summary_dir, predictions_path, save_model_dir)
+    outputs.check_output_paths(summary_dir, predictions_path, save_model_dir)
     task.validate_splits([train_split, eval_split])  # Sizes known without reading (folders).
     classifier = build_classifier(handle, task.num_classes, strategy)
     # After every check, so that refused input leaves the process's settings as they were.
     determinism.configure(seeds["seed"], deterministic)
     seeds["deterministic"] = bool(deterministic)
     train_ds = task.load(train_split, data_dir=data_dir)
-    writer = _open_summary_writer(summary_dir) if summary_dir is not None else None
+    writer = outputs.open_summary_writer(summary_dir)
     try:
         stats = train(
-            classifier,
-            train_ds,
-            setting,
-            task.num_classes,
-            strategy,
-            seed=seeds["seed"],
-            log=log,
-            summary_writer=writer,
+            classifier, train_ds, setting, task.num_classes, strategy, seeds["seed"], log, writer
         )
-        logits, labels = predict_logits(
-            classifier, task.load(eval_split, data_dir=data_dir), setting["resolution"]
+        eval_ds = task.load(eval_split, data_dir=data_dir)
+        logits, labels = predict_logits(classifier, eval_ds, setting["resolution"])
+        result = scores(np.argmax(logits, axis=-1), labels, task.num_classes)
+        result.update(stats, score=result[task.metric], seed=seeds["seed"], seeds=seeds)
+        result.update(setting=setting["name"], train_split=train_split, eval_split=eval_split)
+        keys = ("accuracy", "score", "mean_per_class_accuracy")
+        outputs.write_scalars(
+            writer, stats["steps"], {f"{eval_split}/{k}": result[k] for k in keys}
         )
-        predictions = np.argmax(logits, axis=-1).astype(np.int64)
-        result = scores(predictions, labels, task.num_classes)
-        result.update(stats)
-        result.update(
-            score=result[task.metric],
-            seed=seeds["seed"],
-            seeds=seeds,
-            setting=setting["name"],
-            train_split=train_split,
-            eval_split=eval_split,
-        )
-        if writer is not None:
-            with writer.as_default(step=stats["steps"]):
-                for key in ("accuracy", "score", "mean_per_class_accuracy"):
-                    _scalar(f"{eval_split}/{key}", result[key])
     finally:
         if writer is not None:
             writer.close()
-    classes = getattr(task, "class_names", None)
     if predictions_path is not None:
-        _write_predictions(
-            predictions_path,
-            logits,
-            labels,
-            predictions,
-            classes=None if classes is None else list(classes),
-            task=task.name,
-            handle=str(handle),
-            eval_split=eval_split,
-            setting=setting["name"],
+        outputs.write_predictions(
+            predictions_path, task, handle, eval_split, setting, logits, labels
         )
     if save_model_dir is not None:
-        metadata = {
-            "kind": "classifier",
-            "task": task.name,
-            "task_fingerprint": task.fingerprint(),
-            "num_classes": task.num_classes,
-            "classes": None if classes is None else list(classes),
-            "source_module": str(handle),
-            "setting": dict(setting),
-            "seeds": seeds,
-            "train_split": train_split,
-            "eval_split": eval_split,
-            "scores": {k: result[k] for k in ("score", "accuracy", "mean_per_class_accuracy")},
-            "metric": task.metric,
-            "resolution": int(setting["resolution"]),
-            "input": "float32 [B, H, W, 3] RGB in [0, 1], any size; resized to resolution",
-            "output": "logits float32 [B, num_classes]",
-        }
+        metadata = outputs.classifier_metadata(task, handle, setting, result)
         save_classifier(classifier, save_model_dir, setting["resolution"], metadata)
     return result

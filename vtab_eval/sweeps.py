@@ -25,6 +25,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from bit_experts.training import schedules
+
 PRESETS = (
     "vtab_lightweight",
     "bit_hyperrule",
@@ -35,6 +37,13 @@ PRESETS = (
     "demo_quick",
 )
 SCHEDULES = ("step", "cosine", "constant")
+# The schedule's keys of a setting, in `bit_experts.training.schedules.learning_rate_at`'s order.
+_SCHEDULE_DEFAULTS = (
+    ("warmup_steps", 0),
+    ("schedule", "step"),
+    ("decay_points", ()),
+    ("decay_factor", 0.1),
+)
 
 # BiT-HyperRule constants (Big Transfer, section 3.3).
 HYPERRULE_LR = 0.003
@@ -125,20 +134,9 @@ def validate_setting(setting):
 
 
 def learning_rate_at(setting, step):
-    """The learning rate of `setting` at training step `step` (0-based): warm-up then decay."""
-    base = setting["learning_rate"]
-    steps = setting["steps"]
-    warmup = setting.get("warmup_steps", 0)
-    if step < warmup:
-        return base * (step + 1) / warmup
-    schedule = setting.get("schedule", "step")
-    if schedule == "constant":
-        return base
-    if schedule == "cosine":
-        progress = (step - warmup) / max(1, steps - warmup)
-        return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    passed = sum(step >= point * steps for point in setting.get("decay_points", ()))
-    return base * setting.get("decay_factor", 0.1) ** passed
+    """The learning rate of `setting` at step `step` (0-based), by `schedules.learning_rate_at`."""
+    decay = [setting.get(key, default) for key, default in _SCHEDULE_DEFAULTS]
+    return schedules.learning_rate_at(step, setting["learning_rate"], setting["steps"], *decay)
 
 
 # --- BiT-HyperRule: small pure functions of the dataset size and the image size. ---

@@ -15,7 +15,7 @@ import vtab_eval_toys as toys
 from tensorflow.core.util import event_pb2
 
 from hub_export import module as hub_module
-from vtab_eval import finetune, sweeps, tasks
+from vtab_eval import finetune, finetune_outputs, sweeps, tasks
 
 SETTING = sweeps.make_setting(0.3, 12, 8, resolution=toys.SIZE, warmup_steps=2, flip=True)
 
@@ -77,7 +77,7 @@ def test_a_second_attempt_replaces_the_event_files(tmp_path):
     stale = tmp_path / "events.out.tfevents.1.old"
     stale.write_bytes(b"partial")
     (tmp_path / "notes.txt").write_text("kept")
-    finetune._open_summary_writer(str(tmp_path)).close()
+    finetune_outputs.open_summary_writer(str(tmp_path)).close()
     assert not stale.exists() and (tmp_path / "notes.txt").exists()
 
 

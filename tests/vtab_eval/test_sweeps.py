@@ -1,5 +1,7 @@
 """Sweep presets and BiT-HyperRule as pure functions."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -44,6 +46,35 @@ def test_bit_hyperrule_setting_for_vtab1k():
     # Schedule values in float64 (Python floats): approx's rel 1e-6 only absorbs rounding.
     assert lrs[0] == pytest.approx(0.003 / 100) and lrs[1] == pytest.approx(0.003)
     assert lrs[2:] == pytest.approx([0.003, 0.003, 3e-4, 3e-5, 3e-6, 3e-6])
+
+
+def _closed_form(setting, step):
+    """Fine-tuning's schedule as `sweeps` wrote it before it moved to bit_experts (issue 22)."""
+    base, steps, warmup = setting["learning_rate"], setting["steps"], setting["warmup_steps"]
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if setting["schedule"] == "constant":
+        return base
+    if setting["schedule"] == "cosine":
+        progress = (step - warmup) / max(1, steps - warmup)
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    passed = sum(step >= point * steps for point in setting["decay_points"])
+    return base * setting["decay_factor"] ** passed
+
+
+def test_every_preset_keeps_its_learning_rates_bit_for_bit():
+    """The shared schedule (bit_experts.training.schedules) gives every preset's settings the very
+    floats they had, at every step (and past the end)."""
+    sweep = [s for name in ("vtab_lightweight", "local", "quick") for s in sweeps.get_sweep(name)]
+    sweep += sweeps.get_sweep("random_search", num_settings=36)
+    for size in (1000, 50_000, 600_000):
+        sweep += sweeps.get_sweep("bit_hyperrule", dataset_size=size)
+    sweep += sweeps.from_values([0.05], [10, 333], 8, 32, decay_points=(0.1, 0.5), decay_factor=0.3)
+    sweep += sweeps.from_values([0.1], [50], 8, 32, warmup_steps=5, schedule="constant")
+    assert {s["schedule"] for s in sweep} == set(sweeps.SCHEDULES)
+    for setting in sweep:
+        for step in range(setting["steps"] + 2):
+            assert sweeps.learning_rate_at(setting, step) == _closed_form(setting, step), setting
 
 
 def test_vtab_lightweight_is_two_rates_by_two_schedules():
