@@ -62,6 +62,14 @@ EXCLUDED = {
         "(tests/hub_export/test_import_bit_checkpoint.py runs it on a generated one)"
     ),
     r"python -m vtab_eval\.rank --collection=C .*": "usage synopsis: C, D and F are placeholders",
+    r"python -m vtab_eval\.(rank|run) (--config=local )?--collection=runs/demo/collection .*": (
+        "needs the finished demo in runs/demo (README's first command); tests/vtab_eval/"
+        "test_rank_cli.py and test_run_cli.py run both commands on a toy collection"
+    ),
+    r"python -m hub_export\.publish --workdir=runs/upstream --collection_dir=runs/collection": (
+        "needs the trained work directory of the README's train command above; "
+        "tests/hub_export/test_publish.py publishes trained toy work directories"
+    ),
     r"python -m vtab_eval\.run --collection=C --tasks=(vtab1k|table3) --output_dir=OUT .*": (
         "placeholders C and OUT; the VTAB-1k and table-3 tasks need the TFDS data and take hours"
     ),

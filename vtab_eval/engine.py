@@ -21,7 +21,7 @@ from vtab_eval import checks, files, identity, plan, protocol, results, runner
 HINDSIGHT = "hindsight"
 
 
-def _options(config, seed):
+def ranking_options(config, seed):
     """The ranking options (`ranking.DEFAULTS` keys) of `config` with the selection's seed."""
     from vtab_eval import ranking
 
@@ -36,7 +36,7 @@ def cached_ranking(job, method, pool, seed, context):
     from vtab_eval import ranking
 
     config = context["config"]
-    options = _options(config, seed)
+    options = ranking_options(config, seed)
     ranking_id = identity.content_hash(
         {
             "modules": [{"module": identity.module_identity(e)} for e in pool],
@@ -215,7 +215,7 @@ def rank(config, log=print):
         verify_checksums=selection["verify_checksums"],
         check_signatures=False,
     )
-    options = _options(config, config["seed"])
+    options = ranking_options(config, config["seed"])
     kwargs = dict(cache_dir=cache_dir, data_dir=config["data_dir"], log=log)
     method = selection["selectors"][0]
     if selection["num_shards"] > 1:

@@ -33,18 +33,10 @@ import tensorflow as tf
 from bit_experts import determinism
 from vtab_eval import finetune_outputs as outputs
 from vtab_eval import sweeps
-from vtab_eval.classifier import (  # noqa: F401 (all lived here; callers use them)
-    Classifier,
-    ExportedClassifier,
-    build_classifier,
-    predict_logits,
-    save_classifier,
-)
+from vtab_eval.classifier import build_classifier, predict_logits, save_classifier
 
 # Training splits up to this many images are kept in memory (as uint8, at their own size).
 CACHE_LIMIT = 20_000
-# Its name before the outputs moved (tests/vtab_eval/test_executor_gfile.py uses it).
-_check_output_paths = outputs.check_output_paths
 
 
 def finetune_seeds(seed):

@@ -1,5 +1,5 @@
 """A SavedModel that embeds another of our modules (the fine-tuned classifier of
-`vtab_eval.finetune.save_classifier` tracks the loaded feature extractor) exports the embedded
+`vtab_eval.classifier.save_classifier` tracks the loaded feature extractor) exports the embedded
 module's metadata asset too, under the same base name; `read_metadata` must still read the saved
 module's own metadata (the asset its root's `get_metadata()` reads), not the embedded one's."""
 
@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from hub_export import module as hub_module
-from vtab_eval import finetune
+from vtab_eval import classifier as classifier_lib
 
 SOURCE = {"name": "tiny", "kind": "baseline", "role": "feature_vector"}
 CLASSIFIER = {"task": "colours", "classes": ["r", "g"], "source_module": "tiny"}
@@ -55,7 +55,7 @@ def _classifier(source):
 
     kernel = tf.Variable(tf.ones([4, 2]), name="kernel")
     bias = tf.Variable(tf.zeros([2]), name="bias")
-    return finetune.Classifier(hub.load(source), kernel, bias, source)
+    return classifier_lib.Classifier(hub.load(source), kernel, bias, source)
 
 
 def test_plain_module_reads_its_asset_without_the_sidecar(source, tmp_path):
@@ -72,7 +72,9 @@ def test_plain_module_reads_its_asset_without_the_sidecar(source, tmp_path):
 def test_classifier_embedding_a_module_reads_its_own_metadata(source, tmp_path):
     import tensorflow_hub as hub
 
-    saved = finetune.save_classifier(_classifier(source), str(tmp_path / "clf"), 8, CLASSIFIER)
+    saved = classifier_lib.save_classifier(
+        _classifier(source), str(tmp_path / "clf"), 8, CLASSIFIER
+    )
     # The embedded module's asset is exported too: two files of the same base name.
     assert len(_metadata_assets(saved)) == 2
     assert json.loads(hub.load(saved).get_metadata().numpy()) == CLASSIFIER
@@ -95,7 +97,7 @@ def test_classifier_embedding_a_module_reads_its_own_metadata(source, tmp_path):
 
 
 def test_module_without_metadata_embedding_ours_has_none(source, tmp_path):
-    exported = finetune.ExportedClassifier(_classifier(source), 8)
+    exported = classifier_lib.ExportedClassifier(_classifier(source), 8)
     saved = hub_module.save_module(exported, str(tmp_path / "bare"))  # no metadata of its own
     assert _metadata_assets(saved) == [hub_module.METADATA_FILE]  # the embedded module's
     assert hub_module.metadata_asset_path(saved) is None

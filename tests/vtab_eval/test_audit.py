@@ -222,7 +222,9 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
     written = json.loads((out / "audit.json").read_text())
     assert written == {k: v for k, v in result.items() if k != "trained"}
     assert written["candidates"] == ["baseline", "expert_noise", "expert_colour"]
-    assert written["proxies"] == selectors.names(kind="feature")  # every feature proxy by default
+    assert written["proxies"] == list(
+        selectors.names(kind="feature")
+    )  # every feature proxy by default
     assert written["policies"] == _default_policies()
     memo = str(out / "finetunes")
     means = {}

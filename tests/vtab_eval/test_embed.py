@@ -5,7 +5,7 @@ import pytest
 import vtab_eval_toys as toys
 
 from hub_export import handles
-from vtab_eval import embed, tasks
+from vtab_eval import embed, identity, tasks
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,8 @@ def test_cache_computes_only_what_is_new(setup):
     )
 
 
-def test_module_checksum(setup):
+def test_module_identity_of_a_plain_handle_is_its_file_checksum(setup):
     _, modules, _ = setup
-    assert embed.module_checksum(modules["colour"], "abc") == "abc"
-    assert embed.module_checksum(modules["colour"]) == handles.module_sha256(modules["colour"])
-    assert embed.module_checksum(modules["colour"]) != embed.module_checksum(modules["noise"])
+    colour = identity.module_identity(modules["colour"])
+    assert colour == handles.module_sha256(modules["colour"])
+    assert colour != identity.module_identity(modules["noise"])

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import vtab_eval_toys as toys
 
+from vtab_eval import classifier as classifier_lib
 from vtab_eval import finetune, sweeps, tasks
 
 
@@ -30,7 +31,7 @@ def test_scores():
 
 def test_toy_module_learns_the_task(tmp_path, folder_task):
     handle = toys.save_toy_module(str(tmp_path / "colour"), "colour")
-    classifier = finetune.build_classifier(handle, folder_task.num_classes)
+    classifier = classifier_lib.build_classifier(handle, folder_task.num_classes)
     assert not np.any(classifier.kernel.numpy()) and not np.any(classifier.bias.numpy())
     before = classifier.module.trainable_variables[0].numpy().copy()
     setting = sweeps.make_setting(0.5, 60, 16, resolution=16, warmup_steps=5)
@@ -39,7 +40,7 @@ def test_toy_module_learns_the_task(tmp_path, folder_task):
     )
     assert np.isfinite(stats["final_loss"]) and stats["steps"] == 60
     assert not np.allclose(before, classifier.module.trainable_variables[0].numpy())
-    logits, labels = finetune.predict_logits(classifier, folder_task.load("test"), 16)
+    logits, labels = classifier_lib.predict_logits(classifier, folder_task.load("test"), 16)
     assert finetune.scores(np.argmax(logits, axis=-1), labels, 3)["accuracy"] >= 0.8
 
 
@@ -50,7 +51,7 @@ def test_bit_module_all_weights_and_adapters_are_tuned(tmp_path, folder_task):
     model = create_model("r14_micro", num_experts=1)
     model(np.zeros((1, 16, 16, 3), "float32"), expert_ids=np.zeros((1,), "int32"))
     handle = save_module(HubModule(model, expert_id=0), str(tmp_path / "bit"))
-    classifier = finetune.build_classifier(handle, folder_task.num_classes)
+    classifier = classifier_lib.build_classifier(handle, folder_task.num_classes)
     module_vars = classifier.module.trainable_variables
     assert any("adapter" in v.name for v in module_vars)
     before = [v.numpy().copy() for v in module_vars]
@@ -67,12 +68,12 @@ def test_bit_module_all_weights_and_adapters_are_tuned(tmp_path, folder_task):
 
 def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="failed to load") as error:
-        finetune.build_classifier(str(tmp_path / "nothing"), 3)
+        classifier_lib.build_classifier(str(tmp_path / "nothing"), 3)
     assert "nothing" in str(error.value)
     with pytest.raises(ValueError, match="wrong|expected"):
-        finetune.build_classifier(toys.save_toy_module(str(tmp_path / "r1"), "rank1"), 3)
+        classifier_lib.build_classifier(toys.save_toy_module(str(tmp_path / "r1"), "rank1"), 3)
     with pytest.raises(ValueError, match="num_classes"):
-        finetune.build_classifier(str(tmp_path / "r1"), 1)
+        classifier_lib.build_classifier(str(tmp_path / "r1"), 1)
 
 
 @pytest.mark.slow
@@ -84,13 +85,13 @@ def test_mirrored_strategy_matches_single_device(tmp_path, folder_task):
         from bit_experts.training import strategies
         strategies.configure_cpu_devices(2)
         import tensorflow as tf
-        from vtab_eval import finetune, sweeps, tasks
+        from vtab_eval import classifier as classifier_lib, finetune, sweeps, tasks
         task = tasks.get_task({folder_task.name!r})
         setting = sweeps.make_setting(0.1, 5, 8, resolution=16)
         out = {{}}
         for name in ("mirrored", "default"):
             strategy = strategies.make_strategy(name)
-            c = finetune.build_classifier({handle!r}, 3, strategy)
+            c = classifier_lib.build_classifier({handle!r}, 3, strategy)
             finetune.train(c, task.load("train800"), setting, 3, strategy, seed=0)
             out[name] = [c.kernel.numpy().tolist(), c.module.trainable_variables[0].numpy().tolist()]
             out[name + "_replicas"] = strategy.num_replicas_in_sync
@@ -118,10 +119,10 @@ def test_a_reused_module_starts_from_its_published_weights(tmp_path):
 
     handle = _tiny_module_for_reuse(tmp_path)
     published = [v.numpy().copy() for v in hub.load(handle).variables]
-    classifier = finetune.build_classifier(handle, 3)
+    classifier = classifier_lib.build_classifier(handle, 3)
     for variable in classifier.module.variables:
         variable.assign(variable + 1.0)  # what a fine-tune leaves behind
-    again = finetune.build_classifier(handle, 3)
+    again = classifier_lib.build_classifier(handle, 3)
     assert again.module is classifier.module  # kept, not reloaded
     for value, variable in zip(published, again.module.variables):
         np.testing.assert_array_equal(value, variable.numpy())
@@ -175,7 +176,7 @@ def test_a_module_that_cannot_be_fine_tuned_gets_one_line(
     module = _Module(**arguments)
     tf.saved_model.save(module, handle, signatures=getattr(module, "serve", None))
     with pytest.raises(ValueError, match=reason) as error:
-        finetune.build_classifier(handle, 3)
+        classifier_lib.build_classifier(handle, 3)
     message = str(error.value)
     assert handle in message and "\n" not in message and "cannot be fine-tuned" in message
     setting = sweeps.make_setting(0.1, 2, 8, resolution=16)

@@ -25,6 +25,7 @@ import tensorflow as tf
 import vtab_eval_toys as toys
 
 from bit_experts import determinism
+from vtab_eval import classifier as classifier_lib
 from vtab_eval import finetune, sweeps, tasks
 
 SETTINGS = {
@@ -156,7 +157,7 @@ def _keras_stepper(make_optimizer):
 def _train(world, make_stepper, setting, strategy=None):
     """(per-step losses, final weights) of `setting` by `make_stepper`, seed 0."""
     task, handle = world
-    classifier = finetune.build_classifier(handle, task.num_classes, strategy)
+    classifier = classifier_lib.build_classifier(handle, task.num_classes, strategy)
     data = task.load("train800")
     step = make_stepper(classifier, data, setting, task.num_classes, strategy, 0)
     losses = [step(index)[0] for index in range(setting["steps"])]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import vtab_eval_toys as toys
 
-from vtab_eval import config, embed, feature_cache, ranking, tasks
+from vtab_eval import config, embed, engine, feature_cache, ranking, tasks
 
 # Unit roundoff of the reduced formats: 8 and 11 significant bits.
 UNIT_ROUNDOFF = {"bfloat16": 2.0**-9, "float16": 2.0**-11}
@@ -135,7 +135,7 @@ def test_standardized_features_equal_the_saved_modules_up_to_float32_rounding(se
 def _options(**selection):
     """The ranking options of a config: its "selection" section and the seed."""
     made = config.make(selection={"resolution": 16, **selection})
-    return dict(made["selection"], seed=made["seed"])
+    return engine.ranking_options(made, made["seed"])
 
 
 def test_rank_in_bfloat16_caches_apart_and_leaves_out_modules_without_archive(setup):

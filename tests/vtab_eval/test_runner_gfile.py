@@ -17,7 +17,7 @@ import vtab_eval_toys as toys
 from gfile_double import Killed
 
 from bit_experts import atomic_files
-from vtab_eval import checks, config, engine, files, finetune, report, runner
+from vtab_eval import checks, config, engine, files, finetune, finetune_outputs, report, runner
 
 no_rename, ram_root = gfile_double.no_rename, gfile_double.ram_root  # fixtures
 
@@ -108,7 +108,7 @@ def test_saving_fine_tuned_models_to_a_url_is_refused_before_anything_runs(input
         _run(pool, task, f"{ram_root}/out", save_models=True)
     assert not atomic_files.exists(ram_root)
     with pytest.raises(ValueError, match="save_model_dir .* is a URL"):  # the library's check
-        finetune._check_output_paths(None, None, f"{ram_root}/model")
+        finetune_outputs.check_output_paths(None, None, f"{ram_root}/model")
 
 
 # --- user-given paths that are URLs stay URLs, or are refused in one line (issue 13, section 4) ---
