@@ -47,7 +47,7 @@ _CENTER_BLOCK = 1024  # rows centred at once in `_center`
 
 
 def _as_features(features) -> np.ndarray:
-    """`features` as C-contiguous float32 [N, d], N >= 2 (finiteness: `_center`), or ValueError."""
+    """`features` as C-contiguous float32 [N, d], N >= 2, or ValueError (finite: `_center`)."""
     array = np.asarray(features)
     if array.dtype.kind not in "fiu":
         raise ValueError(f"features must be a numeric [N, d] array; got dtype {array.dtype}")
@@ -78,7 +78,7 @@ def _screening_slack(dim: int) -> float:
 
 def _center(features: np.ndarray):
     """(float32 [d] column mean, float32 [N] squared norms of the centred rows), or ValueError if
-    any value is not finite or its square overflows float32. Centres `_CENTER_BLOCK` rows at once."""
+    a value is not finite or its square overflows float32. Centres `_CENTER_BLOCK` rows at once."""
     n = len(features)
     mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
     sq_norms = np.empty(n, np.float32)
