@@ -1,11 +1,9 @@
 """Whether a module can be fine-tuned, checked from its `saved_model.pb` without loading it.
 
-`vtab_eval.finetune.build_classifier` and its training step use the reusable SavedModel API
-(TF Hub TF2 format): the root object's `variables` (reset before reuse), a non-empty
-`trainable_variables` (what the gradient updates) and a traced `__call__(images, training=...)`
-called with `training=True` while training and `training=False` to evaluate. A module can be
-embedded without them (a Keras 3 `model.export()` archive has only `serve`, a signature-only
-SavedModel only `signatures`), so a pool keeps such modules rankable but never fine-tunes them.
+Fine-tuning (`vtab_eval.classifier`) uses the reusable SavedModel API (TF Hub TF2 format): the
+root's `variables`, a non-empty `trainable_variables` and a traced `__call__(images, training=...)`
+with both training=True and training=False. A module without them (a Keras 3 `model.export()`
+archive, a signature-only SavedModel) can still be embedded and ranked, never fine-tuned.
 """
 
 from __future__ import annotations
@@ -14,22 +12,11 @@ import os
 
 from tensorflow.core.protobuf import saved_model_pb2
 
-# Root attributes fine-tuning uses (finetune.build_classifier, Classifier, _reuse_loaded).
+# Root attributes fine-tuning uses (`vtab_eval.classifier`).
 REQUIRED_ATTRIBUTES = ("__call__", "variables", "trainable_variables")
 
 # module directory -> (size, mtime_ns, result) of checks done in this process.
 _CHECKED: dict[str, tuple[int, int, tuple[bool, str]]] = {}
-
-
-def _handle_and_dir(entry):
-    """(handle, local directory or None) of a ModuleEntry-like object or a handle string."""
-    if isinstance(entry, str):
-        handle, path = entry, None
-    else:
-        handle, path = entry.handle, getattr(entry, "path", None)
-    if path is None and "://" not in handle:
-        path = os.path.abspath(os.path.expanduser(handle))
-    return handle, path
 
 
 def finetunable(entry) -> tuple[bool, str]:
@@ -44,7 +31,10 @@ def finetunable(entry) -> tuple[bool, str]:
       reason is one line saying what the module lacks, e.g. "no __call__ (a serving-only
       SavedModel such as Keras 3 model.export())".
     """
-    handle, path = _handle_and_dir(entry)
+    handle = entry if isinstance(entry, str) else entry.handle
+    path = None if isinstance(entry, str) else getattr(entry, "path", None)
+    if path is None and "://" not in handle:
+        path = os.path.abspath(os.path.expanduser(handle))
     if path is None:
         try:
             import tensorflow_hub as hub  # Only needed for remote handles.
@@ -80,11 +70,9 @@ def _check(pb_path) -> tuple[bool, str]:
     children = {c.local_name: c.node_id for c in graph.nodes[0].children}
     missing = [name for name in REQUIRED_ATTRIBUTES if name not in children]
     if "__call__" in missing:
-        kind = (
-            "serving-only (e.g. Keras 3 model.export())"
-            if "serve" in children
-            else "signature-only"
-        )
+        kind = "signature-only"
+        if "serve" in children:
+            kind = "serving-only (e.g. Keras 3 model.export())"
         return False, (
             f"no __call__(images, training=...): a {kind} SavedModel; root has {sorted(children)}"
         )
