@@ -5,26 +5,24 @@ Models", ICLR 2021, section 5): for every training image of a task, find its nea
 in an expert's feature space and check whether the labels agree.
 
 Distance is symmetric, so only the upper triangle (pairs i < j) of the N x N squared distances is
-computed, in tiles, each updating the running minima of its rows *and* its columns: N^2 d / 2
-multiply-adds, half those of a general k-NN search (faiss, scikit-learn). Memory is O(N) beyond the
-features, plus per thread one tile and the centred rows and columns it multiplies (chunk x d each):
-never N x N, nor a centred copy of all features (fresh memory is slow on some VMs,
-benchmarks/RESULTS.md, kNN).
+computed, in tiles that each update the running minima of their rows *and* columns: N^2 d / 2
+multiply-adds, half a general k-NN search's (faiss, scikit-learn). Memory is O(N) beyond the
+features plus, per thread, one tile and the centred rows and columns it multiplies; never N x N,
+nor a centred copy of all features (fresh memory is slow on some VMs: benchmarks/RESULTS.md, kNN).
 
-1. Screening, per tile: ||a||^2 - 2 a.b + ||b||^2 on centred features, one float32 matrix product.
-   Cancellation can put it off by up to `delta_i` for row i (`_screening_slack`; an exact duplicate
-   can come out at +-1e-3), so every pair within 2 delta_i of its row's (or 2 delta_j of its
-   column's) running minimum is kept as a candidate. Running minima only decrease, so this keeps a
-   superset of the final window, which holds the true nearest neighbour and every row tied with it.
-2. Exact pass: a row with one candidate has found its neighbour. For the others, sum((a - b)^2) is
-   computed in float64 from the float32 features (the differences are exact), so a duplicate is at
-   distance 0 and ties, equal in exact arithmetic, go to the lowest row index.
+1. Screening: ||a||^2 - 2 a.b + ||b||^2 of centred features, one float32 matrix product per tile,
+   can be off by delta_i for row i through cancellation (a duplicate can come out at +-1e-3), so
+   every pair within 2 delta_i of its row's (or 2 delta_j of its column's) running minimum is kept.
+   Minima only decrease: the candidates hold the final window, and in it the true nearest
+   neighbour and every row tied with it.
+2. Exact pass: a row with one candidate has found its neighbour; for the others sum((a - b)^2) is
+   computed in float64 from the float32 features (exact differences, no cancellation), so a
+   duplicate is at distance 0 and rows at equal distance tie, going to the lowest index.
 
 So the answer is that of a float64 brute-force search, whatever `chunk_size` and `num_threads`.
-Backend: NumPy's float32 matrix product (OpenBLAS `sgemm`) with one BLAS thread per worker thread
-(`threadpoolctl`); workers take tiles from a shared queue and run the minimum and window passes on
-their tile while it is in cache (a multi-threaded BLAS would leave those passes on one core; issue
-12). `benchmarks/knn.py` measures it against faiss-cpu and the FMA peak.
+Worker threads, each with single-threaded BLAS (`threadpoolctl`), take tiles from a shared queue
+and run the minimum and window passes on their tile while it is in cache (issue 12);
+`benchmarks/knn.py` measures this against faiss-cpu and the FMA peak.
 """
 
 import concurrent.futures
@@ -63,17 +61,6 @@ def _positive_int(name, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return int(value)
-
-
-def _screening_slack(dim: int) -> float:
-    """Error bound of a screened squared distance, as a fraction of ||a||^2 + max ||b||^2.
-
-    A float32 dot product of length d errs by at most d 2^-24 sum |a_k b_k| <= d 2^-24 (||a||^2 +
-    ||b||^2) / 2 (Higham, "Accuracy and Stability of Numerical Algorithms", 2002, section 3.1);
-    with the norms, the centring and the two additions, about 2 (d + 4) 2^-24 (||a||^2 + ||b||^2)
-    in all. The factor 4 on top is room to spare.
-    """
-    return 4.0 * 2.0 * (dim + 4) * 2.0**-24
 
 
 def _center(features: np.ndarray):
@@ -185,15 +172,13 @@ class _Worker:
         if not self.pairs:
             empty = np.empty(0, np.int64)
             return empty, empty, np.empty(0, np.float32)
-        rows, cols, screened = (np.concatenate(part) for part in zip(*self.pairs))
-        return rows, cols, screened
+        return tuple(np.concatenate(part) for part in zip(*self.pairs))
 
     def _compact(self):
         rows, cols, screened = self.merged_pairs()
         running, width = self.running, self.width
-        inside = (screened <= running[rows] + width[rows]) | (
-            screened <= running[cols] + width[cols]
-        )
+        inside = screened <= running[rows] + width[rows]
+        inside |= screened <= running[cols] + width[cols]
         rows, cols, screened = rows[inside], cols[inside], screened[inside]
         self.pairs, self.num_pairs = [(rows, cols, screened)], len(rows)
         if self.num_pairs > self.budget // 2:
@@ -231,12 +216,14 @@ def _loo_nearest(features: np.ndarray, chunk_size, num_threads) -> np.ndarray:
     num_threads = _positive_int("num_threads", num_threads)
     n, d = features.shape
     mean, sq_norms = _center(features)
-    # The tiles screen half squared distances (exact halving); the window around each row's
-    # minimum is twice the screening error bound delta_i, so in those units delta_i itself.
+    # Tiles screen half squared distances (exact halving), so a row's window, twice the screening
+    # error bound, is delta_i itself: a float32 dot product of length d errs by at most
+    # d 2^-24 sum |a_k b_k| <= d 2^-24 (||a||^2 + ||b||^2) / 2 (Higham, "Accuracy and Stability of
+    # Numerical Algorithms", 2002, 3.1); with the norms, centring and additions, about
+    # 2 (d + 4) 2^-24 (||a||^2 + ||b||^2) in all, times 4 to spare.
     half_sq_norms = 0.5 * sq_norms
-    width = (_screening_slack(d) * (sq_norms.astype(np.float64) + sq_norms.max())).astype(
-        np.float32
-    )
+    slack = 4.0 * 2.0 * (d + 4) * 2.0**-24
+    width = (slack * (sq_norms.astype(np.float64) + sq_norms.max())).astype(np.float32)
     tile_cols = min(chunk_size, n)
     tile_rows = max(1, tile_cols // _TILE_ROWS_PER_CHUNK)
     tiles, lock = _tiles(n, tile_rows, tile_cols), threading.Lock()
@@ -287,22 +274,21 @@ def _loo_nearest(features: np.ndarray, chunk_size, num_threads) -> np.ndarray:
 
 
 def loo_nearest_neighbors(features, chunk_size: int = 1024, num_threads=None) -> tf.Tensor:
-    """Returns, for every row of `features`, the index of its nearest other row.
+    """int64 tensor [N]: for every row of `features`, the index of its nearest other row.
+
+    Euclidean distance; a duplicate row (distance 0) is a neighbour, and among rows equally near in
+    exact arithmetic the lowest index wins.
 
     Args:
-      features: numeric [N, d] array or tensor (N >= 2), cast to float32; must be finite.
-      chunk_size: columns of one distance tile (its rows: chunk_size // 4); each worker thread
-        holds one tile of chunk_size^2 / 4 float32. The result does not depend on it.
-      num_threads: worker threads, each running single-threaded BLAS; None: the cores this
-        process may run on (`os.sched_getaffinity`). The result does not depend on it.
-
-    Returns:
-      int64 tensor [N] (Euclidean distance). A row is never its own neighbour, but a duplicate row
-      (distance 0) is; among rows equally near in exact arithmetic the lowest index wins.
+      features: finite numeric [N, d] array or tensor (N >= 2), cast to float32.
+      chunk_size: columns of one distance tile (rows: chunk_size // 4, so chunk_size^2 / 4 float32
+        per worker thread).
+      num_threads: worker threads; None: the cores this process may run on. Neither changes the
+        result.
 
     Raises:
-      ValueError: if `features` is not a finite 2-D array with at least 2 rows, or `chunk_size`
-        or `num_threads` is not a positive integer.
+      ValueError: `features` not a finite 2-D array with at least 2 rows, or `chunk_size` or
+        `num_threads` not a positive integer.
     """
     return tf.convert_to_tensor(_loo_nearest(_as_features(features), chunk_size, num_threads))
 
@@ -310,16 +296,8 @@ def loo_nearest_neighbors(features, chunk_size: int = 1024, num_threads=None) ->
 def loo_1nn_correct(features, labels, chunk_size: int = 1024, num_threads=None) -> np.ndarray:
     """Per-row leave-one-out 1-nearest-neighbour hits of `labels` under `features`.
 
-    Args:
-      features, chunk_size, num_threads: as for `loo_nearest_neighbors` (the result does not
-        depend on chunk_size or num_threads).
-      labels: integer [N] class labels.
-
-    Returns:
-      bool numpy array [N]: True where the row's nearest other row has the same label.
-
-    Raises:
-      ValueError: as `loo_nearest_neighbors`, or labels that are not N integers.
+    Returns bool numpy [N], True where the row's nearest other row has the same label. Arguments
+    and errors as `loo_nearest_neighbors`, plus integer [N] `labels` (else ValueError).
     """
     array = _as_features(features)
     labels = np.asarray(labels)
