@@ -155,12 +155,11 @@ class RidgeLOO:
     """Exact leave-one-out ridge classification of one expert's features.
 
     Attributes:
-      correct: bool [N]; row i is correct when the model fitted without row i ranks its class
-        first (argmax over the C one-hot outputs; ties go to the lowest class).
-      predictions: float [N, C] leave-one-out outputs: row i's, by the model fitted without it.
+      correct: bool [N]: the model fitted without row i ranks row i's class first (argmax of the C
+        one-hot outputs; ties: the lowest class).
+      predictions: float [N, C] leave-one-out outputs (row i's by the model fitted without it).
       l2: the ridge penalty used, in squared feature units.
-      press: [len(penalties)] leave-one-out squared error summed over rows and classes, per
-        penalty tried (one entry when `l2` was given).
+      press: leave-one-out squared error over rows and classes, per penalty tried.
     """
 
     correct: np.ndarray
@@ -242,10 +241,9 @@ def ncm_loo_correct(features, labels) -> np.ndarray:
     return np.argmin(distances, axis=1) == classes
 
 
-def pca_scores(features, num_components) -> np.ndarray:
-    """Coordinates [N, k] on the top k = min(num_components, N, d) principal axes: centred, not
-    whitened, as scikit-learn's PCA(k).fit_transform (up to each axis's sign)."""
-    x = np.asarray(features, dtype=np.float64)
+def _pca_scores(x, num_components) -> np.ndarray:
+    """Coordinates [N, k] of float64 `x` on its top k = min(num_components, N, d) principal axes:
+    centred, not whitened, as scikit-learn's PCA(k).fit_transform (up to each axis's sign)."""
     centred = x - x.mean(axis=0)
     n, d = centred.shape
     k = min(int(num_components), n, d)
@@ -259,12 +257,7 @@ def pca_scores(features, num_components) -> np.ndarray:
 
 
 def gbc_score(
-    features,
-    labels,
-    *,
-    pca_dim=GBC_PCA_DIM,
-    gaussian="spherical",
-    min_variance=GBC_MIN_VARIANCE,
+    features, labels, *, pca_dim=GBC_PCA_DIM, gaussian="spherical", min_variance=GBC_MIN_VARIANCE
 ) -> float:
     """Gaussian Bhattacharyya coefficient (Pandy et al., CVPR 2022), in [-C (C - 1), 0]; 0 is best.
 
@@ -287,14 +280,13 @@ def gbc_score(
         raise ValueError(f"pca_dim must be a positive integer or None; got {pca_dim!r}")
     x, classes, num_classes = as_task_arrays(features, labels)
     if pca_dim is not None:
-        x = pca_scores(x, pca_dim)
-    dim = x.shape[1]
+        x = _pca_scores(x, pca_dim)
     means = np.stack([x[classes == c].mean(axis=0) for c in range(num_classes)])
     variances = np.stack(
         [np.maximum(x[classes == c].var(axis=0), min_variance) for c in range(num_classes)]
     )
     if gaussian == "spherical":
-        variances = np.repeat(variances.mean(axis=1, keepdims=True), dim, axis=1)
+        variances = np.repeat(variances.mean(axis=1, keepdims=True), x.shape[1], axis=1)
     log_var = np.log(variances)
     total = 0.0
     for a, b in itertools.permutations(range(num_classes), 2):
