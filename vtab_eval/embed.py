@@ -82,13 +82,11 @@ def load_module(handle, precision="float32"):
     """The module at `handle` as a callable on float images `[N, H, W, 3]` in [0, 1].
 
     float32: `hub.load(handle)`. bfloat16 / float16: the module's Keras archive
-    (`<module>/keras/expert.keras`, `bit_experts.load_expert`) rebuilt under Keras'
-    `mixed_<precision>` policy (Micikevicius et al., ICLR 2018): float32 weights cast per layer,
-    GroupNorm statistics in float32, outputs float32 `[N, d]`; its speed depends on the CPU's
-    native bfloat16 (benchmarks/RESULTS.md, "Ranking E experts vs the bare forward pass").
-    float32_standardized: the archive's `BiTResNetV2.standardized_copy()`, kernels
-    weight-standardised once at load (Qiao et al., 2019): the same function up to float32
-    rounding, for inference only.
+    (`<module>/keras/expert.keras`) under Keras' `mixed_<precision>` policy (Micikevicius et al.,
+    ICLR 2018; float32 weights and GroupNorm statistics, float32 `[N, d]` outputs; speed:
+    benchmarks/RESULTS.md, "Ranking E experts vs the bare forward pass"). float32_standardized:
+    the archive's `standardized_copy()`, kernels weight-standardised once at load (Qiao et al.,
+    2019): the same function up to float32 rounding, for inference only.
 
     Raises:
       BadModuleError: naming the handle: the module fails to load, or has no Keras archive for a
@@ -141,47 +139,37 @@ def embed_dataset(module, dataset, handle, batch_size=64):
       TaskDataError: the images cannot be read.
     """
     features, labels = [], []
-    for batch in _read_batches(dataset, batch_size):
-        images = batch["image"]
-        try:
-            output = call_module(module, images)
-        except BadModuleError as err:
-            raise BadModuleError(f"module {handle!r}: {err}") from None
-        except Exception as err:  # noqa: BLE001
-            raise BadModuleError(
-                f"module {handle!r} failed on a batch of shape {images.shape}: "
-                f"{type(err).__name__}: {err}"
-            ) from None
-        output = np.asarray(output)
-        if output.ndim != 2 or output.shape[0] != images.shape[0]:
-            raise BadModuleError(
-                f"module {handle!r} returned shape {output.shape} for {images.shape[0]} images; "
-                "expected rank 2 [N, d] (an image feature-vector module)"
-            )
-        if not np.all(np.isfinite(output)):
-            raise BadModuleError(f"module {handle!r} returned non-finite (NaN or inf) features")
-        features.append(output.astype(np.float32))
-        labels.append(batch["label"].numpy())
+    try:  # module failures are BadModuleErrors below: an OpError here is the data's
+        for batch in dataset.batch(batch_size).prefetch(2):
+            images = batch["image"]
+            try:
+                output = call_module(module, images)
+            except BadModuleError as err:
+                raise BadModuleError(f"module {handle!r}: {err}") from None
+            except Exception as err:  # noqa: BLE001
+                raise BadModuleError(
+                    f"module {handle!r} failed on a batch of shape {images.shape}: "
+                    f"{type(err).__name__}: {err}"
+                ) from None
+            output = np.asarray(output)
+            if output.ndim != 2 or output.shape[0] != images.shape[0]:
+                raise BadModuleError(
+                    f"module {handle!r} returned shape {output.shape} for {images.shape[0]} "
+                    "images; expected rank 2 [N, d] (an image feature-vector module)"
+                )
+            if not np.all(np.isfinite(output)):
+                raise BadModuleError(f"module {handle!r} returned non-finite (NaN or inf) features")
+            features.append(output.astype(np.float32))
+            labels.append(batch["label"].numpy())
+    except tf.errors.OpError as err:
+        message = " ".join(err.message.split())
+        raise TaskDataError(
+            f"reading the task's images failed (did a file change since the task was built?): "
+            f"{message[:500]}"
+        ) from None
     if not features:
         raise ValueError(f"the task split given to module {handle!r} holds no images")
     return np.concatenate(features), np.concatenate(labels).astype(np.int64)
-
-
-def _read_batches(dataset, batch_size):
-    """Batches of `dataset`; a failure to read the data is a TaskDataError, not a TF traceback."""
-    iterator = iter(dataset.batch(batch_size).prefetch(2))
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except tf.errors.OpError as err:
-            message = " ".join(err.message.split())
-            raise TaskDataError(
-                f"reading the task's images failed (did a file change since the task was "
-                f"built?): {message[:500]}"
-            ) from None
-        yield batch
 
 
 def embed_pool(
@@ -197,26 +185,20 @@ def embed_pool(
     precision="float32",
     log=None,
 ):
-    """Features of `task`'s `split` under every module of `pool`.
+    """An EmbedResult: the features of `task`'s `split` under every module of `pool`.
 
     Args:
       pool: ModuleEntry objects (hub_export.collection) or handle strings, in pool order.
-      task: a `vtab_eval.tasks.Task`.
-      split: the task split to embed.
+      task: a `vtab_eval.tasks.Task`; data_dir: the TFDS data directory.
       resolution: image side for every module; None: each module's `module_resolution(entry)`.
-      cache_dir: feature cache directory (None: no cache).
-      data_dir: TFDS data directory.
+      cache_dir: feature cache directory (None: no cache); cache_only: never compute (a module
+        missing from the cache is a failure).
       batch_size: images per module call.
-      cache_only: never compute; a module missing from the cache is a failure.
-      precision: one of PRECISIONS (`load_module`), part of the cache key. A module that cannot
+      precision: one of PRECISIONS (`load_module`), part of the cache key; a module that cannot
         run at it is a failure, never silently computed in float32.
       log: optional callable(str) for progress lines.
-
-    resolution, batch_size and precision are checked by the caller (`ranking.resolve_options`,
-    the evaluation config).
-
-    Returns:
-      An EmbedResult.
+    The evaluation config and `ranking.resolve_options` check split, resolution, batch_size and
+    precision.
 
     Raises:
       ValueError: cache_only without a cache_dir; TaskDataError: task images that cannot be read.
