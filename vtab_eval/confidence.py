@@ -60,13 +60,8 @@ def accuracy_interval(
 
 @dataclasses.dataclass(frozen=True)
 class WinProbability:
-    """Paired bootstrap outcome of expert a against expert b (the three sum to 1).
-
-    Attributes:
-      p_better: probability that a's resampled score is strictly higher than b's.
-      p_tie: probability that they are equal.
-      p_worse: probability that a's is strictly lower.
-    """
+    """Paired bootstrap outcome of expert a against expert b: the probabilities that a's resampled
+    score is strictly higher (`p_better`), equal (`p_tie`) or lower (`p_worse`); they sum to 1."""
 
     p_better: float
     p_tie: float
@@ -86,9 +81,7 @@ def paired_win_probability(correct_a, correct_b) -> WinProbability:
     a = as_correctness(correct_a, "correct_a")
     b = as_correctness(correct_b, "correct_b")
     if a.shape != b.shape:
-        raise ValueError(
-            f"correct_a and correct_b must cover the same rows; got {a.size}, {b.size}"
-        )
+        raise ValueError(f"correct_a and correct_b must have the same rows; got {a.size}, {b.size}")
     n = a.size
     n_plus = int(np.sum(a & ~b))
     n_minus = int(np.sum(~a & b))
@@ -137,13 +130,10 @@ def annotate(result, selection, correct, baseline, options):
     """
     names = {info["handle"]: info["name"] for info in result["experts"]}
     level, resamples, seed = options["confidence_level"], options["n_resamples"], options["seed"]
+    interval = dict(confidence_level=level, n_resamples=resamples, seed=seed)
     for info in result["experts"]:
         hits = None if correct is None else correct.get(info["handle"])
-        low, high = None, None
-        if hits is not None:
-            low, high = accuracy_interval(
-                hits, confidence_level=level, n_resamples=resamples, seed=seed
-            )
+        low, high = (None, None) if hits is None else accuracy_interval(hits, **interval)
         info.update(ci_low=low, ci_high=high)
     result["confidence"], result["pairwise"], result["fallback"] = None, [], None
     if correct is not None:
