@@ -60,20 +60,9 @@ class FeatureCache:
         `<task>__<split>__<resolution>px[__<precision>]__<module prefix>__<digest>`: readable (the
         task name, default the fingerprint's start, is only for reading), file-safe and unique (the
         digest covers the unshortened identities, split, side and any precision but float32, so
-        float32 keys are those of caches written before precision existed).
+        float32 keys are those of caches written before precision existed). Callers pass checked
+        values (the evaluation config's split, side and precision; two hex identities).
         """
-        for name, value in (
-            ("module_identity", module_identity),
-            ("task_fingerprint", task_fingerprint),
-            ("split", split),
-            ("precision", precision),
-        ):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty string; got {value!r}")
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
-            raise ValueError(f"resolution must be a positive integer; got {resolution!r}")
-        if resolution < 1:
-            raise ValueError(f"resolution must be a positive integer; got {resolution}")
         fields = [module_identity, task_fingerprint, split, int(resolution)]
         fields += [] if precision == "float32" else [precision]
         digest = hashlib.sha256(json.dumps(fields).encode("utf-8")).hexdigest()[:16]
@@ -155,22 +144,14 @@ class FeatureCache:
 
         Args:
           key: from `FeatureCache.key`.
-          features, labels: [N, d] array, stored as float32; [N] integers, stored as int64.
+          features, labels: [N, d] array, stored as float32; [N] integers, stored as int64
+            (`embed.embed_dataset` checks them; `get` refuses an entry of other shapes).
           metadata: JSON-serialisable dict (by convention `embed.embed_pool`'s: handle,
             module_identity, task, task_fingerprint, split, resolution, precision), to which `key`,
             `shape` and `created` (UTC, ISO 8601) are added.
         """
         npz_path = self._path(key, ".npz")
         features, labels = np.asarray(features), np.asarray(labels)
-        if (
-            features.ndim != 2
-            or labels.shape != features.shape[:1]
-            or not np.issubdtype(labels.dtype, np.integer)
-        ):
-            raise ValueError(
-                "features must be a 2-D [N, d] array and labels N integers; got features of "
-                f"shape {features.shape}, labels {labels.dtype} of shape {labels.shape}"
-            )
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         sidecar = dict(metadata, key=key, shape=list(features.shape), created=created)
         try:
@@ -192,11 +173,8 @@ def shard_assignment(items: list[str], num_shards: int, shard_index: int) -> lis
     process and machine, and kept when other items are added or removed.
 
     Raises:
-      ValueError: num_shards not a positive integer, or shard_index not an integer in its range.
+      ValueError: num_shards < 1, or shard_index outside [0, num_shards).
     """
-    for name, value in (("num_shards", num_shards), ("shard_index", shard_index)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer; got {value!r}")
     if not 0 <= shard_index < num_shards:
         raise ValueError(
             f"num_shards must be at least 1 and shard_index in [0, num_shards); got num_shards="
