@@ -1,28 +1,23 @@
 """Exact leave-one-out 1-nearest-neighbour search and accuracy.
 
 The core of the `knn` expert selector (Puigcerver et al., "Scalable Transfer Learning with Expert
-Models", ICLR 2021, section 5): for every training image of a task, find its nearest *other* image
-in an expert's feature space and check whether the labels agree.
+Models", ICLR 2021, section 5): find each training image's nearest *other* image in an expert's
+feature space and check whether the labels agree.
 
-Distance is symmetric, so only the upper triangle (pairs i < j) of the N x N squared distances is
-computed, in tiles that each update the running minima of their rows *and* columns: N^2 d / 2
-multiply-adds, half a general k-NN search's (faiss, scikit-learn). Memory is O(N) beyond the
-features plus, per thread, one tile and the centred rows and columns it multiplies; never N x N,
-nor a centred copy of all features (fresh memory is slow on some VMs: benchmarks/RESULTS.md, kNN).
+Only the upper triangle (i < j) of the N x N squared distances is computed, in tiles that update
+the running minima of their rows *and* columns: N^2 d / 2 multiply-adds, half a general k-NN
+search's (faiss, scikit-learn), in O(N) memory beyond the features and one tile per thread.
 
 1. Screening: ||a||^2 - 2 a.b + ||b||^2 of centred features, one float32 matrix product per tile,
-   can be off by delta_i for row i through cancellation (a duplicate can come out at +-1e-3), so
-   every pair within 2 delta_i of its row's (or 2 delta_j of its column's) running minimum is kept.
-   Minima only decrease: the candidates hold the final window, and in it the true nearest
-   neighbour and every row tied with it.
-2. Exact pass: a row with one candidate has found its neighbour; for the others sum((a - b)^2) is
-   computed in float64 from the float32 features (exact differences, no cancellation), so a
-   duplicate is at distance 0 and rows at equal distance tie, going to the lowest index.
+   errs by at most delta_i for row i (cancellation), so every pair within 2 delta_i of its row's
+   (or 2 delta_j of its column's) running minimum is kept: a superset of the final window, which
+   holds the true nearest neighbour and every row tied with it.
+2. Exact pass: rows with several candidates compare sum((a - b)^2) in float64 (exact differences,
+   no cancellation), so a duplicate is at distance 0 and ties go to the lowest index.
 
-So the answer is that of a float64 brute-force search, whatever `chunk_size` and `num_threads`.
-Worker threads, each with single-threaded BLAS (`threadpoolctl`), take tiles from a shared queue
-and run the minimum and window passes on their tile while it is in cache (issue 12);
-`benchmarks/knn.py` measures this against faiss-cpu and the FMA peak.
+The answer is a float64 brute-force search's, whatever `chunk_size` and `num_threads`. Worker
+threads with single-threaded BLAS (`threadpoolctl`) share a queue of tiles and run the minimum and
+window passes while their tile is in cache (issue 12; speed: `benchmarks/knn.py`).
 """
 
 import concurrent.futures
@@ -33,12 +28,10 @@ import numpy as np
 import tensorflow as tf
 from threadpoolctl import threadpool_limits
 
-# Tile rows per `chunk_size` columns: a 256 x 1024 float32 tile (1 MiB) stays in a core's L2 cache
-# for the passes that follow its matrix product.
+# Tile rows per `chunk_size` columns: a 256 x 1024 float32 tile (1 MiB) stays in L2 cache.
 _TILE_ROWS_PER_CHUNK = 4
-# Candidate pairs a worker keeps per row before it compacts them (drops those outside the windows
-# of its current minima) or, if many rows tie, resolves them exactly: O(N + tile) memory even when
-# all rows are equal.
+# Candidate pairs per row a worker keeps before it compacts them or, if many rows tie, resolves
+# them exactly: O(N + tile) memory even when all rows are equal.
 _PAIRS_PER_ROW = 8
 _EXACT_BLOCK = 512  # candidate pairs whose exact distances are computed at once
 _CENTER_BLOCK = 1024  # rows centred at once in `_center`
@@ -51,8 +44,7 @@ def _as_features(features) -> np.ndarray:
         raise ValueError(f"features must be a numeric [N, d] array; got dtype {array.dtype}")
     if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] < 1:
         raise ValueError(
-            "features must be a 2-D [N, d] array with at least 2 rows and at least one column; "
-            f"got shape {array.shape}"
+            f"features must be 2-D with at least 2 rows and 1 column; got {array.shape}"
         )
     return np.ascontiguousarray(array, dtype=np.float32)
 
@@ -65,7 +57,8 @@ def _positive_int(name, value) -> int:
 
 def _center(features: np.ndarray):
     """(float32 [d] column mean, float32 [N] squared norms of the centred rows), or ValueError if
-    a value is not finite or its square overflows float32. Centres `_CENTER_BLOCK` rows at once."""
+    a value is not finite or its square overflows float32. Centres `_CENTER_BLOCK` rows at a time,
+    never a copy of all (fresh memory is slow on some VMs: benchmarks/RESULTS.md, kNN)."""
     n = len(features)
     mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
     sq_norms = np.empty(n, np.float32)
@@ -135,12 +128,7 @@ class _Worker:
 
     def tile(self, r0, r1, c0, c1):
         """Screens rows [r0, r1) against columns [c0, c1), c0 >= r0; keeps pairs row < column."""
-        mean, half_sq_norms, width, running = (
-            self.mean,
-            self.half_sq_norms,
-            self.width,
-            self.running,
-        )
+        mean, half_sq_norms, running = self.mean, self.half_sq_norms, self.running
         screened = self.buffer[: (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
         if self.row_block_start != r0:  # the same rows serve every tile of one tile row
             np.subtract(self.features[r0:r1], mean, out=self.row_block[: r1 - r0])
@@ -157,8 +145,8 @@ class _Worker:
         row_min, col_min = running[r0:r1], running[c0:c1]  # views: updated in place
         np.minimum(row_min, screened.min(axis=1), out=row_min)
         np.minimum(col_min, screened.min(axis=0), out=col_min)
-        keep = screened <= (row_min + width[r0:r1])[:, np.newaxis]
-        keep |= screened <= (col_min + width[c0:c1])[np.newaxis, :]
+        keep = screened <= (row_min + self.width[r0:r1])[:, np.newaxis]
+        keep |= screened <= (col_min + self.width[c0:c1])[np.newaxis, :]
         if lower is not None:
             keep[lower] = False  # an inf threshold (no finite pair seen yet) keeps inf entries
         rows, cols = _nonzero(keep)
