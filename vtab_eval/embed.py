@@ -98,26 +98,21 @@ def load_module(handle, precision="float32"):
         if precision == "float32":
             return hub.load(handle)
         from bit_experts import expert_archive
+        from bit_experts.resnet_v2 import BiTResNetV2
 
         source = expert_archive.load_expert(handle)
         if precision == STANDARDIZED:
-            return _float32_forward(source.standardized_copy())
-        from bit_experts.resnet_v2 import BiTResNetV2
-
-        model = BiTResNetV2.from_config({**source.get_config(), "dtype": f"mixed_{precision}"})
-        model.set_weights(source.get_weights())
-        return _float32_forward(model)
+            model = source.standardized_copy()
+        else:
+            model = BiTResNetV2.from_config({**source.get_config(), "dtype": f"mixed_{precision}"})
+            model.set_weights(source.get_weights())
+        forward = lambda images: tf.cast(model(images), tf.float32)
+        return tf.function(forward, reduce_retracing=True, autograph=False)  # a trace per shape
     except Exception as err:  # noqa: BLE001 - any failure to load is reported by handle
         at = "" if precision == "float32" else f" in {precision} (from its Keras archive)"
         raise BadModuleError(
             f"module {handle!r} failed to load{at}: {type(err).__name__}: {err}"
         ) from None
-
-
-def _float32_forward(model):
-    """A tf.function images -> `model(images)` cast to float32 (one trace per image shape)."""
-    forward = lambda images: tf.cast(model(images), tf.float32)
-    return tf.function(forward, reduce_retracing=True, autograph=False)
 
 
 def call_module(module, images):
