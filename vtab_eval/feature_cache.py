@@ -150,20 +150,18 @@ class FeatureCache:
             module_identity, task, task_fingerprint, split, resolution, precision), to which `key`,
             `shape` and `created` (UTC, ISO 8601) are added.
         """
-        npz_path = self._path(key, ".npz")
-        features, labels = np.asarray(features), np.asarray(labels)
+        arrays = dict(
+            features=np.asarray(features, np.float32), labels=np.asarray(labels, np.int64)
+        )
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        sidecar = dict(metadata, key=key, shape=list(features.shape), created=created)
+        sidecar = dict(metadata, key=key, shape=list(arrays["features"].shape), created=created)
         try:
-            sidecar_text = json.dumps(sidecar, indent=2, sort_keys=True) + "\n"
+            sidecar_bytes = (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode("utf-8")
         except (TypeError, ValueError) as err:
             raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
         atomic_files.makedirs(self.root_dir)
-        arrays = dict(features=features.astype(np.float32), labels=labels.astype(np.int64))
-        _atomic_write(npz_path, lambda handle: np.savez(handle, **arrays))
-        _atomic_write(
-            self._path(key, ".json"), lambda handle: handle.write(sidecar_text.encode("utf-8"))
-        )
+        _atomic_write(self._path(key, ".npz"), lambda handle: np.savez(handle, **arrays))
+        _atomic_write(self._path(key, ".json"), lambda handle: handle.write(sidecar_bytes))
 
 
 def shard_assignment(items: list[str], num_shards: int, shard_index: int) -> list[str]:
