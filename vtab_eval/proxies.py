@@ -1,13 +1,10 @@
 """Transferability proxies on one expert's cached features: LogME, leave-one-out ridge and NCM, GBC.
 
-Each reads the features of a task's images, float [N, d], and the task's integer labels [N], as the
-feature cache holds them (no forward pass beyond the `knn` selector's), and computes in float64.
-Classes absent from the images are ignored (C counts those present). Features that are not a finite
-2-D numeric array with at least 2 rows and 1 column, or labels that are not N integer ids of at
-least 2 classes, raise a one-line ValueError. docs/selection.md explains each proxy and where it
-departs from its paper's code: `logme` (You et al., ICML 2021), `ridge_loo` (Allen 1974; Rifkin
-& Lippert 2007), `ncm_loo_correct` (Mensink et al., TPAMI 2013), `gbc_score` (Pandy et al., CVPR
-2022).
+Each reads float [N, d] features of a task's images and its integer labels [N], as the feature
+cache holds them (no forward pass beyond the `knn` selector's), and computes in float64; C counts
+the classes present. Features that are not a finite 2-D numeric array with at least 2 rows and 1
+column, or labels that are not N integer ids of at least 2 classes, raise a one-line ValueError.
+docs/selection.md explains each proxy and where it departs from its paper's code.
 """
 
 import dataclasses
@@ -51,11 +48,8 @@ def as_task_arrays(features, labels):
 
 
 def _gram_eigen(x):
-    """Non-zero spectrum of x: (s [r] eigenvalues of x x^T, u [N, r] orthonormal, r = rank).
-
-    Uses the smaller Gram matrix (x x^T or x^T x) and numpy's symmetric eigensolver. Eigenvalues
-    at most s_max * max(N, d) * eps count as zero (numpy.linalg.matrix_rank's rule).
-    """
+    """Non-zero spectrum of x: (s [r] eigenvalues of x x^T, u [N, r] orthonormal, r = rank), from
+    the smaller Gram matrix; eigenvalues <= s_max max(N, d) eps count as zero (matrix_rank's rule)."""
     n, d = x.shape
     if n <= d:
         s, u = np.linalg.eigh(x @ x.T)
@@ -69,15 +63,9 @@ def _gram_eigen(x):
 
 @dataclasses.dataclass(frozen=True)
 class LogMEResult:
-    """LogME of one expert on one task.
-
-    Attributes:
-      score: mean over classes of `evidence`, in nats per image; higher is better.
-      evidence: [C] maximised log evidence of each class's one-hot target, divided by N.
-      alpha: [C] prior precision of the weights at the maximum.
-      beta: [C] noise precision at the maximum.
-      iterations: fixed-point steps taken.
-    """
+    """LogME of one expert on one task: `score`, the mean over classes of `evidence` (nats per
+    image; higher is better); `evidence` [C], each class's maximised log evidence / N; `alpha` and
+    `beta` [C], the weights' prior and the noise precision there; `iterations`, the steps taken."""
 
     score: float
     evidence: np.ndarray
@@ -152,15 +140,10 @@ def logme_score(features, labels) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class RidgeLOO:
-    """Exact leave-one-out ridge classification of one expert's features.
-
-    Attributes:
-      correct: bool [N]: the model fitted without row i ranks row i's class first (argmax of the C
-        one-hot outputs; ties: the lowest class).
-      predictions: float [N, C] leave-one-out outputs (row i's by the model fitted without it).
-      l2: the ridge penalty used, in squared feature units.
-      press: leave-one-out squared error over rows and classes, per penalty tried.
-    """
+    """Exact leave-one-out ridge classification: `correct` bool [N], whether the model fitted
+    without row i ranks its class first (ties: the lowest class); `predictions` float [N, C], those
+    models' outputs; `l2`, the penalty used (squared feature units); `press`, the leave-one-out
+    squared error over rows and classes of each penalty tried."""
 
     correct: np.ndarray
     predictions: np.ndarray
@@ -193,9 +176,9 @@ def ridge_loo(features, labels, l2=None) -> RidgeLOO:
     if l2 is None:
         scale = float(s.mean()) if s.size else 1.0
         penalties = [scale * factor for factor in RIDGE_GRID]
+    elif isinstance(l2, bool) or not np.isfinite(l2) or l2 <= 0:
+        raise ValueError(f"l2 must be a positive finite number; got {l2!r}")
     else:
-        if isinstance(l2, bool) or not np.isfinite(l2) or l2 <= 0:
-            raise ValueError(f"l2 must be a positive finite number; got {l2!r}")
         penalties = [float(l2)]
     coordinates = u.T @ (targets - mean_target)  # [r, C]
     u2 = u**2
