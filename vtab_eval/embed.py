@@ -1,11 +1,10 @@
 """Embeds a task split with every module of a pool, through the on-disk feature cache.
 
-A module's features of (module identity, task fingerprint, split, resolution, precision) are
-computed once into a `feature_cache.FeatureCache`, so a rerun, a killed run, an enlarged pool or
-another shard computes only what is new. A module that fails to load or returns features that are
-not finite [N, d] is reported by handle and left out; it never stops the others. Unless a
-resolution is forced, each module sees images at its own recommended side (metadata "resolution",
-else DEFAULT_RESOLUTION), so the order of a pool never changes a module's features.
+Each module's features of (module identity, task fingerprint, split, resolution, precision) are
+computed once into a `feature_cache.FeatureCache`, so reruns, killed runs, larger pools and other
+shards compute only what is new. A module that fails to load or gives features that are not
+finite [N, d] is left out, by handle, without stopping the others. Each module sees images at its
+own recommended side unless one is forced, so the order of a pool never changes its features.
 """
 
 import dataclasses

@@ -124,8 +124,7 @@ class FeatureCache:
         if atomic_files.is_url(path) and not atomic_files.exists(path):
             return None  # gfile raises NotFoundError, not FileNotFoundError
         try:
-            with atomic_files.open_file(path, "rb") as handle:
-                sidecar = json.loads(handle.read().decode("utf-8"))
+            sidecar = json.loads(atomic_files.read_bytes(path).decode("utf-8"))
             if not isinstance(sidecar, dict):
                 raise ValueError("not a JSON object")
             return sidecar

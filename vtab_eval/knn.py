@@ -111,9 +111,8 @@ class _Worker:
         n, d = features.shape
         self.features, self.mean = features, mean
         self.half_sq_norms, self.width = half_sq_norms, width
-        # The centred rows and columns of the current tile.
-        self.row_block = np.empty((tile_rows, d), np.float32)
-        self.col_block = np.empty((tile_cols, d), np.float32)
+        self.row_block = np.empty((tile_rows, d), np.float32)  # the tile's centred rows
+        self.col_block = np.empty((tile_cols, d), np.float32)  # and columns
         self.row_block_start = None
         # Running minimum of each row's screened distances over this worker's tiles: never below
         # the final minimum, so windows around it hold the final window.
