@@ -204,10 +204,9 @@ def _loo_nearest(features: np.ndarray, chunk_size, num_threads) -> np.ndarray:
     n, d = features.shape
     mean, sq_norms = _center(features)
     # Tiles screen half squared distances (exact halving), so a row's window, twice the screening
-    # error bound, is delta_i itself: a float32 dot product of length d errs by at most
-    # d 2^-24 sum |a_k b_k| <= d 2^-24 (||a||^2 + ||b||^2) / 2 (Higham, "Accuracy and Stability of
-    # Numerical Algorithms", 2002, 3.1); with the norms, centring and additions, about
-    # 2 (d + 4) 2^-24 (||a||^2 + ||b||^2) in all, times 4 to spare.
+    # error bound, is delta_i: a float32 dot product of length d errs by at most d 2^-24 (||a||^2 +
+    # ||b||^2) / 2 (Higham, "Accuracy and Stability of Numerical Algorithms", 2002, 3.1); with the
+    # norms, centring and additions about 2 (d + 4) 2^-24 (||a||^2 + ||b||^2), times 4 to spare.
     half_sq_norms = 0.5 * sq_norms
     slack = 4.0 * 2.0 * (d + 4) * 2.0**-24
     width = (slack * (sq_norms.astype(np.float64) + sq_norms.max())).astype(np.float32)
@@ -229,8 +228,11 @@ def _loo_nearest(features: np.ndarray, chunk_size, num_threads) -> np.ndarray:
             worker.tile(*tile)
 
     with threadpool_limits(limits=1, user_api="blas"):
-        with concurrent.futures.ThreadPoolExecutor(len(workers)) as pool:
-            list(pool.map(work, workers))  # re-raises a worker's exception
+        if len(workers) == 1:  # no thread to start
+            work(workers[0])
+        else:
+            with concurrent.futures.ThreadPoolExecutor(len(workers)) as pool:
+                list(pool.map(work, workers))  # re-raises a worker's exception
 
     # Final windows: around the minimum over all workers.
     running = np.minimum.reduce([w.running for w in workers])
@@ -264,14 +266,12 @@ def loo_nearest_neighbors(features, chunk_size: int = 1024, num_threads=None) ->
     """int64 tensor [N]: for every row of `features`, the index of its nearest other row.
 
     Euclidean distance; a duplicate row (distance 0) is a neighbour, and among rows equally near in
-    exact arithmetic the lowest index wins.
+    exact arithmetic the lowest index wins. `chunk_size` and `num_threads` do not change the result.
 
     Args:
       features: finite numeric [N, d] array or tensor (N >= 2), cast to float32.
-      chunk_size: columns of one distance tile (rows: chunk_size // 4, so chunk_size^2 / 4 float32
-        per worker thread).
-      num_threads: worker threads; None: the cores this process may run on. Neither changes the
-        result.
+      chunk_size: columns of a distance tile (chunk_size^2 / 4 float32 per worker thread).
+      num_threads: worker threads (None: the cores this process may run on).
 
     Raises:
       ValueError: `features` not a finite 2-D array with at least 2 rows, or `chunk_size` or
