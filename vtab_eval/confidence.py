@@ -1,20 +1,10 @@
 """How sure a selection is: bootstrap intervals of accuracy-type scores and paired win chances.
 
-A proxy with per-row correctness (`knn`, `linear_loo`, `ncm`: one hit or miss per task image) has
-a score that is a mean of N zeros and ones, so resampling the task's images says how much the
-score would move on another draw of N images from the same task (Efron & Tibshirani 1993).
-
-- `accuracy_interval`: a bootstrap confidence interval of one expert's score, computed by
-  `scipy.stats.bootstrap` (BCa, seeded).
-- `paired_win_probability`: the paired bootstrap probability that expert a scores higher than
-  expert b when the same rows are resampled for both. The score difference on a resample only
-  depends on how many rows of each kind it holds (a right and b wrong, a wrong and b right, the
-  rest), and those counts are trinomial, so the probability is computed exactly from binomial
-  distributions (`scipy.stats.binom`), i.e. as the limit of infinitely many resamples: it has no
-  Monte Carlo error and needs no seed. (scipy.stats.bootstrap returns intervals, not this
-  probability.)
-- `annotate`: both, added to a ranking dict (`vtab_eval.ranking.rank`), and the `baseline`
-  fallback: keep a pick only if it beats the baseline B with enough confidence.
+A proxy with per-row hits (`knn`, `linear_loo`, `ncm`) scores the mean of N zeros and ones, so
+resampling the task's images says how much it would move on another draw (Efron & Tibshirani 1993):
+`accuracy_interval` is a seeded BCa interval of one expert's score, `paired_win_probability` the
+exact paired bootstrap probability that one expert beats another, and `annotate` adds both, and
+the `baseline` fallback, to a ranking dict (docs/selection.md, "Confidence").
 """
 
 import dataclasses
@@ -28,8 +18,7 @@ from vtab_eval.selectors import base as selectors
 DEFAULT_LEVEL = 0.95
 DEFAULT_RESAMPLES = 9999
 DEFAULT_FALLBACK_CONFIDENCE = 0.9  # of the baseline fallback
-# Resamples scipy.stats.bootstrap holds in memory at once (each N floats).
-_BATCH = 1000
+_BATCH = 1000  # resamples held in memory at once (each N floats)
 
 
 def as_correctness(correct, name="correct") -> np.ndarray:
@@ -47,22 +36,12 @@ def as_correctness(correct, name="correct") -> np.ndarray:
 def accuracy_interval(
     correct, *, confidence_level=DEFAULT_LEVEL, n_resamples=DEFAULT_RESAMPLES, seed=0
 ) -> tuple[float, float]:
-    """Bootstrap confidence interval of the mean of per-row correctness.
+    """(low, high) bootstrap interval of the mean of `correct`, fractions in [0, 1].
 
-    Args:
-      correct: bool or 0/1 [N], one entry per task image.
-      confidence_level: two-sided coverage, in (0, 1).
-      n_resamples: bootstrap resamples.
-      seed: seed of the resampling (numpy.random.default_rng); the same inputs and seed give the
-        same interval on every machine.
-
-    Returns:
-      (low, high), fractions in [0, 1], from scipy.stats.bootstrap with the bias-corrected and
-      accelerated (BCa) method. When every row is a hit (or every row a miss) each resample has
-      the same mean, and the interval is that value at both ends.
-
-    Raises:
-      ValueError: malformed `correct`, or `confidence_level` outside (0, 1).
+    scipy.stats.bootstrap's BCa (bias-corrected and accelerated) interval of bool or 0/1 [N] hits,
+    at two-sided `confidence_level` in (0, 1), from `n_resamples` resamples drawn by
+    numpy.random.default_rng(seed): the same on every machine. All hits (or all misses): that value
+    at both ends. ValueError: malformed `correct`, or `confidence_level` outside (0, 1).
     """
     hits = as_correctness(correct).astype(np.float64)
     if not 0 < confidence_level < 1:
@@ -81,13 +60,8 @@ def accuracy_interval(
 
 @dataclasses.dataclass(frozen=True)
 class WinProbability:
-    """Paired bootstrap outcome of expert a against expert b (the three sum to 1).
-
-    Attributes:
-      p_better: probability that a's resampled score is strictly higher than b's.
-      p_tie: probability that they are equal.
-      p_worse: probability that a's is strictly lower.
-    """
+    """Paired bootstrap outcome of expert a against expert b: the probabilities that a's resampled
+    score is strictly higher (`p_better`), equal (`p_tie`) or lower (`p_worse`); they sum to 1."""
 
     p_better: float
     p_tie: float
@@ -97,27 +71,17 @@ class WinProbability:
 def paired_win_probability(correct_a, correct_b) -> WinProbability:
     """Exact paired bootstrap probability that expert a's accuracy beats expert b's.
 
-    Resampling N rows with replacement, jointly for both experts, the difference of the two
-    accuracies is (K_plus - K_minus) / N, where K_plus counts resampled rows that a gets right
-    and b wrong (probability p = n_plus / N per draw) and K_minus the reverse (q = n_minus / N).
-    K_plus ~ Binomial(N, p) and, given K_plus = k, K_minus ~ Binomial(N - k, q / (1 - p)), so
-    P(better) = sum_k P(K_plus = k) P(K_minus <= k - 1 | k), and P(tie) likewise with = k.
-
-    Args:
-      correct_a, correct_b: bool or 0/1 [N] per-row correctness on the same rows.
-
-    Returns:
-      WinProbability.
-
-    Raises:
-      ValueError: malformed inputs or different lengths.
+    Resampling the N rows of bool or 0/1 [N] `correct_a`, `correct_b` jointly, the accuracies
+    differ by (K_plus - K_minus) / N, K_plus counting rows a gets right and b wrong (probability
+    p = n_plus / N per draw), K_minus the reverse (q = n_minus / N). K_plus ~ Binomial(N, p) and,
+    given k, K_minus ~ Binomial(N - k, q / (1 - p)), so P(better) = sum_k P(K_plus = k)
+    P(K_minus <= k - 1 | k), P(tie) likewise with = k: the limit of infinitely many resamples.
+    ValueError: malformed inputs or different lengths.
     """
     a = as_correctness(correct_a, "correct_a")
     b = as_correctness(correct_b, "correct_b")
     if a.shape != b.shape:
-        raise ValueError(
-            f"correct_a and correct_b must cover the same rows; got {a.size}, {b.size}"
-        )
+        raise ValueError(f"correct_a and correct_b must have the same rows; got {a.size}, {b.size}")
     n = a.size
     n_plus = int(np.sum(a & ~b))
     n_minus = int(np.sum(~a & b))
@@ -145,39 +109,31 @@ def _best_other(selection, other):
 
 
 def annotate(result, selection, correct, baseline, options):
-    """Adds to a ranking dict (docs/evaluation.md) what the per-image hits say about it.
+    """Adds to a ranking dict (docs/evaluation.md, "Ranking JSON") what the per-image hits say.
 
-    - per expert `ci_low`, `ci_high`: `accuracy_interval` of its hits; `confidence`: how.
-    - `pairwise`: `paired_win_probability` of the top pick against the runner-up and, when B is
-      ranked, of the best other candidate against B.
-    - `fallback`, with options["fallback"] == "baseline": the best candidate other than B is kept
-      when the probability that its hits beat B's (strictly better, ties count against) is at
-      least options["fallback_confidence"]; otherwise B replaces `selected` and the policy has
-      "fired". When the proxy itself picked B, B stays and it has not. Keys: "policy",
-      "confidence", "baseline", "best_expert" (None if there is no other candidate),
-      "p_better" (None when the proxy picked B or there is no other), "proxy_selected", "fired".
-    Without hits (`correct` is None) the intervals and `confidence` are null and `pairwise` empty.
+    Per expert `ci_low`, `ci_high` (`accuracy_interval`) and `confidence` (how); `pairwise`
+    (`paired_win_probability`: top pick vs runner-up and, when B is ranked, best other vs B); with
+    options["fallback"] == "baseline", `fallback`: B replaces `selected` ("fired") unless the
+    proxy picked B or the best other candidate beats B with p_better >= fallback_confidence.
+    Without hits (`correct` is None) intervals and `confidence` are null and `pairwise` empty.
 
     Args:
       result: the ranking dict, with "experts" ("handle", "name") and "selected".
       selection: the `selectors.SelectionResult` among the fine-tunable experts.
       correct: handle -> bool [N] per-image hits of at least the scored experts, or None.
       baseline: B's handle, or None (the pool has none, or B is not ranked).
-      options: `vtab_eval.ranking.DEFAULTS` keys (checked): confidence_level, n_resamples, seed,
-        fallback, fallback_confidence.
+      options: checked `ranking.DEFAULTS` values: confidence_level, n_resamples, seed, fallback,
+        fallback_confidence.
 
     Raises:
       SelectorUnavailable: the fallback without B's score.
     """
     names = {info["handle"]: info["name"] for info in result["experts"]}
     level, resamples, seed = options["confidence_level"], options["n_resamples"], options["seed"]
+    interval = dict(confidence_level=level, n_resamples=resamples, seed=seed)
     for info in result["experts"]:
         hits = None if correct is None else correct.get(info["handle"])
-        low, high = None, None
-        if hits is not None:
-            low, high = accuracy_interval(
-                hits, confidence_level=level, n_resamples=resamples, seed=seed
-            )
+        low, high = (None, None) if hits is None else accuracy_interval(hits, **interval)
         info.update(ci_low=low, ci_high=high)
     result["confidence"], result["pairwise"], result["fallback"] = None, [], None
     if correct is not None:
@@ -195,11 +151,9 @@ def annotate(result, selection, correct, baseline, options):
     if options["fallback"] != "baseline":
         return
     if baseline not in selection.scores:
-        why = (
-            "B was left out or cannot be fine-tuned"
-            if baseline
-            else "the pool has no baseline module"
-        )
+        why = "the pool has no baseline module"
+        if baseline:
+            why = "B was left out or cannot be fine-tuned"
         raise selectors.SelectorUnavailable(
             f"fallback 'baseline' needs the baseline B's score, but {why}"
         )

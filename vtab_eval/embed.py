@@ -1,12 +1,10 @@
 """Embeds a task split with every module of a pool, through the on-disk feature cache.
 
-Each module's features for (module identity, task fingerprint, split, resolution, precision) are
-computed once and kept in a `vtab_eval.feature_cache.FeatureCache`, so a re-run, a killed run or an
-enlarged pool only computes what is new, and workers started with different shards fill one cache. A module that
-fails to load, returns features of the wrong rank or size, or non-finite features is reported by
-handle and left out; it never stops the others. Unless a resolution is forced, each module sees
-images at its own recommended resolution (metadata "resolution", else DEFAULT_RESOLUTION), so the
-order of a pool never changes a module's features.
+Each module's features of (module identity, task fingerprint, split, resolution, precision) are
+computed once into a `feature_cache.FeatureCache`, so reruns, killed runs, larger pools and other
+shards compute only what is new. A module that fails to load or gives features that are not
+finite [N, d] is left out, by handle, without stopping the others. Each module sees images at its
+own recommended side unless one is forced, so the order of a pool never changes its features.
 """
 
 import dataclasses
@@ -21,9 +19,8 @@ from vtab_eval import identity as identity_lib
 
 # Image side for modules whose metadata recommends none (third-party modules; BiT's own side).
 DEFAULT_RESOLUTION = 224
-# The embedding forward pass: "float32" runs the module as saved; "bfloat16" and "float16" rebuild
-# it from its Keras archive under Keras' mixed-precision policy; "float32_standardized" rebuilds it
-# from its Keras archive in float32 with the kernels weight-standardised once (`load_module`).
+# The embedding forward pass (`load_module`): the module as saved, its Keras archive under a
+# mixed-precision policy, or its Keras archive with the kernels weight-standardised once.
 STANDARDIZED = "float32_standardized"
 PRECISIONS = ("float32", "bfloat16", "float16", STANDARDIZED)
 
@@ -58,10 +55,7 @@ class EmbedResult:
 
 
 def module_resolution(entry, default=DEFAULT_RESOLUTION):
-    """The image side `entry` recommends (metadata "resolution"), else `default`.
-
-    Handle strings and modules without our metadata get `default`.
-    """
+    """The image side `entry`'s metadata recommends ("resolution"), else `default` (handles)."""
     metadata = {} if isinstance(entry, str) else (getattr(entry, "metadata", None) or {})
     value = metadata.get("resolution")
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -87,62 +81,37 @@ def load_module(handle, precision="float32"):
     """The module at `handle` as a callable on float images `[N, H, W, 3]` in [0, 1].
 
     float32: `hub.load(handle)`. bfloat16 / float16: the module's Keras archive
-    (`<module>/keras/expert.keras`, which every module `hub_export.publish` writes, read by
-    `bit_experts.load_expert`) rebuilt under Keras' `mixed_<precision>` dtype policy: weights kept in
-    float32 and cast per layer, convolutions and activations in `precision`, GroupNorm statistics
-    in float32 (`bit_experts.layers.GroupNorm`); outputs cast back to float32 `[N, d]`. Mixed
-    precision as in Micikevicius et al., "Mixed Precision Training" (ICLR 2018). Its speed-up
-    depends on the CPU (native bfloat16: x86 `avx512_bf16` / `amx_bf16`); measured speed and
-    agreement: benchmarks/RESULTS.md, "Ranking E experts vs the bare forward pass".
-    float32_standardized: the Keras archive's `BiTResNetV2.standardized_copy()`, float32 with each
-    convolution kernel weight-standardised once at load rather than on every call (Qiao et al.,
-    2019, as BiT uses it); the same function up to float32 rounding, for inference only (the
-    published module itself stays exactly fine-tunable).
+    (`<module>/keras/expert.keras`) under Keras' `mixed_<precision>` policy (Micikevicius et al.,
+    ICLR 2018; float32 weights and GroupNorm statistics, float32 `[N, d]` outputs; speed:
+    benchmarks/RESULTS.md, "Ranking E experts vs the bare forward pass"). float32_standardized:
+    the archive's `standardized_copy()`, kernels weight-standardised once at load (Qiao et al.,
+    2019): the same function up to float32 rounding, for inference only.
 
     Raises:
       BadModuleError: naming the handle: the module fails to load, or has no Keras archive for a
-        reduced precision.
+        precision other than float32.
       ValueError: an unknown precision.
     """
     check_precision(precision)
     try:
         if precision == "float32":
             return hub.load(handle)
+        from bit_experts import expert_archive
+        from bit_experts.resnet_v2 import BiTResNetV2
+
+        source = expert_archive.load_expert(handle)
         if precision == STANDARDIZED:
-            return _standardized_model(handle)
-        return _mixed_precision_model(handle, precision)
+            model = source.standardized_copy()
+        else:
+            model = BiTResNetV2.from_config({**source.get_config(), "dtype": f"mixed_{precision}"})
+            model.set_weights(source.get_weights())
+        forward = lambda images: tf.cast(model(images), tf.float32)
+        return tf.function(forward, reduce_retracing=True, autograph=False)  # a trace per shape
     except Exception as err:  # noqa: BLE001 - any failure to load is reported by handle
         at = "" if precision == "float32" else f" in {precision} (from its Keras archive)"
         raise BadModuleError(
             f"module {handle!r} failed to load{at}: {type(err).__name__}: {err}"
         ) from None
-
-
-def _mixed_precision_model(handle, precision):
-    """A tf.function images -> float32 features of `handle`'s Keras archive under mixed_<precision>."""
-    from bit_experts import expert_archive
-    from bit_experts.resnet_v2 import BiTResNetV2
-
-    source = expert_archive.load_expert(handle)
-    model = BiTResNetV2.from_config({**source.get_config(), "dtype": f"mixed_{precision}"})
-    model.set_weights(source.get_weights())
-    return _float32_forward(model)
-
-
-def _standardized_model(handle):
-    """A tf.function images -> float32 features of `handle`'s Keras archive, kernels standardised once."""
-    from bit_experts import expert_archive
-
-    return _float32_forward(expert_archive.load_expert(handle).standardized_copy())
-
-
-def _float32_forward(model):
-    """A tf.function images -> `model(images)` cast to float32 (one trace per image shape)."""
-
-    def forward(images):
-        return tf.cast(model(images), tf.float32)
-
-    return tf.function(forward, reduce_retracing=True, autograph=False)
 
 
 def call_module(module, images):
@@ -160,50 +129,41 @@ def embed_dataset(module, dataset, handle, batch_size=64):
     """(features float32 [N, d], labels int64 [N]) of un-batched {"image", "label"} examples.
 
     Raises:
-      BadModuleError: the module's output is not `[batch, d]` or holds NaN/inf.
+      BadModuleError: the module fails, or its output is not `[batch, d]` or holds NaN/inf.
+      TaskDataError: the images cannot be read.
     """
     features, labels = [], []
-    for batch in _read_batches(dataset, batch_size):
-        images = batch["image"]
-        try:
-            output = call_module(module, images)
-        except BadModuleError as err:
-            raise BadModuleError(f"module {handle!r}: {err}") from None
-        except Exception as err:  # noqa: BLE001
-            raise BadModuleError(
-                f"module {handle!r} failed on a batch of shape {images.shape}: "
-                f"{type(err).__name__}: {err}"
-            ) from None
-        output = np.asarray(output)
-        if output.ndim != 2 or output.shape[0] != images.shape[0]:
-            raise BadModuleError(
-                f"module {handle!r} returned shape {output.shape} for {images.shape[0]} images; "
-                "expected rank 2 [N, d] (an image feature-vector module)"
-            )
-        if not np.all(np.isfinite(output)):
-            raise BadModuleError(f"module {handle!r} returned non-finite (NaN or inf) features")
-        features.append(output.astype(np.float32))
-        labels.append(batch["label"].numpy())
+    try:  # module failures are BadModuleErrors below: an OpError here is the data's
+        for batch in dataset.batch(batch_size).prefetch(2):
+            images = batch["image"]
+            try:
+                output = call_module(module, images)
+            except BadModuleError as err:
+                raise BadModuleError(f"module {handle!r}: {err}") from None
+            except Exception as err:  # noqa: BLE001
+                raise BadModuleError(
+                    f"module {handle!r} failed on a batch of shape {images.shape}: "
+                    f"{type(err).__name__}: {err}"
+                ) from None
+            output = np.asarray(output)
+            if output.ndim != 2 or output.shape[0] != images.shape[0]:
+                raise BadModuleError(
+                    f"module {handle!r} returned shape {output.shape} for {images.shape[0]} "
+                    "images; expected rank 2 [N, d] (an image feature-vector module)"
+                )
+            if not np.all(np.isfinite(output)):
+                raise BadModuleError(f"module {handle!r} returned non-finite (NaN or inf) features")
+            features.append(output.astype(np.float32))
+            labels.append(batch["label"].numpy())
+    except tf.errors.OpError as err:
+        message = " ".join(err.message.split())
+        raise TaskDataError(
+            f"reading the task's images failed (did a file change since the task was built?): "
+            f"{message[:500]}"
+        ) from None
     if not features:
         raise ValueError(f"the task split given to module {handle!r} holds no images")
     return np.concatenate(features), np.concatenate(labels).astype(np.int64)
-
-
-def _read_batches(dataset, batch_size):
-    """Batches of `dataset`; a failure to read the data is a TaskDataError, not a TF traceback."""
-    iterator = iter(dataset.batch(batch_size).prefetch(2))
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except tf.errors.OpError as err:
-            message = " ".join(err.message.split())
-            raise TaskDataError(
-                f"reading the task's images failed (did a file change since the task was "
-                f"built?): {message[:500]}"
-            ) from None
-        yield batch
 
 
 def embed_pool(
@@ -219,60 +179,52 @@ def embed_pool(
     precision="float32",
     log=None,
 ):
-    """Features of `task`'s `split` at `resolution` under every module of `pool`.
+    """An EmbedResult: the features of `task`'s `split` under every module of `pool`.
 
     Args:
       pool: ModuleEntry objects (hub_export.collection) or handle strings, in pool order.
-      task: a `vtab_eval.tasks.Task`.
-      split: the task split to embed.
-      resolution: if given, every module sees images resized to resolution x resolution;
-        None: each module at `module_resolution(entry)` (its own recommendation, else 224).
-      cache_dir: feature cache directory (None: no cache).
-      data_dir: TFDS data directory.
+      task: a `vtab_eval.tasks.Task`; data_dir: the TFDS data directory.
+      resolution: image side for every module; None: each module's `module_resolution(entry)`.
+      cache_dir: feature cache directory (None: no cache); cache_only: never compute (a module
+        missing from the cache is a failure).
       batch_size: images per module call.
-      cache_only: never compute; a module missing from the cache is a failure.
-      precision: one of PRECISIONS, the arithmetic of the forward pass (`load_module`); part of
-        the cache key. A module that cannot run at it is left out (a failure), never silently
-        computed in float32.
+      precision: one of PRECISIONS (`load_module`), part of the cache key; a module that cannot
+        run at it is a failure, never silently computed in float32.
       log: optional callable(str) for progress lines.
-
-    Returns:
-      An EmbedResult.
+    The evaluation config and `ranking.resolve_options` check split, resolution, batch_size and
+    precision.
 
     Raises:
-      ValueError: a resolution or batch_size that is not a positive integer, an unknown
-        precision, cache_only without a cache_dir, or (TaskDataError) task images that cannot be read.
+      ValueError: cache_only without a cache_dir; TaskDataError: task images that cannot be read.
     """
-    batch_size = check_positive_int("batch_size", batch_size)
-    check_precision(precision)
-    if resolution is not None:
-        resolution = check_positive_int("resolution", resolution)
     cache = feature_cache.FeatureCache(cache_dir) if cache_dir else None
     if cache_only and cache is None:
         raise ValueError("cache_only needs a cache_dir")
     log = log or (lambda message: None)
-    datasets = {}  # resolution -> the split, decoded and resized once.
+    datasets = {}  # side -> the split, decoded and resized once
     result = EmbedResult(features={}, labels=None, failures={}, computed=[], cached=[])
-    expected = task.split_size(split) if hasattr(task, "split_size") else None
+    expected = task.split_size(split)
     for index, entry in enumerate(pool):
         handle = entry if isinstance(entry, str) else entry.handle
-        side = resolution or module_resolution(entry)
-        result.resolutions[handle] = side
+        side = result.resolutions[handle] = resolution or module_resolution(entry)
         prefix = f"[{index + 1}/{len(pool)}] {handle} at {side}px"
         prefix += "" if precision == "float32" else f" in {precision}"
         try:
-            key = identity = None
             if cache is not None:
-                identity = identity_lib.module_identity(entry)
+                sidecar = {
+                    "handle": handle,
+                    "module_identity": identity_lib.module_identity(entry),
+                    "task": task.name,
+                    "task_fingerprint": task.fingerprint(),
+                    "split": split,
+                    "resolution": side,
+                    "precision": precision,
+                }
+                identity, fingerprint = sidecar["module_identity"], sidecar["task_fingerprint"]
                 key = cache.key(
-                    identity,
-                    task.fingerprint(),
-                    split,
-                    side,
-                    task_name=task.name,
-                    precision=precision,
+                    identity, fingerprint, split, side, task_name=task.name, precision=precision
                 )
-                hit = _cache_hit(cache, key, identity, task, expected, precision)
+                hit = _cache_hit(cache, key, sidecar, expected)
                 if hit is not None:
                     _add(result, handle, *hit, source="cached")
                     log(f"{prefix}: cached {hit[0].shape}")
@@ -282,28 +234,15 @@ def embed_pool(
             start = time.time()
             module = load_module(handle, precision)
             if side not in datasets:
-                # Decoded and resized once, kept in memory for the other experts: decoding per
-                # expert cost ~15% of a small module's embedding time (benchmarks/selection.py).
+                # Kept for the other experts: decoding per expert cost ~15% of a small module's
+                # embedding time (benchmarks/selection.py).
                 datasets[side] = task.load(split, data_dir=data_dir, image_size=side).cache()
             try:
                 features, labels = embed_dataset(module, datasets[side], handle, batch_size)
             except TaskDataError as err:
                 raise TaskDataError(f"task {task.name!r}, split {split!r}: {err}") from None
             if cache is not None:
-                cache.put(
-                    key,
-                    features,
-                    labels,
-                    {
-                        "handle": handle,
-                        "module_identity": identity,
-                        "task": task.name,
-                        "task_fingerprint": task.fingerprint(),
-                        "split": split,
-                        "resolution": side,
-                        "precision": precision,
-                    },
-                )
+                cache.put(key, features, labels, sidecar)
             _add(result, handle, features, labels, source="computed")
             log(f"{prefix}: computed {features.shape} in {time.time() - start:.1f}s")
         except BadModuleError as err:
@@ -312,22 +251,17 @@ def embed_pool(
     return result
 
 
-def _cache_hit(cache, key, identity, task, expected_rows, precision="float32"):
-    """The cached (features, labels) under `key` if its sidecar confirms the module identity,
-    task fingerprint and precision (sidecars written before precision existed are float32), and
-    the row count matches the split, where known; else None (recompute)."""
+def _cache_hit(cache, key, want, expected_rows):
+    """The cached (features, labels) under `key` if its sidecar has `want`'s module identity, task
+    fingerprint and precision (absent: float32, as written before precision existed) and, where
+    known, as many rows as the split; else None (recompute)."""
     hit = cache.get(key)
     if hit is None:
         return None
-    sidecar = cache.metadata(key) or {}
-    if (
-        sidecar.get("module_identity") != identity
-        or sidecar.get("task_fingerprint") != task.fingerprint()
-        or sidecar.get("precision", "float32") != precision
-        or (expected_rows is not None and hit[0].shape[0] != expected_rows)
-    ):
+    found = {"precision": "float32", **(cache.metadata(key) or {})}
+    if any(found.get(k) != want[k] for k in ("module_identity", "task_fingerprint", "precision")):
         return None
-    return hit
+    return hit if expected_rows is None or hit[0].shape[0] == expected_rows else None
 
 
 def _add(result, handle, features, labels, source):

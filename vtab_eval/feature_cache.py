@@ -1,13 +1,11 @@
 """On-disk cache of expert features for a task's images, shared by workers.
 
-One entry per (module identity, task fingerprint, split, resolution, precision): `<key>.npz` holds `features` (float32
-[N, d]) and `labels` (int64 [N]); `<key>.json` beside it records where they came from. The root may
-be a local folder or a URL of any `tf.io.gfile` filesystem (`gs://...`). Commit protocol
-(docs/workdir.md): the .npz is written first and the .json sidecar last, and an entry counts only
-once its sidecar is there and its .npz reads back whole with the sidecar's shape; so workers can
-fill one cache concurrently, and a killed run (or a rerun after a failure between the two writes)
-recomputes that entry and nothing else. Locally each file is also renamed into place
-(`bit_experts.atomic_files`). docs/selection.md describes the layout.
+One entry per (module identity, task fingerprint, split, resolution, precision): `<key>.npz` holds
+`features` float32 [N, d] and `labels` int64 [N], and `<key>.json` beside it where they came from.
+The root is a local folder or any `tf.io.gfile` URL. The .npz is written first and the sidecar
+last, and an entry counts only once its sidecar is there and its .npz reads back whole with the
+sidecar's shape, so workers can fill one cache concurrently and a killed run recomputes only the
+entry it was writing (docs/workdir.md, docs/selection.md).
 """
 
 import datetime
@@ -56,37 +54,15 @@ class FeatureCache:
         task_name: str | None = None,
         precision: str = "float32",
     ) -> str:
-        """The entry name for one module's features of one task split at one resolution and
-        precision.
+        """The entry name of one module's (`identity.module_identity`) features of one task split
+        (`Task.fingerprint()`: the task's content) at one image side and precision.
 
-        Args:
-          module_identity: what identifies the module's weights and code (`embed.module_identity`:
-            today the module checksum).
-          task_fingerprint: `Task.fingerprint()`: the task's content, so a folder whose images
-            changed gets a new entry instead of stale features.
-          split: the task split.
-          resolution: the image side the module saw.
-          task_name: only for readability of the name (default: the fingerprint's start).
-          precision: the arithmetic of the forward pass (`embed.PRECISIONS`).
-
-        Readable (`<task>__<split>__<resolution>px[__<precision>]__<module prefix>__<digest>`),
-        safe as a file name, and unique: the digest covers the exact, unshortened identities,
-        split, resolution and (other than float32) precision (not the task name: equal content is
-        equal features). float32 keys are those of caches written before precision existed.
+        `<task>__<split>__<resolution>px[__<precision>]__<module prefix>__<digest>`: readable (the
+        task name, default the fingerprint's start, is only for reading), file-safe and unique (the
+        digest covers the unshortened identities, split, side and any precision but float32, so
+        float32 keys are those of caches written before precision existed). Callers pass checked
+        values (the evaluation config's split, side and precision; two hex identities).
         """
-        for name, value in (
-            ("module_identity", module_identity),
-            ("task_fingerprint", task_fingerprint),
-            ("split", split),
-        ):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty string; got {value!r}")
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
-            raise ValueError(f"resolution must be a positive integer; got {resolution!r}")
-        if resolution < 1:
-            raise ValueError(f"resolution must be a positive integer; got {resolution}")
-        if not isinstance(precision, str) or not precision:
-            raise ValueError(f"precision must be a non-empty string; got {precision!r}")
         fields = [module_identity, task_fingerprint, split, int(resolution)]
         fields += [] if precision == "float32" else [precision]
         digest = hashlib.sha256(json.dumps(fields).encode("utf-8")).hexdigest()[:16]
@@ -104,14 +80,9 @@ class FeatureCache:
         return os.path.join(self.root_dir, key + extension)
 
     def get(self, key: str):
-        """Returns (features float32 [N, d], labels int64 [N]), or None if absent, uncommitted
-        or unreadable.
-
-        An entry without its .json sidecar is not committed (its writer stopped between the two
-        writes) and counts as absent, silently. An unreadable entry (truncated, corrupted, wrong
-        contents, a shape other than its sidecar's) triggers a CorruptCacheEntryWarning naming the
-        file, and is then treated as missing.
-        """
+        """(features float32 [N, d], labels int64 [N]), or None: absent or uncommitted (no
+        sidecar: silently), or unreadable (truncated, corrupted, wrong contents, a shape other than
+        its sidecar's: with a CorruptCacheEntryWarning naming the file)."""
         path = self._path(key, ".npz")
         sidecar = self.metadata(key)
         if sidecar is None or not atomic_files.exists(path):
@@ -153,8 +124,7 @@ class FeatureCache:
         if atomic_files.is_url(path) and not atomic_files.exists(path):
             return None  # gfile raises NotFoundError, not FileNotFoundError
         try:
-            with atomic_files.open_file(path, "rb") as handle:
-                sidecar = json.loads(handle.read().decode("utf-8"))
+            sidecar = json.loads(atomic_files.read_bytes(path).decode("utf-8"))
             if not isinstance(sidecar, dict):
                 raise ValueError("not a JSON object")
             return sidecar
@@ -173,62 +143,42 @@ class FeatureCache:
 
         Args:
           key: from `FeatureCache.key`.
-          features: [N, d] array, stored as float32.
-          labels: [N] integer array, stored as int64.
-          metadata: JSON-serialisable dict; by convention handle, module_identity, task,
-            task_fingerprint, split and resolution. `key`, `shape` and `created` (UTC, ISO 8601) are added.
+          features, labels: [N, d] array, stored as float32; [N] integers, stored as int64
+            (`embed.embed_dataset` checks them; `get` refuses an entry of other shapes).
+          metadata: JSON-serialisable dict (by convention `embed.embed_pool`'s: handle,
+            module_identity, task, task_fingerprint, split, resolution, precision), to which `key`,
+            `shape` and `created` (UTC, ISO 8601) are added.
         """
-        npz_path = self._path(key, ".npz")
-        features = np.asarray(features)
-        labels = np.asarray(labels)
-        if features.ndim != 2:
-            raise ValueError(f"features must be a 2-D [N, d] array; got shape {features.shape}")
-        if labels.shape != features.shape[:1]:
-            raise ValueError(
-                f"labels must have shape ({features.shape[0]},) to match features; "
-                f"got {labels.shape}"
-            )
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be integers; got dtype {labels.dtype}")
-        if not isinstance(metadata, dict):
-            raise ValueError(f"metadata must be a dict; got {type(metadata).__name__}")
-        sidecar = dict(metadata)
-        sidecar.update(
-            key=key,
-            shape=list(features.shape),
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        arrays = dict(
+            features=np.asarray(features, np.float32), labels=np.asarray(labels, np.int64)
         )
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        sidecar = dict(metadata, key=key, shape=list(arrays["features"].shape), created=created)
         try:
-            sidecar_text = json.dumps(sidecar, indent=2, sort_keys=True) + "\n"
+            sidecar_bytes = (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode("utf-8")
         except (TypeError, ValueError) as err:
             raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
         atomic_files.makedirs(self.root_dir)
-        arrays = dict(features=features.astype(np.float32), labels=labels.astype(np.int64))
-        _atomic_write(npz_path, lambda handle: np.savez(handle, **arrays))
-        _atomic_write(
-            self._path(key, ".json"), lambda handle: handle.write(sidecar_text.encode("utf-8"))
-        )
+        _atomic_write(self._path(key, ".npz"), lambda handle: np.savez(handle, **arrays))
+        _atomic_write(self._path(key, ".json"), lambda handle: handle.write(sidecar_bytes))
 
 
 def shard_assignment(items: list[str], num_shards: int, shard_index: int) -> list[str]:
     """The items that worker `shard_index` of `num_shards` handles, in their original order.
 
-    Assignment hashes each item with SHA-256 (stable across processes and machines, unlike
-    Python's salted hash()), so every item lands in exactly one shard and keeps its shard when
-    other items are added or removed.
+    Each item's shard is its SHA-256 (not Python's salted hash()) mod num_shards: the same in every
+    process and machine, and kept when other items are added or removed.
+
+    Raises:
+      ValueError: num_shards < 1, or shard_index outside [0, num_shards).
     """
-    for name, value in (("num_shards", num_shards), ("shard_index", shard_index)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer; got {value!r}")
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be at least 1; got {num_shards}")
     if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index must be in [0, {num_shards}); got {shard_index}")
-    selected = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ValueError(f"items to shard must be strings; got {item!r}")
-        bucket = int.from_bytes(hashlib.sha256(item.encode("utf-8")).digest()[:8], "big")
-        if bucket % num_shards == shard_index:
-            selected.append(item)
-    return selected
+        raise ValueError(
+            f"num_shards must be at least 1 and shard_index in [0, num_shards); got num_shards="
+            f"{num_shards}, shard_index={shard_index}"
+        )
+
+    def shard(item):
+        return int.from_bytes(hashlib.sha256(item.encode("utf-8")).digest()[:8], "big") % num_shards
+
+    return [item for item in items if shard(item) == shard_index]

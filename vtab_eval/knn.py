@@ -1,47 +1,23 @@
-"""Leave-one-out 1-nearest-neighbour search and accuracy.
+"""Exact leave-one-out 1-nearest-neighbour search and accuracy.
 
-This is the core of the `knn` expert selector (Puigcerver et al., "Scalable Transfer Learning with
-Expert Models", ICLR 2021, section 5): for every training image of a task, find its nearest *other*
-image in an expert's feature space and check whether the labels agree.
+The core of the `knn` expert selector (Puigcerver et al., "Scalable Transfer Learning with Expert
+Models", ICLR 2021, section 5): find each training image's nearest *other* image in an expert's
+feature space and check whether the labels agree.
 
-The search is exact and symmetric. Distance is symmetric, so the N x N matrix of squared distances
-is computed in tiles of its upper triangle only (pairs i < j), each tile once, and every tile
-updates the running minimum of its rows *and* of its columns: N^2 d / 2 multiply-adds instead of
-the N^2 d of a general k-NN search (faiss, scikit-learn), which must treat queries and database
-as different sets. Memory is O(N) beyond the features themselves, plus per thread one tile and
-the centred rows and columns it multiplies (chunk x d each), never N x N: the features are centred
-block by block as tiles need them, not copied whole (fresh memory is slow to touch on some VMs,
-see benchmarks/RESULTS.md, kNN).
+Only the upper triangle (i < j) of the N x N squared distances is computed, in tiles that update
+the running minima of their rows *and* columns: N^2 d / 2 multiply-adds, half a general k-NN
+search's (faiss, scikit-learn), in O(N) memory beyond the features and one tile per thread.
 
-1. Screening, per tile: squared Euclidean distances through the expansion
-   ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2, one float32 matrix product per tile. In float32 the
-   expansion suffers cancellation when a distance is small next to the norms (an exact duplicate
-   can come out at +-1e-3 instead of 0), so it is only used to screen: the features are centred
-   first (a translation leaves distances unchanged and shrinks the norms), and with `delta_i`, a
-   worst-case bound on the error of a screened distance of row i (`_screening_slack`), every pair
-   whose screened distance lies within `2 delta_i` of the running minimum of row i (or
-   `2 delta_j` of that of its column j) is kept as a candidate. A running minimum only decreases,
-   so this keeps a superset of the final window, which contains the true nearest neighbour and
-   every row tied with it. Usually one to a few pairs per row survive; they are filtered again
-   against the final minima at the end.
-2. Exact pass: a row with a single candidate has found its neighbour. For rows with several, the
-   distance to each is computed directly as sum((a - b)^2) in float64 from the original float32
-   features (a difference of two float32 values is exact in float64 unless their magnitudes
-   differ by more than 2^29), which has no cancellation:
-   an exact duplicate is at distance 0 and wins, and rows at equal distance compare equal, so
-   ties go to the lowest row index.
+1. Screening: ||a||^2 - 2 a.b + ||b||^2 of centred features, one float32 matrix product per tile,
+   errs by at most delta_i for row i (cancellation), so every pair within 2 delta_i of its row's
+   (or 2 delta_j of its column's) running minimum is kept: a superset of the final window, which
+   holds the true nearest neighbour and every row tied with it.
+2. Exact pass: rows with several candidates compare sum((a - b)^2) in float64 (exact differences,
+   no cancellation), so a duplicate is at distance 0 and ties go to the lowest index.
 
-So the answer is the exact-arithmetic nearest neighbour, lowest index first among equally near
-rows, i.e. that of a float64 brute-force search; the screening only decides how much of the exact
-distance has to be computed. It does not depend on `chunk_size` or `num_threads`.
-
-Backend: NumPy's float32 matrix product (OpenBLAS `sgemm`), with one BLAS thread per worker thread
-(`threadpoolctl`), the worker threads taking tiles from a shared queue. Each worker also does the
-minimum and window passes over its own tile while it is still in cache; BLAS and these NumPy
-passes release the GIL. With a multi-threaded BLAS instead, those passes would run on one core
-while the others wait; the TensorFlow implementation this replaces ran each op over a whole
-chunk x N block and reached about half the FMA peak (issue 12). `benchmarks/knn.py` measures this
-one against faiss-cpu and against a plain matrix product (the FMA peak).
+The answer is a float64 brute-force search's, whatever `chunk_size` and `num_threads`. Worker
+threads with single-threaded BLAS (`threadpoolctl`) share a queue of tiles and run the minimum and
+window passes while their tile is in cache (issue 12; speed: `benchmarks/knn.py`).
 """
 
 import concurrent.futures
@@ -52,83 +28,37 @@ import numpy as np
 import tensorflow as tf
 from threadpoolctl import threadpool_limits
 
-# Rows of one distance tile, per `chunk_size` columns: a 256 x 1024 float32 tile (1 MiB) stays in
-# a core's L2 cache for the passes that follow its matrix product.
+# Tile rows per `chunk_size` columns: a 256 x 1024 float32 tile (1 MiB) stays in L2 cache.
 _TILE_ROWS_PER_CHUNK = 4
-# Candidate pairs a worker keeps per feature row before it compacts (drops pairs outside the
-# window of its current minima) or, if many rows are tied, resolves them exactly: bounds the
-# candidates' memory to O(N + tile) even when all rows are equal.
+# Candidate pairs per row a worker keeps before it compacts them or, if many rows tie, resolves
+# them exactly: O(N + tile) memory even when all rows are equal.
 _PAIRS_PER_ROW = 8
-# Candidate pairs whose exact distance is computed at once: bounds that pass to 512 x d floats.
-_EXACT_BLOCK = 512
-# Rows centred at once while computing the squared norms (`_center`).
-_CENTER_BLOCK = 1024
+_EXACT_BLOCK = 512  # candidate pairs whose exact distances are computed at once
+_CENTER_BLOCK = 1024  # rows centred at once in `_center`
 
 
 def _as_features(features) -> np.ndarray:
-    """Returns `features` as a C-contiguous float32 [N, d] array with N >= 2, or raises ValueError.
-
-    Finiteness is checked by the search itself (see `_center`), saving a pass.
-    """
-    if isinstance(features, tf.Tensor):
-        features = features.numpy()
-    try:
-        array = np.asarray(features)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"features must be a numeric [N, d] array; got {type(features)}") from err
+    """`features` as C-contiguous float32 [N, d], N >= 2, or ValueError (finite: `_center`)."""
+    array = np.asarray(features)
     if array.dtype.kind not in "fiu":
         raise ValueError(f"features must be a numeric [N, d] array; got dtype {array.dtype}")
-    if array.ndim != 2:
-        raise ValueError(f"features must be a 2-D [N, d] array; got shape {array.shape}")
-    n, d = array.shape
-    if n < 2:
-        raise ValueError(f"leave-one-out search needs at least 2 rows in features; got {n}")
-    if d < 1:
-        raise ValueError(f"features must have at least one column; got shape {array.shape}")
+    if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] < 1:
+        raise ValueError(
+            f"features must be 2-D with at least 2 rows and 1 column; got {array.shape}"
+        )
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _check_chunk_size(chunk_size) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
-        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size}")
-    return int(chunk_size)
-
-
-def _check_num_threads(num_threads) -> int:
-    if num_threads is None:
-        try:
-            return len(os.sched_getaffinity(0))  # the cores `taskset` allows, where supported
-        except AttributeError:
-            return os.cpu_count() or 1
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
-        raise ValueError(f"num_threads must be a positive integer or None; got {num_threads!r}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be a positive integer or None; got {num_threads}")
-    return int(num_threads)
-
-
-def _screening_slack(dim: int) -> float:
-    """Error bound of a screened squared distance, as a fraction of ||a||^2 + max ||b||^2.
-
-    A float32 dot product of length d is off by at most about d * 2^-24 * sum |a_k b_k|, whatever
-    the summation order (Higham, "Accuracy and Stability of Numerical Algorithms", 2002, section
-    3.1), and sum |a_k b_k| <= (||a||^2 + ||b||^2) / 2, so 2 a.b is off by at most
-    d * 2^-24 * (||a||^2 + ||b||^2); each float32 norm by d * 2^-24 of itself; the centring and
-    the two additions by a few units of rounding of ||a||^2 + ||b||^2. That is about
-    2 (d + 4) 2^-24 (||a||^2 + ||b||^2) in all; the factor 4 on top is room to spare (kept from
-    the earlier TensorFlow implementation's bound).
-    """
-    return 4.0 * 2.0 * (dim + 4) * 2.0**-24
+def _positive_int(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
 
 
 def _center(features: np.ndarray):
-    """Returns (float32 [d] column mean, float32 [N] squared norms of the centred rows), or raises
-    ValueError. The centred rows are formed block by block (`_CENTER_BLOCK` rows), never all at once.
-
-    Any NaN or infinity, or a value whose square overflows float32, reaches the norms.
-    """
+    """(float32 [d] column mean, float32 [N] squared norms of the centred rows), or ValueError if
+    a value is not finite or its square overflows float32. Centres `_CENTER_BLOCK` rows at a time,
+    never a copy of all (fresh memory is slow on some VMs: benchmarks/RESULTS.md, kNN)."""
     n = len(features)
     mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
     sq_norms = np.empty(n, np.float32)
@@ -179,43 +109,30 @@ class _Worker:
 
     def __init__(self, features, mean, half_sq_norms, width, tile_rows, tile_cols):
         n, d = features.shape
-        tile_size = tile_rows * tile_cols
-        self.features, self.mean, self.half_sq_norms, self.width = (
-            features,
-            mean,
-            half_sq_norms,
-            width,
-        )
-        # The centred rows and columns of the current tile (see `_center`).
-        self.row_block = np.empty((tile_rows, d), np.float32)
-        self.col_block = np.empty((tile_cols, d), np.float32)
+        self.features, self.mean = features, mean
+        self.half_sq_norms, self.width = half_sq_norms, width
+        self.row_block = np.empty((tile_rows, d), np.float32)  # the tile's centred rows
+        self.col_block = np.empty((tile_cols, d), np.float32)  # and columns
         self.row_block_start = None
-        # Running minimum of each row's screened distances over the tiles this worker has seen:
-        # never below the final minimum, so windows around it hold the final window.
+        # Running minimum of each row's screened distances over this worker's tiles: never below
+        # the final minimum, so windows around it hold the final window.
         self.running = np.full(n, np.inf, np.float32)
-        self.buffer = np.empty(tile_size, np.float32)
+        self.buffer = np.empty(tile_rows * tile_cols, np.float32)
         self.pairs = []  # (rows int64, cols int64, screened float32), rows < cols
         self.num_pairs = 0
-        self.budget = max(_PAIRS_PER_ROW * n, tile_size)
-        # Rows resolved exactly when too many pairs tie (see `_resolve`): neighbour (n: none)
-        # and float64 squared distance.
+        self.budget = max(_PAIRS_PER_ROW * n, tile_rows * tile_cols)
+        # Rows resolved exactly when too many pairs tie (`_resolve`): neighbour (n: none), distance.
         self.resolved_nbr = np.full(n, n, np.int64)
         self.resolved_dist = np.full(n, np.inf, np.float64)
 
     def tile(self, r0, r1, c0, c1):
         """Screens rows [r0, r1) against columns [c0, c1), c0 >= r0; keeps pairs row < column."""
-        features, mean, half_sq_norms, width, running = (
-            self.features,
-            self.mean,
-            self.half_sq_norms,
-            self.width,
-            self.running,
-        )
+        mean, half_sq_norms, running = self.mean, self.half_sq_norms, self.running
         screened = self.buffer[: (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
         if self.row_block_start != r0:  # the same rows serve every tile of one tile row
-            np.subtract(features[r0:r1], mean, out=self.row_block[: r1 - r0])
+            np.subtract(self.features[r0:r1], mean, out=self.row_block[: r1 - r0])
             self.row_block_start = r0
-        cols = np.subtract(features[c0:c1], mean, out=self.col_block[: c1 - c0])
+        cols = np.subtract(self.features[c0:c1], mean, out=self.col_block[: c1 - c0])
         # Half the squared distance, ||a||^2 / 2 + ||b||^2 / 2 - a.b (halving is exact in binary).
         np.matmul(self.row_block[: r1 - r0], cols.T, out=screened)
         np.subtract(half_sq_norms[c0:c1], screened, out=screened)
@@ -227,8 +144,8 @@ class _Worker:
         row_min, col_min = running[r0:r1], running[c0:c1]  # views: updated in place
         np.minimum(row_min, screened.min(axis=1), out=row_min)
         np.minimum(col_min, screened.min(axis=0), out=col_min)
-        keep = screened <= (row_min + width[r0:r1])[:, np.newaxis]
-        keep |= screened <= (col_min + width[c0:c1])[np.newaxis, :]
+        keep = screened <= (row_min + self.width[r0:r1])[:, np.newaxis]
+        keep |= screened <= (col_min + self.width[c0:c1])[np.newaxis, :]
         if lower is not None:
             keep[lower] = False  # an inf threshold (no finite pair seen yet) keeps inf entries
         rows, cols = _nonzero(keep)
@@ -242,27 +159,21 @@ class _Worker:
         if not self.pairs:
             empty = np.empty(0, np.int64)
             return empty, empty, np.empty(0, np.float32)
-        rows, cols, screened = (np.concatenate(part) for part in zip(*self.pairs))
-        return rows, cols, screened
+        return tuple(np.concatenate(part) for part in zip(*self.pairs))
 
     def _compact(self):
         rows, cols, screened = self.merged_pairs()
         running, width = self.running, self.width
-        inside = (screened <= running[rows] + width[rows]) | (
-            screened <= running[cols] + width[cols]
-        )
+        inside = screened <= running[rows] + width[rows]
+        inside |= screened <= running[cols] + width[cols]
         rows, cols, screened = rows[inside], cols[inside], screened[inside]
         self.pairs, self.num_pairs = [(rows, cols, screened)], len(rows)
         if self.num_pairs > self.budget // 2:
             self._resolve()
 
     def _resolve(self):
-        """Folds every kept pair, in both directions, into the exactly resolved neighbours.
-
-        A pair outside the final window is farther than the true nearest neighbour, so keeping it
-        among a row's candidates cannot change the answer; this only bounds memory when many
-        rows tie (for example, all rows equal).
-        """
+        """Folds every kept pair, both ways, into the exactly resolved neighbours: bounds memory
+        when many rows tie (a pair outside the final window cannot change the answer)."""
         rows, cols, _ = self.merged_pairs()
         exact = _exact_sq_distances(self.features, rows, cols)
         n = len(self.running)
@@ -283,16 +194,22 @@ def _tiles(n, tile_rows, tile_cols):
             yield r0, r1, c0, min(c0 + tile_cols, n)
 
 
-def _loo_nearest(features: np.ndarray, chunk_size: int, num_threads: int) -> np.ndarray:
+def _loo_nearest(features: np.ndarray, chunk_size, num_threads) -> np.ndarray:
     """int64 [N] nearest other row of each row of float32 [N, d] `features` (see module doc)."""
+    chunk_size = _positive_int("chunk_size", chunk_size)
+    if num_threads is None:  # the cores this process may run on (`taskset`), where the OS says
+        affinity = getattr(os, "sched_getaffinity", None)
+        num_threads = len(affinity(0)) if affinity else os.cpu_count() or 1
+    num_threads = _positive_int("num_threads", num_threads)
     n, d = features.shape
     mean, sq_norms = _center(features)
-    # The tiles screen half squared distances (exact halving); the window around each row's
-    # minimum is twice the screening error bound delta_i, so in those units delta_i itself.
+    # Tiles screen half squared distances (exact halving), so a row's window, twice the screening
+    # error bound, is delta_i: a float32 dot product of length d errs by at most d 2^-24 (||a||^2 +
+    # ||b||^2) / 2 (Higham, "Accuracy and Stability of Numerical Algorithms", 2002, 3.1); with the
+    # norms, centring and additions about 2 (d + 4) 2^-24 (||a||^2 + ||b||^2), times 4 to spare.
     half_sq_norms = 0.5 * sq_norms
-    width = (_screening_slack(d) * (sq_norms.astype(np.float64) + sq_norms.max())).astype(
-        np.float32
-    )
+    slack = 4.0 * 2.0 * (d + 4) * 2.0**-24
+    width = (slack * (sq_norms.astype(np.float64) + sq_norms.max())).astype(np.float32)
     tile_cols = min(chunk_size, n)
     tile_rows = max(1, tile_cols // _TILE_ROWS_PER_CHUNK)
     tiles, lock = _tiles(n, tile_rows, tile_cols), threading.Lock()
@@ -311,12 +228,11 @@ def _loo_nearest(features: np.ndarray, chunk_size: int, num_threads: int) -> np.
             worker.tile(*tile)
 
     with threadpool_limits(limits=1, user_api="blas"):
-        if len(workers) == 1:
+        if len(workers) == 1:  # no thread to start
             work(workers[0])
         else:
             with concurrent.futures.ThreadPoolExecutor(len(workers)) as pool:
-                for future in [pool.submit(work, w) for w in workers]:
-                    future.result()
+                list(pool.map(work, workers))  # re-raises a worker's exception
 
     # Final windows: around the minimum over all workers.
     running = np.minimum.reduce([w.running for w in workers])
@@ -347,75 +263,40 @@ def _loo_nearest(features: np.ndarray, chunk_size: int, num_threads: int) -> np.
 
 
 def loo_nearest_neighbors(features, chunk_size: int = 1024, num_threads=None) -> tf.Tensor:
-    """Returns, for every row of `features`, the index of its nearest other row.
+    """int64 tensor [N]: for every row of `features`, the index of its nearest other row.
+
+    Euclidean distance; a duplicate row (distance 0) is a neighbour, and among rows equally near in
+    exact arithmetic the lowest index wins. `chunk_size` and `num_threads` do not change the result.
 
     Args:
-      features: numeric [N, d] array or tensor (N >= 2), cast to float32; must be finite.
-      chunk_size: columns of one distance tile (its rows: chunk_size // 4); each worker thread
-        holds one tile of chunk_size^2 / 4 float32. The result does not depend on it.
-      num_threads: worker threads, each running single-threaded BLAS; None: the cores this
-        process may run on (`os.sched_getaffinity`). The result does not depend on it.
-
-    Returns:
-      int64 tensor [N]. Distance is Euclidean; a row is never its own neighbour, but a duplicate
-      row (distance 0) is a legitimate one; among equally near rows (in exact arithmetic) the
-      lowest index wins. The module docstring explains how float32 cancellation is kept from
-      changing the answer.
+      features: finite numeric [N, d] array or tensor (N >= 2), cast to float32.
+      chunk_size: columns of a distance tile (chunk_size^2 / 4 float32 per worker thread).
+      num_threads: worker threads (None: the cores this process may run on).
 
     Raises:
-      ValueError: if `features` is not a finite 2-D array with at least 2 rows, or `chunk_size`
-        or `num_threads` is not a positive integer.
+      ValueError: `features` not a finite 2-D array with at least 2 rows, or `chunk_size` or
+        `num_threads` not a positive integer.
     """
-    array = _as_features(features)
-    chunk_size = _check_chunk_size(chunk_size)
-    num_threads = _check_num_threads(num_threads)
-    return tf.convert_to_tensor(_loo_nearest(array, chunk_size, num_threads))
+    return tf.convert_to_tensor(_loo_nearest(_as_features(features), chunk_size, num_threads))
 
 
 def loo_1nn_correct(features, labels, chunk_size: int = 1024, num_threads=None) -> np.ndarray:
     """Per-row leave-one-out 1-nearest-neighbour hits of `labels` under `features`.
 
-    Args:
-      features: numeric [N, d] array or tensor (see `loo_nearest_neighbors`).
-      labels: integer [N] class labels.
-      chunk_size: distance tile size (see `loo_nearest_neighbors`); does not change the result.
-      num_threads: worker threads (see `loo_nearest_neighbors`); does not change the result.
-
-    Returns:
-      bool numpy array [N]: True where the row's nearest other row has the same label. Its mean
-      is `loo_1nn_accuracy`.
-
-    Raises:
-      ValueError: on malformed features, or labels that are not an integer vector of length N.
+    Returns bool numpy [N], True where the row's nearest other row has the same label. Arguments
+    and errors as `loo_nearest_neighbors`, plus integer [N] `labels` (else ValueError).
     """
     array = _as_features(features)
-    labels_np = np.asarray(labels.numpy() if isinstance(labels, tf.Tensor) else labels)
-    if labels_np.ndim != 1 or labels_np.shape[0] != array.shape[0]:
+    labels = np.asarray(labels)
+    if labels.shape != array.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
-            f"labels must be a 1-D array with one label per feature row ({array.shape[0]}); "
-            f"got shape {labels_np.shape}"
+            f"labels must be integers, one label per feature row ({array.shape[0]}); "
+            f"got {labels.dtype} of shape {labels.shape}"
         )
-    if not np.issubdtype(labels_np.dtype, np.integer):
-        raise ValueError(f"labels must be integers; got dtype {labels_np.dtype}")
-    nearest = _loo_nearest(array, _check_chunk_size(chunk_size), _check_num_threads(num_threads))
-    return labels_np[nearest] == labels_np
+    return labels[_loo_nearest(array, chunk_size, num_threads)] == labels
 
 
 def loo_1nn_accuracy(features, labels, chunk_size: int = 1024, num_threads=None) -> float:
-    """Leave-one-out 1-nearest-neighbour accuracy of `labels` under `features`.
-
-    Args:
-      features: numeric [N, d] array or tensor (see `loo_nearest_neighbors`).
-      labels: integer [N] class labels.
-      chunk_size: distance tile size (see `loo_nearest_neighbors`); does not change the result.
-      num_threads: worker threads (see `loo_nearest_neighbors`); does not change the result.
-
-    Returns:
-      The fraction of rows whose nearest other row has the same label, in [0, 1].
-
-    Raises:
-      ValueError: on malformed features, or labels that are not an integer vector of length N.
-    """
-    # The mean of 0/1 values in float64 is exact up to the one division.
-    hits = loo_1nn_correct(features, labels, chunk_size=chunk_size, num_threads=num_threads)
-    return float(np.mean(hits))
+    """The mean of `loo_1nn_correct` (same arguments and errors): the fraction of rows, in [0, 1],
+    whose nearest other row has the same label (exact in float64 up to the one division)."""
+    return float(np.mean(loo_1nn_correct(features, labels, chunk_size, num_threads)))

@@ -1,11 +1,9 @@
 """Whether a module can be fine-tuned, checked from its `saved_model.pb` without loading it.
 
-`vtab_eval.finetune.build_classifier` and its training step use the reusable SavedModel API
-(TF Hub TF2 format): the root object's `variables` (reset before reuse), a non-empty
-`trainable_variables` (what the gradient updates) and a traced `__call__(images, training=...)`
-called with `training=True` while training and `training=False` to evaluate. A module can be
-embedded without them (a Keras 3 `model.export()` archive has only `serve`, a signature-only
-SavedModel only `signatures`), so a pool keeps such modules rankable but never fine-tunes them.
+Fine-tuning (`vtab_eval.classifier`) uses the reusable SavedModel API (TF Hub TF2 format): the
+root's `variables`, a non-empty `trainable_variables` and a traced `__call__(images, training=...)`
+with both training=True and training=False. A module without them (a Keras 3 `model.export()`
+archive, a signature-only SavedModel) can still be embedded and ranked, never fine-tuned.
 """
 
 from __future__ import annotations
@@ -14,22 +12,11 @@ import os
 
 from tensorflow.core.protobuf import saved_model_pb2
 
-# Root attributes fine-tuning uses (finetune.build_classifier, Classifier, _reuse_loaded).
+# Root attributes fine-tuning uses (`vtab_eval.classifier`).
 REQUIRED_ATTRIBUTES = ("__call__", "variables", "trainable_variables")
 
-# module directory -> (size, mtime_ns, result) of checks done in this process.
-_CHECKED: dict[str, tuple[int, int, tuple[bool, str]]] = {}
-
-
-def _handle_and_dir(entry):
-    """(handle, local directory or None) of a ModuleEntry-like object or a handle string."""
-    if isinstance(entry, str):
-        handle, path = entry, None
-    else:
-        handle, path = entry.handle, getattr(entry, "path", None)
-    if path is None and "://" not in handle:
-        path = os.path.abspath(os.path.expanduser(handle))
-    return handle, path
+# (module directory, size, mtime_ns) of saved_model.pb -> result, for checks done in this process.
+_CHECKED: dict[tuple[str, int, int], tuple[bool, str]] = {}
 
 
 def finetunable(entry) -> tuple[bool, str]:
@@ -40,11 +27,13 @@ def finetunable(entry) -> tuple[bool, str]:
         string (a local module directory; remote handles are resolved through TFHUB_CACHE_DIR).
 
     Returns:
-      (True, "") when `vtab_eval.finetune` can fine-tune it; else (False, reason), where the
-      reason is one line saying what the module lacks, e.g. "no __call__ (a serving-only
-      SavedModel such as Keras 3 model.export())".
+      (True, "") when `vtab_eval.finetune` can fine-tune it; else (False, reason), one line saying
+      what the module lacks, e.g. "no __call__(images, training=...): a serving-only ...".
     """
-    handle, path = _handle_and_dir(entry)
+    handle = entry if isinstance(entry, str) else entry.handle
+    path = None if isinstance(entry, str) else getattr(entry, "path", None)
+    if path is None and "://" not in handle:
+        path = os.path.abspath(os.path.expanduser(handle))
     if path is None:
         try:
             import tensorflow_hub as hub  # Only needed for remote handles.
@@ -59,12 +48,10 @@ def finetunable(entry) -> tuple[bool, str]:
         if os.path.isfile(os.path.join(path, "tfhub_module.pb")):
             return False, "TF1 Hub format module (no TF2 reusable SavedModel API)"
         return False, f"no saved_model.pb in {path}"
-    found = _CHECKED.get(path)
-    if found is not None and found[:2] == (info.st_size, info.st_mtime_ns):
-        return found[2]
-    result = _check(pb)
-    _CHECKED[path] = (info.st_size, info.st_mtime_ns, result)
-    return result
+    stamp = (path, info.st_size, info.st_mtime_ns)
+    if stamp not in _CHECKED:
+        _CHECKED[stamp] = _check(pb)
+    return _CHECKED[stamp]
 
 
 def _check(pb_path) -> tuple[bool, str]:
@@ -80,11 +67,9 @@ def _check(pb_path) -> tuple[bool, str]:
     children = {c.local_name: c.node_id for c in graph.nodes[0].children}
     missing = [name for name in REQUIRED_ATTRIBUTES if name not in children]
     if "__call__" in missing:
-        kind = (
-            "serving-only (e.g. Keras 3 model.export())"
-            if "serve" in children
-            else "signature-only"
-        )
+        kind = "signature-only"
+        if "serve" in children:
+            kind = "serving-only (e.g. Keras 3 model.export())"
         return False, (
             f"no __call__(images, training=...): a {kind} SavedModel; root has {sorted(children)}"
         )
@@ -113,21 +98,16 @@ def _training_modes(function, graph) -> set:
     defaults = []
     if "defaults" in fields and fields["defaults"].WhichOneof("kind") == "tuple_value":
         defaults = list(fields["defaults"].tuple_value.values)
+    value = dict(zip(reversed(args), reversed(defaults))).get("training")  # of the last arguments
     default = None
-    if "training" in args and len(args) - args.index("training") <= len(defaults):
-        value = defaults[len(defaults) - (len(args) - args.index("training"))]
-        if value.WhichOneof("kind") == "bool_value":
-            default = value.bool_value
+    if value is not None and value.WhichOneof("kind") == "bool_value":
+        default = value.bool_value
     modes = set()
     for name in function.concrete_functions:
         signature = graph.concrete_functions[name].canonicalized_input_signature
         positional, keywords = signature.tuple_value.values
-        value = None
-        kw_fields = keywords.dict_value.fields
-        if "training" in kw_fields:
-            value = kw_fields["training"]
-        elif "training" in args and args.index("training") < len(positional.tuple_value.values):
-            value = positional.tuple_value.values[args.index("training")]
+        passed = dict(zip(args, positional.tuple_value.values))
+        value = {**passed, **keywords.dict_value.fields}.get("training")
         if value is None:
             if default is not None:
                 modes.add(default)

@@ -78,21 +78,6 @@ def test_key_is_content_not_name():
     assert changed != a
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (("", "t", "s", 224), "module_identity"),
-        (("c", "", "s", 224), "task_fingerprint"),
-        (("c", "t", None, 224), "split"),
-        (("c", "t", "s", 0), "resolution"),
-        (("c", "t", "s", 22.4), "resolution"),
-    ],
-)
-def test_key_rejects_bad_arguments(args, message):
-    with pytest.raises(ValueError, match=message):
-        FeatureCache.key(*args)
-
-
 def test_rejects_keys_that_are_not_plain_names(tmp_path):
     cache = FeatureCache(str(tmp_path))
     for bad in ("../escape", "a/b", "", ".hidden"):
@@ -100,15 +85,9 @@ def test_rejects_keys_that_are_not_plain_names(tmp_path):
             cache.get(bad)
 
 
-def test_put_rejects_bad_arrays_and_metadata(tmp_path):
+def test_put_rejects_metadata_that_is_not_json_before_writing(tmp_path):
     cache = FeatureCache(str(tmp_path / "c"))
     key = cache.key("c", "t", "s", 8)
-    with pytest.raises(ValueError, match="2-D"):
-        cache.put(key, np.zeros(3), np.zeros(3, int), {})
-    with pytest.raises(ValueError, match=r"shape \(3,\)"):
-        cache.put(key, np.zeros((3, 2)), np.zeros(4, int), {})
-    with pytest.raises(ValueError, match="integers"):
-        cache.put(key, np.zeros((3, 2)), np.zeros(3), {})
     with pytest.raises(ValueError, match="JSON"):
         cache.put(key, np.zeros((3, 2)), np.zeros(3, int), {"when": object()})
     assert not (tmp_path / "c").exists() or os.listdir(tmp_path / "c") == []
@@ -226,7 +205,7 @@ def test_shards_are_stable_across_processes_and_collection_growth():
 
 @pytest.mark.parametrize(
     "num_shards, shard_index, message",
-    [(0, 0, "num_shards"), (3, 3, "shard_index"), (3, -1, "shard_index"), (2.0, 0, "integer")],
+    [(0, 0, "num_shards"), (3, 3, "shard_index"), (3, -1, "shard_index")],
 )
 def test_shard_assignment_rejects_bad_arguments(num_shards, shard_index, message):
     with pytest.raises(ValueError, match=message):

@@ -184,7 +184,7 @@ def test_accuracy_separates_clustered_from_mixed_labels():
     [
         (np.zeros(5), "2-D"),
         (np.zeros((1, 3)), "at least 2 rows"),
-        (np.zeros((4, 0)), "at least one column"),
+        (np.zeros((4, 0)), "1 column"),
         (np.array([[0.0, np.nan], [1.0, 1.0]]), "NaN"),
         (np.array([[0.0, np.inf], [1.0, 1.0]]), "NaN"),
         (np.array([["a"], ["b"]]), "numeric"),
