@@ -1,10 +1,9 @@
-"""Result files: OUT/results/<task slug>/<method>.json, rebuilt from the memo alone.
+"""Result files: OUT/results/<task slug>/<method>.json, rebuilt from the memo alone (never trains).
 
 A result lists, per selection, the expert, its tuning results, the best setting and its retrains,
 then the outcomes, their summary (`protocol.aggregate`), whether every final fine-tune is recorded
-(`complete`) and the spec keys it used, and carries the content identity of its configuration
-(`result_identity`). Writing one never trains, so it is cheap to do whenever a fine-tune ends.
-Schema: docs/evaluation.md, "Result JSON".
+(`complete`), the spec keys it used and the content identity of its configuration. Schema:
+docs/evaluation.md, "Result JSON".
 """
 
 import os
@@ -21,14 +20,14 @@ def result_path(output_dir, task_name, method):
 
 
 def _track_result(track, memo):
-    """One track's part of a result from the memo; `complete` is False while retrains are missing."""
+    """One planned track's part of a result, from the memo."""
     selections, outcomes, complete = [], [], True
     for i, (entry, extra) in enumerate(track.entries):
-        found = [memo.get(s) for s in track.retrains[i]] if i < len(track.retrains) else []
+        found = [memo.get(s) for s in track.retrains[i]]
         retrains = [r for r in found if r is not None]
-        complete = complete and i < len(track.retrains) and len(retrains) == len(found)
+        complete = complete and len(retrains) == len(found)
         outcomes += [r["score"] for r in retrains]
-        tuning = [memo.get(s) for s in track.tuning[i]] if i < len(track.tuning) else []
+        tuning = [memo.get(s) for s in track.tuning[i]]
         selections.append(
             {
                 "index": i,
@@ -36,7 +35,7 @@ def _track_result(track, memo):
                 "handle": getattr(entry, "handle", entry),
                 "selection": extra,
                 "tuning": [t for t in tuning if t is not None],
-                "best_setting": track.best[i] if i < len(track.best) else None,
+                "best_setting": track.best[i],
                 "retrains": retrains,
             }
         )
@@ -44,17 +43,14 @@ def _track_result(track, memo):
     return {
         "selections": selections,
         "outcomes": outcomes,
-        "summary": protocol.summarize(outcomes, track.job.aggregate),
+        "summary": protocol.aggregate(outcomes, track.job.aggregate) if outcomes else None,
         "complete": complete,
         "spec_keys": list(dict.fromkeys(keys)),
     }
 
 
 def result_identity(job, method, settings, pool):
-    """The content identity of a result file: its settings, task and module identities.
-
-    `settings`: the run's `run_settings` (what every track shares).
-    """
+    """The content identity of a result file: the run's `run_settings`, the task and modules."""
     return identity.content_hash(
         {
             "config": settings,
@@ -85,10 +81,10 @@ def run_settings(config):
 
 
 def write_result(tracks, memo, settings, pool, output_dir, log):
-    """Writes OUT/results/<task slug>/<method>.json for one task and method; returns it.
+    """Writes OUT/results/<task slug>/<method>.json of one task and method's tracks; returns it.
 
-    Reads only the memo (never trains). Before every final fine-tune has finished the file holds
-    the outcomes recorded so far with `complete: false` (hindsight: the best candidate so far).
+    Before every final fine-tune is recorded the file holds the outcomes so far with `complete:
+    false` (hindsight: the best candidate so far).
     """
     first = tracks[0]
     job, method = first.job, first.method
