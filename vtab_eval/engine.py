@@ -1,24 +1,18 @@
 """One call per evaluation: `evaluate(config)` (select, tune, retrain, results), `rank(config)`.
 
-Stages of `evaluate`, over one content-keyed memo (`vtab_eval.runner`):
-
-1. *select*: per task and selector, the expert of every selection (`vtab_eval.ranking`; each ranking
-   is kept in OUT/rankings/ under its content identity, so a rerun reads it). `hindsight` ranks
-   nothing: it is one track per candidate (B included), each fine-tuned as if a selector picked it.
-2. *tune* and 3. *retrain*: `runner.run_tracks` over the executor (in process by default).
-4. *results*: OUT/results/<task slug>/<method>.json from the memo (`vtab_eval.results`), written
-   when the retrains start (`complete: false`) and again as each task's last fine-tune finishes,
-   when `on_task_done(output_dir)` is called (the command rewrites its report there).
-
-Every problem with the input is found before anything trains (`vtab_eval.checks`) and raised as one
-ValueError with a line per problem.
+`evaluate` (1) selects, per task and selector, the expert of every selection (`vtab_eval.ranking`;
+each ranking kept in OUT/rankings/ under its content identity, so a rerun reads it; `hindsight` is
+one track per candidate, B included); (2, 3) tunes and retrains through `runner.run_tracks`;
+(4) writes OUT/results/ from the memo (`vtab_eval.results`) when the retrains start (`complete:
+false`) and again as each (task, selector) finishes, and calls `on_task_done(output_dir)` then and
+as each task finishes. Every problem with the input is found before anything trains
+(`vtab_eval.checks`) and raised as one ValueError with a line per problem.
 """
 
+import functools
 import os
 
 from vtab_eval import checks, files, identity, plan, protocol, results, runner
-
-HINDSIGHT = "hindsight"
 
 
 def ranking_options(config, seed):
@@ -35,8 +29,7 @@ def cached_ranking(job, method, pool, seed, context):
     when it holds one of the same identity, else computed (`ranking.rank`) and kept there."""
     from vtab_eval import ranking
 
-    config = context["config"]
-    options = ranking_options(config, seed)
+    options = ranking_options(context["config"], seed)
     ranking_id = identity.content_hash(
         {
             "modules": [{"module": identity.module_identity(e)} for e in pool],
@@ -53,31 +46,10 @@ def cached_ranking(job, method, pool, seed, context):
     found = files.read_json(path, "ranking")
     if found is not None and found.get("identity") == ranking_id:
         return found
-    found = ranking.rank(
-        pool,
-        job.task,
-        method,
-        options,
-        cache_dir=context["cache_dir"],
-        data_dir=config["data_dir"],
-        label_priors=context["label_priors"],
-        log=context["log"],
-    )
+    found = ranking.rank(pool, job.task, method, options, **context["rank_kwargs"])
     found["identity"] = ranking_id
     files.write_json(path, found)
     return found
-
-
-def _track(job, method, entries, config, **extra):
-    return plan.Track(
-        job,
-        method,
-        entries,
-        seed=config["seed"],
-        deterministic=config["deterministic"],
-        num_retrains=config["protocol"]["num_retrains"],
-        **extra,
-    )
 
 
 def select(job, method, pool, context):
@@ -86,14 +58,12 @@ def select(job, method, pool, context):
     Raises:
       selectors.SelectorUnavailable: the pool lacks what the selector needs.
     """
-
     config = context["config"]
-    count = config["protocol"]["num_selections"]
-    if method == HINDSIGHT:
+    if method == results.HINDSIGHT:
         return plan.hindsight_tracks(job, pool, config)
     by_handle = {plan.entry_handle(e): e for e in pool}
     entries, first = [], None
-    for i in range(count):
+    for i in range(config["protocol"]["num_selections"]):
         seed = protocol.selection_seed(config["seed"], method, i)
         found = cached_ranking(job, method, pool, seed, context)
         first = first or found
@@ -102,7 +72,7 @@ def select(job, method, pool, context):
         extra = {"selected_name": found["selected_name"], "seed": seed, "score": score}
         entries.append((by_handle.get(chosen, chosen), extra))
     context["log"](f"{job.task.name} / {method}: selected {first['selected_name']}")
-    return [_track(job, method, entries, config, ranking=first)]
+    return [plan.make_track(config, job, method, entries, ranking=first)]
 
 
 def evaluate(config, *, executor=None, log=print, on_task_done=None):
@@ -121,10 +91,10 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
     out, _, cache_dir = files.output_paths(config)
     methods = config["selection"]["selectors"]
     executor = executor or runner.make_executor(config, log)
-    priors = (
-        ranking.load_label_priors(config["collection"]) if "label_matching" in methods else None
-    )
-    context = dict(config=config, output_dir=out, cache_dir=cache_dir, label_priors=priors, log=log)
+    label = "label_matching" in methods
+    priors = ranking.load_label_priors(config["collection"]) if label else None
+    kwargs = dict(cache_dir=cache_dir, data_dir=config["data_dir"], label_priors=priors, log=log)
+    context = dict(config=config, output_dir=out, log=log, rank_kwargs=kwargs)
     groups = {}
     for job in jobs:
         for method in methods:
@@ -140,29 +110,25 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
             groups[(task_name, method)], executor.memo, settings, pool, out, log
         )
 
-    # Final fine-tunes not yet recorded, per (task, method) group and per task.
-    pending, by_task = {}, {}
+    pending = {}  # (task, method) -> keys of its final fine-tunes not yet recorded
 
     def before_retrains():
         for group, tracks in groups.items():
             specs = [s for t in tracks for specs in t.retrains for s in specs]
             pending[group] = {s.key for s in specs if executor.memo.get(s) is None}
-            by_task.setdefault(group[0], set()).update(pending[group])
             write_group(*group)
-        if any(by_task.values()) and on_task_done:
+        if any(pending.values()) and on_task_done:
             on_task_done(out)
 
     def on_result(spec, _):
-        for group, keys in pending.items():
-            if spec.key in keys:
-                keys.discard(spec.key)
-                if not keys:
-                    write_group(*group)
-        keys = by_task.get(spec.task.name)
-        if keys and spec.key in keys:
-            keys.discard(spec.key)
-            if not keys and on_task_done:
-                on_task_done(out)
+        done = [group for group, keys in pending.items() if spec.key in keys]
+        for group in done:
+            pending[group].discard(spec.key)
+            if not pending[group]:
+                write_group(*group)
+        task = spec.task.name
+        if done and on_task_done and not any(k for (t, _), k in pending.items() if t == task):
+            on_task_done(out)
 
     tracks = [t for group in groups.values() for t in group]
     try:
@@ -183,13 +149,9 @@ def dry_run(config, log=print, finetune_fn=None):
     pool, jobs, sizes = checks.prepare(config, log)
     _, memo_dir, _ = files.output_paths(config)
     strategy = strategies.make_strategy(config["finetune"]["strategy"], config["finetune"]["tpu"])
-
-    def tracks_of(job, method, entries):
-        return _track(job, method, entries, config)
-
-    return checks.print_plan(
-        jobs, sizes, pool, config, tracks_of, runner.Memo(memo_dir), strategy, log, finetune_fn
-    )
+    tracks_of = functools.partial(plan.make_track, config)
+    memo = runner.Memo(memo_dir)
+    return checks.print_plan(jobs, sizes, pool, config, tracks_of, memo, strategy, log, finetune_fn)
 
 
 def rank(config, log=print):
@@ -222,9 +184,8 @@ def rank(config, log=print):
         shards = selection["num_shards"], selection["shard_index"]
         result = ranking.extract_shard(pool, task, *shards, options, **kwargs)
     else:
-        priors = None
-        if method == "label_matching":
-            priors = ranking.load_label_priors(config["collection"])
+        label = method == "label_matching"
+        priors = ranking.load_label_priors(config["collection"]) if label else None
         result = ranking.rank(pool, task, method, options, label_priors=priors, **kwargs)
         result["collection"] = config["collection"]
     files.write_json(output_json, result)

@@ -1,12 +1,6 @@
-"""What identifies each thing the evaluation side computes, derived from its content only.
+"""Content identities of what the evaluation side computes: modules, tasks, fine-tunes, results.
 
-* a module: `module_identity` (its weights fingerprint when published with one, else its checksum);
-* a task: `task_identity` (`Task.fingerprint()`: name, declared version, and for folder tasks a hash
-  of the file list and contents; docs/tasks.md);
-* a fine-tune: `spec_identity` (module, task, splits, the full setting, seed, determinism);
-* a ranking or a result file: `content_hash` of the identities and settings it depends on.
-
-Every cache key, memo file name, results identity and resume check is built from these, so equal
+Every cache key, memo file name, result identity and resume check is built from these, so equal
 identities mean equal results and a change of any input gives a new identity (docs/evaluation.md,
 "Identity").
 """
@@ -19,26 +13,18 @@ import json
 SPEC_FORMAT = 2
 
 
-def canonical_json(obj):
-    """Compact, key-sorted JSON: the same content always gives the same text."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def content_hash(obj, length=64):
-    """Hex SHA-256 of `canonical_json(obj)`, cut to `length` characters."""
-    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()[:length]
+    """Hex SHA-256 of `obj` as compact, key-sorted JSON, cut to `length` characters."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
 def module_identity(entry):
-    """What determines a module's outputs, as a hex string: the module part of every key.
+    """What determines the outputs of a module (a `ModuleEntry` or a handle string), as hex.
 
-    Its `weights_fingerprint` (`hub_export.identity`: variables, architecture, export settings and
-    forward-pass code, so republishing identical weights keeps every cache entry) when its metadata
-    has one; else its manifest checksum; else a checksum of its files; else, for a remote handle
-    that cannot be resolved offline, a hash of the handle (versioned handles name fixed contents).
-
-    Args:
-      entry: a `hub_export.collection.ModuleEntry` or a handle string.
+    Its `weights_fingerprint` (`hub_export.identity`) when its metadata has one, so republishing
+    identical weights keeps every cache entry; else its manifest checksum; else a checksum of its
+    files; else, for a remote handle that cannot be resolved offline, a hash of the handle.
     """
     from hub_export import handles
     from hub_export import identity as hub_identity
@@ -63,15 +49,16 @@ def task_identity(task):
     return {"fingerprint": task.fingerprint()}
 
 
-def spec_identity(module_id, task_id, train_split, eval_split, setting, seed, deterministic):
-    """Everything that determines one fine-tune's result, as a JSON-able dict."""
+def spec_identity(spec):
+    """Everything that determines the result of a fine-tune (a `vtab_eval.plan.Spec`): the module's
+    and the task's identities, the two splits, the full setting, the seed, the determinism flag."""
     return {
         "format": SPEC_FORMAT,
-        "module": module_id,
-        "task": task_id,
-        "train_split": train_split,
-        "eval_split": eval_split,
-        "setting": setting,
-        "seed": int(seed),
-        "deterministic": bool(deterministic),
+        "module": spec.module_id,
+        "task": spec.task_id,
+        "train_split": spec.train_split,
+        "eval_split": spec.eval_split,
+        "setting": spec.setting,
+        "seed": spec.seed,
+        "deterministic": spec.deterministic,
     }
