@@ -1,8 +1,7 @@
 """Every file the evaluation side reads or writes back goes through here: JSON, text, names.
 
-Writes are atomic (`bit_experts.atomic_files`: a temporary file renamed into place, or one write to
-a `tf.io.gfile` URL), so a killed run never leaves half a file. A JSON file that exists but cannot
-be parsed raises one line naming the file and what to do, never a deep traceback.
+Writes are atomic (`bit_experts.atomic_files`), so a killed run never leaves half a file; a JSON
+file that exists but cannot be parsed raises one line naming the file and what to do.
 """
 
 import hashlib
@@ -48,12 +47,9 @@ def name_slug(text):
 
 
 def task_slug(task_name):
-    """An injective, file-name-safe form of a task name: `<readable>-<hash>`.
-
-    The readable part is `name_slug` of the name, its last 48 characters (folder tasks contain long
-    paths); the hash is the first 10 hex digits of the SHA-256 of the full name, so different names
-    never share a slug.
-    """
+    """An injective, file-name-safe form of a task name: `<readable>-<hash>`: the last 48
+    characters of its `name_slug` (folder tasks hold long paths) and 10 hex digits of the SHA-256
+    of the full name, so different names never share a slug."""
     readable = name_slug(task_name)[-48:].strip("_.-") or "task"
     digest = hashlib.sha256(task_name.encode("utf-8")).hexdigest()[:10]
     return f"{readable}-{digest}"
