@@ -1,12 +1,8 @@
 """One call per evaluation: `evaluate(config)` (select, tune, retrain, results), `rank(config)`.
 
-`evaluate` (1) selects, per task and selector, the expert of every selection (`vtab_eval.ranking`;
-each ranking kept in OUT/rankings/ under its content identity, so a rerun reads it; `hindsight` is
-one track per candidate, B included); (2, 3) tunes and retrains through `runner.run_tracks`;
-(4) writes OUT/results/ from the memo (`vtab_eval.results`) when the retrains start (`complete:
-false`) and again as each (task, selector) finishes, and calls `on_task_done(output_dir)` then and
-as each task finishes. Every problem with the input is found before anything trains
-(`vtab_eval.checks`) and raised as one ValueError with a line per problem.
+`evaluate` ranks every task for every selector (rankings kept in OUT/rankings/ by content identity),
+runs the tracks' fine-tunes through `runner.run_tracks` and writes OUT/results/ from the memo as
+each (task, selector) finishes. Every problem with the input is raised before anything trains.
 """
 
 import functools
@@ -53,11 +49,8 @@ def cached_ranking(job, method, pool, seed, context):
 
 
 def select(job, method, pool, context):
-    """The tracks of one selector on one job (stage 1).
-
-    Raises:
-      selectors.SelectorUnavailable: the pool lacks what the selector needs.
-    """
+    """The tracks of one selector on one job. Raises `selectors.SelectorUnavailable` when the
+    pool lacks what the selector needs."""
     config = context["config"]
     if method == results.HINDSIGHT:
         return plan.hindsight_tracks(job, pool, config)
@@ -76,15 +69,10 @@ def select(job, method, pool, context):
 
 
 def evaluate(config, *, executor=None, log=print, on_task_done=None):
-    """Stages 1-4 for every task and selector of `config`; returns method -> task -> result.
-
-    Args:
-      config: a resolved `vtab_eval.config` dict.
-      executor: where fine-tunes run (default: `make_executor(config)`, in process); closed here.
-      log: callable(str) for progress lines.
-      on_task_done: callable(output_dir), called when every result file exists (incomplete) and
-        again whenever a task's last final fine-tune is recorded; it must not train.
-    """
+    """Stages 1-4 for every task and selector of a resolved config; returns method -> task ->
+    result. `executor`: where fine-tunes run (default `runner.make_executor(config)`), closed here;
+    `log`: callable(str); `on_task_done(output_dir)`: called when every result file exists and
+    whenever a task's last final fine-tune is recorded; it must not train."""
     from vtab_eval import ranking, selectors
 
     pool, jobs, _ = checks.prepare(config, log)
@@ -156,10 +144,8 @@ def dry_run(config, log=print, finetune_fn=None):
 
 def rank(config, log=print):
     """What `python -m vtab_eval.rank` does: the ranking of `config`'s one task by its one method
-    (or, with num_shards > 1, this shard's features into the cache), written to `output_json`.
-
-    Returns the written dict (docs/evaluation.md, "Ranking JSON" and "Shard report").
-    """
+    (or, with num_shards > 1, this shard's features into the cache), written to `output_json` and
+    returned (docs/evaluation.md, "Ranking JSON" and "Shard report")."""
     from hub_export import collection
     from vtab_eval import ranking, tasks
 

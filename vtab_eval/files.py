@@ -1,8 +1,5 @@
 """Every file the evaluation side reads or writes back goes through here: JSON, text, names.
-
-Writes are atomic (`bit_experts.atomic_files`), so a killed run never leaves half a file; a JSON
-file that exists but cannot be parsed raises one line naming the file and what to do.
-"""
+Writes are atomic (`bit_experts.atomic_files`): a killed run never leaves half a file."""
 
 import hashlib
 import json
@@ -24,12 +21,8 @@ def write_json(path, obj):
 
 
 def read_json(path, what="state file"):
-    """The JSON at `path` (local or a `tf.io.gfile` URL), or None if it does not exist.
-
-    Raises:
-      StateFileError: the file exists but is not valid UTF-8 JSON (truncated by a full disk, edited
-        by hand): one line naming the file, `what` it is, and that deleting it recomputes it.
-    """
+    """The JSON at `path` (local or a URL), or None if it does not exist. Raises StateFileError,
+    one line naming the file and `what` it is, when it is not valid UTF-8 JSON."""
     if not atomic_files.exists(path):
         return None
     try:

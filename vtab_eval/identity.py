@@ -1,15 +1,11 @@
-"""Content identities of what the evaluation side computes: modules, tasks, fine-tunes, results.
-
-Every cache key, memo file name, result identity and resume check is built from these, so equal
-identities mean equal results and a change of any input gives a new identity (docs/evaluation.md,
-"Identity").
-"""
+"""Content identities of modules, tasks and fine-tunes, and the hash every key is built with:
+equal identities mean equal results, and any change of input a new one (docs/evaluation.md)."""
 
 import hashlib
 import json
 
 # Bump when the fine-tuning code changes what a spec's result means (memo records of another
-# format are not reused; `vtab_eval.runner.Memo` says so in one line).
+# format are not reused; `vtab_eval.runner.run_tracks` says so in one line).
 SPEC_FORMAT = 2
 
 
@@ -29,15 +25,11 @@ def module_identity(entry):
     from hub_export import handles
     from hub_export import identity as hub_identity
 
-    if isinstance(entry, str):
-        handle, metadata, checksum = entry, {}, None
-    else:
-        handle, metadata = entry.handle, getattr(entry, "metadata", None) or {}
-        checksum = getattr(entry, "sha256", None)
-    if metadata.get(hub_identity.FINGERPRINT_FIELD):
-        return metadata[hub_identity.FINGERPRINT_FIELD]
-    if checksum:
-        return checksum
+    handle = getattr(entry, "handle", entry)
+    metadata = getattr(entry, "metadata", None) or {}
+    found = metadata.get(hub_identity.FINGERPRINT_FIELD) or getattr(entry, "sha256", None)
+    if found:
+        return found
     try:
         return handles.module_sha256(handles.resolve(handle))
     except (handles.ModuleError, OSError):

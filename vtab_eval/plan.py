@@ -1,9 +1,7 @@
-"""What an evaluation runs: jobs (a task with its protocol), tracks and fine-tune specs.
-
-A `Track` is one selector on one `Job`: the expert of every selection, its tuning specs
-(`plan_tuning`) and, from the recorded tuning, its retrain specs (`plan_retrains`). A `Spec` is one
-fine-tune whose `key` hashes everything that determines its result: equal keys are the same
-fine-tune, run once and shared by every track that holds it.
+"""What an evaluation runs. A `Track` is one selector on one `Job` (a task with its protocol):
+the expert of every selection, its tuning specs (`plan_tuning`) and, from the recorded tuning, its
+retrain specs (`plan_retrains`). A `Spec` is one fine-tune; equal keys are the same fine-tune, run
+once and shared by every track that holds it.
 """
 
 import dataclasses
@@ -15,10 +13,8 @@ from vtab_eval.selectors.base import candidates
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Spec:
-    """One fine-tune: `handle` (what `hub.load` takes) of module `module_id`
-    (`identity.module_identity`) with display `name`, on `task` (task_id:
-    `identity.task_identity`), trained on `train_split` and scored on `eval_split` with `setting`
-    (a `vtab_eval.sweeps` setting), `seed` and TF op determinism if `deterministic`."""
+    """One fine-tune of module `handle` (`module_id`: its identity; `name`: its display name) on
+    `task` (`task_id`), trained on `train_split` and scored on `eval_split` with a sweep setting."""
 
     handle: str
     module_id: str
@@ -31,14 +27,10 @@ class Spec:
     seed: int
     deterministic: bool = True
 
-    def identity(self):
-        """Everything that determines the result, as a JSON-able dict."""
-        return identity.spec_identity(self)
-
     @functools.cached_property
     def key(self):
-        """Hex SHA-256 of `identity()`: equal keys mean the same fine-tune."""
-        return identity.content_hash(self.identity())
+        """Hex SHA-256 of `identity.spec_identity`: equal keys mean the same fine-tune."""
+        return identity.content_hash(identity.spec_identity(self))
 
     @property
     def is_final(self):
@@ -95,7 +87,11 @@ class Job:
     aggregate: str = None
 
     def __post_init__(self):
-        protocol.check_sweep(self.sweep)
+        names = [s["name"] for s in self.sweep]
+        if not names:
+            raise ValueError("the sweep is empty; give at least one setting")
+        if len(set(names)) != len(names):
+            raise ValueError(f"sweep setting names must be unique, got {names}")
         if self.task_id is None:
             self.task_id = identity.task_identity(self.task)
         try:

@@ -20,12 +20,9 @@ def write_plots(output_dir, results, summaries):
         for task_name, result in by_task.items():
             ranking = result.get("ranking")
             path = os.path.join(folder, f"{files.task_slug(task_name)}__{method}.png")
-            if method == "baseline" or not ranking or atomic_files.exists(path):
-                continue
-            try:
+            skip = method == "baseline" or not ranking or atomic_files.exists(path)
+            if not skip and ranking_rows(ranking):  # Without a scored expert: nothing to draw.
                 plot_scores(ranking, path)
-            except ValueError:  # No scored expert: nothing to draw.
-                continue
 
 
 def with_summaries(all_results, summaries=None):
@@ -70,13 +67,11 @@ def _zoomed_limits(lows, highs, floor=-math.inf, ceiling=math.inf):
 
 
 def _save_png(fig, path):
-    plt = _pyplot()
     try:
-        return atomic_files.write_atomic(
-            path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-        )
+        save = lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+        return atomic_files.write_atomic(path, save)
     finally:
-        plt.close(fig)
+        _pyplot().close(fig)
 
 
 def ranking_rows(ranking):
@@ -128,18 +123,17 @@ def plot_scores(ranking, path):
     higher = ranking.get("higher_is_better", True)
     lows = [e["score"] if e["ci_low"] is None else e["ci_low"] for e in experts]
     highs = [e["score"] if e["ci_high"] is None else e["ci_high"] for e in experts]
-    has_ci = [e["ci_low"] is not None for e in experts]
 
     rows = len(experts)
     height = 1.7 + 0.28 * rows  # Inches: title, axis label and legend, plus one line per row.
     fig, ax = plt.subplots(figsize=(6.4, height))
     y = np.arange(rows)[::-1]  # Best at the top.
     legend = {}
-    for row, e, low, high, ok in zip(y, experts, lows, highs, has_ci, strict=True):
+    for row, e, low, high in zip(y, experts, lows, highs, strict=True):
         is_baseline, tie = e["baseline"], e["tie"]
         colour = "tab:orange" if e["selected"] else ("0.45" if is_baseline else "tab:blue")
         ax.axhline(row, color="0.92", linewidth=0.8, zorder=0)
-        if ok:
+        if e["ci_low"] is not None:
             ax.plot([low, high], [row, row], color=colour, linewidth=2, alpha=0.6, zorder=1)
             legend.setdefault("interval", ax.plot([], [], color="0.5", linewidth=2)[0])
         marker = "s" if is_baseline else ("D" if tie else "o")

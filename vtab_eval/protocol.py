@@ -17,7 +17,6 @@ SPLIT_SCHEMES = {
     "vtab1k": ("train800", "val200", "train800val200", "test"),
     "full": ("train", "val", "trainval", "test"),
 }
-AGGREGATES = ("median", "mean")
 AGGREGATE_FNS = {"median": np.median, "mean": np.mean}
 SUITE_AGGREGATES = {"vtab1k": "median", "table3": "mean", "folder": "median"}
 CONFIDENCE_LEVEL = 0.95
@@ -36,15 +35,6 @@ def default_scheme(task):
 def default_search(task):
     """ "once" for table 3 tasks (one random search), "per_selection" otherwise (VTAB-1k)."""
     return "once" if task.suite == "table3" else "per_selection"
-
-
-def check_sweep(sweep):
-    """Raises ValueError if the sweep is empty or its setting names repeat."""
-    names = [s["name"] for s in sweep]
-    if not names:
-        raise ValueError("the sweep is empty; give at least one setting")
-    if len(set(names)) != len(names):
-        raise ValueError(f"sweep setting names must be unique, got {names}")
 
 
 def best_setting(sweep, val_scores):
@@ -99,8 +89,8 @@ def aggregate(values, kind):
     """{"value", "ci_low", "ci_high", "n", "kind"}: the `kind` ("median" or "mean") of 1-D finite
     `values` (e.g. 30 test accuracies) with a 95% percentile bootstrap interval, the same on every
     machine (fixed seed); None for one value. Raises ValueError: unknown kind, no or bad values."""
-    if kind not in AGGREGATES:
-        raise ValueError(f"unknown aggregate {kind!r}; expected one of {AGGREGATES}")
+    if kind not in AGGREGATE_FNS:
+        raise ValueError(f"unknown aggregate {kind!r}; expected one of {tuple(AGGREGATE_FNS)}")
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
         raise ValueError(f"aggregate needs a non-empty 1-D list of finite outcomes, got {values}")
@@ -146,18 +136,15 @@ def task_summary(result):
     summary = result.get("summary")
     if not summary:
         return None
-    if "value" in summary:
-        out = {k: summary.get(k) for k in ("value", "ci_low", "ci_high", "n", "kind")}
-    else:
-        out = {
-            "value": summary["median"],
-            "ci_low": summary.get("ci_low"),
-            "ci_high": summary.get("ci_high"),
-            "n": summary.get("num_outcomes"),
-            "kind": "median",
-        }
-    out["outcomes"] = [float(x) for x in result.get("outcomes") or []]
-    return out
+    old = "value" not in summary
+    return {
+        "value": summary["median" if old else "value"],
+        "ci_low": summary.get("ci_low"),
+        "ci_high": summary.get("ci_high"),
+        "n": summary.get("num_outcomes" if old else "n"),
+        "kind": "median" if old else summary.get("kind"),
+        "outcomes": [float(x) for x in result.get("outcomes") or []],
+    }
 
 
 def group_summary(results):

@@ -1,11 +1,6 @@
-"""The report of an evaluation run, from its result files alone: markdown, summary.json, plots.
-
-`write(output_dir)` reads OUT/results/ (never the memo, never a model) and writes OUT/report.md,
-OUT/summary.json and OUT/plots/ (`vtab_eval.plots`); only the commands import this module. The
-markdown has the group table in the paper's format (Natural, Specialized, Structured and Mean
-accuracy in %, each the mean over the group's tasks of the per-task aggregate of the suite, with a
-bootstrapped 95% interval), the per-task aggregates, the expert each method selected per task and
-the kNN score of every expert per task; docs/evaluation.md has the exact layout.
+"""The report of an evaluation run from its result files alone (never the memo or a model):
+OUT/report.md, OUT/summary.json and OUT/plots/. Only the commands import this module; the
+markdown's layout, the paper's, is in docs/evaluation.md ("Report").
 """
 
 import os
@@ -15,17 +10,12 @@ from vtab_eval import files, plots, protocol
 
 
 def write(output_dir, with_plots=True):
-    """Rewrites OUT/report.md, OUT/summary.json and, `with_plots`, OUT/plots/ from OUT/results;
-    returns the results (method -> task -> result).
-
-    summary.json: method -> {"groups": `protocol.group_summary`, "tasks": task -> its summary
-    ({"value", "ci_low", "ci_high", "n", "kind"}, or null before any outcome)}.
-    """
+    """Rewrites OUT/report.md, OUT/summary.json (method -> {"groups": `group_summary`, "tasks":
+    task -> summary}) and, `with_plots`, OUT/plots/ from OUT/results; returns the results."""
     results = load_results(output_dir)
     summaries = {method: protocol.group_summary(by_task) for method, by_task in results.items()}
-    files.write_text(
-        os.path.join(output_dir, "report.md"), markdown_report(results, summaries=summaries)
-    )
+    text = markdown_report(results, summaries=summaries)
+    files.write_text(os.path.join(output_dir, "report.md"), text)
     summary = {
         method: {
             "groups": summaries[method],
@@ -59,13 +49,8 @@ def _table(header, rows):
 
 
 def markdown_report(all_results, title="Transfer results", summaries=None):
-    """The markdown report of several methods over the same tasks.
-
-    Args:
-      all_results: method -> task name -> task result dict (as written by `vtab_eval.run`).
-      title: the first heading.
-      summaries: method -> `protocol.group_summary`, when the caller has them; else computed.
-    """
+    """The markdown report of `all_results` (method -> task name -> result) under `title`;
+    `summaries`: method -> `protocol.group_summary`, computed where not given."""
     methods = list(all_results)
     summaries = plots.with_summaries(all_results, summaries)
     task_names, groups = plots.ordered_tasks(all_results)
@@ -91,11 +76,17 @@ def markdown_report(all_results, title="Transfer results", summaries=None):
         "",
     ]
 
-    rows = []
+    rows, picks = [], []
     for name in task_names:
-        kinds, cells = [], []
+        kinds, cells, picked = [], [], [name]
         for method in methods:
             result = all_results[method].get(name) or {}
+            names = [
+                s.get("selection", {}).get("selected_name") or s["handle"]
+                for s in result.get("selections", [])
+                if s.get("handle")
+            ]
+            picked.append(", ".join(dict.fromkeys(names)) or "—")
             s = protocol.task_summary(result)
             if not s:
                 cells.append("—")
@@ -104,22 +95,10 @@ def markdown_report(all_results, title="Transfer results", summaries=None):
             cell = _interval_cell(s["value"], s["ci_low"], s["ci_high"], s["n"])
             cells.append(cell + ("" if result.get("complete", True) else " (incomplete)"))
         rows.append([name, groups[name], ", ".join(dict.fromkeys(kinds)) or "—", *cells])
+        picks.append(picked)
     lines += ["## Per task (aggregate [95% CI], number of outcomes)", ""]
     lines += _table(["Task", "Group", "Aggregate", *methods], rows)
-
-    rows = []
-    for name in task_names:
-        cells = [name]
-        for method in methods:
-            selections = (all_results[method].get(name) or {}).get("selections", [])
-            picked = [
-                s.get("selection", {}).get("selected_name") or s.get("handle")
-                for s in selections
-                if s.get("handle")
-            ]
-            cells.append(", ".join(dict.fromkeys(picked)) or "—")
-        rows.append(cells)
-    lines += ["", "## Selected expert", "", *_table(["Task", *methods], rows)]
+    lines += ["", "## Selected expert", "", *_table(["Task", *methods], picks)]
 
     knn_tables = _knn_scores(all_results)
     if knn_tables:
@@ -171,12 +150,8 @@ def load_results(output_dir):
 
 
 def compare(output_dirs, labels=None):
-    """Side-by-side report of several `run` output folders (e.g. several selectors or pools):
-    each (folder, method) is one row named "label:method" (label: the folder's name).
-
-    Raises:
-      ValueError: not one label per folder.
-    """
+    """Side-by-side report of several `run` output folders: each (folder, method) is one row
+    "label:method" (label: the folder's name). Raises ValueError unless one label per folder."""
     labels = labels or [os.path.basename(os.path.normpath(d)) for d in output_dirs]
     merged = {}
     for label, directory in zip(labels, output_dirs, strict=True):

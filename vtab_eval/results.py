@@ -1,14 +1,10 @@
-"""Result files: OUT/results/<task slug>/<method>.json, rebuilt from the memo alone (never trains).
-
-A result lists, per selection, the expert, its tuning results, the best setting and its retrains,
-then the outcomes, their summary (`protocol.aggregate`), whether every final fine-tune is recorded
-(`complete`), the spec keys it used and the content identity of its configuration. Schema:
-docs/evaluation.md, "Result JSON".
+"""Result files, OUT/results/<task slug>/<method>.json, rebuilt from the memo alone (never
+trains): per selection the expert, its tuning, best setting and retrains, then the outcomes, their
+summary, `complete`, the spec keys and the content identity (docs/evaluation.md, "Result JSON").
 """
 
 import os
 
-from bit_experts import atomic_files
 from vtab_eval import files, identity, protocol
 
 HINDSIGHT = "hindsight"
@@ -81,11 +77,8 @@ def run_settings(config):
 
 
 def write_result(tracks, memo, settings, pool, output_dir, log):
-    """Writes OUT/results/<task slug>/<method>.json of one task and method's tracks; returns it.
-
-    Before every final fine-tune is recorded the file holds the outcomes so far with `complete:
-    false` (hindsight: the best candidate so far).
-    """
+    """Writes and returns the result of one task and method's tracks: before every final
+    fine-tune is recorded, the outcomes so far with `complete: false` (hindsight: the best so far)."""
     first = tracks[0]
     job, method = first.job, first.method
     result_id = result_identity(job, method, settings, pool)
@@ -117,7 +110,7 @@ def write_result(tracks, memo, settings, pool, output_dir, log):
         **body,
     }
     path = result_path(output_dir, job.task.name, method)
-    previous = files.read_json(path, "result file") if atomic_files.exists(path) else None
+    previous = files.read_json(path, "result file")
     if previous is not None and previous.get("identity") != result_id:
         log(
             f"{path}: was identity {previous.get('identity')}, now {result_id} (settings, task "

@@ -1,9 +1,8 @@
-"""Where fine-tunes run, over one content-keyed memo, and the one driver of a plan's tracks.
+"""Where fine-tunes run, over one content-keyed memo, and `run_tracks`, the one driver of a plan.
 
-`Memo`: one JSON file per finished fine-tune, `<spec key>.json`, written as it ends, so a run killed
-and started again redoes none; a bad record is recomputed. An executor is what `run_tracks` and
-`vtab_eval.engine` need from "where it runs": `memo`, `log`, `run(specs, later, on_result)` and
-`close()`; `LocalExecutor` runs in this process. Paths may be `tf.io.gfile` URLs (docs/workdir.md).
+`Memo`: one JSON file per finished fine-tune, written as it ends, so a run killed and started again
+redoes none. An executor is what the driver needs from "where it runs": `memo`, `log`, `run(specs,
+later, on_result)`, `close()`; `LocalExecutor` runs in this process. Paths may be URLs.
 """
 
 import dataclasses
@@ -29,13 +28,10 @@ class Memo:
     def __init__(self, directory):
         self.directory = atomic_files.abspath(directory)
 
-    def path(self, key):
-        return os.path.join(self.directory, f"{key}.json")
-
     def get(self, spec):
         """The memoised result of `spec`, or None (missing, unreadable, or another identity)."""
         try:
-            record = files.read_json(self.path(spec.key), "fine-tune record")
+            record = files.read_json(os.path.join(self.directory, f"{spec.key}.json"))
         except (OSError, ValueError):
             return None
         if not isinstance(record, dict) or record.get("key") != spec.key:
@@ -45,8 +41,13 @@ class Memo:
 
     def put(self, spec, result):
         files.write_json(
-            self.path(spec.key),
-            {"format": MEMO_FORMAT, "key": spec.key, "identity": spec.identity(), "result": result},
+            os.path.join(self.directory, f"{spec.key}.json"),
+            {
+                "format": MEMO_FORMAT,
+                "key": spec.key,
+                "identity": identity.spec_identity(spec),
+                "result": result,
+            },
         )
 
     def earlier_formats(self):
@@ -57,12 +58,9 @@ class Memo:
 
 @dataclasses.dataclass
 class LocalExecutor:
-    """Runs specs in this process over one `Memo`, with one progress bar (`progress`) for the run.
-
-    `output_dir`: where `tensorboard/`, `predictions/` and (`save_models`) `models/` of each
-    fine-tune go (`spec_dir_name`; None: nowhere). `finetune_fn`: replaces
-    `finetune.finetune_and_evaluate` (tests). `ran`: keys trained here (not memo hits).
-    """
+    """Runs specs in this process over one `Memo`, with one progress bar for the run; writes
+    `tensorboard/`, `predictions/` and (`save_models`) `models/` under `output_dir`, if given.
+    `finetune_fn` replaces `finetune.finetune_and_evaluate`; `ran`: keys trained here."""
 
     memo: Memo
     _: dataclasses.KW_ONLY
@@ -104,21 +102,15 @@ class LocalExecutor:
         specs = plan.unique(specs)
         results = {spec.key: self.memo.get(spec) for spec in specs}
         todo = [spec for spec in specs if results[spec.key] is None]
-        recorded = len(results) - len(todo)
-        if recorded:
+        if len(todo) < len(specs):
+            recorded = len(specs) - len(todo)
             self.log(f"{recorded} fine-tunes already recorded in {self.memo.directory}: reused")
         if not todo:
             return results
         total = self._done + len(todo) + int(later)
         if self._bar is None:
-            self._bar = tqdm(
-                total=0,
-                desc="fine-tunes",
-                unit="fine-tune",
-                file=sys.stderr,
-                disable=not self.progress,
-                dynamic_ncols=True,
-            )
+            style = dict(desc="fine-tunes", unit="fine-tune", file=sys.stderr, dynamic_ncols=True)
+            self._bar = tqdm(total=0, disable=not self.progress, **style)
         self._bar.total = total
         self._bar.refresh()
         fn = self.finetune_fn or finetune.finetune_and_evaluate
@@ -131,9 +123,8 @@ class LocalExecutor:
             result = fn(
                 spec.handle, spec.task, spec.train_split, spec.eval_split, spec.setting, **kwargs
             )
-            result = dict(result, key=spec.key)
-            result.setdefault("seed", spec.seed)
-            result.setdefault("seconds", round(time.time() - start, 3))
+            seconds = round(time.time() - start, 3)
+            result = {"seed": spec.seed, "seconds": seconds, **result, "key": spec.key}
             if outputs:
                 result["outputs"] = {k: os.path.relpath(v, root) for k, v in outputs.items()}
             self.memo.put(spec, result)
@@ -145,7 +136,7 @@ class LocalExecutor:
             self.log(
                 f"[{self._done}/{total}] {spec.task.name} / {spec.name}: {spec.train_split} -> "
                 f"{spec.eval_split}, setting {spec.setting['name']}, seed {spec.seed}: {what} "
-                f"score {result['score']:.4f} ({result.get('seconds', 0):.0f}s)"
+                f"score {result['score']:.4f} ({result['seconds']:.0f}s)"
             )
             if on_result is not None:
                 on_result(spec, result)
@@ -154,8 +145,7 @@ class LocalExecutor:
     def close(self):
         if self._bar is not None:
             self._bar.close()
-            self._bar = None
-        self._done = 0
+        self._bar, self._done = None, 0
 
 
 def make_executor(config, log=print, progress=True, finetune_fn=None):
