@@ -1,9 +1,6 @@
-"""One call per evaluation: `evaluate(config)` (select, tune, retrain, results), `rank(config)`.
-
-`evaluate` ranks every task for every selector (rankings kept in OUT/rankings/ by content identity),
-runs the tracks' fine-tunes through `runner.run_tracks` and writes OUT/results/ from the memo as
-each (task, selector) finishes. Every problem with the input is raised before anything trains.
-"""
+"""One call per evaluation: `evaluate(config)` ranks every task for every selector (rankings kept
+in OUT/rankings/ by content identity), runs the fine-tunes through `runner.run_tracks` and writes
+OUT/results/ as each (task, selector) finishes; `rank(config)`, `dry_run(config)`."""
 
 import functools
 import os
@@ -49,8 +46,7 @@ def cached_ranking(job, method, pool, seed, context):
 
 
 def select(job, method, pool, context):
-    """The tracks of one selector on one job. Raises `selectors.SelectorUnavailable` when the
-    pool lacks what the selector needs."""
+    """The tracks of one selector on one job; `selectors.SelectorUnavailable` if it cannot run."""
     config = context["config"]
     if method == results.HINDSIGHT:
         return plan.hindsight_tracks(job, pool, config)
@@ -132,14 +128,12 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
 def dry_run(config, log=print, finetune_fn=None):
     """Checks `config` and logs its plan with a time estimate (`checks.print_plan`); trains
     nothing. Returns {"fine_tunes", "recorded", "seconds"}."""
-    from bit_experts.training import strategies
-
     pool, jobs, sizes = checks.prepare(config, log)
-    _, memo_dir, _ = files.output_paths(config)
-    strategy = strategies.make_strategy(config["finetune"]["strategy"], config["finetune"]["tpu"])
+    ex = runner.make_executor(config, log, progress=False)  # Where it would run: memo, strategy.
     tracks_of = functools.partial(plan.make_track, config)
-    memo = runner.Memo(memo_dir)
-    return checks.print_plan(jobs, sizes, pool, config, tracks_of, memo, strategy, log, finetune_fn)
+    return checks.print_plan(
+        jobs, sizes, pool, config, tracks_of, ex.memo, ex.strategy, log, finetune_fn
+    )
 
 
 def rank(config, log=print):

@@ -40,9 +40,8 @@ def name_slug(text):
 
 
 def task_slug(task_name):
-    """An injective, file-name-safe form of a task name: `<readable>-<hash>`: the last 48
-    characters of its `name_slug` (folder tasks hold long paths) and 10 hex digits of the SHA-256
-    of the full name, so different names never share a slug."""
+    """An injective, file-name-safe `<readable>-<hash>` of a task name: the last 48 characters of
+    its `name_slug` (folder tasks hold long paths) and 10 hex digits of the name's SHA-256."""
     readable = name_slug(task_name)[-48:].strip("_.-") or "task"
     digest = hashlib.sha256(task_name.encode("utf-8")).hexdigest()[:10]
     return f"{readable}-{digest}"

@@ -16,12 +16,9 @@ def content_hash(obj, length=64):
 
 
 def module_identity(entry):
-    """What determines the outputs of a module (a `ModuleEntry` or a handle string), as hex.
-
-    Its `weights_fingerprint` (`hub_export.identity`) when its metadata has one, so republishing
-    identical weights keeps every cache entry; else its manifest checksum; else a checksum of its
-    files; else, for a remote handle that cannot be resolved offline, a hash of the handle.
-    """
+    """What determines a module's outputs (a `ModuleEntry` or a handle), as hex: its weights
+    fingerprint when its metadata has one (republished weights keep every cache entry), else its
+    manifest checksum, else a checksum of its files, else a hash of an unresolvable handle."""
     from hub_export import handles
     from hub_export import identity as hub_identity
 
@@ -42,8 +39,7 @@ def task_identity(task):
 
 
 def spec_identity(spec):
-    """Everything that determines the result of a fine-tune (a `vtab_eval.plan.Spec`): the module's
-    and the task's identities, the two splits, the full setting, the seed, the determinism flag."""
+    """Everything that determines the result of a fine-tune (a `plan.Spec`), JSON-able."""
     return {
         "format": SPEC_FORMAT,
         "module": spec.module_id,

@@ -73,11 +73,8 @@ def unique(specs):
 
 @dataclasses.dataclass
 class Job:
-    """One task of a run with its split scheme, search ("per_selection"/"once") and sweep.
-
-    `aggregate`: "auto"/None (the suite's) or a user's choice; after construction, the kind
-    `protocol.aggregate` uses. Raises ValueError: a bad sweep or an aggregate the suite refuses.
-    """
+    """One task of a run: its split scheme, search ("per_selection"/"once"), sweep and aggregate
+    ("auto"/None: the suite's). Raises ValueError: a bad sweep, or an aggregate the suite refuses."""
 
     task: object
     scheme: str
@@ -107,9 +104,8 @@ class Job:
 
 @dataclasses.dataclass
 class Track:
-    """One method on one job (or one hindsight candidate). Per selection: `entries` (pool entry,
-    selection dict), `tuning` and `retrains` (lists of `Spec`), `best` (the chosen setting's name);
-    `seed`: the protocol's base seed."""
+    """One method on one job (or hindsight candidate): per selection, `entries` (pool entry,
+    selection dict), `tuning` and `retrains` (lists of `Spec`) and `best` (a setting's name)."""
 
     job: Job
     method: str
@@ -221,15 +217,14 @@ def task_sweep(task, scheme, finetune, seed, data_dir=None, log=None):
             finetune["resolution"] or 224,
         )
         return sweeps.for_task(settings, task)
-    dataset_size, image_size = 1000, 224
+    stats = {"num_images": 1000, "image_side": 224}
     if finetune["sweep"] == "bit_hyperrule":
-        split = protocol.SPLIT_SCHEMES[scheme][2]
-        stats = sweeps.split_statistics(task, split, data_dir, log)
-        dataset_size, image_size = stats["num_images"], stats["image_side"]
+        final = protocol.SPLIT_SCHEMES[scheme][2]
+        stats = sweeps.split_statistics(task, final, data_dir, log)
     settings = sweeps.get_sweep(
         finetune["sweep"],
-        dataset_size=dataset_size,
-        image_size=image_size,
+        dataset_size=stats["num_images"],
+        image_size=stats["image_side"],
         resolution=finetune["resolution"] or None,
         num_settings=finetune["random_search_size"],
         seed=seed,

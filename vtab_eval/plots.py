@@ -59,8 +59,7 @@ def _pyplot():
 
 
 def _zoomed_limits(lows, highs, floor=-math.inf, ceiling=math.inf):
-    """Axis limits around [min(lows), max(highs)] with 8% margins (and at least 0.005 wide),
-    within [floor, ceiling]."""
+    """Limits around [min(lows), max(highs)], 8% margins (>= 0.005 wide), in [floor, ceiling]."""
     low, high = float(min(lows)), float(max(highs))
     margin = max(0.08 * (high - low), 0.0025)
     return max(low - margin, floor), min(high + margin, ceiling)
@@ -75,12 +74,9 @@ def _save_png(fig, path):
 
 
 def ranking_rows(ranking):
-    """The rows `plot_scores` draws: one dict per scored expert, best first (`higher_is_better`),
-    the selected one first among equal scores, then by name.
-
-    Keys: "name", "score", "ci_low", "ci_high" (None without an interval), "selected",
-    "baseline" (kind "baseline") and "tie" (same score as the selected expert, not selected).
-    """
+    """The rows `plot_scores` draws, best first (the selected one first among equal scores):
+    per scored expert {"name", "score", "ci_low", "ci_high" (None without an interval),
+    "selected", "baseline" (kind "baseline"), "tie" (the selected one's score, not selected)}."""
     experts = [e for e in ranking["experts"] if e.get("score") is not None]
     higher = ranking.get("higher_is_better", True)
     selected = ranking.get("selected")
@@ -112,10 +108,8 @@ _SELECTED_LABEL = dict(
 
 def plot_scores(ranking, path):
     """Dot plot (PNG) of a ranking's scores, a row per scored expert (`ranking_rows`) with its
-    interval when it has one, on an axis zoomed to them: the selected expert orange and labelled,
-    the baseline a grey square, ties with the selected one hollow diamonds. Raises ValueError when
-    no expert has a score.
-    """
+    interval, on an axis zoomed to them: the selected expert orange and labelled, the baseline a
+    grey square, ties with the selected one hollow diamonds. ValueError without a scored expert."""
     plt = _pyplot()
     experts = ranking_rows(ranking)
     if not experts:
@@ -169,23 +163,16 @@ def plot_scores(ranking, path):
 
 
 def plot_outcomes(all_results, path, summaries=None, columns=3):
-    """Fine-tuning outcomes per method (PNG), `columns` panels a row: in each task's panel a
-    method's outcomes are grey dots and its aggregate (`task_summary`) a black marker with its
-    interval; the first panel shows each method's mean over tasks with its `group_summary`
-    interval (`summaries`, computed when not given). Raises ValueError when no method has a
-    summarised task.
-    """
+    """Fine-tuning outcomes (PNG), a panel per task: each method's outcomes as grey dots, its
+    aggregate as a black marker with its interval; the first panel, each method's mean over tasks
+    (`summaries`: method -> `group_summary`). ValueError when no method has a summarised task."""
     plt = _pyplot()
     from matplotlib import ticker
 
     methods = list(all_results)
     summaries = with_summaries(all_results, summaries)
-    task_names, _ = ordered_tasks(all_results)
-    task_names = [
-        t
-        for t in task_names
-        if any(protocol.task_summary(all_results[m].get(t) or {}) for m in methods)
-    ]
+    summarised = {t for m in methods for t, r in all_results[m].items() if protocol.task_summary(r)}
+    task_names = [t for t in ordered_tasks(all_results)[0] if t in summarised]
     if not task_names:
         raise ValueError("no method has a summarised task: nothing to plot")
 

@@ -1,10 +1,9 @@
 """The VTAB-1k fine-tuning protocol's rules: splits, seeds, the best setting, the task aggregate.
 
-Per selection, a sweep of several settings is tuned (train800 -> val200) and its best setting, the
-first in sweep order on ties, retrained (train800val200 -> test) once per retrain; each retrain is
-one outcome. The paper's VTAB-1k tables report the median of 10 x 3 outcomes, its table 3 the mean
-(Puigcerver et al., ICLR 2021). Seeds derive from one base seed. Intervals are percentile
-bootstraps with a fixed seed (BCa's jackknife is undefined for the median of few, tied outcomes).
+Per selection, a sweep's best setting on val200 (first on ties) is retrained on train800val200 and
+tested, once per retrain; the paper reports the median of 10 x 3 such outcomes, table 3 their mean
+(Puigcerver et al., ICLR 2021). Intervals are percentile bootstraps with a fixed seed (BCa's
+jackknife is undefined for the median of few, tied outcomes).
 """
 
 import hashlib
@@ -72,8 +71,8 @@ def retrain_seed(base_seed, selection, retrain):
 
 
 def suite_aggregate(suite, override=None):
-    """The aggregate ("median" or "mean") of a task of `suite`: the suite's, or for a folder task
-    the `override` (None or "auto": the suite's). Raises ValueError for a paper suite's other."""
+    """The aggregate ("median" or "mean") of a task of `suite`; folder tasks may `override` it
+    (None or "auto": the suite's). Raises ValueError when a paper suite is given the other one."""
     default = SUITE_AGGREGATES[suite]
     if override in (None, "auto"):
         return default
@@ -86,14 +85,19 @@ def suite_aggregate(suite, override=None):
 
 
 def aggregate(values, kind):
-    """{"value", "ci_low", "ci_high", "n", "kind"}: the `kind` ("median" or "mean") of 1-D finite
-    `values` (e.g. 30 test accuracies) with a 95% percentile bootstrap interval, the same on every
-    machine (fixed seed); None for one value. Raises ValueError: unknown kind, no or bad values."""
+    """The median or mean (`kind`) of a task's outcomes with a 95% bootstrap interval.
+
+    `values`: 1-D finite scores (e.g. 30 test accuracies). Returns {"value", "ci_low", "ci_high",
+    "n", "kind"}, the same on every machine (fixed seed); one value has no interval (None).
+    Raises ValueError: an unknown kind, no values or non-finite ones.
+    """
     if kind not in AGGREGATE_FNS:
         raise ValueError(f"unknown aggregate {kind!r}; expected one of {tuple(AGGREGATE_FNS)}")
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
-        raise ValueError(f"aggregate needs a non-empty 1-D list of finite outcomes, got {values}")
+        raise ValueError(
+            f"aggregate needs a non-empty 1-D list of finite outcomes, got {values.tolist()}"
+        )
     fn = AGGREGATE_FNS[kind]
     value = float(fn(values))
     low = high = None

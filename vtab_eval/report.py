@@ -1,6 +1,6 @@
 """The report of an evaluation run from its result files alone (never the memo or a model):
 OUT/report.md, OUT/summary.json and OUT/plots/. Only the commands import this module; the
-markdown's layout, the paper's, is in docs/evaluation.md ("Report").
+markdown's layout (the paper's tables, then per task) is in docs/evaluation.md ("Report").
 """
 
 import os
@@ -16,13 +16,8 @@ def write(output_dir, with_plots=True):
     summaries = {method: protocol.group_summary(by_task) for method, by_task in results.items()}
     text = markdown_report(results, summaries=summaries)
     files.write_text(os.path.join(output_dir, "report.md"), text)
-    summary = {
-        method: {
-            "groups": summaries[method],
-            "tasks": {name: r.get("summary") for name, r in by_task.items()},
-        }
-        for method, by_task in results.items()
-    }
+    tasks = {m: {t: r.get("summary") for t, r in by_task.items()} for m, by_task in results.items()}
+    summary = {m: {"groups": summaries[m], "tasks": tasks[m]} for m in results}
     files.write_json(os.path.join(output_dir, "summary.json"), summary)
     if with_plots:
         plots.write_plots(output_dir, results, summaries)
@@ -118,17 +113,16 @@ def markdown_report(all_results, title="Transfer results", summaries=None):
 
 def _knn_scores(all_results):
     """task -> expert name -> (score, selected) from the knn rankings."""
-    tables = {}
-    for result in (all_results.get("knn") or {}).values():
-        ranking = result.get("ranking")
-        if not ranking:
-            continue
-        tables[result["task"]] = {
+    knn = (all_results.get("knn") or {}).values()
+    rankings = {r["task"]: r["ranking"] for r in knn if r.get("ranking")}
+    return {
+        task: {
             e["name"]: (e["score"], e["handle"] == ranking["selected"])
             for e in ranking["experts"]
             if e.get("score") is not None
         }
-    return tables
+        for task, ranking in rankings.items()
+    }
 
 
 def load_results(output_dir):

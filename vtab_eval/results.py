@@ -19,18 +19,16 @@ def _track_result(track, memo):
     """One planned track's part of a result, from the memo."""
     selections, outcomes, complete = [], [], True
     for i, (entry, extra) in enumerate(track.entries):
-        found = [memo.get(s) for s in track.retrains[i]]
-        retrains = [r for r in found if r is not None]
-        complete = complete and len(retrains) == len(found)
+        retrains = [r for r in map(memo.get, track.retrains[i]) if r is not None]
+        complete = complete and len(retrains) == len(track.retrains[i])
         outcomes += [r["score"] for r in retrains]
-        tuning = [memo.get(s) for s in track.tuning[i]]
         selections.append(
             {
                 "index": i,
                 "seed": extra.get("seed"),
                 "handle": getattr(entry, "handle", entry),
                 "selection": extra,
-                "tuning": [t for t in tuning if t is not None],
+                "tuning": [r for r in map(memo.get, track.tuning[i]) if r is not None],
                 "best_setting": track.best[i],
                 "retrains": retrains,
             }
@@ -43,23 +41,6 @@ def _track_result(track, memo):
         "complete": complete,
         "spec_keys": list(dict.fromkeys(keys)),
     }
-
-
-def result_identity(job, method, settings, pool):
-    """The content identity of a result file: the run's `run_settings`, the task and modules."""
-    return identity.content_hash(
-        {
-            "config": settings,
-            "method": method,
-            "task": job.task_id,
-            "aggregate": job.aggregate,
-            "scheme": job.scheme,
-            "search": job.search,
-            "sweep": job.sweep,
-            "modules": [{"module": identity.module_identity(e)} for e in pool],
-        },
-        16,
-    )
 
 
 def run_settings(config):
@@ -81,7 +62,17 @@ def write_result(tracks, memo, settings, pool, output_dir, log):
     fine-tune is recorded, the outcomes so far with `complete: false` (hindsight: the best so far)."""
     first = tracks[0]
     job, method = first.job, first.method
-    result_id = result_identity(job, method, settings, pool)
+    content = {
+        "config": settings,
+        "method": method,
+        "task": job.task_id,
+        "aggregate": job.aggregate,
+        "scheme": job.scheme,
+        "search": job.search,
+        "sweep": job.sweep,
+        "modules": [{"module": identity.module_identity(e)} for e in pool],
+    }
+    result_id = identity.content_hash(content, 16)  # What the result depends on.
     per_track = [_track_result(t, memo) for t in tracks]
     if method == HINDSIGHT:
         # The best candidate by its aggregate; the first in candidate order on ties.

@@ -40,15 +40,9 @@ class Memo:
         return result if isinstance(result, dict) and "score" in result else None
 
     def put(self, spec, result):
-        files.write_json(
-            os.path.join(self.directory, f"{spec.key}.json"),
-            {
-                "format": MEMO_FORMAT,
-                "key": spec.key,
-                "identity": identity.spec_identity(spec),
-                "result": result,
-            },
-        )
+        spec_id = identity.spec_identity(spec)
+        record = {"format": MEMO_FORMAT, "key": spec.key, "identity": spec_id, "result": result}
+        files.write_json(os.path.join(self.directory, f"{spec.key}.json"), record)
 
     def earlier_formats(self):
         """How many records were written under another spec format (never reused)."""
@@ -71,12 +65,10 @@ class LocalExecutor:
     strategy: object = None
     log: object = print
     progress: bool = True
-    ran: list = dataclasses.field(default_factory=list, init=False)
-    _bar: object = dataclasses.field(default=None, init=False)
-    _done: int = dataclasses.field(default=0, init=False)  # trained so far, shown or not
 
     def __post_init__(self):
         self.log = self.log or (lambda message: None)
+        self.ran, self._bar, self._done = [], None, 0  # _done: trained so far, shown or not
 
     def _outputs(self, spec):
         root, name = self.output_dir, spec_dir_name(spec)
@@ -91,10 +83,8 @@ class LocalExecutor:
 
     def run(self, specs, later=0, on_result=None):
         """Runs, in order, every spec the memo lacks, once per key; returns {key: result} of all.
-
-        `later`: fine-tunes later stages will add (the bar's total counts them). `on_result`:
-        callable(spec, result) after each fine-tune this call trains is recorded; it must not train.
-        """
+        `later`: fine-tunes later stages will add (counted in the bar). `on_result(spec, result)`:
+        called as each fine-tune this call trains is recorded; it must not train."""
         from tqdm.auto import tqdm
 
         from vtab_eval import finetune
