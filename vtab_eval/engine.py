@@ -1,24 +1,11 @@
-"""One call per evaluation: `evaluate(config)` (select, tune, retrain, results), `rank(config)`.
+"""One call per evaluation: `evaluate(config)` ranks every task for every selector (rankings kept
+in OUT/rankings/ by content identity), runs the fine-tunes through `runner.run_tracks` and writes
+OUT/results/ as each (task, selector) finishes; `rank(config)`, `dry_run(config)`."""
 
-Stages of `evaluate`, over one content-keyed memo (`vtab_eval.runner`):
-
-1. *select*: per task and selector, the expert of every selection (`vtab_eval.ranking`; each ranking
-   is kept in OUT/rankings/ under its content identity, so a rerun reads it). `hindsight` ranks
-   nothing: it is one track per candidate (B included), each fine-tuned as if a selector picked it.
-2. *tune* and 3. *retrain*: `runner.run_tracks` over the executor (in process by default).
-4. *results*: OUT/results/<task slug>/<method>.json from the memo (`vtab_eval.results`), written
-   when the retrains start (`complete: false`) and again as each task's last fine-tune finishes,
-   when `on_task_done(output_dir)` is called (the command rewrites its report there).
-
-Every problem with the input is found before anything trains (`vtab_eval.checks`) and raised as one
-ValueError with a line per problem.
-"""
-
+import functools
 import os
 
 from vtab_eval import checks, files, identity, plan, protocol, results, runner
-
-HINDSIGHT = "hindsight"
 
 
 def ranking_options(config, seed):
@@ -35,8 +22,7 @@ def cached_ranking(job, method, pool, seed, context):
     when it holds one of the same identity, else computed (`ranking.rank`) and kept there."""
     from vtab_eval import ranking
 
-    config = context["config"]
-    options = ranking_options(config, seed)
+    options = ranking_options(context["config"], seed)
     ranking_id = identity.content_hash(
         {
             "modules": [{"module": identity.module_identity(e)} for e in pool],
@@ -53,47 +39,20 @@ def cached_ranking(job, method, pool, seed, context):
     found = files.read_json(path, "ranking")
     if found is not None and found.get("identity") == ranking_id:
         return found
-    found = ranking.rank(
-        pool,
-        job.task,
-        method,
-        options,
-        cache_dir=context["cache_dir"],
-        data_dir=config["data_dir"],
-        label_priors=context["label_priors"],
-        log=context["log"],
-    )
+    found = ranking.rank(pool, job.task, method, options, **context["rank_kwargs"])
     found["identity"] = ranking_id
     files.write_json(path, found)
     return found
 
 
-def _track(job, method, entries, config, **extra):
-    return plan.Track(
-        job,
-        method,
-        entries,
-        seed=config["seed"],
-        deterministic=config["deterministic"],
-        num_retrains=config["protocol"]["num_retrains"],
-        **extra,
-    )
-
-
 def select(job, method, pool, context):
-    """The tracks of one selector on one job (stage 1).
-
-    Raises:
-      selectors.SelectorUnavailable: the pool lacks what the selector needs.
-    """
-
+    """The tracks of one selector on one job; `selectors.SelectorUnavailable` if it cannot run."""
     config = context["config"]
-    count = config["protocol"]["num_selections"]
-    if method == HINDSIGHT:
+    if method == results.HINDSIGHT:
         return plan.hindsight_tracks(job, pool, config)
     by_handle = {plan.entry_handle(e): e for e in pool}
     entries, first = [], None
-    for i in range(count):
+    for i in range(config["protocol"]["num_selections"]):
         seed = protocol.selection_seed(config["seed"], method, i)
         found = cached_ranking(job, method, pool, seed, context)
         first = first or found
@@ -102,29 +61,24 @@ def select(job, method, pool, context):
         extra = {"selected_name": found["selected_name"], "seed": seed, "score": score}
         entries.append((by_handle.get(chosen, chosen), extra))
     context["log"](f"{job.task.name} / {method}: selected {first['selected_name']}")
-    return [_track(job, method, entries, config, ranking=first)]
+    return [plan.make_track(config, job, method, entries, ranking=first)]
 
 
 def evaluate(config, *, executor=None, log=print, on_task_done=None):
-    """Stages 1-4 for every task and selector of `config`; returns method -> task -> result.
-
-    Args:
-      config: a resolved `vtab_eval.config` dict.
-      executor: where fine-tunes run (default: `make_executor(config)`, in process); closed here.
-      log: callable(str) for progress lines.
-      on_task_done: callable(output_dir), called when every result file exists (incomplete) and
-        again whenever a task's last final fine-tune is recorded; it must not train.
-    """
+    """Stages 1-4 for every task and selector of a resolved config; returns method -> task ->
+    result. `executor`: where fine-tunes run (default `runner.make_executor(config)`), closed here;
+    `log`: callable(str); `on_task_done(output_dir)`: called when every result file exists and
+    whenever a task's last final fine-tune is recorded; it must not train."""
     from vtab_eval import ranking, selectors
 
     pool, jobs, _ = checks.prepare(config, log)
     out, _, cache_dir = files.output_paths(config)
     methods = config["selection"]["selectors"]
     executor = executor or runner.make_executor(config, log)
-    priors = (
-        ranking.load_label_priors(config["collection"]) if "label_matching" in methods else None
-    )
-    context = dict(config=config, output_dir=out, cache_dir=cache_dir, label_priors=priors, log=log)
+    label = "label_matching" in methods
+    priors = ranking.load_label_priors(config["collection"]) if label else None
+    kwargs = dict(cache_dir=cache_dir, data_dir=config["data_dir"], label_priors=priors, log=log)
+    context = dict(config=config, output_dir=out, log=log, rank_kwargs=kwargs)
     groups = {}
     for job in jobs:
         for method in methods:
@@ -140,29 +94,25 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
             groups[(task_name, method)], executor.memo, settings, pool, out, log
         )
 
-    # Final fine-tunes not yet recorded, per (task, method) group and per task.
-    pending, by_task = {}, {}
+    pending = {}  # (task, method) -> keys of its final fine-tunes not yet recorded
 
     def before_retrains():
         for group, tracks in groups.items():
             specs = [s for t in tracks for specs in t.retrains for s in specs]
             pending[group] = {s.key for s in specs if executor.memo.get(s) is None}
-            by_task.setdefault(group[0], set()).update(pending[group])
             write_group(*group)
-        if any(by_task.values()) and on_task_done:
+        if any(pending.values()) and on_task_done:
             on_task_done(out)
 
     def on_result(spec, _):
-        for group, keys in pending.items():
-            if spec.key in keys:
-                keys.discard(spec.key)
-                if not keys:
-                    write_group(*group)
-        keys = by_task.get(spec.task.name)
-        if keys and spec.key in keys:
-            keys.discard(spec.key)
-            if not keys and on_task_done:
-                on_task_done(out)
+        done = [group for group, keys in pending.items() if spec.key in keys]
+        for group in done:
+            pending[group].discard(spec.key)
+            if not pending[group]:
+                write_group(*group)
+        task = spec.task.name
+        if done and on_task_done and not any(k for (t, _), k in pending.items() if t == task):
+            on_task_done(out)
 
     tracks = [t for group in groups.values() for t in group]
     try:
@@ -178,26 +128,18 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
 def dry_run(config, log=print, finetune_fn=None):
     """Checks `config` and logs its plan with a time estimate (`checks.print_plan`); trains
     nothing. Returns {"fine_tunes", "recorded", "seconds"}."""
-    from bit_experts.training import strategies
-
     pool, jobs, sizes = checks.prepare(config, log)
-    _, memo_dir, _ = files.output_paths(config)
-    strategy = strategies.make_strategy(config["finetune"]["strategy"], config["finetune"]["tpu"])
-
-    def tracks_of(job, method, entries):
-        return _track(job, method, entries, config)
-
+    ex = runner.make_executor(config, log, progress=False)  # Where it would run: memo, strategy.
+    tracks_of = functools.partial(plan.make_track, config)
     return checks.print_plan(
-        jobs, sizes, pool, config, tracks_of, runner.Memo(memo_dir), strategy, log, finetune_fn
+        jobs, sizes, pool, config, tracks_of, ex.memo, ex.strategy, log, finetune_fn
     )
 
 
 def rank(config, log=print):
     """What `python -m vtab_eval.rank` does: the ranking of `config`'s one task by its one method
-    (or, with num_shards > 1, this shard's features into the cache), written to `output_json`.
-
-    Returns the written dict (docs/evaluation.md, "Ranking JSON" and "Shard report").
-    """
+    (or, with num_shards > 1, this shard's features into the cache), written to `output_json` and
+    returned (docs/evaluation.md, "Ranking JSON" and "Shard report")."""
     from hub_export import collection
     from vtab_eval import ranking, tasks
 
@@ -222,9 +164,8 @@ def rank(config, log=print):
         shards = selection["num_shards"], selection["shard_index"]
         result = ranking.extract_shard(pool, task, *shards, options, **kwargs)
     else:
-        priors = None
-        if method == "label_matching":
-            priors = ranking.load_label_priors(config["collection"])
+        label = method == "label_matching"
+        priors = ranking.load_label_priors(config["collection"]) if label else None
         result = ranking.rank(pool, task, method, options, label_priors=priors, **kwargs)
         result["collection"] = config["collection"]
     files.write_json(output_json, result)

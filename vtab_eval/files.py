@@ -1,9 +1,5 @@
 """Every file the evaluation side reads or writes back goes through here: JSON, text, names.
-
-Writes are atomic (`bit_experts.atomic_files`: a temporary file renamed into place, or one write to
-a `tf.io.gfile` URL), so a killed run never leaves half a file. A JSON file that exists but cannot
-be parsed raises one line naming the file and what to do, never a deep traceback.
-"""
+Writes are atomic (`bit_experts.atomic_files`): a killed run never leaves half a file."""
 
 import hashlib
 import json
@@ -25,12 +21,8 @@ def write_json(path, obj):
 
 
 def read_json(path, what="state file"):
-    """The JSON at `path` (local or a `tf.io.gfile` URL), or None if it does not exist.
-
-    Raises:
-      StateFileError: the file exists but is not valid UTF-8 JSON (truncated by a full disk, edited
-        by hand): one line naming the file, `what` it is, and that deleting it recomputes it.
-    """
+    """The JSON at `path` (local or a URL), or None if it does not exist. Raises StateFileError,
+    one line naming the file and `what` it is, when it is not valid UTF-8 JSON."""
     if not atomic_files.exists(path):
         return None
     try:
@@ -48,12 +40,8 @@ def name_slug(text):
 
 
 def task_slug(task_name):
-    """An injective, file-name-safe form of a task name: `<readable>-<hash>`.
-
-    The readable part is `name_slug` of the name, its last 48 characters (folder tasks contain long
-    paths); the hash is the first 10 hex digits of the SHA-256 of the full name, so different names
-    never share a slug.
-    """
+    """An injective, file-name-safe `<readable>-<hash>` of a task name: the last 48 characters of
+    its `name_slug` (folder tasks hold long paths) and 10 hex digits of the name's SHA-256."""
     readable = name_slug(task_name)[-48:].strip("_.-") or "task"
     digest = hashlib.sha256(task_name.encode("utf-8")).hexdigest()[:10]
     return f"{readable}-{digest}"

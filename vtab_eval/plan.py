@@ -1,18 +1,11 @@
-"""What an evaluation runs: jobs (a task with its protocol), tracks and fine-tune specs.
-
-* A `Job` is one task with its split scheme, search, sweep, identity and aggregate (`make_jobs`
-  builds them from the evaluation config).
-* A `Track` is one selector on one job (or one hindsight candidate): the expert of every selection,
-  then its tuning specs (`plan_tuning`) and, once tuning is recorded, its retrain specs
-  (`plan_retrains`). The protocol is dynamic (tuning chooses the retrained setting), so a plan is
-  built in these two steps; `vtab_eval.runner.run_tracks` drives them.
-* A `Spec` is one fine-tune. Its `key` is the SHA-256 of everything that determines the result
-  (`vtab_eval.identity.spec_identity`): the module's and the task's identities, the two splits, the
-  full setting, the seed and the determinism flag. Equal keys are the same fine-tune: it runs once
-  and every track that holds it shares the result.
+"""What an evaluation runs. A `Track` is one selector on one `Job` (a task with its protocol):
+the expert of every selection, its tuning specs (`plan_tuning`) and, from the recorded tuning, its
+retrain specs (`plan_retrains`). A `Spec` is one fine-tune; equal keys are the same fine-tune, run
+once and shared by every track that holds it.
 """
 
 import dataclasses
+import functools
 
 from vtab_eval import identity, protocol, sweeps
 from vtab_eval.selectors.base import candidates
@@ -20,16 +13,8 @@ from vtab_eval.selectors.base import candidates
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Spec:
-    """One fine-tune. `task` and `handle` say how to run it; `key` says what it is.
-
-    Attributes:
-      handle: what `hub.load` takes. module_id: `identity.module_identity` of it.
-      name: the module's display name (not part of the identity).
-      task: a `vtab_eval.tasks.Task`; task_id: `identity.task_identity(task)`.
-      train_split, eval_split: split names, e.g. "train800" and "val200".
-      setting: a `vtab_eval.sweeps` setting dict. seed: the fine-tune's seed.
-      deterministic: whether TF op determinism is asked for.
-    """
+    """One fine-tune of module `handle` (`module_id`: its identity; `name`: its display name) on
+    `task` (`task_id`), trained on `train_split` and scored on `eval_split` with a sweep setting."""
 
     handle: str
     module_id: str
@@ -42,38 +27,15 @@ class Spec:
     seed: int
     deterministic: bool = True
 
-    def identity(self):
-        """Everything that determines the result, as a JSON-able dict."""
-        return identity.spec_identity(
-            self.module_id,
-            self.task_id,
-            self.train_split,
-            self.eval_split,
-            self.setting,
-            self.seed,
-            self.deterministic,
-        )
-
-    @property
+    @functools.cached_property
     def key(self):
-        """Hex SHA-256 of `identity()`: equal keys mean the same fine-tune."""
-        cached = self.__dict__.get("_key")
-        if cached is None:
-            cached = identity.content_hash(self.identity())
-            object.__setattr__(self, "_key", cached)
-        return cached
+        """Hex SHA-256 of `identity.spec_identity`: equal keys mean the same fine-tune."""
+        return identity.content_hash(identity.spec_identity(self))
 
     @property
     def is_final(self):
         """A fine-tune scored on the test split (its predictions are kept)."""
         return self.eval_split == "test"
-
-    def describe(self):
-        """One line for logs: task, module, splits, setting, seed."""
-        return (
-            f"{self.task.name} / {self.name}: {self.train_split} -> {self.eval_split}, "
-            f"setting {self.setting['name']}, seed {self.seed}"
-        )
 
 
 def entry_handle(entry):
@@ -86,37 +48,18 @@ def entry_name(entry):
     return entry.rstrip("/").split("/")[-1] if isinstance(entry, str) else entry.name
 
 
-def hindsight_tracks(job, pool, config):
-    """One `Track` per candidate (B included), each with the candidate in every selection, as if
-    a selector had picked it (the `hindsight` selector: the best on test is reported)."""
-    count = config["protocol"]["num_selections"]
-    return [
-        Track(
-            job,
-            "hindsight",
-            [(e, {"selected_name": e.name})] * count,
-            candidate=e.name,
-            seed=config["seed"],
-            deterministic=config["deterministic"],
-            num_retrains=config["protocol"]["num_retrains"],
-        )
-        for e in candidates(pool, include_baseline=True)
-    ]
-
-
 def make_spec(entry, job, splits, setting, seed, deterministic=True):
     """A `Spec` for a pool entry on `job`'s task; `splits` = (train split, evaluation split)."""
     return Spec(
-        handle=entry_handle(entry),
-        module_id=identity.module_identity(entry),
-        name=entry_name(entry),
-        task=job.task,
-        task_id=job.task_id,
-        train_split=splits[0],
-        eval_split=splits[1],
-        setting=dict(setting),
-        seed=int(seed),
-        deterministic=bool(deterministic),
+        entry_handle(entry),
+        identity.module_identity(entry),
+        entry_name(entry),
+        job.task,
+        job.task_id,
+        *splits,
+        dict(setting),
+        int(seed),
+        bool(deterministic),
     )
 
 
@@ -130,14 +73,8 @@ def unique(specs):
 
 @dataclasses.dataclass
 class Job:
-    """One task of a run: the task, its split scheme, search ("per_selection"/"once"), sweep.
-
-    `aggregate`: "auto"/None (the suite's) or a user's choice ("median"/"mean", folder tasks only);
-    after construction it holds the kind `protocol.aggregate` uses for the task's outcomes.
-
-    Raises:
-      ValueError: an aggregate the task's suite does not allow.
-    """
+    """One task of a run: its split scheme, search ("per_selection"/"once"), sweep and aggregate
+    ("auto"/None: the suite's). Raises ValueError: a bad sweep, or an aggregate the suite refuses."""
 
     task: object
     scheme: str
@@ -147,6 +84,11 @@ class Job:
     aggregate: str = None
 
     def __post_init__(self):
+        names = [s["name"] for s in self.sweep]
+        if not names:
+            raise ValueError("the sweep is empty; give at least one setting")
+        if len(set(names)) != len(names):
+            raise ValueError(f"sweep setting names must be unique, got {names}")
         if self.task_id is None:
             self.task_id = identity.task_identity(self.task)
         try:
@@ -162,12 +104,8 @@ class Job:
 
 @dataclasses.dataclass
 class Track:
-    """One method on one job (or one hindsight candidate): an entry per selection.
-
-    `entries`: per selection, (pool entry, selection dict); `seed`: the protocol's base seed;
-    `tuning`, `retrains`: per selection, a list of `Spec`; `best`: per selection, the chosen
-    setting's name.
-    """
+    """One method on one job (or hindsight candidate): per selection, `entries` (pool entry,
+    selection dict), `tuning` and `retrains` (lists of `Spec`) and `best` (a setting's name)."""
 
     job: Job
     method: str
@@ -182,46 +120,61 @@ class Track:
     best: list = dataclasses.field(default_factory=list)
 
 
+def make_track(config, job, method, entries, **extra):
+    """A `Track` with the seed, determinism and retrain count of an evaluation config."""
+    return Track(
+        job,
+        method,
+        entries,
+        seed=config["seed"],
+        deterministic=config["deterministic"],
+        num_retrains=config["protocol"]["num_retrains"],
+        **extra,
+    )
+
+
+def hindsight_tracks(job, pool, config):
+    """One `Track` per candidate (B included), each with the candidate in every selection, as if
+    a selector had picked it (the `hindsight` selector: the best on test is reported)."""
+    count = config["protocol"]["num_selections"]
+    return [
+        make_track(
+            config, job, "hindsight", [(e, {"selected_name": e.name})] * count, candidate=e.name
+        )
+        for e in candidates(pool, include_baseline=True)
+    ]
+
+
 def plan_tuning(track):
     """Fills `track.tuning`: per selection, every setting on the tuning splits (none for one
     setting; with search "once" every selection shares selection 0's)."""
     job, seed = track.job, track.seed
-    protocol.check_sweep(job.sweep)
     track.tuning = []
     for i, (entry, _) in enumerate(track.entries):
         if len(job.sweep) == 1:
-            track.tuning.append([])
+            specs = []
         elif job.search == "once" and i > 0:
-            track.tuning.append(track.tuning[0])
+            specs = track.tuning[0]
         else:
             splits = job.splits()[0]
-            track.tuning.append(
-                [
-                    make_spec(
-                        entry, job, splits, s, protocol.tuning_seed(seed, i, k), track.deterministic
-                    )
-                    for k, s in enumerate(job.sweep)
-                ]
-            )
+            specs = [
+                make_spec(
+                    entry, job, splits, s, protocol.tuning_seed(seed, i, k), track.deterministic
+                )
+                for k, s in enumerate(job.sweep)
+            ]
+        track.tuning.append(specs)
 
 
 def retrain_placeholders(track):
     """Identities of the retrains `track` will need, before tuning picks the setting (for ETAs)."""
-    found = set()
+    job, found = track.job, set()
     for i, (entry, _) in enumerate(track.entries):
-        source = tuple(s.key for s in track.tuning[i]) or (track.job.sweep[0]["name"],)
+        source = tuple(s.key for s in track.tuning[i]) or (job.sweep[0]["name"],)
+        module = {"module": identity.module_identity(entry)}
         for j in range(track.num_retrains):
-            found.add(
-                identity.content_hash(
-                    [
-                        {"module": identity.module_identity(entry)},
-                        track.job.task_id,
-                        track.job.scheme,
-                        source,
-                        protocol.retrain_seed(track.seed, i, j),
-                    ]
-                )
-            )
+            seed = protocol.retrain_seed(track.seed, i, j)
+            found.add(identity.content_hash([module, job.task_id, job.scheme, source, seed]))
     return found
 
 
@@ -229,24 +182,15 @@ def plan_retrains(track, memo):
     """Fills `track.best` and `track.retrains` from the tuning results recorded in `memo`."""
     job = track.job
     by_name = {s["name"]: s for s in job.sweep}
-    splits = job.splits()[-1]
     track.best, track.retrains = [], []
     for i, (entry, _) in enumerate(track.entries):
         scores = {s.setting["name"]: memo.get(s)["score"] for s in track.tuning[i]}
-        best = protocol.best_setting(job.sweep, scores)
-        track.best.append(best)
+        best = by_name[protocol.best_setting(job.sweep, scores)]
+        seeds = [protocol.retrain_seed(track.seed, i, j) for j in range(track.num_retrains)]
+        splits = job.splits()[-1]
+        track.best.append(best["name"])
         track.retrains.append(
-            [
-                make_spec(
-                    entry,
-                    job,
-                    splits,
-                    by_name[best],
-                    protocol.retrain_seed(track.seed, i, j),
-                    track.deterministic,
-                )
-                for j in range(track.num_retrains)
-            ]
+            [make_spec(entry, job, splits, best, seed, track.deterministic) for seed in seeds]
         )
 
 
@@ -262,13 +206,9 @@ def _numbers(values, kind, flag):
 
 
 def task_sweep(task, scheme, finetune, seed, data_dir=None, log=None):
-    """The sweep of one task from the config's "finetune" section, with the task's augmentation
-    policy applied (`sweeps.for_task`), so spec keys describe what fine-tuning runs.
-
-    Learning rates and steps, when given, make the sweep (at `batch_size` and `resolution`, 224 if
-    0); else the preset `sweep`. BiT-HyperRule's schedule and resolution come from the whole final
-    training split (its image count and the side of its median image area).
-    """
+    """The sweep of one task from the config's "finetune" section: its learning rates x steps when
+    given, else its preset (BiT-HyperRule's from the whole final training split's image count and
+    median image side), with the task's augmentation policy applied (`sweeps.for_task`)."""
     if finetune["learning_rates"] or finetune["steps"]:
         settings = sweeps.from_values(
             _numbers(finetune["learning_rates"], float, "--learning_rates"),
@@ -277,15 +217,14 @@ def task_sweep(task, scheme, finetune, seed, data_dir=None, log=None):
             finetune["resolution"] or 224,
         )
         return sweeps.for_task(settings, task)
-    dataset_size, image_size = 1000, 224
+    stats = {"num_images": 1000, "image_side": 224}
     if finetune["sweep"] == "bit_hyperrule":
-        split = protocol.SPLIT_SCHEMES[scheme][2]
-        stats = sweeps.split_statistics(task, split, data_dir, log)
-        dataset_size, image_size = stats["num_images"], stats["image_side"]
+        final = protocol.SPLIT_SCHEMES[scheme][2]
+        stats = sweeps.split_statistics(task, final, data_dir, log)
     settings = sweeps.get_sweep(
         finetune["sweep"],
-        dataset_size=dataset_size,
-        image_size=image_size,
+        dataset_size=stats["num_images"],
+        image_size=stats["image_side"],
         resolution=finetune["resolution"] or None,
         num_settings=finetune["random_search_size"],
         seed=seed,

@@ -1,7 +1,5 @@
-"""Plots of an evaluation run: each ranking's scores, and every method's fine-tuning outcomes.
-
-Drawn by `vtab_eval.report.write` from result files (matplotlib, Agg backend), written atomically.
-"""
+"""Plots of an evaluation run from its result files (matplotlib, Agg backend), written
+atomically: each ranking's scores, and every method's fine-tuning outcomes."""
 
 import math
 import os
@@ -13,8 +11,8 @@ from vtab_eval import files, protocol
 
 
 def write_plots(output_dir, results, summaries):
-    """OUT/plots/outcomes.png, and OUT/plots/<task slug>__<method>.png for every ranking that has
-    none yet; `results`: method -> task -> result, `summaries`: method -> `group_summary`."""
+    """OUT/plots/outcomes.png, and OUT/plots/<task slug>__<method>.png of every ranking that has
+    none yet (`results`: method -> task -> result; `summaries`: method -> `group_summary`)."""
     folder = os.path.join(output_dir, "plots")
     if any(protocol.task_summary(r) for by_task in results.values() for r in by_task.values()):
         plot_outcomes(results, os.path.join(folder, "outcomes.png"), summaries=summaries)
@@ -22,24 +20,20 @@ def write_plots(output_dir, results, summaries):
         for task_name, result in by_task.items():
             ranking = result.get("ranking")
             path = os.path.join(folder, f"{files.task_slug(task_name)}__{method}.png")
-            if method == "baseline" or not ranking or atomic_files.exists(path):
-                continue
-            try:
+            skip = method == "baseline" or not ranking or atomic_files.exists(path)
+            if not skip and ranking_rows(ranking):  # Without a scored expert: nothing to draw.
                 plot_scores(ranking, path)
-            except ValueError:  # No scored expert: nothing to draw.
-                continue
 
 
 def with_summaries(all_results, summaries=None):
     """method -> `group_summary`: `summaries` (when given) completed for every method."""
-    summaries = dict(summaries or {})
-    for method in all_results:
-        if method not in summaries:
-            summaries[method] = protocol.group_summary(all_results[method])
-    return summaries
+    given = summaries or {}
+    missing = {m: protocol.group_summary(r) for m, r in all_results.items() if m not in given}
+    return {**given, **missing}
 
 
 def ordered_tasks(all_results):
+    """(task names in group order, task name -> group)."""
     tasks = {}
     for results in all_results.values():
         for name, result in results.items():
@@ -50,10 +44,9 @@ def ordered_tasks(all_results):
 
 def display_name(task_name):
     """A short name for titles: registry names as they are, `folder:PATH` as PATH's last part."""
-    if task_name.startswith("folder:"):
-        path = task_name[len("folder:") :].rstrip("/\\")
-        return os.path.basename(path) or "folder"
-    return task_name
+    if not task_name.startswith("folder:"):
+        return task_name
+    return os.path.basename(task_name[len("folder:") :].rstrip("/\\")) or "folder"
 
 
 def _pyplot():
@@ -65,36 +58,25 @@ def _pyplot():
     return plt
 
 
-def _zoomed_limits(lows, highs, floor=None, ceiling=None):
-    """Axis limits around [min(lows), max(highs)] with 8% margins (and at least 0.005 wide)."""
+def _zoomed_limits(lows, highs, floor=-math.inf, ceiling=math.inf):
+    """Limits around [min(lows), max(highs)], 8% margins (>= 0.005 wide), in [floor, ceiling]."""
     low, high = float(min(lows)), float(max(highs))
     margin = max(0.08 * (high - low), 0.0025)
-    low, high = low - margin, high + margin
-    if floor is not None:
-        low = max(low, floor)
-    if ceiling is not None:
-        high = min(high, ceiling)
-    return low, high
+    return max(low - margin, floor), min(high + margin, ceiling)
 
 
 def _save_png(fig, path):
-    plt = _pyplot()
     try:
-        return atomic_files.write_atomic(
-            path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-        )
+        save = lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+        return atomic_files.write_atomic(path, save)
     finally:
-        plt.close(fig)
+        _pyplot().close(fig)
 
 
 def ranking_rows(ranking):
-    """The rows `plot_scores` draws, best first: one dict per scored expert.
-
-    Keys: "name", "score", "ci_low", "ci_high" (None without an interval), "selected",
-    "baseline" (kind "baseline") and "tie" (same score as the selected expert, not selected).
-    Sorted by score in the method's direction (`higher_is_better`); among equal scores the
-    selected expert comes first, then by name. Experts without a score are left out.
-    """
+    """The rows `plot_scores` draws, best first (the selected one first among equal scores):
+    per scored expert {"name", "score", "ci_low", "ci_high" (None without an interval),
+    "selected", "baseline" (kind "baseline"), "tie" (the selected one's score, not selected)}."""
     experts = [e for e in ranking["experts"] if e.get("score") is not None]
     higher = ranking.get("higher_is_better", True)
     selected = ranking.get("selected")
@@ -119,15 +101,15 @@ def ranking_rows(ranking):
     return rows
 
 
-def plot_scores(ranking, path):
-    """Dot plot (PNG) of a ranking's per-expert scores, best first, on an axis zoomed to them.
+_SELECTED_LABEL = dict(
+    xytext=(6, 0), textcoords="offset points", va="center", fontsize=8, color="tab:orange"
+)
 
-    Each scored expert is a row (`ranking_rows`); a horizontal line shows its `ci_low`..`ci_high`
-    interval when the ranking has one. The selected expert is orange and labelled, the baseline
-    (kind "baseline") is a grey square, and experts whose score ties the selected one are hollow
-    diamonds. The x axis spans the scores and intervals (not 0..1); the title uses the task's
-    short display name. Raises ValueError when no expert has a score.
-    """
+
+def plot_scores(ranking, path):
+    """Dot plot (PNG) of a ranking's scores, a row per scored expert (`ranking_rows`) with its
+    interval, on an axis zoomed to them: the selected expert orange and labelled, the baseline a
+    grey square, ties with the selected one hollow diamonds. ValueError without a scored expert."""
     plt = _pyplot()
     experts = ranking_rows(ranking)
     if not experts:
@@ -135,18 +117,17 @@ def plot_scores(ranking, path):
     higher = ranking.get("higher_is_better", True)
     lows = [e["score"] if e["ci_low"] is None else e["ci_low"] for e in experts]
     highs = [e["score"] if e["ci_high"] is None else e["ci_high"] for e in experts]
-    has_ci = [e["ci_low"] is not None for e in experts]
 
     rows = len(experts)
     height = 1.7 + 0.28 * rows  # Inches: title, axis label and legend, plus one line per row.
     fig, ax = plt.subplots(figsize=(6.4, height))
     y = np.arange(rows)[::-1]  # Best at the top.
     legend = {}
-    for row, e, low, high, ok in zip(y, experts, lows, highs, has_ci, strict=True):
-        is_selected, is_baseline, tie = e["selected"], e["baseline"], e["tie"]
-        colour = "tab:orange" if is_selected else ("0.45" if is_baseline else "tab:blue")
+    for row, e, low, high in zip(y, experts, lows, highs, strict=True):
+        is_baseline, tie = e["baseline"], e["tie"]
+        colour = "tab:orange" if e["selected"] else ("0.45" if is_baseline else "tab:blue")
         ax.axhline(row, color="0.92", linewidth=0.8, zorder=0)
-        if ok:
+        if e["ci_low"] is not None:
             ax.plot([low, high], [row, row], color=colour, linewidth=2, alpha=0.6, zorder=1)
             legend.setdefault("interval", ax.plot([], [], color="0.5", linewidth=2)[0])
         marker = "s" if is_baseline else ("D" if tie else "o")
@@ -154,23 +135,15 @@ def plot_scores(ranking, path):
         handle = ax.scatter(
             [e["score"]], [row], s=42, marker=marker, facecolor=face, edgecolor=colour, zorder=2
         )
-        if is_selected:
+        if e["selected"]:
             legend["selected"] = handle
-            ax.annotate(
-                "selected",
-                (max(high, e["score"]), row),
-                xytext=(6, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=8,
-                color="tab:orange",
-            )
+            ax.annotate("selected", (max(high, e["score"]), row), **_SELECTED_LABEL)
         if is_baseline:
             legend.setdefault("baseline B", handle)
         if tie:
             legend.setdefault("tie with selected", handle)
-    floor, ceiling = (0.0, 1.0) if all(0 <= v <= 1 for v in lows + highs) else (None, None)
-    left, right = _zoomed_limits(lows, highs, floor, ceiling)
+    bounds = (0.0, 1.0) if all(0 <= v <= 1 for v in lows + highs) else ()
+    left, right = _zoomed_limits(lows, highs, *bounds)
     # Room on the right for the "selected" label.
     ax.set_xlim(left, right + 0.18 * (right - left))
     ax.set_ylim(-0.7, rows - 0.3)
@@ -178,53 +151,28 @@ def plot_scores(ranking, path):
     direction = "higher" if higher else "lower"
     ax.set_xlabel(f"{ranking['method']} score ({direction} is better; axis zoomed)", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
-    ax.set_title(
-        f"{display_name(ranking['task'])}: {ranking['method']} ranking of {rows} modules",
-        fontsize=10,
-        pad=8,
-    )
+    title = f"{display_name(ranking['task'])}: {ranking['method']} ranking of {rows} modules"
+    ax.set_title(title, fontsize=10, pad=8)
     legend_height = 0.0
     if legend:
-        fig.legend(
-            list(legend.values()),
-            list(legend),
-            loc="lower center",
-            ncol=len(legend),
-            fontsize=8,
-            frameon=False,
-        )
+        handles, labels = list(legend.values()), list(legend)
+        fig.legend(handles, labels, loc="lower center", ncol=len(legend), fontsize=8, frameon=False)
         legend_height = 0.35 / height  # One line of legend at the bottom of the figure.
     fig.tight_layout(rect=(0, legend_height, 1, 1))
     return _save_png(fig, path)
 
 
 def plot_outcomes(all_results, path, summaries=None, columns=3):
-    """Fine-tuning outcomes per method (PNG): one panel per task plus one for the group means.
-
-    In each task's panel a method is a row: its outcomes are small grey dots and its aggregate
-    (median or mean, `task_summary`) a black marker with its bootstrap interval; the first panel
-    shows each method's mean over all tasks with the `group_summary` interval. Every panel's axis
-    is zoomed to its values; titles use short task names.
-
-    Args:
-      all_results: method -> task name -> task result dict.
-      path: the PNG to write (atomically).
-      summaries: method -> group_summary(results), if already computed.
-      columns: panels per row.
-
-    Raises ValueError when no method has a summarised task.
-    """
+    """Fine-tuning outcomes (PNG), a panel per task: each method's outcomes as grey dots, its
+    aggregate as a black marker with its interval; the first panel, each method's mean over tasks
+    (`summaries`: method -> `group_summary`). ValueError when no method has a summarised task."""
     plt = _pyplot()
     from matplotlib import ticker
 
     methods = list(all_results)
     summaries = with_summaries(all_results, summaries)
-    task_names, _ = ordered_tasks(all_results)
-    task_names = [
-        t
-        for t in task_names
-        if any(protocol.task_summary(all_results[m].get(t) or {}) for m in methods)
-    ]
+    summarised = {t for m in methods for t, r in all_results[m].items() if protocol.task_summary(r)}
+    task_names = [t for t in ordered_tasks(all_results)[0] if t in summarised]
     if not task_names:
         raise ValueError("no method has a summarised task: nothing to plot")
 
@@ -270,9 +218,7 @@ def plot_outcomes(all_results, path, summaries=None, columns=3):
         ax.set_title(f"{title} ({label})" if label else title, fontsize=9)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    fig.suptitle(
-        "Fine-tuning outcomes per method: dots = outcomes, bar = 95% bootstrap interval",
-        fontsize=10,
-    )
+    title = "Fine-tuning outcomes per method: dots = outcomes, bar = 95% bootstrap interval"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save_png(fig, path)

@@ -1,16 +1,6 @@
-"""The report of an evaluation run, from its result files alone: markdown, summary.json, plots.
-
-`write(output_dir)` reads OUT/results/ (never the memo, never a model) and writes OUT/report.md,
-OUT/summary.json and, with `plots`, OUT/plots/ (`vtab_eval.plots`). Commands call it; nothing below
-the commands imports this module.
-
-The markdown report has, in order: the group table in the paper's format (one row per method;
-Natural, Specialized, Structured and Mean accuracy in %, each the mean over the group's tasks of
-the per-task aggregate, with a bootstrapped 95% interval), the per-task aggregates with their
-intervals and the aggregate each row uses, the expert each method selected per task, and the kNN
-score of every expert per task. docs/evaluation.md has the exact layout. Aggregates are the suite's
-(`vtab_eval.protocol.SUITE_AGGREGATES`): the median of a VTAB-1k task's outcomes, the mean for
-table 3 (Puigcerver et al., ICLR 2021); intervals are `protocol.bootstrap_interval`'s.
+"""The report of an evaluation run from its result files alone (never the memo or a model):
+OUT/report.md, OUT/summary.json and OUT/plots/. Only the commands import this module; the
+markdown's layout (the paper's tables, then per task) is in docs/evaluation.md ("Report").
 """
 
 import os
@@ -20,25 +10,14 @@ from vtab_eval import files, plots, protocol
 
 
 def write(output_dir, with_plots=True):
-    """Rewrites OUT/report.md and OUT/summary.json from OUT/results; returns the results.
-
-    summary.json: method -> {"groups": `group_summary` (group means with bootstrap intervals),
-    "tasks": task -> its summary ({"value", "ci_low", "ci_high", "n", "kind"}, or null before any
-    outcome)}. With `with_plots`: OUT/plots/outcomes.png and each missing ranking plot
-    OUT/plots/<task slug>__<method>.png (`vtab_eval.plots`).
-    """
+    """Rewrites OUT/report.md, OUT/summary.json (method -> {"groups": `group_summary`, "tasks":
+    task -> summary}) and, `with_plots`, OUT/plots/ from OUT/results; returns the results."""
     results = load_results(output_dir)
     summaries = {method: protocol.group_summary(by_task) for method, by_task in results.items()}
-    files.write_text(
-        os.path.join(output_dir, "report.md"), markdown_report(results, summaries=summaries)
-    )
-    summary = {
-        method: {
-            "groups": summaries[method],
-            "tasks": {name: r.get("summary") for name, r in by_task.items()},
-        }
-        for method, by_task in results.items()
-    }
+    text = markdown_report(results, summaries=summaries)
+    files.write_text(os.path.join(output_dir, "report.md"), text)
+    tasks = {m: {t: r.get("summary") for t, r in by_task.items()} for m, by_task in results.items()}
+    summary = {m: {"groups": summaries[m], "tasks": tasks[m]} for m in results}
     files.write_json(os.path.join(output_dir, "summary.json"), summary)
     if with_plots:
         plots.write_plots(output_dir, results, summaries)
@@ -59,113 +38,91 @@ def _interval_cell(value, low, high, n=None):
     return cell + (f" n={n}" if n is not None else "")
 
 
-def markdown_report(all_results, title="Transfer results", summaries=None):
-    """The markdown report for several methods over the same tasks.
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
 
-    Args:
-      all_results: method -> task name -> task result dict (as written by `vtab_eval.run`).
-      title: the first heading.
-      summaries: method -> `group_summary(results)`, when the caller has them already (the run's
-        summary writer); computed here otherwise.
-    """
+
+def markdown_report(all_results, title="Transfer results", summaries=None):
+    """The markdown report of `all_results` (method -> task name -> result) under `title`;
+    `summaries`: method -> `protocol.group_summary`, computed where not given."""
     methods = list(all_results)
     summaries = plots.with_summaries(all_results, summaries)
     task_names, groups = plots.ordered_tasks(all_results)
     present = [g for g in (*protocol.GROUP_ORDER, protocol.OTHER_GROUP) if g in groups.values()]
-    lines = [f"# {title}", ""]
-    header = ["Method"] + [g.capitalize() for g in present] + ["Mean", "Per-task aggregate"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for method in methods:
-        summary = summaries[method]
         cells = [method]
         for group in [*present, protocol.ALL_GROUP]:
-            g = summary.get(group)
+            g = summaries[method].get(group)
             cells.append(_interval_cell(g["mean"], g["ci_low"], g["ci_high"]) if g else "—")
-        kinds = summary.get(protocol.ALL_GROUP, {}).get("aggregates") or []
-        cells.append(", ".join(kinds) or "—")
-        lines.append("| " + " | ".join(cells) + " |")
-    boot = (
-        next(iter(summaries.values()), {}).get("bootstrap")
-        or protocol.group_summary({})["bootstrap"]
-    )
+        kinds = summaries[method].get(protocol.ALL_GROUP, {}).get("aggregates") or []
+        rows.append([*cells, ", ".join(kinds) or "—"])
+    header = ["Method"] + [g.capitalize() for g in present] + ["Mean", "Per-task aggregate"]
+    lines = [f"# {title}", "", *_table(header, rows)]
     lines += [
         "",
         "Accuracy (%; mean per-class accuracy where the task's metric says so): mean over each",
         "group's tasks of the per-task aggregate of the outcomes (median for VTAB-1k, as in the",
         "paper's tables 1 and 2; mean for table 3), with a "
-        f"{100 * boot['confidence_level']:g}% bootstrap interval: each task's outcomes resampled",
-        f"independently, {boot['n_resamples']} resamples, seed {boot['seed']} (percentile method).",
+        f"{100 * protocol.CONFIDENCE_LEVEL:g}% bootstrap interval: each task's outcomes resampled",
+        f"independently, {protocol.BOOTSTRAP_RESAMPLES} resamples, seed {protocol.BOOTSTRAP_SEED} "
+        "(percentile method).",
         "",
     ]
 
-    lines += ["## Per task (aggregate [95% CI], number of outcomes)", ""]
-    header = ["Task", "Group", "Aggregate"] + methods
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows, picks = [], []
     for name in task_names:
-        cells = [name, groups[name]]
-        kinds, method_cells = [], []
+        kinds, cells, picked = [], [], [name]
         for method in methods:
             result = all_results[method].get(name) or {}
-            s = protocol.task_summary(result)
-            if not s:
-                method_cells.append("—")
-                continue
-            kinds.append(s["kind"])
-            cell = _interval_cell(s["value"], s["ci_low"], s["ci_high"], s["n"])
-            if not result.get("complete", True):
-                cell += " (incomplete)"
-            method_cells.append(cell)
-        cells.append(", ".join(dict.fromkeys(kinds)) or "—")
-        lines.append("| " + " | ".join(cells + method_cells) + " |")
-
-    lines += ["", "## Selected expert", ""]
-    lines += ["| " + " | ".join(["Task"] + methods) + " |", "|" + "---|" * (len(methods) + 1)]
-    for name in task_names:
-        cells = [name]
-        for method in methods:
-            result = all_results[method].get(name) or {}
-            picked = [
-                s.get("selection", {}).get("selected_name") or s.get("handle")
+            names = [
+                s.get("selection", {}).get("selected_name") or s["handle"]
                 for s in result.get("selections", [])
                 if s.get("handle")
             ]
-            unique = list(dict.fromkeys(picked))
-            cells.append(", ".join(unique) if unique else "—")
-        lines.append("| " + " | ".join(cells) + " |")
+            picked.append(", ".join(dict.fromkeys(names)) or "—")
+            s = protocol.task_summary(result)
+            if not s:
+                cells.append("—")
+                continue
+            kinds.append(s["kind"])
+            cell = _interval_cell(s["value"], s["ci_low"], s["ci_high"], s["n"])
+            cells.append(cell + ("" if result.get("complete", True) else " (incomplete)"))
+        rows.append([name, groups[name], ", ".join(dict.fromkeys(kinds)) or "—", *cells])
+        picks.append(picked)
+    lines += ["## Per task (aggregate [95% CI], number of outcomes)", ""]
+    lines += _table(["Task", "Group", "Aggregate", *methods], rows)
+    lines += ["", "## Selected expert", "", *_table(["Task", *methods], picks)]
 
     knn_tables = _knn_scores(all_results)
     if knn_tables:
-        experts = list(dict.fromkeys(e for scores in knn_tables.values() for e in scores))
-        lines += ["", "## kNN score of every expert (leave-one-out 1-NN accuracy, %)", ""]
-        columns = list(knn_tables)
-        lines += ["| " + " | ".join(["Expert"] + columns) + " |", "|" + "---|" * (len(columns) + 1)]
+        experts = dict.fromkeys(e for scores in knn_tables.values() for e in scores)
+        rows = []
         for expert in experts:
             cells = [expert]
-            for task in columns:
-                entry = knn_tables[task].get(expert)
-                if entry is None:
-                    cells.append("—")
-                else:
-                    score, chosen = entry
-                    cells.append(("**" + _pct(score) + "**") if chosen else _pct(score))
-            lines.append("| " + " | ".join(cells) + " |")
+            for scores in knn_tables.values():
+                score, chosen = scores.get(expert, (None, False))
+                cells.append(f"**{_pct(score)}**" if chosen else _pct(score))
+            rows.append(cells)
+        lines += ["", "## kNN score of every expert (leave-one-out 1-NN accuracy, %)", ""]
+        lines += _table(["Expert", *knn_tables], rows)
         lines += ["", "Bold: the expert kNN selected. Left-out modules show —.", ""]
     return "\n".join(lines) + "\n"
 
 
 def _knn_scores(all_results):
     """task -> expert name -> (score, selected) from the knn rankings."""
-    tables = {}
-    for result in (all_results.get("knn") or {}).values():
-        ranking = result.get("ranking")
-        if not ranking:
-            continue
-        tables[result["task"]] = {
+    knn = (all_results.get("knn") or {}).values()
+    rankings = {r["task"]: r["ranking"] for r in knn if r.get("ranking")}
+    return {
+        task: {
             e["name"]: (e["score"], e["handle"] == ranking["selected"])
             for e in ranking["experts"]
             if e.get("score") is not None
         }
-    return tables
+        for task, ranking in rankings.items()
+    }
 
 
 def load_results(output_dir):
@@ -187,15 +144,11 @@ def load_results(output_dir):
 
 
 def compare(output_dirs, labels=None):
-    """Side-by-side report of several `run` output folders (e.g. several selectors or pools).
-
-    Each (folder, method) becomes one column/row named "label:method".
-    """
+    """Side-by-side report of several `run` output folders: each (folder, method) is one row
+    "label:method" (label: the folder's name). Raises ValueError unless one label per folder."""
     labels = labels or [os.path.basename(os.path.normpath(d)) for d in output_dirs]
-    if len(labels) != len(output_dirs):
-        raise ValueError("compare needs one label per output folder")
     merged = {}
-    for label, directory in zip(labels, output_dirs):
+    for label, directory in zip(labels, output_dirs, strict=True):
         for method, results in load_results(directory).items():
             merged[f"{label}:{method}"] = results
     return markdown_report(merged, title="Comparison")

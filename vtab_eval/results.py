@@ -1,15 +1,10 @@
-"""Result files: OUT/results/<task slug>/<method>.json, rebuilt from the memo alone.
-
-A result lists, per selection, the expert, its tuning results, the best setting and its retrains,
-then the outcomes, their summary (`protocol.aggregate`), whether every final fine-tune is recorded
-(`complete`) and the spec keys it used, and carries the content identity of its configuration
-(`result_identity`). Writing one never trains, so it is cheap to do whenever a fine-tune ends.
-Schema: docs/evaluation.md, "Result JSON".
+"""Result files, OUT/results/<task slug>/<method>.json, rebuilt from the memo alone (never
+trains): per selection the expert, its tuning, best setting and retrains, then the outcomes, their
+summary, `complete`, the spec keys and the content identity (docs/evaluation.md, "Result JSON").
 """
 
 import os
 
-from bit_experts import atomic_files
 from vtab_eval import files, identity, protocol
 
 HINDSIGHT = "hindsight"
@@ -21,22 +16,20 @@ def result_path(output_dir, task_name, method):
 
 
 def _track_result(track, memo):
-    """One track's part of a result from the memo; `complete` is False while retrains are missing."""
+    """One planned track's part of a result, from the memo."""
     selections, outcomes, complete = [], [], True
     for i, (entry, extra) in enumerate(track.entries):
-        found = [memo.get(s) for s in track.retrains[i]] if i < len(track.retrains) else []
-        retrains = [r for r in found if r is not None]
-        complete = complete and i < len(track.retrains) and len(retrains) == len(found)
+        retrains = [r for r in map(memo.get, track.retrains[i]) if r is not None]
+        complete = complete and len(retrains) == len(track.retrains[i])
         outcomes += [r["score"] for r in retrains]
-        tuning = [memo.get(s) for s in track.tuning[i]] if i < len(track.tuning) else []
         selections.append(
             {
                 "index": i,
                 "seed": extra.get("seed"),
                 "handle": getattr(entry, "handle", entry),
                 "selection": extra,
-                "tuning": [t for t in tuning if t is not None],
-                "best_setting": track.best[i] if i < len(track.best) else None,
+                "tuning": [r for r in map(memo.get, track.tuning[i]) if r is not None],
+                "best_setting": track.best[i],
                 "retrains": retrains,
             }
         )
@@ -44,30 +37,10 @@ def _track_result(track, memo):
     return {
         "selections": selections,
         "outcomes": outcomes,
-        "summary": protocol.summarize(outcomes, track.job.aggregate),
+        "summary": protocol.aggregate(outcomes, track.job.aggregate) if outcomes else None,
         "complete": complete,
         "spec_keys": list(dict.fromkeys(keys)),
     }
-
-
-def result_identity(job, method, settings, pool):
-    """The content identity of a result file: its settings, task and module identities.
-
-    `settings`: the run's `run_settings` (what every track shares).
-    """
-    return identity.content_hash(
-        {
-            "config": settings,
-            "method": method,
-            "task": job.task_id,
-            "aggregate": job.aggregate,
-            "scheme": job.scheme,
-            "search": job.search,
-            "sweep": job.sweep,
-            "modules": [{"module": identity.module_identity(e)} for e in pool],
-        },
-        16,
-    )
 
 
 def run_settings(config):
@@ -85,14 +58,21 @@ def run_settings(config):
 
 
 def write_result(tracks, memo, settings, pool, output_dir, log):
-    """Writes OUT/results/<task slug>/<method>.json for one task and method; returns it.
-
-    Reads only the memo (never trains). Before every final fine-tune has finished the file holds
-    the outcomes recorded so far with `complete: false` (hindsight: the best candidate so far).
-    """
+    """Writes and returns the result of one task and method's tracks: before every final
+    fine-tune is recorded, the outcomes so far with `complete: false` (hindsight: the best so far)."""
     first = tracks[0]
     job, method = first.job, first.method
-    result_id = result_identity(job, method, settings, pool)
+    content = {
+        "config": settings,
+        "method": method,
+        "task": job.task_id,
+        "aggregate": job.aggregate,
+        "scheme": job.scheme,
+        "search": job.search,
+        "sweep": job.sweep,
+        "modules": [{"module": identity.module_identity(e)} for e in pool],
+    }
+    result_id = identity.content_hash(content, 16)  # What the result depends on.
     per_track = [_track_result(t, memo) for t in tracks]
     if method == HINDSIGHT:
         # The best candidate by its aggregate; the first in candidate order on ties.
@@ -121,7 +101,7 @@ def write_result(tracks, memo, settings, pool, output_dir, log):
         **body,
     }
     path = result_path(output_dir, job.task.name, method)
-    previous = files.read_json(path, "result file") if atomic_files.exists(path) else None
+    previous = files.read_json(path, "result file")
     if previous is not None and previous.get("identity") != result_id:
         log(
             f"{path}: was identity {previous.get('identity')}, now {result_id} (settings, task "

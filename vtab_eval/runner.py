@@ -1,21 +1,11 @@
-"""Where fine-tunes run, over one content-keyed memo, and the one driver of a plan's tracks.
+"""Where fine-tunes run, over one content-keyed memo, and `run_tracks`, the one driver of a plan.
 
-* `Memo`: one JSON file per finished fine-tune, `MEMO_DIR/<spec key>.json`, written atomically as
-  soon as the fine-tune ends, holding the spec's identity and its result. A run killed at any moment
-  and started again finds every finished fine-tune there and redoes none; a record that cannot be
-  read, lacks a score or has another identity is recomputed. Records of an earlier spec format are
-  not reused, and the run says so in one line.
-* `LocalExecutor`: runs specs in this process, once per key, with one progress bar (tqdm) over the
-  whole run and one line per finished fine-tune. An executor is what `run_tracks` and
-  `vtab_eval.engine` need from "where it runs": `memo`, `run(specs, later, on_result)`, `close()`.
-* `run_tracks`: the protocol's stages over any executor: every track's tuning fine-tunes, then the
-  best setting of each tuning, then the retrains, reporting each recorded result.
-* Per fine-tune files under `output_dir` (named `<task slug>/<module>-<key[:12]>`): TensorBoard
-  scalars of every fine-tune (`tensorboard/`), test-set predictions of every final fine-tune
-  (`predictions/`, .npz), and with `save_models` the classifier (`models/`, a SavedModel).
-  The memo and `output_dir` may be local or a `tf.io.gfile` URL (`gs://...`, docs/workdir.md).
+`Memo`: one JSON file per finished fine-tune, written as it ends, so a run killed and started again
+redoes none. An executor is what the driver needs from "where it runs": `memo`, `log`, `run(specs,
+later, on_result)`, `close()`; `LocalExecutor` runs in this process. Paths may be URLs.
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -38,13 +28,10 @@ class Memo:
     def __init__(self, directory):
         self.directory = atomic_files.abspath(directory)
 
-    def path(self, key):
-        return os.path.join(self.directory, f"{key}.json")
-
     def get(self, spec):
         """The memoised result of `spec`, or None (missing, unreadable, or another identity)."""
         try:
-            record = files.read_json(self.path(spec.key), "fine-tune record")
+            record = files.read_json(os.path.join(self.directory, f"{spec.key}.json"))
         except (OSError, ValueError):
             return None
         if not isinstance(record, dict) or record.get("key") != spec.key:
@@ -53,128 +40,83 @@ class Memo:
         return result if isinstance(result, dict) and "score" in result else None
 
     def put(self, spec, result):
-        files.write_json(
-            self.path(spec.key),
-            {"format": MEMO_FORMAT, "key": spec.key, "identity": spec.identity(), "result": result},
-        )
+        spec_id = identity.spec_identity(spec)
+        record = {"format": MEMO_FORMAT, "key": spec.key, "identity": spec_id, "result": result}
+        files.write_json(os.path.join(self.directory, f"{spec.key}.json"), record)
 
     def earlier_formats(self):
         """How many records were written under another spec format (never reused)."""
-        count = 0
-        for record in load_records(self.directory, whole=True).values():
-            found = (record.get("identity") or {}).get("format")
-            count += found != identity.SPEC_FORMAT
-        return count
+        records = load_records(self.directory, whole=True).values()
+        return sum((r.get("identity") or {}).get("format") != identity.SPEC_FORMAT for r in records)
 
 
+@dataclasses.dataclass
 class LocalExecutor:
-    """Runs lists of specs in this process over one memo, with one progress bar for the run.
+    """Runs specs in this process over one `Memo`, with one progress bar for the run; writes
+    `tensorboard/`, `predictions/` and (`save_models`) `models/` under `output_dir`, if given.
+    `finetune_fn` replaces `finetune.finetune_and_evaluate`; `ran`: keys trained here."""
 
-    Args:
-      memo: a `Memo`.
-      output_dir: root of the per fine-tune files (TensorBoard, predictions, models); None: none.
-      save_models: also export every final fine-tune's classifier as a SavedModel.
-      finetune_fn: replaces `vtab_eval.finetune.finetune_and_evaluate` (tests); called with the
-        same arguments, so it accepts its keywords.
-      data_dir, strategy: passed to every fine-tune.
-      log: callable(str) for one line per finished fine-tune. progress: show the tqdm bar.
-    """
+    memo: Memo
+    _: dataclasses.KW_ONLY
+    output_dir: str = None
+    save_models: bool = False
+    finetune_fn: object = None
+    data_dir: str = None
+    strategy: object = None
+    log: object = print
+    progress: bool = True
 
-    def __init__(
-        self,
-        memo,
-        *,
-        output_dir=None,
-        save_models=False,
-        finetune_fn=None,
-        data_dir=None,
-        strategy=None,
-        log=print,
-        progress=True,
-    ):
-        self.memo = memo
-        self.output_dir = output_dir
-        self.save_models = save_models
-        self.finetune_fn = finetune_fn
-        self.data_dir = data_dir
-        self.strategy = strategy
-        self.log = log or (lambda message: None)
-        self.progress = progress
-        self.ran = []  # keys of the fine-tunes this executor trained (not memo hits)
-        self._bar = None
-        self._done = 0  # fine-tunes trained so far (the bar's count, also when it is hidden)
+    def __post_init__(self):
+        self.log = self.log or (lambda message: None)
+        self.ran, self._bar, self._done = [], None, 0  # _done: trained so far, shown or not
 
     def _outputs(self, spec):
-        if self.output_dir is None:
+        root, name = self.output_dir, spec_dir_name(spec)
+        if root is None:
             return {}
-        name = spec_dir_name(spec)
-        outputs = {"summary_dir": os.path.join(self.output_dir, "tensorboard", name)}
+        outputs = {"summary_dir": os.path.join(root, "tensorboard", name)}
         if spec.is_final:
-            outputs["predictions_path"] = os.path.join(
-                self.output_dir, "predictions", name + ".npz"
-            )
-            if self.save_models:
-                outputs["save_model_dir"] = os.path.join(self.output_dir, "models", name)
+            outputs["predictions_path"] = os.path.join(root, "predictions", name + ".npz")
+        if spec.is_final and self.save_models:
+            outputs["save_model_dir"] = os.path.join(root, "models", name)
         return outputs
 
     def run(self, specs, later=0, on_result=None):
-        """Runs every spec the memo lacks, once per key; returns {key: result} for all specs.
-
-        Specs run in the order given (callers order them task by task, so that tasks finish one
-        after another). `later`: fine-tunes that later stages will add, counted in the bar's total
-        for the ETA. `on_result`: callable(spec, result) after each fine-tune this call trains is
-        recorded in the memo; it must not train.
-        """
+        """Runs, in order, every spec the memo lacks, once per key; returns {key: result} of all.
+        `later`: fine-tunes later stages will add (counted in the bar). `on_result(spec, result)`:
+        called as each fine-tune this call trains is recorded; it must not train."""
         from tqdm.auto import tqdm
 
         from vtab_eval import finetune
 
-        results, todo = {}, []
-        for spec in specs:
-            if spec.key not in results:
-                results[spec.key] = self.memo.get(spec)
-                if results[spec.key] is None:
-                    todo.append(spec)
-        recorded = len(results) - len(todo)
-        if recorded:
+        specs = plan.unique(specs)
+        results = {spec.key: self.memo.get(spec) for spec in specs}
+        todo = [spec for spec in specs if results[spec.key] is None]
+        if len(todo) < len(specs):
+            recorded = len(specs) - len(todo)
             self.log(f"{recorded} fine-tunes already recorded in {self.memo.directory}: reused")
         if not todo:
             return results
         total = self._done + len(todo) + int(later)
         if self._bar is None:
-            self._bar = tqdm(
-                total=0,
-                desc="fine-tunes",
-                unit="fine-tune",
-                file=sys.stderr,
-                disable=not self.progress,
-                dynamic_ncols=True,
-            )
+            style = dict(desc="fine-tunes", unit="fine-tune", file=sys.stderr, dynamic_ncols=True)
+            self._bar = tqdm(total=0, disable=not self.progress, **style)
         self._bar.total = total
         self._bar.refresh()
         fn = self.finetune_fn or finetune.finetune_and_evaluate
+        root = self.output_dir
         for spec in todo:
             outputs = self._outputs(spec)
+            kwargs = dict(outputs, data_dir=self.data_dir, strategy=self.strategy)
+            kwargs.update(seed=spec.seed, deterministic=spec.deterministic)
             start = time.time()
             result = fn(
-                spec.handle,
-                spec.task,
-                spec.train_split,
-                spec.eval_split,
-                spec.setting,
-                data_dir=self.data_dir,
-                strategy=self.strategy,
-                seed=spec.seed,
-                deterministic=spec.deterministic,
-                **outputs,
+                spec.handle, spec.task, spec.train_split, spec.eval_split, spec.setting, **kwargs
             )
-            result = dict(result, key=spec.key)
-            result.setdefault("seed", spec.seed)
-            result.setdefault("seconds", round(time.time() - start, 3))
+            seconds = round(time.time() - start, 3)
+            result = {"seed": spec.seed, "seconds": seconds, **result, "key": spec.key}
             if outputs:
-                result["outputs"] = {
-                    k: os.path.relpath(v, self.output_dir) for k, v in outputs.items()
-                }
+                result["outputs"] = {k: os.path.relpath(v, root) for k, v in outputs.items()}
             self.memo.put(spec, result)
             self.ran.append(spec.key)
             results[spec.key] = result
@@ -182,8 +124,9 @@ class LocalExecutor:
             self._done += 1
             what = "test" if spec.is_final else "validation"
             self.log(
-                f"[{self._done}/{total}] {spec.describe()}: {what} score {result['score']:.4f} "
-                f"({result.get('seconds', 0):.0f}s)"
+                f"[{self._done}/{total}] {spec.task.name} / {spec.name}: {spec.train_split} -> "
+                f"{spec.eval_split}, setting {spec.setting['name']}, seed {spec.seed}: {what} "
+                f"score {result['score']:.4f} ({result['seconds']:.0f}s)"
             )
             if on_result is not None:
                 on_result(spec, result)
@@ -192,8 +135,7 @@ class LocalExecutor:
     def close(self):
         if self._bar is not None:
             self._bar.close()
-            self._bar = None
-        self._done = 0
+        self._bar, self._done = None, 0
 
 
 def make_executor(config, log=print, progress=True, finetune_fn=None):
@@ -215,14 +157,9 @@ def make_executor(config, log=print, progress=True, finetune_fn=None):
 
 
 def run_tracks(tracks, executor, before_retrains=None, on_result=None):
-    """Runs the protocol's fine-tunes of every track through `executor` (stages 2 and 3).
-
-    Plans every track's tuning specs (`plan.plan_tuning`) and runs them, the bar's total counting
-    the retrains to come; then plans each track's retrains from the recorded tuning scores
-    (`plan.plan_retrains`), calls `before_retrains()` (e.g. to write results marked incomplete),
-    and runs the retrains in track order, calling `on_result(spec, result)` after each one this
-    run trains. Returns nothing: every result is in `executor.memo`.
-    """
+    """Runs every track's tuning, then plans and runs its retrains, through `executor`; calls
+    `before_retrains()` in between and `on_result(spec, result)` after each retrain it trains.
+    Every result is in `executor.memo`."""
     stale = executor.memo.earlier_formats()
     if stale:
         executor.log(
@@ -241,7 +178,7 @@ def run_tracks(tracks, executor, before_retrains=None, on_result=None):
 
 
 def load_records(memo_dir, whole=False):
-    """{key: result} (`whole`: {key: record}) of every readable memo file, for reports."""
+    """{key: result} (`whole`: {key: record}) of every readable memo file."""
     found = {}
     if not atomic_files.isdir(memo_dir):
         return found

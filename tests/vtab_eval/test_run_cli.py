@@ -253,7 +253,7 @@ def test_killed_run_resumed_equals_uninterrupted_run(finished_run, tmp_path, mon
     knn = json.loads((results / "knn.json").read_text())
     assert knn["complete"] is True and len(knn["outcomes"]) == 2
     partial = json.loads((results / "hindsight.json").read_text())
-    assert partial["complete"] is False and partial["outcomes"] == []
+    assert partial["complete"] is False and partial["outcomes"] == [] and partial["summary"] is None
     assert "| knn |" in (tmp_path / "killed" / "report.md").read_text()
     monkeypatch.setattr(finetune, "finetune_and_evaluate", real)
     calls = _count_finetunes(monkeypatch)

@@ -79,7 +79,7 @@ def test_a_bad_record_is_run_again_not_reused(tmp_path, content):
 def test_records_of_an_earlier_spec_format_are_refused_in_one_line(tmp_path):
     spec = _spec(4)
     # The same fine-tune as an earlier version recorded it: another format, so another key.
-    old_identity = dict(spec.identity(), format=identity.SPEC_FORMAT - 1)
+    old_identity = dict(identity.spec_identity(spec), format=identity.SPEC_FORMAT - 1)
     old_key = identity.content_hash(old_identity)
     memo_dir = tmp_path / "memo"
     memo_dir.mkdir()
