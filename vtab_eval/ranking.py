@@ -1,13 +1,10 @@
 """Ranks a pool of expert modules on a task with one selector, picked by name, into a dict.
 
-`rank` is: the selector's candidates (`vtab_eval.selectors`), their scores through a
-`selectors.context.Context` (features and classifier outputs via the feature cache, `vtab_eval.embed`),
-the best fine-tunable one (`selectors.select_best`; experts that can be embedded but not
-fine-tuned, `module_contract.finetunable`, are ranked and marked, never selected), then for
-selectors with per-image hits the intervals, pairwise win probabilities and the `baseline`
-fallback (`confidence.annotate`). The dict is docs/evaluation.md's "Ranking JSON"; nothing is
-drawn or written. Each module sees images at its own recommended resolution
-(`embed.module_resolution`) unless one is forced, so the order of a pool never changes a score.
+`rank`: the selector's candidates, scored through a `selectors.context.Context` (the feature
+cache), the best fine-tunable one picked (`module_contract.finetunable`), then intervals, pairwise
+win probabilities and the `baseline` fallback (`confidence.annotate`); docs/evaluation.md's
+"Ranking JSON". Each module sees its own resolution unless one is forced, so the order of a pool
+never changes a score.
 """
 
 from vtab_eval import confidence, embed, module_contract, selectors
@@ -27,7 +24,6 @@ DEFAULTS = {
     "confidence_level": confidence.DEFAULT_LEVEL,  # of the per-expert intervals, in (0, 1)
     "n_resamples": confidence.DEFAULT_RESAMPLES,  # bootstrap resamples per interval
 }
-FALLBACKS = ("none", "baseline")
 
 
 def methods():
@@ -35,22 +31,22 @@ def methods():
     return tuple(n for n in selectors.names() if selectors.get(n).kind != "every")
 
 
-def check_options(options=None, selector=None, **overrides):
-    """DEFAULTS updated with `options`, then `overrides`, checked (for `selector`, if given); a
-    resolution of 0 becomes None.
+def check_options(options=None, selector=None):
+    """DEFAULTS updated with `options`, checked (for `selector`, if given); a resolution of 0
+    becomes None.
 
     Raises:
       ValueError: an unknown key, fallback or precision, a fallback_confidence outside [0, 1], a
         resolution or batch_size that is not a positive integer; the fallback "baseline" for a
         selector without per-image hits or without include_baseline.
     """
-    merged = {**DEFAULTS, **(options or {}), **overrides}
+    merged = {**DEFAULTS, **(options or {})}
     unknown = sorted(set(merged) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown selection options {unknown}; expected some of {list(DEFAULTS)}")
     fallback, value = merged["fallback"], merged["fallback_confidence"]
-    if fallback not in FALLBACKS:
-        raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACKS}")
+    if fallback not in ("none", "baseline"):
+        raise ValueError(f"unknown fallback {fallback!r}; expected one of ('none', 'baseline')")
     if isinstance(value, bool) or not 0 <= float(value) <= 1:
         raise ValueError(f"fallback_confidence must be in [0, 1]; got {value!r}")
     if fallback == "baseline" and selector is not None and not selector.rows:
@@ -82,19 +78,10 @@ def rank(
     label_priors=None,
     log=None,
 ):
-    """Scores every expert of `pool` on `task` with the selector `method` and picks one.
-
-    Args:
-      pool: ModuleEntry objects (hub_export.collection.resolve_pool) or handle strings.
-      task: a `vtab_eval.tasks.Task`.
-      method: one of `methods()`.
-      options: DEFAULTS keys (`check_options`; missing ones take the default).
-      cache_dir, data_dir: feature cache (None: none) and TFDS data directory (`embed.embed_pool`).
-      label_priors: expert name -> [L] prior (`load_label_priors`), for `label_matching`.
-      log: optional callable(str) for progress lines.
-
-    Returns:
-      The ranking dict (docs/evaluation.md, "Ranking JSON").
+    """The ranking dict (docs/evaluation.md, "Ranking JSON") of `pool` (ModuleEntry objects or
+    handle strings) on `task` by the selector `method` (one of `methods()`), with `options`
+    (DEFAULTS keys), the feature cache `cache_dir` (None: none), TFDS `data_dir`, `label_priors`
+    (expert name -> [L] prior, for `label_matching`) and an optional `log(str)`.
 
     Raises:
       ValueError: an unknown method or bad options, before any work; bad task labels (fewer
@@ -111,10 +98,9 @@ def rank(
         raise selectors.SelectorUnavailable("the pool has no expert feature-vector modules to rank")
     where = dict(cache_dir=cache_dir, data_dir=data_dir, log=log)
     ctx = Context(pool, task, experts, options, label_priors, **where)
+    precision = options["precision"] if selector.kind == "feature" else "float32"
     result = {"task": task.name, "method": method, "split": options["split"]}
-    result.update(resolution=options["resolution"], precision="float32", num_images=None)
-    if selector.kind == "feature":
-        result["precision"] = options["precision"]
+    result.update(resolution=options["resolution"], precision=precision, num_images=None)
     result.update(higher_is_better=selector.higher_is_better, left_out=[])
     found = selector.score(ctx)
     if (found.correct is not None) != selector.rows:
@@ -140,10 +126,9 @@ def rank(
     name = next(i["name"] for i in result["experts"] if i["handle"] == selection.selected)
     result.update(selected=selection.selected, selected_name=name)
     result.update(tie_broken=selection.tie_broken, tie_note=selection.tie_note)
-    baseline = None
-    if options["fallback"] == "baseline" or options["include_baseline"]:
-        baseline = selectors.find_baseline(pool)
-    baseline = None if baseline is None else selectors.entry_info(baseline)["handle"]
+    # B is ranked when include_baseline is set, which the fallback needs (check_options).
+    baseline = selectors.find_baseline(pool) if options["include_baseline"] else None
+    baseline = None if baseline is None else baseline.handle
     confidence.annotate(result, selection, found.correct, baseline, options)
     return result
 
@@ -177,12 +162,9 @@ def extract_shard(
     log=None,
 ):
     """Computes into the cache the features of this worker's shard of the candidates, as `rank`
-    would embed them (`options` as for `rank`; cache_only is ignored).
-
-    Returns:
-      {"task", "split", "resolution" (the forced side or None), "precision", "resolutions"
-      (handle -> side), "num_shards", "shard_index", "experts" (this shard's handles),
-      "computed", "cached", "left_out"}.
+    would embed them (`options` as for `rank`; cache_only is ignored); returns the shard report
+    {"task", "split", "resolution", "precision", "resolutions" (handle -> side), "num_shards",
+    "shard_index", "experts" (this shard's handles), "computed", "cached", "left_out"}.
 
     Raises:
       ValueError: no cache_dir, bad options or shard numbers (`feature_cache.shard_assignment`).

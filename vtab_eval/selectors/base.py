@@ -1,9 +1,7 @@
 """The selector registry, the one signature every selector has, and the deterministic choice.
 
-A selector is a `Selector` subclass registered by name (`@register`); `score(ctx)` returns
-`Scores` for the experts `ctx.experts` (`vtab_eval.selectors.context.Context`), and
-`select_best` picks one: the best finite score wins, ties go to the first expert in collection
-order. docs/selection.md describes every score.
+A `Selector` subclass registered by name (`@register`) scores `ctx.experts` (`context.Context`);
+`select_best` picks the best finite score, ties going to the first expert in collection order.
 """
 
 import dataclasses
@@ -145,16 +143,8 @@ def find_baseline(pool):
 
 @dataclasses.dataclass(frozen=True)
 class SelectionResult:
-    """The outcome of one selection.
-
-    Attributes:
-      method: selector name, e.g. "knn".
-      scores: expert handle -> score, in collection order.
-      selected: handle of the chosen expert.
-      higher_is_better: whether larger scores are better for this method.
-      tie_broken: True when several experts shared the best score.
-      tie_note: human-readable account of the tie-break; "" when there was no tie.
-    """
+    """The outcome of one selection: the selector name, handle -> score in collection order, the
+    chosen handle, and whether several experts shared the best score (`tie_note` says which; "")."""
 
     method: str
     scores: dict
@@ -167,13 +157,11 @@ class SelectionResult:
 def select_best(
     scores: dict[str, float], higher_is_better: bool = True, method: str = "knn"
 ) -> SelectionResult:
-    """Picks the expert with the best score.
-
-    Non-finite scores (NaN, +-inf) never win. Ties (exactly equal best scores) go to the expert
-    that comes first in `scores`' iteration order, which callers keep in collection order.
+    """Picks the expert with the best score; non-finite scores never win, and ties (exactly equal
+    best scores) go to the first in `scores`' order, which callers keep as collection order.
 
     Raises:
-      ValueError: if `scores` is empty or no score is finite.
+      ValueError: `scores` is empty, holds a non-number or no finite score.
     """
     if not scores:
         raise ValueError(f"no experts to select from: scores for method {method!r} are empty")
@@ -186,14 +174,14 @@ def select_best(
     finite = {handle: value for handle, value in values.items() if math.isfinite(value)}
     if not finite:
         raise ValueError(f"no expert has a finite {method!r} score: {values}")
-    best_value = max(finite.values()) if higher_is_better else min(finite.values())
+    best_value = (max if higher_is_better else min)(finite.values())
     tied = [handle for handle, value in finite.items() if value == best_value]
     note = ""
     if len(tied) > 1:
         note = (
             f"{len(tied)} experts tied at {best_value:.6g}; picked the first in collection order: "
-            + ", ".join(tied)
         )
+        note += ", ".join(tied)
     return SelectionResult(method, values, tied[0], higher_is_better, len(tied) > 1, note)
 
 
@@ -209,13 +197,10 @@ def validate_task_labels(labels, num_classes: int | None = None) -> np.ndarray:
         raise ValueError(f"task labels must be a 1-D vector; got shape {array.shape}")
     if array.shape[0] < 2:
         raise ValueError(f"task labels must cover at least 2 images; got {array.shape[0]}")
-    if array.dtype == bool or not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-    ):
+    if array.dtype.kind not in "iuf":  # integers, or floats holding integers
         raise ValueError(f"task labels must be integer class ids; got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise ValueError("task labels must be integer class ids; got non-integer values")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
+        raise ValueError("task labels must be integer class ids; got non-integer values")
     array = array.astype(np.int64)
     if array.min() < 0:
         raise ValueError(f"task labels must be non-negative; got minimum {array.min()}")
