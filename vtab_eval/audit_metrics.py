@@ -1,19 +1,7 @@
-"""The selection audit's metrics: regret against hindsight, hit rate, rank agreement, intervals.
-
-Pure functions of an *accuracy table* `{candidate: [accuracy per seed]}` (fractions in [0, 1]; every
-candidate fine-tuned with the same seeds, in the same order). The hindsight best is the candidate
-with the highest mean accuracy over seeds; a policy's *pick* is one candidate.
-
-- `regret`: hindsight best mean minus the pick's mean, in points (percentage points). With noisy
-  fine-tunes the best of many candidates is partly the luckiest (winner's curse), so this is biased
-  upwards; `split_half_regret` chooses hindsight on half of the seeds and scores it and the pick on
-  the other half, averaged over every such split, which removes that bias (it can be negative).
-- `random_regret`: the exact expected regret (and split-half regret) of a uniform pick.
-- `agnostic_picks`: the dataset-agnostic pick of every task of a bank, leave one task out.
-- `weighted_tau`: weighted Kendall tau (`scipy.stats.weightedtau`) of proxy scores and accuracies.
-- `mean_interval`: a mean over tasks with a seeded bootstrap interval (`scipy.stats.bootstrap`).
-
-The audit (`vtab_eval.audit`, issue 11) and docs/selection.md ("Audit") use them.
+"""The selection audit's metrics (docs/selection.md, "Audit"), pure functions of an *accuracy
+table* `{candidate: [accuracy per seed]}`: fractions in [0, 1], every candidate fine-tuned with
+the same seeds in the same order. The hindsight best has the highest mean over seeds; regrets
+are in points (percentage points).
 """
 
 import itertools
@@ -36,10 +24,8 @@ TIE_TOLERANCE = 1e-9
 
 
 def check_table(acc):
-    """The accuracy table as {candidate: float64 [n]}; ValueError naming the problem.
-
-    Every candidate needs the same number n >= 1 of finite accuracies (one per seed).
-    """
+    """The accuracy table as {candidate: float64 [n]}: the same n >= 1 finite accuracies for every
+    candidate, or ValueError naming the problem."""
     if not isinstance(acc, dict) or not acc:
         raise ValueError(f"the accuracy table must be a non-empty dict; got {acc!r}")
     table = {}
@@ -54,12 +40,6 @@ def check_table(acc):
     if len(sizes) != 1:
         raise ValueError(f"every candidate needs one accuracy per seed; got counts {sorted(sizes)}")
     return table
-
-
-def _pick(table, pick):
-    if pick not in table:
-        raise ValueError(f"pick {pick!r} is not a candidate; expected one of {list(table)}")
-    return table[pick]
 
 
 def means(acc):
@@ -79,17 +59,25 @@ def hindsight_best(acc):
     return _tied_top(means(acc))
 
 
+def _pick(table, pick):
+    if pick not in table:
+        raise ValueError(f"pick {pick!r} is not a candidate; expected one of {list(table)}")
+    return table[pick]
+
+
 def regret(acc, pick):
-    """Points between the hindsight best's mean accuracy and the pick's (>= 0; 0 for a tie)."""
-    table = check_table(acc)
-    best = max(float(np.mean(v)) for v in table.values())
-    gap = best - float(np.mean(_pick(table, pick)))
+    """Points between the hindsight best's mean accuracy and the pick's (>= 0; 0 for a tie).
+
+    With noisy fine-tunes the best of many candidates is partly the luckiest (winner's curse), so
+    this is biased upwards; `split_half_regret` is not.
+    """
+    mean = means(acc)
+    gap = max(mean.values()) - _pick(mean, pick)
     return 0.0 if gap <= TIE_TOLERANCE else POINTS * gap
 
 
 def hit(acc, pick):
     """Whether the pick is a hindsight best (ties count as hits)."""
-    check_table(acc)
     return pick in hindsight_best(acc)
 
 
@@ -98,22 +86,17 @@ def seed_splits(n):
     allows (|choose| = n // 2 or (n + 1) // 2); [] for n < 2."""
     if n < 2:
         return []
-    sizes = sorted({n // 2, (n + 1) // 2})
-    splits = []
-    for size in sizes:
-        for choose in itertools.combinations(range(n), size):
-            score = tuple(i for i in range(n) if i not in choose)
-            splits.append((choose, score))
-    return splits
+    return [
+        (choose, tuple(i for i in range(n) if i not in choose))
+        for size in sorted({n // 2, (n + 1) // 2})
+        for choose in itertools.combinations(range(n), size)
+    ]
 
 
 def split_half_regret(acc, pick):
-    """Regret with hindsight chosen on half of the seeds and scored on the other half, in points.
-
-    For every split of `seed_splits(n)`: the hindsight best on the choosing seeds (the mean over
-    its ties), minus the pick, both as mean accuracy on the scoring seeds. Returns the mean over
-    splits, or None with fewer than 2 seeds. Unbiased by the winner's curse, so it can be < 0.
-    """
+    """Regret with hindsight chosen on half of the seeds and scored on the other half, in points:
+    over `seed_splits(n)`, the mean of the choosing seeds' best (the mean over its ties) minus the
+    pick, both scored on the scoring seeds. None with fewer than 2 seeds; it can be < 0."""
     table = check_table(acc)
     chosen = _pick(table, pick)
     n = chosen.size
@@ -131,10 +114,7 @@ def split_half_regret(acc, pick):
 
 
 def random_regret(acc):
-    """Exact expected (regret, split-half regret) of a pick drawn uniformly from the candidates.
-
-    The split-half value is None with fewer than 2 seeds.
-    """
+    """Exact expected (regret, split-half regret or None) of a uniformly drawn pick."""
     table = check_table(acc)
     full = float(np.mean([regret(table, c) for c in table]))
     halves = [split_half_regret(table, c) for c in table]
@@ -142,15 +122,9 @@ def random_regret(acc):
 
 
 def agnostic_picks(tables):
-    """The dataset-agnostic pick of every task, leaving the task itself out.
-
-    Args:
-      tables: {task: accuracy table}; every task must have the same candidates.
-
-    Returns:
-      {task: the candidate with the best mean, over the *other* tasks, of its mean accuracy (ties:
-      first in the first task's candidate order)}, or {task: None} for a bank of one task.
-    """
+    """{task: the candidate with the best mean, over the *other* tasks, of its mean accuracy}
+    (ties: the first task's candidate order; None for a bank of one task), from {task: accuracy
+    table}; every task must have the same candidates."""
     if not tables:
         return {}
     means_by_task = {t: means(acc) for t, acc in tables.items()}
@@ -197,13 +171,9 @@ def mean_interval(
     n_resamples=BOOTSTRAP_RESAMPLES,
     seed=BOOTSTRAP_SEED,
 ):
-    """The mean of `values` (None entries dropped) with a bootstrap interval over them.
-
-    `scipy.stats.bootstrap` (BCa, `numpy.random.default_rng(seed)`), falling back to the
-    percentile interval where BCa is undefined. Returns {"mean", "ci_low", "ci_high", "n"}: all
-    None for no values, the interval None for one value (nothing to resample), and the value
-    itself when every value is equal.
-    """
+    """{"mean", "ci_low", "ci_high", "n"} of `values` (None entries dropped), the interval by
+    `bootstrap.bca_interval` (BCa, seeded; percentile where BCa is undefined): all None for no
+    values, the interval None for one value, and the value itself when every value is equal."""
     array = np.asarray([v for v in values if v is not None], dtype=np.float64)
     out = {"mean": None, "ci_low": None, "ci_high": None, "n": int(array.size)}
     if array.size == 0:
