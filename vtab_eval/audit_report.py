@@ -1,7 +1,5 @@
-"""The selection audit's report: audit.md and, per task, a plot of proxy score against accuracy.
-
-Both are drawn from the audit dict that `vtab_eval.audit.audit_command` writes to audit.json
-(docs/selection.md, "Audit"). Accuracies and regrets are in points; intervals are the dict's.
+"""The selection audit's report, drawn from the audit dict (docs/selection.md, "Audit"): audit.md
+and, per task, a plot of proxy score against accuracy. Accuracies and regrets are in points.
 """
 
 import os
@@ -31,10 +29,6 @@ def _interval(item, digits=1, signed=False, scale=1.0):
 
 def _count(item):
     return "–" if not item else f"{item['count']}/{item['of']}"
-
-
-def _short(task_name):
-    return plots.display_name(task_name)
 
 
 def _aggregate_table(audit):
@@ -117,7 +111,7 @@ def _task_section(audit, task_name, task):
     proxies = audit["proxies"]
     best = ", ".join(task["hindsight_best"])
     lines = [
-        f"### {_short(task_name)} ({task['group'] or 'no group'})",
+        f"### {plots.display_name(task_name)} ({task['group'] or 'no group'})",
         "",
         f"`{task_name}`. Hindsight best: {best}. Accuracy in % (mean ± sd over "
         f"{len(audit['seeds'])} seeds); proxy scores as each proxy reports them.",
@@ -152,7 +146,7 @@ def _task_section(audit, task_name, task):
             f"{_num(row['split_half_regret'], 1, True)} | {_num(row['loss_vs_baseline'], 1, True)} "
             f"| {fired} |"
         )
-    lines += ["", f"![{_short(task_name)}](plots/{files.task_slug(task_name)}.png)", ""]
+    lines += ["", f"![{plots.display_name(task_name)}](plots/{files.task_slug(task_name)}.png)", ""]
     return lines
 
 
@@ -247,28 +241,13 @@ def plot_task(audit, task_name, path):
                 continue
             ci = entry["ci"].get(name)
             xerr = None if ci is None else [[score - ci[0]], [ci[1] - score]]
-            yerr = None if acc["sd"] is None else acc["sd"]
-            is_b = name == audit["baseline"]
+            is_b, best = name == audit["baseline"], name in task["hindsight_best"]
             colour = "tab:red" if name == entry["pick"] else ("black" if is_b else "tab:blue")
-            ax.errorbar(
-                score,
-                100 * acc["mean"],
-                xerr=xerr,
-                yerr=yerr,
-                fmt="s" if is_b else ("*" if name in task["hindsight_best"] else "o"),
-                markersize=9 if name in task["hindsight_best"] else 6,
-                color=colour,
-                ecolor=colour,
-                elinewidth=0.8,
-                capsize=2,
-            )
-            ax.annotate(
-                name,
-                (score, 100 * acc["mean"]),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
+            style = dict(color=colour, ecolor=colour, elinewidth=0.8, capsize=2)
+            style.update(fmt="s" if is_b else ("*" if best else "o"), markersize=9 if best else 6)
+            y = 100 * acc["mean"]
+            ax.errorbar(score, y, xerr=xerr, yerr=acc["sd"], **style)
+            ax.annotate(name, (score, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         base = task["accuracy"].get(audit["baseline"])
         if base is not None:
             ax.axhline(100 * base["mean"], color="grey", linestyle=":", linewidth=0.8)
@@ -279,7 +258,7 @@ def plot_task(audit, task_name, path):
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(
-        f"{_short(task_name)}: proxy score vs test accuracy (mean ± sd over "
+        f"{plots.display_name(task_name)}: proxy score vs test accuracy (mean ± sd over "
         f"{len(audit['seeds'])} seeds)\nred: the proxy's pick; square and dotted line: B; "
         "star: hindsight best",
         fontsize=9,

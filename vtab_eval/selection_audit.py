@@ -1,23 +1,17 @@
 """The selection audit: every proxy and policy scored by regret against hindsight (issue 11).
 
-For a collection and a bank of tasks, from one evaluation config (`vtab_eval.config`, "audit"):
-
-1. *Rank* (`rank_task`): per task, one forward pass per candidate (every expert and B) fills the
-   feature cache; every feature proxy then scores the cached features, timed on them alone, and
-   `ranking.rank` gives each proxy's pick, with the baseline fallback for the proxies with
-   per-image hits.
-2. *Hindsight* (`finetune_hindsight`): every candidate fine-tuned with every seed under the
-   protocol `vtab_eval.run`'s `hindsight` uses, through the same executor and content-keyed memo:
-   pointing the memo at a run's or the demo's `finetunes/` reuses their fine-tunes, and a killed
-   audit resumes without redoing any.
-3. *Score* (`vtab_eval.audit_scores`): regret, split-half regret, hit, weighted tau, fallback and
-   loss against B per task and policy; aggregates over tasks with bootstrap intervals.
-
-`run(config)` returns the audit dict (docs/selection.md, "Audit"); `vtab_eval.audit` writes it.
+`run(config)` (the config's "audit" section) returns the audit dict (docs/selection.md, "Audit"),
+in three stages: *rank* (`rank_task`: one forward pass per candidate fills the feature cache, each
+feature proxy is timed on the cached features and `ranking.rank` gives its pick, with the baseline
+fallback for proxies with per-image hits), *hindsight* (`finetune_hindsight`: every candidate
+fine-tuned with every seed as `vtab_eval.run`'s `hindsight` does, through the same content-keyed
+memo, so runs share fine-tunes and a killed audit resumes) and *score* (`audit_scores`).
 """
 
+import functools
 import os
 import time
+import timeit
 
 from bit_experts import atomic_files
 from vtab_eval import audit_metrics, audit_scores, checks, files, plan, runner
@@ -35,11 +29,8 @@ def settings(config):
     from vtab_eval import selectors
 
     audit = config["audit"]
-    seeds = (
-        audit["seeds"]
-        if audit["seeds"] is not None
-        else (QUICK_SEEDS if audit["quick"] else DEFAULT_SEEDS)
-    )
+    default_seeds = QUICK_SEEDS if audit["quick"] else DEFAULT_SEEDS
+    seeds = default_seeds if audit["seeds"] is None else audit["seeds"]
     proxies = audit["proxies"] or selectors.names(kind="feature")
     n_resamples = QUICK_RESAMPLES if audit["quick"] else config["selection"]["n_resamples"]
     return list(seeds), list(proxies), n_resamples
@@ -88,23 +79,9 @@ def _pool_problems(pool):
     return problems
 
 
-def _timed_scores(method, features, labels):
-    from vtab_eval import selectors
-
-    best = None
-    for _ in range(PROXY_REPEATS):
-        start = time.perf_counter()
-        selectors.get(method).score_features(features, labels)
-        took = time.perf_counter() - start
-        best = took if best is None else min(best, took)
-    return best
-
-
 def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
-    """Stage 1 for one task: the shared forward pass, each proxy's time, scores and picks.
-
-    `options`: the ranking options (`ranking.rank`) every proxy shares.
-    """
+    """Stage 1 for one task: the shared forward pass, each proxy's time (the fastest of
+    PROXY_REPEATS), scores and picks; `options`: the ranking options every proxy shares."""
     from vtab_eval import embed, ranking, selectors
 
     candidates = pool_lib.candidates(pool, include_baseline=True)
@@ -128,13 +105,14 @@ def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
     labels = selectors.validate_task_labels(embedded.labels, job.task.num_classes)
     out = {}
     for proxy in proxies:
-        seconds = _timed_scores(proxy, embedded.features, labels)
-        rows = selectors.get(proxy).rows
+        selector = selectors.get(proxy)
+        run_once = functools.partial(selector.score_features, embedded.features, labels)
+        seconds = min(timeit.repeat(run_once, number=1, repeat=PROXY_REPEATS))
         found = ranking.rank(
             pool,
             job.task,
             proxy,
-            dict(options, fallback="baseline" if rows else "none"),
+            dict(options, fallback="baseline" if selector.rows else "none"),
             cache_dir=cache_dir,
             data_dir=data_dir,
         )
@@ -189,13 +167,13 @@ def finetune_hindsight(jobs, pool, seeds, config, executor):
 
 
 def run(config, *, executor=None, log=print, command=None):
-    """Runs (or resumes) the audit of `config`; returns the audit dict, with "trained" (the
-    fine-tunes this call ran) added.
+    """Runs (or resumes) the audit of `config`; returns the audit dict and "trained" (the number
+    of fine-tunes this call ran).
 
     Raises:
       ValueError: every problem with the input, one line each, before anything is run.
     """
-    from vtab_eval import selectors
+    from vtab_eval import ranking, selectors
 
     started = time.time()
     seeds, proxies, n_resamples = settings(config)
@@ -215,16 +193,9 @@ def run(config, *, executor=None, log=print, command=None):
             quality = slice_eval.expert_quality(upstream)
         except (FileNotFoundError, ValueError, KeyError) as err:
             raise ValueError(f"--upstream_dir={upstream}: {err}") from None
-    from vtab_eval import ranking
-
-    options = dict(
-        {k: selection[k] for k in ranking.DEFAULTS if k in selection},
-        resolution=selection["resolution"] or None,
-        seed=0,
-        include_baseline=True,
-        cache_only=True,
-        n_resamples=n_resamples,
-    )
+    options = {k: selection[k] for k in ranking.DEFAULTS if k in selection}
+    options.update(seed=0, include_baseline=True, cache_only=True, n_resamples=n_resamples)
+    options["resolution"] = selection["resolution"] or None
     ranked = {
         job.task.name: rank_task(job, pool, proxies, options, cache_dir, config["data_dir"], log)
         for job in jobs
