@@ -29,29 +29,17 @@ class SelectorUnavailable(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Scores:
-    """What a selector says about the experts it scored.
-
-    Attributes:
-      scores: expert handle -> float score (a subset of `ctx.experts`; unscored ones are
-        reported as "not_scored").
-      correct: handle -> bool [N] per-image hits whose mean is the score, for selectors with
-        `rows`; None otherwise.
-    """
+    """A selector's handle -> float score for the experts it scored (the rest are "not_scored"),
+    and for selectors with `rows` `correct`, handle -> bool [N] per-image hits (their mean)."""
 
     scores: dict
     correct: dict | None = None
 
 
 class Selector:
-    """One selection method. Subclasses set the class attributes and `score`, then `@register`.
-
-    Attributes:
-      name: registry name, lower case letters, digits and "_".
-      kind: one of `KINDS`: what the selector reads.
-      rows: True when `score` returns per-image hits: they give bootstrap intervals and pairwise
-        win probabilities, and allow the `baseline` fallback (`vtab_eval.confidence`).
-      higher_is_better: whether larger scores win.
-    """
+    """One selection method: a subclass sets `name` (lower case letters, digits and "_"), `kind`
+    (one of `KINDS`), `rows` (`score` gives per-image hits, hence intervals, win probabilities and
+    the `baseline` fallback) and `higher_is_better`, writes `score`, and is `@register`ed."""
 
     name = None
     kind = "feature"
@@ -68,12 +56,8 @@ class Selector:
 
 
 def register(cls):
-    """Class decorator: registers an instance of a `Selector` subclass under `cls.name`.
-
-    Raises:
-      ValueError: a malformed or already registered name, an unknown kind, or `rows` on a
-        lower-is-better selector.
-    """
+    """Class decorator: registers an instance of a `Selector` subclass under `cls.name`;
+    ValueError for a malformed or taken name, an unknown kind, or `rows` if lower-is-better."""
     selector = cls()
     if not isinstance(selector.name, str) or not _NAME.match(selector.name):
         raise ValueError(f"selector name must match {_NAME.pattern}; got {selector.name!r}")
@@ -186,12 +170,8 @@ def select_best(
 
 
 def validate_task_labels(labels, num_classes: int | None = None) -> np.ndarray:
-    """Checks a task's training labels and returns them as an int64 vector.
-
-    Raises:
-      ValueError: for anything but a 1-D vector of integer class ids with at least 2 images and
-        at least 2 distinct classes, all in [0, num_classes) when `num_classes` is given.
-    """
+    """A task's labels as int64; ValueError for anything but a 1-D vector of integer class ids
+    with at least 2 images and 2 classes, all in [0, num_classes) when that is given."""
     array = np.asarray(labels)
     if array.ndim != 1:
         raise ValueError(f"task labels must be a 1-D vector; got shape {array.shape}")

@@ -1,9 +1,6 @@
-"""Selectors on a classifier's outputs: domain_prediction (the EPN) and label_matching (the
-baseline's upstream classifier and the experts' label priors), Puigcerver et al. 2021.
-
-Both run a classifier module of the collection on the task's images (float32, cached like
-features) and apply to the experts that one of their aliases names (module name, metadata
-"expert" or "slice"); the others are reported as "not_scored".
+"""Selectors on a classifier's outputs (Puigcerver et al. 2021): domain_prediction (the EPN) and
+label_matching (the baseline's upstream classifier and the experts' label priors). Both score the
+experts one of whose aliases (`Context.by_alias`) the classifier or the priors name.
 """
 
 import numpy as np
@@ -65,12 +62,8 @@ class DomainPrediction(base.Selector):
 
     @staticmethod
     def score_probabilities(epn_probs, expert_names) -> dict[str, float]:
-        """name -> score from [N, E] EPN probabilities and the E names in column order.
-
-        Raises:
-          ValueError: probabilities not a non-empty 2-D array in [0, 1], repeated names, or a
-            column count other than len(expert_names).
-        """
+        """name -> score from [N, E] EPN probabilities and the E names in column order; ValueError
+        for probabilities not a non-empty 2-D array in [0, 1], or names repeated or miscounted."""
         probs = _as_probabilities(epn_probs, "epn_probs")
         names = list(expert_names)
         if len(set(names)) != len(names):
@@ -108,16 +101,11 @@ class LabelMatching(base.Selector):
 
     @staticmethod
     def score_probabilities(upstream_probs, expert_priors: dict) -> dict[str, float]:
-        """handle -> KL(task || expert) in nats, where task = the mean of the rows of
-        `upstream_probs` ([N, L] upstream-label probabilities on the task's images; sigmoid rows
-        need not sum to 1) normalised to sum to 1, and expert = (prior / sum(prior) +
-        PRIOR_EPSILON) renormalised, from `expert_priors` (handle -> [L] non-negative weights of
-        each upstream label in the expert's slice: counts or frequencies). Labels the task never
-        predicts contribute 0.
-
-        Raises:
-          ValueError: malformed probabilities, no priors, or a prior of the wrong shape,
-            negative, non-finite or summing to 0.
+        """handle -> KL(task || expert) in nats: task = the mean of the rows of `upstream_probs`
+        ([N, L] upstream-label probabilities; sigmoid rows need not sum to 1) normalised, expert =
+        (prior / sum(prior) + PRIOR_EPSILON) renormalised, from `expert_priors` (handle -> [L]
+        label counts or frequencies). Labels the task never predicts contribute 0. ValueError for
+        malformed probabilities, no priors, or a prior misshapen, negative, non-finite or all 0.
         """
         probs = _as_probabilities(upstream_probs, "upstream_probs")
         task = _normalise(probs.mean(axis=0), "the mean of upstream_probs")
@@ -126,20 +114,16 @@ class LabelMatching(base.Selector):
         support = task > 0
         scores = {}
         for handle, prior in expert_priors.items():
-            prior = np.asarray(prior, dtype=np.float64)
+            prior, name = np.asarray(prior, dtype=np.float64), f"label prior of expert {handle!r}"
             if prior.shape != task.shape:
                 raise ValueError(
-                    f"label prior of expert {handle!r} has shape {prior.shape}; "
-                    f"expected ({task.shape[0]},) to match upstream_probs"
+                    f"{name} has shape {prior.shape}; expected ({task.shape[0]},) to match "
+                    "upstream_probs"
                 )
             if not np.all(np.isfinite(prior)) or prior.min() < 0:
-                raise ValueError(
-                    f"label prior of expert {handle!r} must be finite and non-negative"
-                )
-            expert = _normalise(
-                _normalise(prior, f"label prior of expert {handle!r}") + PRIOR_EPSILON,
-                "smoothed prior",
-            )
+                raise ValueError(f"{name} must be finite and non-negative")
+            expert = _normalise(prior, name) + PRIOR_EPSILON
+            expert /= expert.sum()
             kl = np.sum(task[support] * (np.log(task[support]) - np.log(expert[support])))
             scores[handle] = float(kl)
         return scores
