@@ -1,10 +1,6 @@
-"""Ranks a pool of expert modules on a task with one selector, picked by name, into a dict.
-
-`rank`: the selector's candidates, scored through a `selectors.context.Context` (the feature
-cache), the best fine-tunable one picked (`module_contract.finetunable`), then intervals, pairwise
-win probabilities and the `baseline` fallback (`confidence.annotate`); docs/evaluation.md's
-"Ranking JSON". Each module sees its own resolution unless one is forced, so the order of a pool
-never changes a score.
+"""Ranks a pool of expert modules on a task with one selector, picked by name, into a dict
+(docs/evaluation.md, "Ranking JSON"): the selector's scores through a `selectors.context.Context`,
+the best fine-tunable expert, then intervals, win probabilities and the fallback (`confidence`).
 """
 
 from vtab_eval import confidence, embed, module_contract, selectors
@@ -32,13 +28,8 @@ def methods():
 
 
 def check_options(options=None, selector=None):
-    """DEFAULTS updated with `options`, checked (for `selector`, if given); a resolution of 0
-    becomes None.
-
-    Raises:
-      ValueError: an unknown key, fallback or precision, a fallback_confidence outside [0, 1], a
-        resolution or batch_size that is not a positive integer; the fallback "baseline" for a
-        selector without per-image hits or without include_baseline.
+    """DEFAULTS updated with `options` (a resolution of 0 becomes None), or ValueError for an
+    unknown key or value, or the fallback "baseline" without B or (for `selector`) per-image hits.
     """
     merged = {**DEFAULTS, **(options or {})}
     unknown = sorted(set(merged) - set(DEFAULTS))
@@ -68,26 +59,17 @@ def check_options(options=None, selector=None):
 
 
 def rank(
-    pool,
-    task,
-    method="knn",
-    options=None,
-    *,
-    cache_dir,
-    data_dir=None,
-    label_priors=None,
-    log=None,
+    pool, task, method="knn", options=None, *, cache_dir, data_dir=None, label_priors=None, log=None
 ):
-    """The ranking dict (docs/evaluation.md, "Ranking JSON") of `pool` (ModuleEntry objects or
-    handle strings) on `task` by the selector `method` (one of `methods()`), with `options`
-    (DEFAULTS keys), the feature cache `cache_dir` (None: none), TFDS `data_dir`, `label_priors`
-    (expert name -> [L] prior, for `label_matching`) and an optional `log(str)`.
+    """The ranking dict of `pool` (ModuleEntry objects or handle strings) on `task` by the
+    selector `method`, with `options` (DEFAULTS keys), the feature cache `cache_dir` (None: none),
+    TFDS `data_dir`, `label_priors` (expert name -> [L] prior) and an optional `log(str)`. Each
+    module sees its own resolution unless one is forced, so a pool's order never changes a score.
 
     Raises:
-      ValueError: an unknown method or bad options, before any work; bad task labels (fewer
-        than 2 images, one class, out of range).
-      SelectorUnavailable: the pool lacks the EPN / baseline classifier / priors / B the method
-        or the fallback needs, or every expert was left out, or none can be fine-tuned.
+      ValueError: an unknown method or bad options (before any work), or bad task labels.
+      SelectorUnavailable: the pool lacks what the method or the fallback needs (EPN, classifier,
+        priors, B), or every expert was left out, or none can be fine-tuned.
     """
     selector = selectors.get(method)
     if selector.kind == "every":
@@ -151,24 +133,11 @@ def _describe(experts, scores, left_out, resolution):
 
 
 def extract_shard(
-    pool,
-    task,
-    num_shards,
-    shard_index,
-    options=None,
-    *,
-    cache_dir,
-    data_dir=None,
-    log=None,
+    pool, task, num_shards, shard_index, options=None, *, cache_dir, data_dir=None, log=None
 ):
-    """Computes into the cache the features of this worker's shard of the candidates, as `rank`
-    would embed them (`options` as for `rank`; cache_only is ignored); returns the shard report
-    {"task", "split", "resolution", "precision", "resolutions" (handle -> side), "num_shards",
-    "shard_index", "experts" (this shard's handles), "computed", "cached", "left_out"}.
-
-    Raises:
-      ValueError: no cache_dir, bad options or shard numbers (`feature_cache.shard_assignment`).
-    """
+    """Computes into the cache the features of this worker's shard of the candidates as `rank`
+    would (cache_only ignored); returns the shard report (docs/evaluation.md). ValueError: no
+    cache_dir, bad options or shard numbers (`feature_cache.shard_assignment`)."""
     from vtab_eval import feature_cache
 
     if not cache_dir:
