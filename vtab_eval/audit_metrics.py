@@ -16,10 +16,8 @@ POINTS = 100.0  # accuracy fractions -> percentage points
 CONFIDENCE_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
-# Two means closer than this (fractions) are a tie. Accuracies are ratios of image counts, so means
-# that are equal in exact arithmetic can differ by a few float64 ulps (~1e-16) when the seeds'
-# counts are summed in another order, while one test image moves a mean by at least
-# 1 / (seeds x test images), above 3e-7 for up to a million test images.
+# Two means closer than this (fractions) are a tie: equal image counts summed in another order
+# differ by float64 ulps (~1e-16), one test image by 1 / (seeds x test images) > 3e-7 (up to 1e6).
 TIE_TOLERANCE = 1e-9
 
 
@@ -54,8 +52,7 @@ def _tied_top(values):
 
 
 def hindsight_best(acc):
-    """The candidates with the highest mean accuracy (several on a tie: within TIE_TOLERANCE), in
-    table order."""
+    """The candidates with the highest mean accuracy (ties within TIE_TOLERANCE), in table order."""
     return _tied_top(means(acc))
 
 
@@ -146,12 +143,9 @@ def agnostic_picks(tables):
 
 
 def weighted_tau(scores, acc, higher_is_better=True):
-    """Weighted Kendall tau (`scipy.stats.weightedtau`, hyperbolic weights, rank=True) between the
-    proxy's scores and the candidates' mean accuracies, over candidates with a finite score.
-
-    Returns a float in [-1, 1], or None with fewer than 2 such candidates or when either side is
-    constant (tau is undefined).
-    """
+    """Weighted Kendall tau in [-1, 1] (`scipy.stats.weightedtau`, hyperbolic weights) between a
+    proxy's finite scores and the candidates' mean accuracies; None where it is undefined (fewer
+    than 2 such candidates, or either side constant)."""
     mean = means(acc)
     names = [c for c in mean if c in scores and scores[c] is not None and math.isfinite(scores[c])]
     if len(names) < 2:
@@ -164,16 +158,10 @@ def weighted_tau(scores, acc, higher_is_better=True):
     return float(tau) if math.isfinite(tau) else None
 
 
-def mean_interval(
-    values,
-    *,
-    confidence_level=CONFIDENCE_LEVEL,
-    n_resamples=BOOTSTRAP_RESAMPLES,
-    seed=BOOTSTRAP_SEED,
-):
+def mean_interval(values, *, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
     """{"mean", "ci_low", "ci_high", "n"} of `values` (None entries dropped), the interval by
-    `bootstrap.bca_interval` (BCa, seeded; percentile where BCa is undefined): all None for no
-    values, the interval None for one value, and the value itself when every value is equal."""
+    `bootstrap.bca_interval` (BCa, seeded; percentile where BCa is undefined, CONFIDENCE_LEVEL):
+    all None for no values, the interval None for one value, the value itself if all are equal."""
     array = np.asarray([v for v in values if v is not None], dtype=np.float64)
     out = {"mean": None, "ci_low": None, "ci_high": None, "n": int(array.size)}
     if array.size == 0:
@@ -185,7 +173,7 @@ def mean_interval(
         out["ci_low"] = out["ci_high"] = float(array[0])
         return out
     out["ci_low"], out["ci_high"] = bootstrap.bca_interval(
-        (array,), np.mean, confidence_level=confidence_level, n_resamples=n_resamples, seed=seed
+        (array,), np.mean, confidence_level=CONFIDENCE_LEVEL, n_resamples=n_resamples, seed=seed
     )
     return out
 

@@ -4,7 +4,6 @@ and, per task, a plot of proxy score against accuracy. Accuracies and regrets ar
 
 import os
 
-from bit_experts import atomic_files
 from vtab_eval import files, plots
 
 PANEL_COLUMNS = 3
@@ -56,18 +55,13 @@ def _aggregate_table(audit):
 
 def _group_table(audit):
     groups = sorted({g for item in audit["aggregate"].values() for g in item["groups"]})
-    lines = [
-        "| policy | " + " | ".join(groups) + " | all |",
-        "|---|" + "---|" * (len(groups) + 1),
-    ]
+    lines = ["| policy | " + " | ".join(groups) + " | all |", "|---|" + "---|" * (len(groups) + 1)]
     for policy in audit["policies"]:
         item = audit["aggregate"].get(policy)
         if item is None:
             continue
-        cells = []
-        for g in groups:
-            found = item["groups"].get(g)
-            cells.append("–" if not found else f"{found['mean']:.1f} (n={found['n']})")
+        found = [item["groups"].get(g) for g in groups]
+        cells = ["–" if not f else f"{f['mean']:.1f} (n={f['n']})" for f in found]
         cells.append(_num(item["regret"]["mean"]))
         lines.append(f"| {policy} | " + " | ".join(cells) + " |")
     return lines
@@ -95,10 +89,7 @@ def _timing_table(audit):
 
 
 def _spread_table(audit):
-    lines = [
-        "| candidate | pooled sd | smallest | largest |",
-        "|---|---|---|---|",
-    ]
+    lines = ["| candidate | pooled sd | smallest | largest |", "|---|---|---|---|"]
     for name, item in audit["seed_sd"].items():
         lines.append(
             f"| {name} | {_num(item['pooled_sd'], 2)} | {_num(item['min_sd'], 2)} | "
@@ -212,20 +203,11 @@ def markdown(audit):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_task(audit, task_name, path):
     """One panel per proxy: each candidate's proxy score (with its interval, when the proxy has
     one) against its mean fine-tuned accuracy (with the seed sd); B, the hindsight best and the
     proxy's pick are marked."""
-    plt = _pyplot()
+    plt = plots._pyplot()
     task = audit["tasks"][task_name]
     proxies = audit["proxies"]
     columns = min(PANEL_COLUMNS, len(proxies))
@@ -264,12 +246,7 @@ def plot_task(audit, task_name, path):
         fontsize=9,
     )
     fig.tight_layout()
-    try:
-        atomic_files.write_atomic(
-            path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-        )
-    finally:
-        plt.close(fig)
+    plots._save_png(fig, path)
     return path
 
 

@@ -1,11 +1,10 @@
 """The selection audit: every proxy and policy scored by regret against hindsight (issue 11).
 
-`run(config)` (the config's "audit" section) returns the audit dict (docs/selection.md, "Audit"),
-in three stages: *rank* (`rank_task`: one forward pass per candidate fills the feature cache, each
-feature proxy is timed on the cached features and `ranking.rank` gives its pick, with the baseline
-fallback for proxies with per-image hits), *hindsight* (`finetune_hindsight`: every candidate
-fine-tuned with every seed as `vtab_eval.run`'s `hindsight` does, through the same content-keyed
-memo, so runs share fine-tunes and a killed audit resumes) and *score* (`audit_scores`).
+`run(config)` returns the audit dict (docs/selection.md, "Audit") in three stages: `rank_task`
+(one forward pass per candidate, then each feature proxy timed on the cached features and its
+pick by `ranking.rank`, with the baseline fallback where it has per-image hits),
+`finetune_hindsight` (every candidate and seed fine-tuned as `vtab_eval.run`'s hindsight does,
+through the same memo) and `audit_scores`.
 """
 
 import functools
@@ -14,8 +13,8 @@ import time
 import timeit
 
 from bit_experts import atomic_files
-from vtab_eval import audit_metrics, audit_scores, checks, files, plan, runner
-from vtab_eval.selectors import base as pool_lib
+from vtab_eval import audit_metrics, audit_scores, checks, files, plan, ranking, runner, selectors
+from vtab_eval.embed import embed_pool
 
 MIN_SEEDS = 3  # the study's minimum; quick allows fewer
 DEFAULT_SEEDS = [0, 1, 2]
@@ -26,8 +25,6 @@ PROXY_REPEATS = 2  # proxy time = the fastest of this many runs (the first may t
 
 def settings(config):
     """(seeds, proxies, n_resamples) of the audit section, with their defaults filled in."""
-    from vtab_eval import selectors
-
     audit = config["audit"]
     default_seeds = QUICK_SEEDS if audit["quick"] else DEFAULT_SEEDS
     seeds = default_seeds if audit["seeds"] is None else audit["seeds"]
@@ -38,8 +35,6 @@ def settings(config):
 
 def check_arguments(config):
     """Problems (one line each) with the audit's own settings."""
-    from vtab_eval import selectors
-
     seeds, proxies, _ = settings(config)
     audit, problems = config["audit"], []
     if any(s < 0 for s in seeds):
@@ -67,10 +62,10 @@ def check_arguments(config):
 
 
 def _pool_problems(pool):
-    found = pool_lib.candidates(pool, include_baseline=True)
+    found = selectors.candidates(pool, include_baseline=True)
     names = [plan.entry_name(e) for e in found]
     problems = []
-    if pool_lib.find_baseline(pool) is None:
+    if selectors.find_baseline(pool) is None:
         problems.append("--collection: it has no baseline B (kind 'baseline'); the audit needs B")
     if len(found) < 2:
         problems.append(f"--collection: {len(found)} candidate(s); the audit needs B and experts")
@@ -82,19 +77,11 @@ def _pool_problems(pool):
 def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
     """Stage 1 for one task: the shared forward pass, each proxy's time (the fastest of
     PROXY_REPEATS), scores and picks; `options`: the ranking options every proxy shares."""
-    from vtab_eval import embed, ranking, selectors
-
-    candidates = pool_lib.candidates(pool, include_baseline=True)
+    candidates = selectors.candidates(pool, include_baseline=True)
     names = {plan.entry_handle(e): plan.entry_name(e) for e in candidates}
     start = time.perf_counter()
-    embedded = embed.embed_pool(
-        candidates,
-        job.task,
-        options["split"],
-        options["resolution"],
-        cache_dir=cache_dir,
-        data_dir=data_dir,
-    )
+    where = dict(cache_dir=cache_dir, data_dir=data_dir)
+    embedded = embed_pool(candidates, job.task, options["split"], options["resolution"], **where)
     forward = {
         "seconds": time.perf_counter() - start,
         "computed": len(embedded.computed),
@@ -108,14 +95,8 @@ def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
         selector = selectors.get(proxy)
         run_once = functools.partial(selector.score_features, embedded.features, labels)
         seconds = min(timeit.repeat(run_once, number=1, repeat=PROXY_REPEATS))
-        found = ranking.rank(
-            pool,
-            job.task,
-            proxy,
-            dict(options, fallback="baseline" if selector.rows else "none"),
-            cache_dir=cache_dir,
-            data_dir=data_dir,
-        )
+        policy = "baseline" if selector.rows else "none"
+        found = ranking.rank(pool, job.task, proxy, dict(options, fallback=policy), **where)
         fallback = found.get("fallback")
         own = fallback["proxy_selected"] if fallback else found["selected"]
         entry = {
@@ -173,15 +154,13 @@ def run(config, *, executor=None, log=print, command=None):
     Raises:
       ValueError: every problem with the input, one line each, before anything is run.
     """
-    from vtab_eval import ranking, selectors
-
     started = time.time()
     seeds, proxies, n_resamples = settings(config)
     pool, jobs, _ = checks.prepare(config, log, extra_problems=check_arguments(config))
     checks.raise_problems(_pool_problems(pool))
     _, memo_dir, cache_dir = files.output_paths(config)
-    candidates = [plan.entry_name(e) for e in pool_lib.candidates(pool, include_baseline=True)]
-    baseline = plan.entry_name(pool_lib.find_baseline(pool))
+    candidates = [plan.entry_name(e) for e in selectors.candidates(pool, include_baseline=True)]
+    baseline = plan.entry_name(selectors.find_baseline(pool))
     selection = config["selection"]
     quality = None
     if config["audit"]["upstream_dir"]:
