@@ -27,6 +27,13 @@ class SelectorUnavailable(ValueError):
     """The pool lacks what a selector needs (e.g. no EPN for domain_prediction)."""
 
 
+def require(value, message):
+    """`value`, or SelectorUnavailable(message) when it is missing (None or empty)."""
+    if not value:
+        raise SelectorUnavailable(message)
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Scores:
     """A selector's handle -> float score for the experts it scored (the rest are "not_scored"),
@@ -94,13 +101,9 @@ def get(name) -> Selector:
 
 
 def entry_field(entry, name, default=None):
-    """A pool entry's attribute `name`; `default` for a handle string or an entry without it."""
+    """A pool entry's attribute `name` ("role", "kind", ...); `default` for a handle string (a
+    feature-vector module) or an entry without it."""
     return default if isinstance(entry, str) else getattr(entry, name, default)
-
-
-def role(entry):
-    """A pool entry's role ("feature_vector", "epn", "classifier"); handle strings are features."""
-    return entry_field(entry, "role", "feature_vector")
 
 
 def entry_info(entry):
@@ -115,7 +118,7 @@ def candidates(pool, include_baseline=True):
     return [
         e
         for e in pool
-        if role(e) == "feature_vector"
+        if entry_field(e, "role", "feature_vector") == "feature_vector"
         and (include_baseline or entry_field(e, "kind") != "baseline")
     ]
 
@@ -162,10 +165,8 @@ def select_best(
     tied = [handle for handle, value in finite.items() if value == best_value]
     note = ""
     if len(tied) > 1:
-        note = (
-            f"{len(tied)} experts tied at {best_value:.6g}; picked the first in collection order: "
-        )
-        note += ", ".join(tied)
+        note = f"{len(tied)} experts tied at {best_value:.6g}; picked the first in collection "
+        note += "order: " + ", ".join(tied)
     return SelectionResult(method, values, tied[0], higher_is_better, len(tied) > 1, note)
 
 
@@ -184,13 +185,8 @@ def validate_task_labels(labels, num_classes: int | None = None) -> np.ndarray:
     array = array.astype(np.int64)
     if array.min() < 0:
         raise ValueError(f"task labels must be non-negative; got minimum {array.min()}")
-    if num_classes is not None:
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2; got {num_classes}")
-        if array.max() >= num_classes:
-            raise ValueError(
-                f"task labels must be in [0, {num_classes}); got maximum {array.max()}"
-            )
+    if num_classes is not None and array.max() >= num_classes:
+        raise ValueError(f"task labels must be in [0, {num_classes}); got maximum {array.max()}")
     distinct = np.unique(array)
     if distinct.size < 2:
         raise ValueError(

@@ -26,13 +26,6 @@ def _as_probabilities(array, name: str) -> np.ndarray:
     return array
 
 
-def _need(value, message):
-    """`value`, or SelectorUnavailable(message) when it is missing (None or empty)."""
-    if not value:
-        raise base.SelectorUnavailable(message)
-    return value
-
-
 def _normalise(distribution: np.ndarray, name: str) -> np.ndarray:
     total = distribution.sum()
     if total <= 0:
@@ -43,20 +36,18 @@ def _normalise(distribution: np.ndarray, name: str) -> np.ndarray:
 @base.register
 class DomainPrediction(base.Selector):
     """The expert prediction network's (EPN) belief that the task's images come from each
-    expert's domain (Puigcerver et al., ICLR 2021, "domain prediction").
-
-    Needs the pool's module of role "epn" with metadata "outputs" (expert names in column order).
-    Score: mean over images of log(max(p, LOG_PROB_FLOOR)), the log of the geometric-mean
-    probability (nats, <= 0); higher is better.
-    """
+    expert's domain (Puigcerver et al., ICLR 2021, "domain prediction"): the mean over images of
+    log(max(p, LOG_PROB_FLOOR)), the log of the geometric-mean probability (nats, <= 0). Needs
+    the pool's module of role "epn" with metadata "outputs" (expert names in column order)."""
 
     name = "domain_prediction"
     kind = "epn"
 
     def score(self, ctx):
-        epn = _need(ctx.module("epn"), "domain_prediction needs the EPN module; the pool has none")
+        need = "domain_prediction needs the EPN module; the pool has none"
+        epn = base.require(ctx.module("epn"), need)
         lacks = f"EPN {epn.handle!r} metadata lacks 'outputs' (expert names)"
-        outputs = _need((epn.metadata or {}).get("outputs"), lacks)
+        outputs = base.require((epn.metadata or {}).get("outputs"), lacks)
         probs = ctx.probabilities(epn, "EPN")
         return base.Scores(ctx.by_alias(self.score_probabilities(probs, outputs)))
 
@@ -93,10 +84,11 @@ class LabelMatching(base.Selector):
 
     def score(self, ctx):
         need = "label_matching needs the baseline's classifier module; the pool has none"
-        classifier = _need(ctx.module("classifier"), need)
-        _need(ctx.label_priors, "label_matching needs the experts' label priors; none given")
+        classifier = base.require(ctx.module("classifier"), need)
+        base.require(ctx.label_priors, "label_matching needs the experts' label priors; none given")
         probs = ctx.probabilities(classifier, "baseline classifier")
-        priors = _need(ctx.by_alias(ctx.label_priors), "no expert of the pool has a label prior")
+        lacking = "no expert of the pool has a label prior"
+        priors = base.require(ctx.by_alias(ctx.label_priors), lacking)
         return base.Scores(self.score_probabilities(probs, priors))
 
     @staticmethod

@@ -60,7 +60,7 @@ class Context:
 
     def module(self, role):
         """The first entry of the pool with `role` ("epn", "classifier"), or None."""
-        return next((e for e in self.pool if base.role(e) == role), None)
+        return next((e for e in self.pool if base.entry_field(e, "role") == role), None)
 
     def probabilities(self, entry, what):
         """float64 [N, K] outputs of a classifier module on the task, through its metadata
