@@ -4,6 +4,7 @@ and, per task, a plot of proxy score against accuracy. Accuracies and regrets ar
 
 import os
 
+from bit_experts.training import slice_eval
 from vtab_eval import files, plots
 
 PANEL_COLUMNS = 3
@@ -145,6 +146,7 @@ def markdown(audit):
     """audit.md: setup, aggregate, groups, time, seed spread, expert quality, per task."""
     n_tasks, seeds = len(audit["tasks"]), audit["seeds"]
     boot = audit["bootstrap"]
+    overlap = "Intervals that overlap do not separate two policies. "
     lines = [
         "# Selection audit",
         "",
@@ -165,38 +167,20 @@ def markdown(audit):
         f"Aggregates are means over tasks with {int(100 * boot['level'])}% bootstrap intervals "
         f"over tasks ({boot['method'].split(',')[0]}, {boot['n_resamples']} resamples, seed "
         f"{boot['seed']}); `regret − {audit['reference']}` is paired per task. "
-        + (
-            "With one task there are no intervals. "
-            if n_tasks < 2
-            else "Intervals that overlap do not separate two policies. "
-        ),
-        "",
-        "## Aggregate over tasks",
-        "",
-        *_aggregate_table(audit),
-        "",
-        "## Mean regret by group (points)",
-        "",
-        *_group_table(audit),
-        "",
-        "## Proxy time",
-        "",
-        *_timing_table(audit),
-        "",
-        "## Seed-to-seed sd of fine-tuned accuracy (points)",
-        "",
-        *_spread_table(audit),
+        + ("With one task there are no intervals. " if n_tasks < 2 else overlap),
         "",
     ]
+    sections = {
+        "Aggregate over tasks": _aggregate_table(audit),
+        "Mean regret by group (points)": _group_table(audit),
+        "Proxy time": _timing_table(audit),
+        "Seed-to-seed sd of fine-tuned accuracy (points)": _spread_table(audit),
+    }
     if audit.get("expert_quality"):
-        from bit_experts.training import slice_eval
-
-        lines += [
-            "## Expert quality: accuracy on the expert's own upstream slice (held-out images)",
-            "",
-            slice_eval.format_table(audit["expert_quality"]),
-            "",
-        ]
+        quality = "Expert quality: accuracy on the expert's own upstream slice (held-out images)"
+        sections[quality] = [slice_eval.format_table(audit["expert_quality"])]
+    for title, body in sections.items():
+        lines += [f"## {title}", "", *body, ""]
     lines += ["## Per task", ""]
     for name, task in audit["tasks"].items():
         lines += _task_section(audit, name, task)

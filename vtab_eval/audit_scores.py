@@ -21,8 +21,7 @@ def policy_names(proxies, row_proxies):
 
 
 def task_policies(acc, proxies, baseline, agnostic_pick):
-    """Per policy of one task (`proxies`: the task's proxy entries): the pick and its regret,
-    split-half regret, hit and loss vs B."""
+    """Per policy of one task (`proxies`: its proxy entries): the pick, regret, hit, loss vs B."""
     mean = metrics.means(acc)
     base_sd = metrics.sample_sd([metrics.POINTS * a for a in acc[baseline]])
 
@@ -66,14 +65,9 @@ def _score_policies(tasks, tables, baseline):
 
 
 def score_tasks(jobs, ranked, finetuned, candidates, baseline):
-    """Stage 3 per task: accuracy table, weighted tau of every proxy, and every policy's scores.
-
-    Args:
-      jobs: the audited `plan.Job`s.
-      ranked: {task: `rank_task` result}; each proxy entry gets its "tau" here.
-      finetuned: `finetune_hindsight`'s {task: {candidate: [(score, spec key) per seed]}}.
-      candidates: candidate names in collection order; baseline: B's name.
-    """
+    """Stage 3 per task of `jobs`: accuracy table, every proxy's weighted tau (added to its entry
+    in `ranked`, {task: `rank_task` result}) and every policy's scores, from `finetuned`
+    ({task: {candidate: [(score, spec key) per seed]}}), `candidates` (names) and B's name."""
     tables = {t: {c: [s for s, _ in v] for c, v in by.items()} for t, by in finetuned.items()}
     tasks = {}
     for job in jobs:
@@ -105,11 +99,7 @@ def score_tasks(jobs, ranked, finetuned, candidates, baseline):
 def rescore(audit):
     """A new audit dict: `audit` (of `audit.json`, left unmodified) with the hindsight best, every
     policy and the aggregate scored again by today's `audit_metrics` from its stored accuracies
-    per seed and proxy picks; trains and embeds nothing.
-
-    Raises:
-      ValueError: `audit` is not an audit of this format.
-    """
+    per seed and proxy picks; ValueError if it is not an audit of this format."""
     if not isinstance(audit, dict) or audit.get("format") != AUDIT_FORMAT:
         raise ValueError(f"not an audit.json of format {AUDIT_FORMAT!r}")
     out = copy.deepcopy(audit)

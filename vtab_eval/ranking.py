@@ -3,7 +3,8 @@
 the best fine-tunable expert, then intervals, win probabilities and the fallback (`confidence`).
 """
 
-from vtab_eval import confidence, embed, module_contract, selectors
+from hub_export import collection
+from vtab_eval import confidence, embed, feature_cache, module_contract, selectors
 from vtab_eval.selectors.context import Context
 
 # The options of a ranking (the evaluation config's "selection" section) and their defaults.
@@ -138,8 +139,6 @@ def extract_shard(
     """Computes into the cache the features of this worker's shard of the candidates as `rank`
     would (cache_only ignored); returns the shard report (docs/evaluation.md). ValueError: no
     cache_dir, bad options or shard numbers (`feature_cache.shard_assignment`)."""
-    from vtab_eval import feature_cache
-
     if not cache_dir:
         raise ValueError("sharded feature extraction needs a cache directory to write into")
     options = check_options(options)
@@ -166,8 +165,6 @@ def extract_shard(
 
 def load_label_priors(collection_spec):
     """The experts' label priors travelling with a collection, or None (e.g. a handle list)."""
-    from hub_export import collection
-
     try:
         return collection.label_priors(collection_spec) or None
     except (ValueError, OSError):

@@ -13,6 +13,7 @@ import time
 import timeit
 
 from bit_experts import atomic_files
+from bit_experts.training import slice_eval
 from vtab_eval import audit_metrics, audit_scores, checks, files, plan, ranking, runner, selectors
 from vtab_eval.embed import embed_pool
 
@@ -164,8 +165,6 @@ def run(config, *, executor=None, log=print, command=None):
     selection = config["selection"]
     quality = None
     if config["audit"]["upstream_dir"]:
-        from bit_experts.training import slice_eval
-
         upstream = config["audit"]["upstream_dir"]
         log(f"expert quality: held-out upstream slices of {upstream}")
         try:
