@@ -53,11 +53,8 @@ def write(output_dir, audit):
 
 
 def rescore(output_dir):
-    """`--rescore`: OUT/audit.json scored again (`audit_scores.rescore`) and written back.
-
-    Raises:
-      FileNotFoundError: OUT/audit.json is missing. ValueError: it is not an audit.
-    """
+    """`--rescore`: OUT/audit.json scored again (`audit_scores.rescore`) and written back;
+    FileNotFoundError if it is missing, ValueError if it is not an audit."""
     path = os.path.join(output_dir, "audit.json")
     stored = files.read_json(path, "audit")
     if stored is None:
@@ -72,9 +69,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required")
-    with cli.one_line_errors(
-        "vtab_eval.audit", (ValueError, FileNotFoundError, FloatingPointError)
-    ):
+    errors = (ValueError, FileNotFoundError, FloatingPointError)
+    with cli.one_line_errors("vtab_eval.audit", errors):
         out = atomic_files.abspath(FLAGS.output_dir)
         if FLAGS.rescore:
             rescore(out)

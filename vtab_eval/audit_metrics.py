@@ -63,11 +63,8 @@ def _pick(table, pick):
 
 
 def regret(acc, pick):
-    """Points between the hindsight best's mean accuracy and the pick's (>= 0; 0 for a tie).
-
-    With noisy fine-tunes the best of many candidates is partly the luckiest (winner's curse), so
-    this is biased upwards; `split_half_regret` is not.
-    """
+    """Points between the hindsight best's mean accuracy and the pick's (>= 0; 0 for a tie);
+    biased upwards by the winner's curse with noisy fine-tunes, unlike `split_half_regret`."""
     mean = means(acc)
     gap = max(mean.values()) - _pick(mean, pick)
     return 0.0 if gap <= TIE_TOLERANCE else POINTS * gap
@@ -96,8 +93,7 @@ def split_half_regret(acc, pick):
     pick, both scored on the scoring seeds. None with fewer than 2 seeds; it can be < 0."""
     table = check_table(acc)
     chosen = _pick(table, pick)
-    n = chosen.size
-    splits = seed_splits(n)
+    splits = seed_splits(chosen.size)
     if not splits:
         return None
     total = 0.0

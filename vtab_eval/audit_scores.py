@@ -4,6 +4,7 @@ bootstrap intervals, proxy timing and the seed spread. `rescore` redoes them for
 """
 
 import copy
+import functools
 
 from vtab_eval import audit_metrics as metrics
 
@@ -39,8 +40,7 @@ def task_policies(acc, proxies, baseline, agnostic_pick):
 
     policies = {proxy: scored(entry["pick"]) for proxy, entry in proxies.items()}
     for proxy, entry in proxies.items():
-        if entry["fallback"] is not None:
-            fb = entry["fallback"]
+        if (fb := entry["fallback"]) is not None:
             policies[proxy + FALLBACK_SUFFIX] = scored(fb["pick"], fired=fb["fired"])
     policies[ALWAYS_BASELINE] = scored(baseline)
     if agnostic_pick is not None:
@@ -119,10 +119,7 @@ def rescore(audit):
 
 def aggregate(tasks, policies, proxies, reference, n_resamples):
     """Per policy, over tasks: means with bootstrap intervals, counts and group means."""
-
-    def interval(values):
-        return metrics.mean_interval(values, n_resamples=n_resamples)
-
+    interval = functools.partial(metrics.mean_interval, n_resamples=n_resamples)
     out = {}
     ref = {t: v["policies"][reference]["regret"] for t, v in tasks.items()}
     for policy in policies:

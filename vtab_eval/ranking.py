@@ -95,11 +95,8 @@ def rank(
     if not scores:
         raise selectors.SelectorUnavailable(f"{method} scored none of the experts")
     result["experts"] = _describe(experts, scores, result["left_out"], options["resolution"])
-    selectable = {
-        i["handle"]: scores[i["handle"]]
-        for i in result["experts"]
-        if i["finetunable"] and i["status"] == "ok"
-    }
+    ok = [i["handle"] for i in result["experts"] if i["finetunable"] and i["status"] == "ok"]
+    selectable = {h: scores[h] for h in ok}
     if not selectable:
         reasons = {i["handle"]: i.get("finetunable_reason", "") for i in result["experts"]}
         raise selectors.SelectorUnavailable(

@@ -132,19 +132,17 @@ def finetune_hindsight(jobs, pool, seeds, config, executor):
     `--seed=s` (one selection, one retrain); returns {task: {candidate: [(score, spec key) per
     seed]}}."""
     one = dict(config, protocol={"num_selections": 1, "num_retrains": 1})
-    plans = []
-    for job in jobs:
-        for seed in seeds:
-            plans.append((job, plan.hindsight_tracks(job, pool, dict(one, seed=int(seed)))))
+    plans = [
+        (j, plan.hindsight_tracks(j, pool, dict(one, seed=int(s)))) for j in jobs for s in seeds
+    ]
     runner.run_tracks([t for _, tracks in plans for t in tracks], executor)
     found = {}
     for job, tracks in plans:
         by_candidate = found.setdefault(job.task.name, {})
         for track in tracks:
             spec = track.retrains[0][0]
-            by_candidate.setdefault(track.candidate, []).append(
-                (float(executor.memo.get(spec)["score"]), spec.key)
-            )
+            score = float(executor.memo.get(spec)["score"])
+            by_candidate.setdefault(track.candidate, []).append((score, spec.key))
     return found
 
 
