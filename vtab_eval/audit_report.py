@@ -74,11 +74,10 @@ def _timing_table(audit):
         f"| proxy | ms per task on cached features | × {timing['reference']} (total time) |",
         "|---|---|---|",
     ]
-    for proxy, item in timing["proxies"].items():
-        lines.append(
-            f"| {proxy} | {_interval(item['seconds'], 2, scale=1e3)} | "
-            f"{_num(item['ratio_to_reference'], 2)} |"
-        )
+    lines += [
+        f"| {p} | {_interval(i['seconds'], 2, scale=1e3)} | {_num(i['ratio_to_reference'], 2)} |"
+        for p, i in timing["proxies"].items()
+    ]
     forward = timing["forward"]
     lines += [
         "",
@@ -91,12 +90,10 @@ def _timing_table(audit):
 
 def _spread_table(audit):
     lines = ["| candidate | pooled sd | smallest | largest |", "|---|---|---|---|"]
-    for name, item in audit["seed_sd"].items():
-        lines.append(
-            f"| {name} | {_num(item['pooled_sd'], 2)} | {_num(item['min_sd'], 2)} | "
-            f"{_num(item['max_sd'], 2)} |"
-        )
-    return lines
+    return lines + [
+        f"| {n} | {_num(i['pooled_sd'], 2)} | {_num(i['min_sd'], 2)} | {_num(i['max_sd'], 2)} |"
+        for n, i in audit["seed_sd"].items()
+    ]
 
 
 def _task_section(audit, task_name, task):
