@@ -14,15 +14,14 @@ import sys
 
 from absl import app, flags
 
-from bit_experts import atomic_files, cli
+from bit_experts import atomic_files, cli, determinism, world
+from vtab_eval import audit_report, audit_scores, config, files, offline_demo, selection_audit
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
     """The command's flags (defined only when run as a program, as `vtab_eval.run` does)."""
-    from vtab_eval import config
-
     config.define_flags("audit")
     flags.DEFINE_bool(
         "rescore",
@@ -35,9 +34,6 @@ def define_flags():
 def bank_task_names(bank_dir, names=None, log=print):
     """Writes the offline world's task bank (`bit_experts.world.BANK`, seed 0, the demo's image
     size) into `bank_dir` (complete tasks are kept) and returns their `folder:` task names."""
-    from bit_experts import world
-    from vtab_eval import offline_demo
-
     atomic_files.require_local(
         bank_dir, "--bank_dir", "folder: tasks read local folders; write the bank to a local disk"
     )
@@ -51,21 +47,14 @@ def bank_task_names(bank_dir, names=None, log=print):
 
 def write(output_dir, audit):
     """OUT/audit.json, OUT/audit.md and OUT/plots/ of an audit dict."""
-    from vtab_eval import audit_report, files
-
     audit_report.write_plots(audit, os.path.join(output_dir, "plots"))
     files.write_json(os.path.join(output_dir, "audit.json"), audit)
     files.write_text(os.path.join(output_dir, "audit.md"), audit_report.markdown(audit))
 
 
 def rescore(output_dir):
-    """`--rescore`: OUT/audit.json scored again (`audit_scores.rescore`) and written back.
-
-    Raises:
-      FileNotFoundError: OUT/audit.json is missing. ValueError: it is not an audit.
-    """
-    from vtab_eval import audit_scores, files
-
+    """`--rescore`: OUT/audit.json scored again (`audit_scores.rescore`) and written back;
+    FileNotFoundError if it is missing, ValueError if it is not an audit."""
     path = os.path.join(output_dir, "audit.json")
     stored = files.read_json(path, "audit")
     if stored is None:
@@ -80,16 +69,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required")
-    with cli.one_line_errors(
-        "vtab_eval.audit", (ValueError, FileNotFoundError, FloatingPointError)
-    ):
+    errors = (ValueError, FileNotFoundError, FloatingPointError)
+    with cli.one_line_errors("vtab_eval.audit", errors):
         out = atomic_files.abspath(FLAGS.output_dir)
         if FLAGS.rescore:
             rescore(out)
         else:
-            from bit_experts import determinism
-            from vtab_eval import config, selection_audit
-
             if not FLAGS.collection:
                 raise app.UsageError("--collection and --output_dir are required")
             if not FLAGS.tasks and not FLAGS.bank_dir:

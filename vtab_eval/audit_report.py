@@ -1,12 +1,10 @@
-"""The selection audit's report: audit.md and, per task, a plot of proxy score against accuracy.
-
-Both are drawn from the audit dict that `vtab_eval.audit.audit_command` writes to audit.json
-(docs/selection.md, "Audit"). Accuracies and regrets are in points; intervals are the dict's.
+"""The selection audit's report, drawn from the audit dict (docs/selection.md, "Audit"): audit.md
+and, per task, a plot of proxy score against accuracy. Accuracies and regrets are in points.
 """
 
 import os
 
-from bit_experts import atomic_files
+from bit_experts.training import slice_eval
 from vtab_eval import files, plots
 
 PANEL_COLUMNS = 3
@@ -31,10 +29,6 @@ def _interval(item, digits=1, signed=False, scale=1.0):
 
 def _count(item):
     return "–" if not item else f"{item['count']}/{item['of']}"
-
-
-def _short(task_name):
-    return plots.display_name(task_name)
 
 
 def _aggregate_table(audit):
@@ -62,18 +56,13 @@ def _aggregate_table(audit):
 
 def _group_table(audit):
     groups = sorted({g for item in audit["aggregate"].values() for g in item["groups"]})
-    lines = [
-        "| policy | " + " | ".join(groups) + " | all |",
-        "|---|" + "---|" * (len(groups) + 1),
-    ]
+    lines = ["| policy | " + " | ".join(groups) + " | all |", "|---|" + "---|" * (len(groups) + 1)]
     for policy in audit["policies"]:
         item = audit["aggregate"].get(policy)
         if item is None:
             continue
-        cells = []
-        for g in groups:
-            found = item["groups"].get(g)
-            cells.append("–" if not found else f"{found['mean']:.1f} (n={found['n']})")
+        found = [item["groups"].get(g) for g in groups]
+        cells = ["–" if not f else f"{f['mean']:.1f} (n={f['n']})" for f in found]
         cells.append(_num(item["regret"]["mean"]))
         lines.append(f"| {policy} | " + " | ".join(cells) + " |")
     return lines
@@ -85,11 +74,10 @@ def _timing_table(audit):
         f"| proxy | ms per task on cached features | × {timing['reference']} (total time) |",
         "|---|---|---|",
     ]
-    for proxy, item in timing["proxies"].items():
-        lines.append(
-            f"| {proxy} | {_interval(item['seconds'], 2, scale=1e3)} | "
-            f"{_num(item['ratio_to_reference'], 2)} |"
-        )
+    lines += [
+        f"| {p} | {_interval(i['seconds'], 2, scale=1e3)} | {_num(i['ratio_to_reference'], 2)} |"
+        for p, i in timing["proxies"].items()
+    ]
     forward = timing["forward"]
     lines += [
         "",
@@ -101,23 +89,18 @@ def _timing_table(audit):
 
 
 def _spread_table(audit):
-    lines = [
-        "| candidate | pooled sd | smallest | largest |",
-        "|---|---|---|---|",
+    lines = ["| candidate | pooled sd | smallest | largest |", "|---|---|---|---|"]
+    return lines + [
+        f"| {n} | {_num(i['pooled_sd'], 2)} | {_num(i['min_sd'], 2)} | {_num(i['max_sd'], 2)} |"
+        for n, i in audit["seed_sd"].items()
     ]
-    for name, item in audit["seed_sd"].items():
-        lines.append(
-            f"| {name} | {_num(item['pooled_sd'], 2)} | {_num(item['min_sd'], 2)} | "
-            f"{_num(item['max_sd'], 2)} |"
-        )
-    return lines
 
 
 def _task_section(audit, task_name, task):
     proxies = audit["proxies"]
     best = ", ".join(task["hindsight_best"])
     lines = [
-        f"### {_short(task_name)} ({task['group'] or 'no group'})",
+        f"### {plots.display_name(task_name)} ({task['group'] or 'no group'})",
         "",
         f"`{task_name}`. Hindsight best: {best}. Accuracy in % (mean ± sd over "
         f"{len(audit['seeds'])} seeds); proxy scores as each proxy reports them.",
@@ -152,7 +135,7 @@ def _task_section(audit, task_name, task):
             f"{_num(row['split_half_regret'], 1, True)} | {_num(row['loss_vs_baseline'], 1, True)} "
             f"| {fired} |"
         )
-    lines += ["", f"![{_short(task_name)}](plots/{files.task_slug(task_name)}.png)", ""]
+    lines += ["", f"![{plots.display_name(task_name)}](plots/{files.task_slug(task_name)}.png)", ""]
     return lines
 
 
@@ -160,6 +143,7 @@ def markdown(audit):
     """audit.md: setup, aggregate, groups, time, seed spread, expert quality, per task."""
     n_tasks, seeds = len(audit["tasks"]), audit["seeds"]
     boot = audit["bootstrap"]
+    overlap = "Intervals that overlap do not separate two policies. "
     lines = [
         "# Selection audit",
         "",
@@ -180,58 +164,31 @@ def markdown(audit):
         f"Aggregates are means over tasks with {int(100 * boot['level'])}% bootstrap intervals "
         f"over tasks ({boot['method'].split(',')[0]}, {boot['n_resamples']} resamples, seed "
         f"{boot['seed']}); `regret − {audit['reference']}` is paired per task. "
-        + (
-            "With one task there are no intervals. "
-            if n_tasks < 2
-            else "Intervals that overlap do not separate two policies. "
-        ),
-        "",
-        "## Aggregate over tasks",
-        "",
-        *_aggregate_table(audit),
-        "",
-        "## Mean regret by group (points)",
-        "",
-        *_group_table(audit),
-        "",
-        "## Proxy time",
-        "",
-        *_timing_table(audit),
-        "",
-        "## Seed-to-seed sd of fine-tuned accuracy (points)",
-        "",
-        *_spread_table(audit),
+        + ("With one task there are no intervals. " if n_tasks < 2 else overlap),
         "",
     ]
+    sections = {
+        "Aggregate over tasks": _aggregate_table(audit),
+        "Mean regret by group (points)": _group_table(audit),
+        "Proxy time": _timing_table(audit),
+        "Seed-to-seed sd of fine-tuned accuracy (points)": _spread_table(audit),
+    }
     if audit.get("expert_quality"):
-        from bit_experts.training import slice_eval
-
-        lines += [
-            "## Expert quality: accuracy on the expert's own upstream slice (held-out images)",
-            "",
-            slice_eval.format_table(audit["expert_quality"]),
-            "",
-        ]
+        quality = "Expert quality: accuracy on the expert's own upstream slice (held-out images)"
+        sections[quality] = [slice_eval.format_table(audit["expert_quality"])]
+    for title, body in sections.items():
+        lines += [f"## {title}", "", *body, ""]
     lines += ["## Per task", ""]
     for name, task in audit["tasks"].items():
         lines += _task_section(audit, name, task)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_task(audit, task_name, path):
     """One panel per proxy: each candidate's proxy score (with its interval, when the proxy has
     one) against its mean fine-tuned accuracy (with the seed sd); B, the hindsight best and the
     proxy's pick are marked."""
-    plt = _pyplot()
+    plt = plots._pyplot()
     task = audit["tasks"][task_name]
     proxies = audit["proxies"]
     columns = min(PANEL_COLUMNS, len(proxies))
@@ -247,28 +204,13 @@ def plot_task(audit, task_name, path):
                 continue
             ci = entry["ci"].get(name)
             xerr = None if ci is None else [[score - ci[0]], [ci[1] - score]]
-            yerr = None if acc["sd"] is None else acc["sd"]
-            is_b = name == audit["baseline"]
+            is_b, best = name == audit["baseline"], name in task["hindsight_best"]
             colour = "tab:red" if name == entry["pick"] else ("black" if is_b else "tab:blue")
-            ax.errorbar(
-                score,
-                100 * acc["mean"],
-                xerr=xerr,
-                yerr=yerr,
-                fmt="s" if is_b else ("*" if name in task["hindsight_best"] else "o"),
-                markersize=9 if name in task["hindsight_best"] else 6,
-                color=colour,
-                ecolor=colour,
-                elinewidth=0.8,
-                capsize=2,
-            )
-            ax.annotate(
-                name,
-                (score, 100 * acc["mean"]),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
+            style = dict(color=colour, ecolor=colour, elinewidth=0.8, capsize=2)
+            style.update(fmt="s" if is_b else ("*" if best else "o"), markersize=9 if best else 6)
+            y = 100 * acc["mean"]
+            ax.errorbar(score, y, xerr=xerr, yerr=acc["sd"], **style)
+            ax.annotate(name, (score, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         base = task["accuracy"].get(audit["baseline"])
         if base is not None:
             ax.axhline(100 * base["mean"], color="grey", linestyle=":", linewidth=0.8)
@@ -279,18 +221,13 @@ def plot_task(audit, task_name, path):
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(
-        f"{_short(task_name)}: proxy score vs test accuracy (mean ± sd over "
+        f"{plots.display_name(task_name)}: proxy score vs test accuracy (mean ± sd over "
         f"{len(audit['seeds'])} seeds)\nred: the proxy's pick; square and dotted line: B; "
         "star: hindsight best",
         fontsize=9,
     )
     fig.tight_layout()
-    try:
-        atomic_files.write_atomic(
-            path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-        )
-    finally:
-        plt.close(fig)
+    plots._save_png(fig, path)
     return path
 
 

@@ -1,14 +1,12 @@
-"""Scores of the selection audit, from its stored accuracy tables and proxy picks alone.
-
-Per task: every policy's pick, regret, split-half regret, hit, loss against B (`task_policies`),
-each proxy's weighted tau (`score_tasks`); over tasks: means with bootstrap intervals (`aggregate`),
-proxy timing (`timing`) and the seed-to-seed spread (`seed_spread`). `rescore` scores a finished
-audit.json again with today's metrics, training and embedding nothing. docs/selection.md, "Audit".
+"""Scores of the selection audit from its accuracy tables and proxy picks alone: per task every
+policy's pick, regret, hit and loss against B, each proxy's weighted tau; over tasks, means with
+bootstrap intervals, proxy timing and the seed spread. `rescore` redoes them for a finished audit.
 """
 
 import copy
+import functools
 
-from vtab_eval import audit_metrics
+from vtab_eval import audit_metrics as metrics
 
 AUDIT_FORMAT = 1
 ALWAYS_BASELINE = "baseline"
@@ -19,75 +17,65 @@ FALLBACK_SUFFIX = "+fallback"
 
 def policy_names(proxies, row_proxies):
     """Every policy the audit scores, in report order (`row_proxies`: those with a fallback)."""
-    return [
-        *proxies,
-        *(p + FALLBACK_SUFFIX for p in proxies if p in row_proxies),
-        ALWAYS_BASELINE,
-        AGNOSTIC,
-        RANDOM,
-    ]
+    fallbacks = [p + FALLBACK_SUFFIX for p in proxies if p in row_proxies]
+    return [*proxies, *fallbacks, ALWAYS_BASELINE, AGNOSTIC, RANDOM]
 
 
-def task_policies(acc, ranked, baseline, agnostic_pick):
-    """Per policy of one task: the pick and its regret, split-half regret, hit and loss vs B."""
-    base_mean = audit_metrics.means(acc)[baseline]
-    base_sd = audit_metrics.sample_sd([audit_metrics.POINTS * a for a in acc[baseline]])
+def task_policies(acc, proxies, baseline, agnostic_pick):
+    """Per policy of one task (`proxies`: its proxy entries): the pick, regret, hit, loss vs B."""
+    mean = metrics.means(acc)
+    base_sd = metrics.sample_sd([metrics.POINTS * a for a in acc[baseline]])
 
     def scored(pick, **extra):
-        loss = audit_metrics.POINTS * (base_mean - audit_metrics.means(acc)[pick])
+        loss = metrics.POINTS * (mean[baseline] - mean[pick])
         return {
             "pick": pick,
-            "regret": audit_metrics.regret(acc, pick),
-            "split_half_regret": audit_metrics.split_half_regret(acc, pick),
-            "hit": 1.0 if audit_metrics.hit(acc, pick) else 0.0,
+            "regret": metrics.regret(acc, pick),
+            "split_half_regret": metrics.split_half_regret(acc, pick),
+            "hit": 1.0 if metrics.hit(acc, pick) else 0.0,
             "loss_vs_baseline": loss,
             "worse_than_baseline_sd": None if base_sd is None else bool(loss > base_sd),
             **extra,
         }
 
-    policies = {}
-    for proxy, entry in ranked["proxies"].items():
-        policies[proxy] = scored(entry["pick"])
-    for proxy, entry in ranked["proxies"].items():
-        if entry["fallback"] is not None:
-            fb = entry["fallback"]
+    policies = {proxy: scored(entry["pick"]) for proxy, entry in proxies.items()}
+    for proxy, entry in proxies.items():
+        if (fb := entry["fallback"]) is not None:
             policies[proxy + FALLBACK_SUFFIX] = scored(fb["pick"], fired=fb["fired"])
     policies[ALWAYS_BASELINE] = scored(baseline)
     if agnostic_pick is not None:
         policies[AGNOSTIC] = scored(agnostic_pick)
-    full, half = audit_metrics.random_regret(acc)
-    mean = audit_metrics.means(acc)
+    full, half = metrics.random_regret(acc)
     policies[RANDOM] = {
         "pick": None,
         "regret": full,
         "split_half_regret": half,
-        "hit": len(audit_metrics.hindsight_best(acc)) / len(acc),
-        "loss_vs_baseline": audit_metrics.POINTS * (base_mean - sum(mean.values()) / len(mean)),
+        "hit": len(metrics.hindsight_best(acc)) / len(acc),
+        "loss_vs_baseline": metrics.POINTS * (mean[baseline] - sum(mean.values()) / len(mean)),
         "worse_than_baseline_sd": None,
     }
     return policies
 
 
-def score_tasks(jobs, ranked, finetuned, candidates, baseline):
-    """Stage 3 per task: accuracy table, weighted tau of every proxy, and every policy's scores.
+def _score_policies(tasks, tables, baseline):
+    """Sets every task's "policies" from its accuracy table and its proxies' picks."""
+    agnostic = metrics.agnostic_picks(tables)
+    for name, task in tasks.items():
+        task["policies"] = task_policies(tables[name], task["proxies"], baseline, agnostic[name])
 
-    Args:
-      jobs: the audited `plan.Job`s.
-      ranked: {task: `rank_task` result}; each proxy entry gets its "tau" here.
-      finetuned: `finetune_hindsight`'s {task: {candidate: [(score, spec key) per seed]}}.
-      candidates: candidate names in collection order; baseline: B's name.
-    """
+
+def score_tasks(jobs, ranked, finetuned, candidates, baseline):
+    """Stage 3 per task of `jobs`: accuracy table, every proxy's weighted tau (added to its entry
+    in `ranked`, {task: `rank_task` result}) and every policy's scores, from `finetuned`
+    ({task: {candidate: [(score, spec key) per seed]}}), `candidates` (names) and B's name."""
     tables = {t: {c: [s for s, _ in v] for c, v in by.items()} for t, by in finetuned.items()}
-    agnostic = audit_metrics.agnostic_picks(tables)
     tasks = {}
     for job in jobs:
         name = job.task.name
         acc = tables[name]
-        mean = audit_metrics.means(acc)
+        mean = metrics.means(acc)
         for entry in ranked[name]["proxies"].values():
-            entry["tau"] = audit_metrics.weighted_tau(
-                entry["scores"], acc, entry["higher_is_better"]
-            )
+            entry["tau"] = metrics.weighted_tau(entry["scores"], acc, entry["higher_is_better"])
         tasks[name] = {
             "group": job.task.group,
             "metric": job.task.metric,
@@ -95,30 +83,23 @@ def score_tasks(jobs, ranked, finetuned, candidates, baseline):
                 c: {
                     "seeds": acc[c],
                     "mean": mean[c],
-                    "sd": audit_metrics.sample_sd([audit_metrics.POINTS * a for a in acc[c]]),
+                    "sd": metrics.sample_sd([metrics.POINTS * a for a in acc[c]]),
                     "spec_keys": [k for _, k in finetuned[name][c]],
                 }
                 for c in candidates
             },
-            "hindsight_best": audit_metrics.hindsight_best(acc),
+            "hindsight_best": metrics.hindsight_best(acc),
             "forward": ranked[name]["forward"],
             "proxies": ranked[name]["proxies"],
-            "policies": task_policies(acc, ranked[name], baseline, agnostic[name]),
         }
+    _score_policies(tasks, tables, baseline)
     return tasks
 
 
 def rescore(audit):
-    """A finished audit (the dict of `audit.json`) scored again from its own stored results.
-
-    Recomputes, from each task's stored accuracies per seed and each proxy's stored pick and
-    fallback, the hindsight best, every policy (with the dataset-agnostic picks) and the aggregate,
-    with today's `audit_metrics`; trains and embeds nothing. For results recorded before a change
-    of the metrics (for example the tie tolerance). Returns a new dict; `audit` is not modified.
-
-    Raises:
-      ValueError: `audit` is not an audit of this format.
-    """
+    """A new audit dict: `audit` (of `audit.json`, left unmodified) with the hindsight best, every
+    policy and the aggregate scored again by today's `audit_metrics` from its stored accuracies
+    per seed and proxy picks; ValueError if it is not an audit of this format."""
     if not isinstance(audit, dict) or audit.get("format") != AUDIT_FORMAT:
         raise ValueError(f"not an audit.json of format {AUDIT_FORMAT!r}")
     out = copy.deepcopy(audit)
@@ -126,13 +107,9 @@ def rescore(audit):
     tables = {
         t: {c: v["accuracy"][c]["seeds"] for c in out["candidates"]} for t, v in tasks.items()
     }
-    agnostic = audit_metrics.agnostic_picks(tables)
     for name, task in tasks.items():
-        acc = tables[name]
-        task["hindsight_best"] = audit_metrics.hindsight_best(acc)
-        task["policies"] = task_policies(
-            acc, {"proxies": task["proxies"]}, out["baseline"], agnostic[name]
-        )
+        task["hindsight_best"] = metrics.hindsight_best(tables[name])
+    _score_policies(tasks, tables, out["baseline"])
     n_resamples = out["bootstrap"]["n_resamples"]
     out["aggregate"] = aggregate(
         tasks, out["policies"], out["proxies"], out["reference"], n_resamples
@@ -142,10 +119,7 @@ def rescore(audit):
 
 def aggregate(tasks, policies, proxies, reference, n_resamples):
     """Per policy, over tasks: means with bootstrap intervals, counts and group means."""
-
-    def interval(values):
-        return audit_metrics.mean_interval(values, n_resamples=n_resamples)
-
+    interval = functools.partial(metrics.mean_interval, n_resamples=n_resamples)
     out = {}
     ref = {t: v["policies"][reference]["regret"] for t, v in tasks.items()}
     for policy in policies:
@@ -166,9 +140,8 @@ def aggregate(tasks, policies, proxies, reference, n_resamples):
         item["worse_than_baseline_sd"] = {"count": sum(worse), "of": len(worse)}
         fired = [r["fired"] for r in rows.values() if "fired" in r]
         item["fallback_fired"] = {"count": sum(fired), "of": len(fired)} if fired else None
-        proxy = policy if policy in proxies else None
-        taus = [tasks[t]["proxies"][proxy]["tau"] for t in rows] if proxy else []
-        item["weighted_tau"] = interval(taus) if proxy else None
+        taus = [tasks[t]["proxies"][policy]["tau"] for t in rows] if policy in proxies else None
+        item["weighted_tau"] = None if taus is None else interval(taus)
         groups = {}
         for t, r in rows.items():
             groups.setdefault(tasks[t]["group"] or "other", []).append(r["regret"])
@@ -180,23 +153,20 @@ def aggregate(tasks, policies, proxies, reference, n_resamples):
 def timing(tasks, proxies, reference, n_resamples):
     """Proxy seconds on cached features per task (mean, interval, ratio to the reference's total)
     and the shared forward passes."""
-    totals = {p: sum(v["proxies"][p]["seconds"] for v in tasks.values()) for p in proxies}
-    out = {"proxies": {}, "forward": {}}
-    for p in proxies:
-        out["proxies"][p] = {
-            "seconds": audit_metrics.mean_interval(
-                [v["proxies"][p]["seconds"] for v in tasks.values()], n_resamples=n_resamples
-            ),
-            "ratio_to_reference": totals[p] / totals[reference] if totals[reference] else None,
-        }
+    seconds = {p: [v["proxies"][p]["seconds"] for v in tasks.values()] for p in proxies}
+    total = sum(seconds[reference])
     forward = [v["forward"] for v in tasks.values()]
-    out["forward"] = {
-        "seconds": sum(f["seconds"] for f in forward),
-        "computed": sum(f["computed"] for f in forward),
-        "cached": sum(f["cached"] for f in forward),
+    return {
+        "proxies": {
+            p: {
+                "seconds": metrics.mean_interval(seconds[p], n_resamples=n_resamples),
+                "ratio_to_reference": sum(seconds[p]) / total if total else None,
+            }
+            for p in proxies
+        },
+        "forward": {k: sum(f[k] for f in forward) for k in ("seconds", "computed", "cached")},
+        "reference": reference,
     }
-    out["reference"] = reference
-    return out
 
 
 def seed_spread(tasks, candidates):
@@ -206,7 +176,7 @@ def seed_spread(tasks, candidates):
         sds = {t: v["accuracy"][name]["sd"] for t, v in tasks.items()}
         known = [s for s in sds.values() if s is not None]
         out[name] = {
-            "pooled_sd": audit_metrics.pooled_sd(known),
+            "pooled_sd": metrics.pooled_sd(known),
             "min_sd": min(known) if known else None,
             "max_sd": max(known) if known else None,
             "tasks": sds,

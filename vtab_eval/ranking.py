@@ -1,16 +1,10 @@
-"""Ranks a pool of expert modules on a task with one selector, picked by name, into a dict.
-
-`rank` is: the selector's candidates (`vtab_eval.selectors`), their scores through a
-`selectors.context.Context` (features and classifier outputs via the feature cache, `vtab_eval.embed`),
-the best fine-tunable one (`selectors.select_best`; experts that can be embedded but not
-fine-tuned, `module_contract.finetunable`, are ranked and marked, never selected), then for
-selectors with per-image hits the intervals, pairwise win probabilities and the `baseline`
-fallback (`confidence.annotate`). The dict is docs/evaluation.md's "Ranking JSON"; nothing is
-drawn or written. Each module sees images at its own recommended resolution
-(`embed.module_resolution`) unless one is forced, so the order of a pool never changes a score.
+"""Ranks a pool of expert modules on a task with one selector, picked by name, into a dict
+(docs/evaluation.md, "Ranking JSON"): the selector's scores through a `selectors.context.Context`,
+the best fine-tunable expert, then intervals, win probabilities and the fallback (`confidence`).
 """
 
-from vtab_eval import confidence, embed, module_contract, selectors
+from hub_export import collection
+from vtab_eval import confidence, embed, feature_cache, module_contract, selectors
 from vtab_eval.selectors.context import Context
 
 # The options of a ranking (the evaluation config's "selection" section) and their defaults.
@@ -27,7 +21,6 @@ DEFAULTS = {
     "confidence_level": confidence.DEFAULT_LEVEL,  # of the per-expert intervals, in (0, 1)
     "n_resamples": confidence.DEFAULT_RESAMPLES,  # bootstrap resamples per interval
 }
-FALLBACKS = ("none", "baseline")
 
 
 def methods():
@@ -35,22 +28,17 @@ def methods():
     return tuple(n for n in selectors.names() if selectors.get(n).kind != "every")
 
 
-def check_options(options=None, selector=None, **overrides):
-    """DEFAULTS updated with `options`, then `overrides`, checked (for `selector`, if given); a
-    resolution of 0 becomes None.
-
-    Raises:
-      ValueError: an unknown key, fallback or precision, a fallback_confidence outside [0, 1], a
-        resolution or batch_size that is not a positive integer; the fallback "baseline" for a
-        selector without per-image hits or without include_baseline.
+def check_options(options=None, selector=None):
+    """DEFAULTS updated with `options` (a resolution of 0 becomes None), or ValueError for an
+    unknown key or value, or the fallback "baseline" without B or (for `selector`) per-image hits.
     """
-    merged = {**DEFAULTS, **(options or {}), **overrides}
+    merged = {**DEFAULTS, **(options or {})}
     unknown = sorted(set(merged) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown selection options {unknown}; expected some of {list(DEFAULTS)}")
     fallback, value = merged["fallback"], merged["fallback_confidence"]
-    if fallback not in FALLBACKS:
-        raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACKS}")
+    if fallback not in ("none", "baseline"):
+        raise ValueError(f"unknown fallback {fallback!r}; expected one of ('none', 'baseline')")
     if isinstance(value, bool) or not 0 <= float(value) <= 1:
         raise ValueError(f"fallback_confidence must be in [0, 1]; got {value!r}")
     if fallback == "baseline" and selector is not None and not selector.rows:
@@ -72,35 +60,17 @@ def check_options(options=None, selector=None, **overrides):
 
 
 def rank(
-    pool,
-    task,
-    method="knn",
-    options=None,
-    *,
-    cache_dir,
-    data_dir=None,
-    label_priors=None,
-    log=None,
+    pool, task, method="knn", options=None, *, cache_dir, data_dir=None, label_priors=None, log=None
 ):
-    """Scores every expert of `pool` on `task` with the selector `method` and picks one.
-
-    Args:
-      pool: ModuleEntry objects (hub_export.collection.resolve_pool) or handle strings.
-      task: a `vtab_eval.tasks.Task`.
-      method: one of `methods()`.
-      options: DEFAULTS keys (`check_options`; missing ones take the default).
-      cache_dir, data_dir: feature cache (None: none) and TFDS data directory (`embed.embed_pool`).
-      label_priors: expert name -> [L] prior (`load_label_priors`), for `label_matching`.
-      log: optional callable(str) for progress lines.
-
-    Returns:
-      The ranking dict (docs/evaluation.md, "Ranking JSON").
+    """The ranking dict of `pool` (ModuleEntry objects or handle strings) on `task` by the
+    selector `method`, with `options` (DEFAULTS keys), the feature cache `cache_dir` (None: none),
+    TFDS `data_dir`, `label_priors` (expert name -> [L] prior) and an optional `log(str)`. Each
+    module sees its own resolution unless one is forced, so a pool's order never changes a score.
 
     Raises:
-      ValueError: an unknown method or bad options, before any work; bad task labels (fewer
-        than 2 images, one class, out of range).
-      SelectorUnavailable: the pool lacks the EPN / baseline classifier / priors / B the method
-        or the fallback needs, or every expert was left out, or none can be fine-tuned.
+      ValueError: an unknown method or bad options (before any work), or bad task labels.
+      SelectorUnavailable: the pool lacks what the method or the fallback needs (EPN, classifier,
+        priors, B), or every expert was left out, or none can be fine-tuned.
     """
     selector = selectors.get(method)
     if selector.kind == "every":
@@ -111,10 +81,9 @@ def rank(
         raise selectors.SelectorUnavailable("the pool has no expert feature-vector modules to rank")
     where = dict(cache_dir=cache_dir, data_dir=data_dir, log=log)
     ctx = Context(pool, task, experts, options, label_priors, **where)
+    precision = options["precision"] if selector.kind == "feature" else "float32"
     result = {"task": task.name, "method": method, "split": options["split"]}
-    result.update(resolution=options["resolution"], precision="float32", num_images=None)
-    if selector.kind == "feature":
-        result["precision"] = options["precision"]
+    result.update(resolution=options["resolution"], precision=precision, num_images=None)
     result.update(higher_is_better=selector.higher_is_better, left_out=[])
     found = selector.score(ctx)
     if (found.correct is not None) != selector.rows:
@@ -126,11 +95,8 @@ def rank(
     if not scores:
         raise selectors.SelectorUnavailable(f"{method} scored none of the experts")
     result["experts"] = _describe(experts, scores, result["left_out"], options["resolution"])
-    selectable = {
-        i["handle"]: scores[i["handle"]]
-        for i in result["experts"]
-        if i["finetunable"] and i["status"] == "ok"
-    }
+    ok = [i["handle"] for i in result["experts"] if i["finetunable"] and i["status"] == "ok"]
+    selectable = {h: scores[h] for h in ok}
     if not selectable:
         reasons = {i["handle"]: i.get("finetunable_reason", "") for i in result["experts"]}
         raise selectors.SelectorUnavailable(
@@ -140,10 +106,9 @@ def rank(
     name = next(i["name"] for i in result["experts"] if i["handle"] == selection.selected)
     result.update(selected=selection.selected, selected_name=name)
     result.update(tie_broken=selection.tie_broken, tie_note=selection.tie_note)
-    baseline = None
-    if options["fallback"] == "baseline" or options["include_baseline"]:
-        baseline = selectors.find_baseline(pool)
-    baseline = None if baseline is None else selectors.entry_info(baseline)["handle"]
+    # B is ranked when include_baseline is set, which the fallback needs (check_options).
+    baseline = selectors.find_baseline(pool) if options["include_baseline"] else None
+    baseline = None if baseline is None else baseline.handle
     confidence.annotate(result, selection, found.correct, baseline, options)
     return result
 
@@ -166,29 +131,11 @@ def _describe(experts, scores, left_out, resolution):
 
 
 def extract_shard(
-    pool,
-    task,
-    num_shards,
-    shard_index,
-    options=None,
-    *,
-    cache_dir,
-    data_dir=None,
-    log=None,
+    pool, task, num_shards, shard_index, options=None, *, cache_dir, data_dir=None, log=None
 ):
-    """Computes into the cache the features of this worker's shard of the candidates, as `rank`
-    would embed them (`options` as for `rank`; cache_only is ignored).
-
-    Returns:
-      {"task", "split", "resolution" (the forced side or None), "precision", "resolutions"
-      (handle -> side), "num_shards", "shard_index", "experts" (this shard's handles),
-      "computed", "cached", "left_out"}.
-
-    Raises:
-      ValueError: no cache_dir, bad options or shard numbers (`feature_cache.shard_assignment`).
-    """
-    from vtab_eval import feature_cache
-
+    """Computes into the cache the features of this worker's shard of the candidates as `rank`
+    would (cache_only ignored); returns the shard report (docs/evaluation.md). ValueError: no
+    cache_dir, bad options or shard numbers (`feature_cache.shard_assignment`)."""
     if not cache_dir:
         raise ValueError("sharded feature extraction needs a cache directory to write into")
     options = check_options(options)
@@ -215,8 +162,6 @@ def extract_shard(
 
 def load_label_priors(collection_spec):
     """The experts' label priors travelling with a collection, or None (e.g. a handle list)."""
-    from hub_export import collection
-
     try:
         return collection.label_priors(collection_spec) or None
     except (ValueError, OSError):

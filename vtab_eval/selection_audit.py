@@ -1,27 +1,21 @@
 """The selection audit: every proxy and policy scored by regret against hindsight (issue 11).
 
-For a collection and a bank of tasks, from one evaluation config (`vtab_eval.config`, "audit"):
-
-1. *Rank* (`rank_task`): per task, one forward pass per candidate (every expert and B) fills the
-   feature cache; every feature proxy then scores the cached features, timed on them alone, and
-   `ranking.rank` gives each proxy's pick, with the baseline fallback for the proxies with
-   per-image hits.
-2. *Hindsight* (`finetune_hindsight`): every candidate fine-tuned with every seed under the
-   protocol `vtab_eval.run`'s `hindsight` uses, through the same executor and content-keyed memo:
-   pointing the memo at a run's or the demo's `finetunes/` reuses their fine-tunes, and a killed
-   audit resumes without redoing any.
-3. *Score* (`vtab_eval.audit_scores`): regret, split-half regret, hit, weighted tau, fallback and
-   loss against B per task and policy; aggregates over tasks with bootstrap intervals.
-
-`run(config)` returns the audit dict (docs/selection.md, "Audit"); `vtab_eval.audit` writes it.
+`run(config)` returns the audit dict (docs/selection.md, "Audit") in three stages: `rank_task`
+(one forward pass per candidate, then each feature proxy timed on the cached features and its
+pick by `ranking.rank`, with the baseline fallback where it has per-image hits),
+`finetune_hindsight` (every candidate and seed fine-tuned as `vtab_eval.run`'s hindsight does,
+through the same memo) and `audit_scores`.
 """
 
+import functools
 import os
 import time
+import timeit
 
 from bit_experts import atomic_files
-from vtab_eval import audit_metrics, audit_scores, checks, files, plan, runner
-from vtab_eval.selectors import base as pool_lib
+from bit_experts.training import slice_eval
+from vtab_eval import audit_metrics, audit_scores, checks, files, plan, ranking, runner, selectors
+from vtab_eval.embed import embed_pool
 
 MIN_SEEDS = 3  # the study's minimum; quick allows fewer
 DEFAULT_SEEDS = [0, 1, 2]
@@ -32,14 +26,9 @@ PROXY_REPEATS = 2  # proxy time = the fastest of this many runs (the first may t
 
 def settings(config):
     """(seeds, proxies, n_resamples) of the audit section, with their defaults filled in."""
-    from vtab_eval import selectors
-
     audit = config["audit"]
-    seeds = (
-        audit["seeds"]
-        if audit["seeds"] is not None
-        else (QUICK_SEEDS if audit["quick"] else DEFAULT_SEEDS)
-    )
+    default_seeds = QUICK_SEEDS if audit["quick"] else DEFAULT_SEEDS
+    seeds = default_seeds if audit["seeds"] is None else audit["seeds"]
     proxies = audit["proxies"] or selectors.names(kind="feature")
     n_resamples = QUICK_RESAMPLES if audit["quick"] else config["selection"]["n_resamples"]
     return list(seeds), list(proxies), n_resamples
@@ -47,8 +36,6 @@ def settings(config):
 
 def check_arguments(config):
     """Problems (one line each) with the audit's own settings."""
-    from vtab_eval import selectors
-
     seeds, proxies, _ = settings(config)
     audit, problems = config["audit"], []
     if any(s < 0 for s in seeds):
@@ -76,10 +63,10 @@ def check_arguments(config):
 
 
 def _pool_problems(pool):
-    found = pool_lib.candidates(pool, include_baseline=True)
+    found = selectors.candidates(pool, include_baseline=True)
     names = [plan.entry_name(e) for e in found]
     problems = []
-    if pool_lib.find_baseline(pool) is None:
+    if selectors.find_baseline(pool) is None:
         problems.append("--collection: it has no baseline B (kind 'baseline'); the audit needs B")
     if len(found) < 2:
         problems.append(f"--collection: {len(found)} candidate(s); the audit needs B and experts")
@@ -88,36 +75,14 @@ def _pool_problems(pool):
     return problems
 
 
-def _timed_scores(method, features, labels):
-    from vtab_eval import selectors
-
-    best = None
-    for _ in range(PROXY_REPEATS):
-        start = time.perf_counter()
-        selectors.get(method).score_features(features, labels)
-        took = time.perf_counter() - start
-        best = took if best is None else min(best, took)
-    return best
-
-
 def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
-    """Stage 1 for one task: the shared forward pass, each proxy's time, scores and picks.
-
-    `options`: the ranking options (`ranking.rank`) every proxy shares.
-    """
-    from vtab_eval import embed, ranking, selectors
-
-    candidates = pool_lib.candidates(pool, include_baseline=True)
+    """Stage 1 for one task: the shared forward pass, each proxy's time (the fastest of
+    PROXY_REPEATS), scores and picks; `options`: the ranking options every proxy shares."""
+    candidates = selectors.candidates(pool, include_baseline=True)
     names = {plan.entry_handle(e): plan.entry_name(e) for e in candidates}
     start = time.perf_counter()
-    embedded = embed.embed_pool(
-        candidates,
-        job.task,
-        options["split"],
-        options["resolution"],
-        cache_dir=cache_dir,
-        data_dir=data_dir,
-    )
+    where = dict(cache_dir=cache_dir, data_dir=data_dir)
+    embedded = embed_pool(candidates, job.task, options["split"], options["resolution"], **where)
     forward = {
         "seconds": time.perf_counter() - start,
         "computed": len(embedded.computed),
@@ -128,16 +93,11 @@ def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
     labels = selectors.validate_task_labels(embedded.labels, job.task.num_classes)
     out = {}
     for proxy in proxies:
-        seconds = _timed_scores(proxy, embedded.features, labels)
-        rows = selectors.get(proxy).rows
-        found = ranking.rank(
-            pool,
-            job.task,
-            proxy,
-            dict(options, fallback="baseline" if rows else "none"),
-            cache_dir=cache_dir,
-            data_dir=data_dir,
-        )
+        selector = selectors.get(proxy)
+        run_once = functools.partial(selector.score_features, embedded.features, labels)
+        seconds = min(timeit.repeat(run_once, number=1, repeat=PROXY_REPEATS))
+        policy = "baseline" if selector.rows else "none"
+        found = ranking.rank(pool, job.task, proxy, dict(options, fallback=policy), **where)
         fallback = found.get("fallback")
         own = fallback["proxy_selected"] if fallback else found["selected"]
         entry = {
@@ -172,59 +132,46 @@ def finetune_hindsight(jobs, pool, seeds, config, executor):
     `--seed=s` (one selection, one retrain); returns {task: {candidate: [(score, spec key) per
     seed]}}."""
     one = dict(config, protocol={"num_selections": 1, "num_retrains": 1})
-    plans = []
-    for job in jobs:
-        for seed in seeds:
-            plans.append((job, plan.hindsight_tracks(job, pool, dict(one, seed=int(seed)))))
+    plans = [
+        (j, plan.hindsight_tracks(j, pool, dict(one, seed=int(s)))) for j in jobs for s in seeds
+    ]
     runner.run_tracks([t for _, tracks in plans for t in tracks], executor)
     found = {}
     for job, tracks in plans:
         by_candidate = found.setdefault(job.task.name, {})
         for track in tracks:
             spec = track.retrains[0][0]
-            by_candidate.setdefault(track.candidate, []).append(
-                (float(executor.memo.get(spec)["score"]), spec.key)
-            )
+            score = float(executor.memo.get(spec)["score"])
+            by_candidate.setdefault(track.candidate, []).append((score, spec.key))
     return found
 
 
 def run(config, *, executor=None, log=print, command=None):
-    """Runs (or resumes) the audit of `config`; returns the audit dict, with "trained" (the
-    fine-tunes this call ran) added.
+    """Runs (or resumes) the audit of `config`; returns the audit dict and "trained" (the number
+    of fine-tunes this call ran).
 
     Raises:
       ValueError: every problem with the input, one line each, before anything is run.
     """
-    from vtab_eval import selectors
-
     started = time.time()
     seeds, proxies, n_resamples = settings(config)
     pool, jobs, _ = checks.prepare(config, log, extra_problems=check_arguments(config))
     checks.raise_problems(_pool_problems(pool))
     _, memo_dir, cache_dir = files.output_paths(config)
-    candidates = [plan.entry_name(e) for e in pool_lib.candidates(pool, include_baseline=True)]
-    baseline = plan.entry_name(pool_lib.find_baseline(pool))
+    candidates = [plan.entry_name(e) for e in selectors.candidates(pool, include_baseline=True)]
+    baseline = plan.entry_name(selectors.find_baseline(pool))
     selection = config["selection"]
     quality = None
     if config["audit"]["upstream_dir"]:
-        from bit_experts.training import slice_eval
-
         upstream = config["audit"]["upstream_dir"]
         log(f"expert quality: held-out upstream slices of {upstream}")
         try:
             quality = slice_eval.expert_quality(upstream)
         except (FileNotFoundError, ValueError, KeyError) as err:
             raise ValueError(f"--upstream_dir={upstream}: {err}") from None
-    from vtab_eval import ranking
-
-    options = dict(
-        {k: selection[k] for k in ranking.DEFAULTS if k in selection},
-        resolution=selection["resolution"] or None,
-        seed=0,
-        include_baseline=True,
-        cache_only=True,
-        n_resamples=n_resamples,
-    )
+    options = {k: selection[k] for k in ranking.DEFAULTS if k in selection}
+    options.update(seed=0, include_baseline=True, cache_only=True, n_resamples=n_resamples)
+    options["resolution"] = selection["resolution"] or None
     ranked = {
         job.task.name: rank_task(job, pool, proxies, options, cache_dir, config["data_dir"], log)
         for job in jobs

@@ -132,7 +132,7 @@ def test_validate_task_labels_accepts_and_normalises():
         ([[0, 1], [1, 0]], None, "1-D"),
         ([0.5, 1.0], None, "non-integer"),
         (["a", "b"], None, "integer class ids"),
-        ([0, 1], 1, "num_classes"),
+        ([0, 1], 1, r"\[0, 1\); got maximum 1"),
     ],
 )
 def test_validate_task_labels_rejects(labels, num_classes, message):

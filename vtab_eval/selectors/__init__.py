@@ -1,14 +1,9 @@
 """Expert selectors, picked by name: `get("knn").score(ctx) -> Scores` (docs/selection.md).
 
-  register, unregister, get, names(kind=None, rows=None)   the registry (`base`)
-  Selector, Scores, KINDS, SelectorUnavailable               the one signature (`base`)
-  Context (vtab_eval.selectors.context)                      what `score` reads
-  select_best, SelectionResult, validate_task_labels         the choice and label checks (`base`)
-  candidates, find_baseline, entry_info                      the pool's experts and B (`base`)
-
-Built in, in registration order: knn, logme, linear_loo, ncm, gbc (`features`),
-domain_prediction, label_matching (`classifiers`), random, baseline, hindsight (`references`).
-A selector registered anywhere else (`@selectors.register`) is ranked like these.
+The registry and the one signature live in `base`, what `score` reads in `context`. Built in, in
+registration order: knn, logme, linear_loo, ncm, gbc (`features`), domain_prediction,
+label_matching (`classifiers`), random, baseline, hindsight (`references`); a selector registered
+anywhere else (`@selectors.register`) is ranked like these.
 """
 
 # Importing the built-in selectors registers them; knn first, the paper's selector.

@@ -1,9 +1,7 @@
 """The selector registry, the one signature every selector has, and the deterministic choice.
 
-A selector is a `Selector` subclass registered by name (`@register`); `score(ctx)` returns
-`Scores` for the experts `ctx.experts` (`vtab_eval.selectors.context.Context`), and
-`select_best` picks one: the best finite score wins, ties go to the first expert in collection
-order. docs/selection.md describes every score.
+A `Selector` subclass registered by name (`@register`) scores `ctx.experts` (`context.Context`);
+`select_best` picks the best finite score, ties going to the first expert in collection order.
 """
 
 import dataclasses
@@ -29,31 +27,26 @@ class SelectorUnavailable(ValueError):
     """The pool lacks what a selector needs (e.g. no EPN for domain_prediction)."""
 
 
+def require(value, message):
+    """`value`, or SelectorUnavailable(message) when it is missing (None or empty)."""
+    if not value:
+        raise SelectorUnavailable(message)
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Scores:
-    """What a selector says about the experts it scored.
-
-    Attributes:
-      scores: expert handle -> float score (a subset of `ctx.experts`; unscored ones are
-        reported as "not_scored").
-      correct: handle -> bool [N] per-image hits whose mean is the score, for selectors with
-        `rows`; None otherwise.
-    """
+    """A selector's handle -> float score for the experts it scored (the rest are "not_scored"),
+    and for selectors with `rows` `correct`, handle -> bool [N] per-image hits (their mean)."""
 
     scores: dict
     correct: dict | None = None
 
 
 class Selector:
-    """One selection method. Subclasses set the class attributes and `score`, then `@register`.
-
-    Attributes:
-      name: registry name, lower case letters, digits and "_".
-      kind: one of `KINDS`: what the selector reads.
-      rows: True when `score` returns per-image hits: they give bootstrap intervals and pairwise
-        win probabilities, and allow the `baseline` fallback (`vtab_eval.confidence`).
-      higher_is_better: whether larger scores win.
-    """
+    """One selection method: a subclass sets `name` (lower case letters, digits and "_"), `kind`
+    (one of `KINDS`), `rows` (`score` gives per-image hits, hence intervals, win probabilities and
+    the `baseline` fallback) and `higher_is_better`, writes `score`, and is `@register`ed."""
 
     name = None
     kind = "feature"
@@ -70,12 +63,8 @@ class Selector:
 
 
 def register(cls):
-    """Class decorator: registers an instance of a `Selector` subclass under `cls.name`.
-
-    Raises:
-      ValueError: a malformed or already registered name, an unknown kind, or `rows` on a
-        lower-is-better selector.
-    """
+    """Class decorator: registers an instance of a `Selector` subclass under `cls.name`;
+    ValueError for a malformed or taken name, an unknown kind, or `rows` if lower-is-better."""
     selector = cls()
     if not isinstance(selector.name, str) or not _NAME.match(selector.name):
         raise ValueError(f"selector name must match {_NAME.pattern}; got {selector.name!r}")
@@ -112,13 +101,9 @@ def get(name) -> Selector:
 
 
 def entry_field(entry, name, default=None):
-    """A pool entry's attribute `name`; `default` for a handle string or an entry without it."""
+    """A pool entry's attribute `name` ("role", "kind", ...); `default` for a handle string (a
+    feature-vector module) or an entry without it."""
     return default if isinstance(entry, str) else getattr(entry, name, default)
-
-
-def role(entry):
-    """A pool entry's role ("feature_vector", "epn", "classifier"); handle strings are features."""
-    return entry_field(entry, "role", "feature_vector")
 
 
 def entry_info(entry):
@@ -133,7 +118,7 @@ def candidates(pool, include_baseline=True):
     return [
         e
         for e in pool
-        if role(e) == "feature_vector"
+        if entry_field(e, "role", "feature_vector") == "feature_vector"
         and (include_baseline or entry_field(e, "kind") != "baseline")
     ]
 
@@ -145,16 +130,8 @@ def find_baseline(pool):
 
 @dataclasses.dataclass(frozen=True)
 class SelectionResult:
-    """The outcome of one selection.
-
-    Attributes:
-      method: selector name, e.g. "knn".
-      scores: expert handle -> score, in collection order.
-      selected: handle of the chosen expert.
-      higher_is_better: whether larger scores are better for this method.
-      tie_broken: True when several experts shared the best score.
-      tie_note: human-readable account of the tie-break; "" when there was no tie.
-    """
+    """The outcome of one selection: the selector name, handle -> score in collection order, the
+    chosen handle, and whether several experts shared the best score (`tie_note` says which; "")."""
 
     method: str
     scores: dict
@@ -167,13 +144,11 @@ class SelectionResult:
 def select_best(
     scores: dict[str, float], higher_is_better: bool = True, method: str = "knn"
 ) -> SelectionResult:
-    """Picks the expert with the best score.
-
-    Non-finite scores (NaN, +-inf) never win. Ties (exactly equal best scores) go to the expert
-    that comes first in `scores`' iteration order, which callers keep in collection order.
+    """Picks the expert with the best score; non-finite scores never win, and ties (exactly equal
+    best scores) go to the first in `scores`' order, which callers keep as collection order.
 
     Raises:
-      ValueError: if `scores` is empty or no score is finite.
+      ValueError: `scores` is empty, holds a non-number or no finite score.
     """
     if not scores:
         raise ValueError(f"no experts to select from: scores for method {method!r} are empty")
@@ -186,46 +161,32 @@ def select_best(
     finite = {handle: value for handle, value in values.items() if math.isfinite(value)}
     if not finite:
         raise ValueError(f"no expert has a finite {method!r} score: {values}")
-    best_value = max(finite.values()) if higher_is_better else min(finite.values())
+    best_value = (max if higher_is_better else min)(finite.values())
     tied = [handle for handle, value in finite.items() if value == best_value]
     note = ""
     if len(tied) > 1:
-        note = (
-            f"{len(tied)} experts tied at {best_value:.6g}; picked the first in collection order: "
-            + ", ".join(tied)
-        )
+        note = f"{len(tied)} experts tied at {best_value:.6g}; picked the first in collection "
+        note += "order: " + ", ".join(tied)
     return SelectionResult(method, values, tied[0], higher_is_better, len(tied) > 1, note)
 
 
 def validate_task_labels(labels, num_classes: int | None = None) -> np.ndarray:
-    """Checks a task's training labels and returns them as an int64 vector.
-
-    Raises:
-      ValueError: for anything but a 1-D vector of integer class ids with at least 2 images and
-        at least 2 distinct classes, all in [0, num_classes) when `num_classes` is given.
-    """
+    """A task's labels as int64; ValueError for anything but a 1-D vector of integer class ids
+    with at least 2 images and 2 classes, all in [0, num_classes) when that is given."""
     array = np.asarray(labels)
     if array.ndim != 1:
         raise ValueError(f"task labels must be a 1-D vector; got shape {array.shape}")
     if array.shape[0] < 2:
         raise ValueError(f"task labels must cover at least 2 images; got {array.shape[0]}")
-    if array.dtype == bool or not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-    ):
+    if array.dtype.kind not in "iuf":  # integers, or floats holding integers
         raise ValueError(f"task labels must be integer class ids; got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise ValueError("task labels must be integer class ids; got non-integer values")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
+        raise ValueError("task labels must be integer class ids; got non-integer values")
     array = array.astype(np.int64)
     if array.min() < 0:
         raise ValueError(f"task labels must be non-negative; got minimum {array.min()}")
-    if num_classes is not None:
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2; got {num_classes}")
-        if array.max() >= num_classes:
-            raise ValueError(
-                f"task labels must be in [0, {num_classes}); got maximum {array.max()}"
-            )
+    if num_classes is not None and array.max() >= num_classes:
+        raise ValueError(f"task labels must be in [0, {num_classes}); got maximum {array.max()}")
     distinct = np.unique(array)
     if distinct.size < 2:
         raise ValueError(

@@ -1,9 +1,6 @@
-"""Selectors on a classifier's outputs: domain_prediction (the EPN) and label_matching (the
-baseline's upstream classifier and the experts' label priors), Puigcerver et al. 2021.
-
-Both run a classifier module of the collection on the task's images (float32, cached like
-features) and apply to the experts that one of their aliases names (module name, metadata
-"expert" or "slice"); the others are reported as "not_scored".
+"""Selectors on a classifier's outputs (Puigcerver et al. 2021): domain_prediction (the EPN) and
+label_matching (the baseline's upstream classifier and the experts' label priors). Both score the
+experts one of whose aliases (`Context.by_alias`) the classifier or the priors name.
 """
 
 import numpy as np
@@ -29,13 +26,6 @@ def _as_probabilities(array, name: str) -> np.ndarray:
     return array
 
 
-def _need(value, message):
-    """`value`, or SelectorUnavailable(message) when it is missing (None or empty)."""
-    if not value:
-        raise base.SelectorUnavailable(message)
-    return value
-
-
 def _normalise(distribution: np.ndarray, name: str) -> np.ndarray:
     total = distribution.sum()
     if total <= 0:
@@ -46,31 +36,25 @@ def _normalise(distribution: np.ndarray, name: str) -> np.ndarray:
 @base.register
 class DomainPrediction(base.Selector):
     """The expert prediction network's (EPN) belief that the task's images come from each
-    expert's domain (Puigcerver et al., ICLR 2021, "domain prediction").
-
-    Needs the pool's module of role "epn" with metadata "outputs" (expert names in column order).
-    Score: mean over images of log(max(p, LOG_PROB_FLOOR)), the log of the geometric-mean
-    probability (nats, <= 0); higher is better.
-    """
+    expert's domain (Puigcerver et al., ICLR 2021, "domain prediction"): the mean over images of
+    log(max(p, LOG_PROB_FLOOR)), the log of the geometric-mean probability (nats, <= 0). Needs
+    the pool's module of role "epn" with metadata "outputs" (expert names in column order)."""
 
     name = "domain_prediction"
     kind = "epn"
 
     def score(self, ctx):
-        epn = _need(ctx.module("epn"), "domain_prediction needs the EPN module; the pool has none")
+        need = "domain_prediction needs the EPN module; the pool has none"
+        epn = base.require(ctx.module("epn"), need)
         lacks = f"EPN {epn.handle!r} metadata lacks 'outputs' (expert names)"
-        outputs = _need((epn.metadata or {}).get("outputs"), lacks)
+        outputs = base.require((epn.metadata or {}).get("outputs"), lacks)
         probs = ctx.probabilities(epn, "EPN")
         return base.Scores(ctx.by_alias(self.score_probabilities(probs, outputs)))
 
     @staticmethod
     def score_probabilities(epn_probs, expert_names) -> dict[str, float]:
-        """name -> score from [N, E] EPN probabilities and the E names in column order.
-
-        Raises:
-          ValueError: probabilities not a non-empty 2-D array in [0, 1], repeated names, or a
-            column count other than len(expert_names).
-        """
+        """name -> score from [N, E] EPN probabilities and the E names in column order; ValueError
+        for probabilities not a non-empty 2-D array in [0, 1], or names repeated or miscounted."""
         probs = _as_probabilities(epn_probs, "epn_probs")
         names = list(expert_names)
         if len(set(names)) != len(names):
@@ -100,24 +84,20 @@ class LabelMatching(base.Selector):
 
     def score(self, ctx):
         need = "label_matching needs the baseline's classifier module; the pool has none"
-        classifier = _need(ctx.module("classifier"), need)
-        _need(ctx.label_priors, "label_matching needs the experts' label priors; none given")
+        classifier = base.require(ctx.module("classifier"), need)
+        base.require(ctx.label_priors, "label_matching needs the experts' label priors; none given")
         probs = ctx.probabilities(classifier, "baseline classifier")
-        priors = _need(ctx.by_alias(ctx.label_priors), "no expert of the pool has a label prior")
+        lacking = "no expert of the pool has a label prior"
+        priors = base.require(ctx.by_alias(ctx.label_priors), lacking)
         return base.Scores(self.score_probabilities(probs, priors))
 
     @staticmethod
     def score_probabilities(upstream_probs, expert_priors: dict) -> dict[str, float]:
-        """handle -> KL(task || expert) in nats, where task = the mean of the rows of
-        `upstream_probs` ([N, L] upstream-label probabilities on the task's images; sigmoid rows
-        need not sum to 1) normalised to sum to 1, and expert = (prior / sum(prior) +
-        PRIOR_EPSILON) renormalised, from `expert_priors` (handle -> [L] non-negative weights of
-        each upstream label in the expert's slice: counts or frequencies). Labels the task never
-        predicts contribute 0.
-
-        Raises:
-          ValueError: malformed probabilities, no priors, or a prior of the wrong shape,
-            negative, non-finite or summing to 0.
+        """handle -> KL(task || expert) in nats: task = the mean of the rows of `upstream_probs`
+        ([N, L] upstream-label probabilities; sigmoid rows need not sum to 1) normalised, expert =
+        (prior / sum(prior) + PRIOR_EPSILON) renormalised, from `expert_priors` (handle -> [L]
+        label counts or frequencies). Labels the task never predicts contribute 0. ValueError for
+        malformed probabilities, no priors, or a prior misshapen, negative, non-finite or all 0.
         """
         probs = _as_probabilities(upstream_probs, "upstream_probs")
         task = _normalise(probs.mean(axis=0), "the mean of upstream_probs")
@@ -126,20 +106,16 @@ class LabelMatching(base.Selector):
         support = task > 0
         scores = {}
         for handle, prior in expert_priors.items():
-            prior = np.asarray(prior, dtype=np.float64)
+            prior, name = np.asarray(prior, dtype=np.float64), f"label prior of expert {handle!r}"
             if prior.shape != task.shape:
                 raise ValueError(
-                    f"label prior of expert {handle!r} has shape {prior.shape}; "
-                    f"expected ({task.shape[0]},) to match upstream_probs"
+                    f"{name} has shape {prior.shape}; expected ({task.shape[0]},) to match "
+                    "upstream_probs"
                 )
             if not np.all(np.isfinite(prior)) or prior.min() < 0:
-                raise ValueError(
-                    f"label prior of expert {handle!r} must be finite and non-negative"
-                )
-            expert = _normalise(
-                _normalise(prior, f"label prior of expert {handle!r}") + PRIOR_EPSILON,
-                "smoothed prior",
-            )
+                raise ValueError(f"{name} must be finite and non-negative")
+            expert = _normalise(prior, name) + PRIOR_EPSILON
+            expert /= expert.sum()
             kl = np.sum(task[support] * (np.log(task[support]) - np.log(expert[support])))
             scores[handle] = float(kl)
         return scores

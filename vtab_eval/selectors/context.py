@@ -9,21 +9,14 @@ from vtab_eval.selectors import base
 class Context:
     """Lazy access to the task as the experts, the EPN and the baseline classifier see it.
 
-    Features and classifier outputs go through the feature cache (`vtab_eval.embed.embed_pool`)
-    on `options["split"]` at `options["resolution"]` (None: each module its own). What was
-    computed is kept in `record` for the ranking dict: "num_images", "left_out", "cache".
-
-    Attributes:
-      pool: every entry of the collection (ModuleEntry objects or handle strings).
-      task: a `vtab_eval.tasks.Task`.
-      experts: the entries to score, in collection order.
-      options: the selection options (`vtab_eval.ranking.DEFAULTS` keys).
-      seed: `options["seed"]`.
-      label_priors: expert name -> [L] upstream-label prior, or None.
+    `pool` is the collection, `experts` the entries to score (collection order), `options` the
+    selection options (`ranking.DEFAULTS`; `seed` is theirs), `label_priors` expert name -> [L]
+    prior or None, `where` the cache_dir, data_dir and log of `embed.embed_pool`, through which
+    features and classifier outputs go (the feature cache). `record` keeps "num_images",
+    "left_out" and "cache" for the ranking dict.
     """
 
     def __init__(self, pool, task, experts, options, label_priors=None, **where):
-        """`where`: cache_dir, data_dir and log of `embed.embed_pool` (default None)."""
         self.pool, self.task, self.experts, self.options = pool, task, experts, options
         self.seed, self.label_priors, self._where = options["seed"], label_priors, where
         self._features = None
@@ -34,7 +27,7 @@ class Context:
         return [base.entry_info(e)["handle"] for e in self.experts]
 
     def embed(self, entries, precision="float32", cache_only=None):
-        """`embed.embed_pool` of `entries` on the task with these options; an EmbedResult."""
+        """`embed.embed_pool` of `entries` on the task with these options."""
         o = self.options
         return embed.embed_pool(
             entries,
@@ -48,13 +41,9 @@ class Context:
         )
 
     def features(self):
-        """(handle -> float [N, d] features, int64 labels [N]) of the experts embedded at
-        `options["precision"]`; experts that fail are left out (recorded).
-
-        Raises:
-          SelectorUnavailable: every expert was left out.
-          ValueError: bad task labels (fewer than 2 images or classes, out of range).
-        """
+        """(handle -> float [N, d] features, int64 labels [N]) of the experts at
+        `options["precision"]`, those that fail left out (recorded); SelectorUnavailable if all
+        are, ValueError for bad labels (`base.validate_task_labels`)."""
         if self._features is None:
             found = self.embed(self.experts, self.options["precision"])
             self.record["left_out"] = [{"handle": h, "error": e} for h, e in found.failures.items()]
@@ -71,15 +60,12 @@ class Context:
 
     def module(self, role):
         """The first entry of the pool with `role` ("epn", "classifier"), or None."""
-        return next((e for e in self.pool if base.role(e) == role), None)
+        return next((e for e in self.pool if base.entry_field(e, "role") == role), None)
 
     def probabilities(self, entry, what):
-        """float64 [N, K] outputs of a classifier module (EPN or baseline classifier) on the task,
-        through its metadata "output_activation" ("softmax", else sigmoid); float32 forward pass.
-
-        Raises:
-          SelectorUnavailable: the module failed (`what` names it in the message).
-        """
+        """float64 [N, K] outputs of a classifier module on the task, through its metadata
+        "output_activation" ("softmax", else sigmoid); SelectorUnavailable naming `what` if the
+        module fails."""
         found = self.embed([entry])
         if entry.handle in found.failures:
             message = found.failures[entry.handle]

@@ -1,9 +1,7 @@
-"""Selectors on the experts' cached features: knn, logme, linear_loo, ncm, gbc (kind "feature").
+"""Selectors on the experts' cached features (kind "feature"): knn, logme, linear_loo, ncm, gbc.
 
-Each reads `ctx.features()`: handle -> float [N, d] features of the task's images (d may differ
-between experts) and the int64 labels [N], so trying another one costs no forward pass. The
-algorithms live in `vtab_eval.knn` and `vtab_eval.proxies` (docs/selection.md); every score is
-higher-is-better.
+Each applies an algorithm of `vtab_eval.knn` or `vtab_eval.proxies` to `ctx.features()`, so trying
+another one costs no forward pass; every score is higher-is-better.
 """
 
 import numpy as np
@@ -22,21 +20,11 @@ class FeatureSelector(base.Selector):
         return self.score_features(*ctx.features())
 
     def score_features(self, features_by_expert, labels) -> base.Scores:
-        """Scores of handle -> float [N, d] features for integer labels [N], in the given order.
-
-        Raises:
-          ValueError: bad labels (`validate_task_labels`), an expert without one row per label,
-            or malformed features (the message names the expert).
-        """
+        """Scores of handle -> float [N, d] features for integer labels [N], in the given order;
+        ValueError for bad labels, or naming the expert, for bad features (the algorithm's)."""
         labels = base.validate_task_labels(labels)
         values = {}
         for handle, features in features_by_expert.items():
-            rows = int(np.shape(features)[0]) if np.ndim(features) >= 1 else 0
-            if rows != labels.shape[0]:
-                raise ValueError(
-                    f"expert {handle!r} has features for {rows} images but there are "
-                    f"{labels.shape[0]} labels"
-                )
             try:
                 values[handle] = self.per_expert(features, labels)
             except ValueError as err:

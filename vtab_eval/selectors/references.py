@@ -42,12 +42,8 @@ class Baseline(base.Selector):
     kind = "none"
 
     def candidates(self, pool, include_baseline):
-        baseline = base.find_baseline(pool)
-        if baseline is None:
-            raise base.SelectorUnavailable(
-                "the pool has no baseline feature-vector module (kind 'baseline')"
-            )
-        return [baseline]
+        missing = "the pool has no baseline feature-vector module (kind 'baseline')"
+        return [base.require(base.find_baseline(pool), missing)]
 
     def score(self, ctx):
         return base.Scores({ctx.handles()[0]: 1.0})
