@@ -223,28 +223,21 @@ def _check_images(root, found, skip_bad_images):
 
 def _pool_splits(pool, note):
     """The VTAB positions in the seeded pool: files and a description of every pool split."""
-
-    def take(start, stop=None):
-        return pool[0][start:stop], pool[1][start:stop]
-
     size = len(pool[0])
-    rest = take(1000)
-    files = {
-        "train800": take(0, 800),
-        "val200": take(800, 1000),
-        "train800val200": take(0, 1000),
-        "train": (take(0, 800)[0] + rest[0], take(0, 800)[1] + rest[1]),
-        "val": take(800, 1000),
-        "trainval": pool,
+    positions = {
+        "train800": [(0, 800)],
+        "val200": [(800, 1000)],
+        "train800val200": [(0, 1000)],
+        "train": [(0, 800), (1000, size)],
+        "val": [(800, 1000)],
+        "trainval": [(0, size)],
     }
-    descriptions = {
-        "train800": f"{note}, [0:800]",
-        "val200": f"{note}, [800:1000]",
-        "train800val200": f"{note}, [0:1000]",
-        "train": f"{note}, [0:800]" + (f"+[1000:{size}]" if size > 1000 else ""),
-        "val": f"{note}, [800:1000]",
-        "trainval": f"{note}, all {size}",
-    }
+    files, descriptions = {}, {}
+    for split, ranges in positions.items():
+        files[split] = tuple(tuple(x for a, b in ranges for x in part[a:b]) for part in pool)
+        # train's [1000:size] is left out of its description when the pool has no more than 1000.
+        descriptions[split] = f"{note}, " + "+".join(f"[{a}:{b}]" for a, b in ranges if a < b)
+    descriptions["trainval"] = f"{note}, all {size}"
     return files, descriptions
 
 
