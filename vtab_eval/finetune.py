@@ -1,13 +1,10 @@
 """Fine-tunes a TF Hub image feature-vector module on a task: the training loop and its evaluation.
 
-The whole module (adapters included) and a new zero-initialised linear head (`vtab_eval.classifier`)
-are trained by SGD with momentum on softmax cross-entropy under a `tf.distribute` strategy: each
-replica computes the gradient of its share of the global batch, and the summed update is applied
-in the cross-replica context, the same for every strategy. One `seed` gives the data order,
-augmentation, mixup and TensorFlow's global seed (`finetune_seeds`); with `deterministic=True` the
-same call gives bitwise the same weights, loss and score on the same machine. Outputs:
-docs/evaluation.md, "Fine-tune outputs". Modules that update batch-norm statistics in training are
-not supported under multi-replica strategies (BiT has none).
+The whole module and a new zero-initialised head (`vtab_eval.classifier`) are trained by SGD with
+momentum on softmax cross-entropy under any `tf.distribute` strategy (replicas' gradients summed,
+the update applied in the cross-replica context), bitwise repeatable from one `seed` on one
+machine. docs/evaluation.md, "Fine-tune outputs", is the contract. Modules that update batch-norm
+statistics in training are not supported on several replicas (BiT has none).
 """
 
 import time
@@ -235,22 +232,11 @@ def finetune_and_evaluate(
 ):
     """Builds a classifier on `handle`, trains it on `train_split` and scores it on `eval_split`.
 
-    The contract, outputs included, is docs/evaluation.md, "Fine-tune outputs".
-
-    Args:
-      handle: the module to fine-tune (see `build_classifier`).
-      task: a `vtab_eval.tasks.Task`; train_split, eval_split: split names of `task`.
-      setting: a sweep setting (`vtab_eval.sweeps`); the task's augmentation policy is applied.
-      data_dir: TFDS data directory. strategy: tf.distribute strategy (default: the current one).
-      seed: int in [0, 2**31 - 1]; every seed of the fine-tune derives from it (`finetune_seeds`).
-      log: optional callable(str) for progress lines.
-      deterministic: True: `determinism.configure(seed, True)` (op determinism on, everything
-        seeded): bitwise repeatable on one machine. False: op determinism off (faster).
-      summary_dir: TensorBoard folder (`loss`, `learning_rate`, then `<eval_split>/accuracy`,
-        `/score`, `/mean_per_class_accuracy`); earlier event files there are removed.
-      predictions_path: .npz of `eval_split`'s logits, predictions and labels.
-      save_model_dir: local folder for the fine-tuned classifier (`classifier.ExportedClassifier`)
-        and its metadata. `summary_dir` and `predictions_path` may be URLs (`gs://...`).
+    docs/evaluation.md, "Fine-tune outputs", is the contract: `setting` (`vtab_eval.sweeps`) runs
+    with the task's augmentation policy; every seed derives from `seed` (`finetune_seeds`);
+    `deterministic` turns op determinism on (`determinism.configure`); `summary_dir` (TensorBoard),
+    `predictions_path` (.npz; both may be URLs) and `save_model_dir` (a local folder for
+    `classifier.ExportedClassifier` and its metadata) are optional outputs.
 
     Returns:
       {"score" (the task's metric), "accuracy", "mean_per_class_accuracy", "num_examples",

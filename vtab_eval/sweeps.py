@@ -57,20 +57,12 @@ def make_setting(
     mixup_alpha=0.0,
     name=None,
 ):
-    """One fine-tuning setting as a validated plain dict (ValueError naming a bad value).
+    """One fine-tuning setting as a validated plain dict; ValueError names a bad value.
 
-    Args:
-      learning_rate: peak learning rate of SGD with momentum.
-      steps: number of training steps; batch_size: global batch size (split across replicas).
-      weight_decay: L2 coefficient added to the gradient of every tuned weight (0 = none).
-      warmup_steps: linear warm-up from 0 to `learning_rate` over this many steps.
-      schedule: "step" (multiply by `decay_factor` at each of `decay_points`, fractions of
-        `steps`), "cosine" (cosine decay to 0 after warm-up) or "constant".
-      resolution: side of the square images the network sees (training crop and evaluation size).
-      resize: training images are resized to resize x resize and randomly cropped to
-        `resolution`; None: resized straight to `resolution` (no crop).
-      flip: random horizontal flips; mixup_alpha: mixup's Beta(alpha, alpha), 0 = off.
-      name: a short label for reports; derived from the values when None.
+    docs/evaluation.md, "Sweeps", defines the keys: `learning_rate` is the peak, `batch_size` the
+    global batch, `decay_points` fractions of `steps`, `resize` (None: no crop) the side training
+    images are resized to before a random crop to `resolution`, `weight_decay` an L2 term added to
+    the gradient; `name` is derived from the values when None.
     """
     setting = {
         "learning_rate": float(learning_rate),
@@ -267,18 +259,10 @@ def for_task(settings, task):
 
 
 def image_statistics(dataset, what="dataset", log=None):
-    """Image count and typical size of an un-batched dataset of {"image": [H, W, C], ...}.
-
-    The typical side is the square root of the median image area, rounded down, so that
-    `side**2 < 96*96` exactly when the median area is below BiT-HyperRule's threshold. `log(str)`
-    gets one line, naming `what`.
-
-    Returns:
-      {"num_images", "median_area" (float, px^2), "image_side", "min_side", "max_side"}.
-
-    Raises:
-      ValueError: the dataset is empty.
-    """
+    """{"num_images", "median_area" (px^2), "image_side", "min_side", "max_side"} of an un-batched
+    dataset of {"image": [H, W, C]}; ValueError naming `what` if it is empty. `image_side` is
+    the square root of the median area rounded down, so `side**2 < 96*96` exactly when the median
+    area is below BiT-HyperRule's threshold. `log(str)` gets one line."""
     shapes = dataset.map(lambda e: tf.shape(e["image"])[:2], num_parallel_calls=tf.data.AUTOTUNE)
     sizes = np.array([s.numpy() for s in shapes], dtype=np.int64).reshape(-1, 2)
     if len(sizes) == 0:

@@ -1,8 +1,7 @@
 """The task contract: a named classification problem with fixed splits and one image format.
 
-Every task, whatever its source (a TFDS dataset or an image folder), yields examples
-``{"image": float32 [H, W, 3] in [0, 1], "label": int64}`` so that selection and
-fine-tuning never need to know where the data came from.
+Every task, from TFDS or an image folder, yields {"image": float32 [H, W, 3] in [0, 1], "label":
+int64}, so selection and fine-tuning never need to know where the data came from.
 """
 
 from __future__ import annotations
@@ -19,17 +18,11 @@ import tensorflow as tf
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """Which random training augmentations keep a task's labels true (`sweeps.for_task` applies it).
+    """Whether random flips and crops keep a task's labels true (`sweeps.for_task` applies it).
 
     BiT's recipe (Kolesnikov et al., 2020) flips and crops "for all tasks except those where such
-    actions destroy label semantics": no crops for counting, no flips for orientations.
-
-    Attributes:
-      flip: random horizontal flips keep the label (False when it is an orientation, a position
-        along x, or a pose angle).
-      crop: random crops keep the label (False when it counts, locates, or measures something in
-        the whole image, which a crop can cut out or move).
-      reason: one line saying why something is forbidden (empty when both are allowed).
+    actions destroy label semantics": no crops for counting, no flips for orientations. `reason`
+    says in one line why something is forbidden (required then).
     """
 
     flip: bool = True
@@ -112,13 +105,10 @@ class Task:
         image_size: int | None = None,
         shuffle_files: bool = False,
     ) -> tf.data.Dataset:
-        """Loads one split as a dataset of {"image": float32 [H, W, 3] in [0, 1], "label": int64}.
+        """One split (of SPLIT_NAMES) as {"image": float32 [H, W, 3] in [0, 1], "label": int64}.
 
-        Args:
-          split: one of SPLIT_NAMES, e.g. "train800" or "test".
-          data_dir: TFDS data directory (None: the TFDS default); ignored by folder tasks.
-          image_size: if given, every image is resized (bilinear) to image_size x image_size.
-          shuffle_files: passed to TFDS (file order only); ignored by folder tasks.
+        `image_size`: resize (bilinear) to image_size x image_size. `data_dir` (None: TFDS's
+        default) and `shuffle_files` (file order only) are TFDS's; folder tasks ignore them.
         """
         if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
             raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
