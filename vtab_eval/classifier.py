@@ -69,15 +69,9 @@ def _first_line(error):
 
 def _check_finetunable(handle, module):
     """ValueError (one line) unless `module` has what fine-tuning uses (vtab_eval.module_contract)."""
-    missing = [a for a in module_contract.REQUIRED_ATTRIBUTES if not hasattr(module, a)]
-    if missing:
-        reason = f"it lacks {', '.join(missing)}"
-    elif not list(module.trainable_variables):
-        reason = "its trainable_variables is empty: nothing to fine-tune"
-    else:
-        ok, reason = module_contract.finetunable(handle)
-        if ok:
-            return
+    ok, reason = module_contract.finetunable(handle)
+    if ok:
+        return
     raise ValueError(
         f"module {handle!r} cannot be fine-tuned: {reason}; fine-tuning needs a reusable "
         "SavedModel (TF Hub TF2 format) with __call__(images, training=...), variables and "

@@ -161,7 +161,7 @@ class _Module(tf.__internal__.tracking.AutoTrackable):
 @pytest.mark.parametrize(
     "kind, arguments, reason",
     [
-        ("signature_only", {"signature_only": True}, "lacks __call__"),
+        ("signature_only", {"signature_only": True}, "no __call__"),
         ("frozen", {"trainable": False}, "trainable_variables is empty"),
         ("inference_only", {"call_modes": (False,)}, "no traced training=True"),
     ],

@@ -85,14 +85,18 @@ class FolderTask(base.Task):
         self.split_string(split)
         return len(self.files[split][0])
 
-    def _too_small_message(self, split, size, min_images):
-        pool = len(self.files["trainval"][0])
-        return (
-            f"Image folder {self.root!r} is too small for split {split!r}: it holds {size} "
-            f"images ({self.splits[split]}), at least {min_images} needed; the folder has {pool} "
-            f"pool and {len(self.files['test'][0])} test images (VTAB-1k's train800 and val200 "
-            "need 1000 pool images)"
-        )
+    def validate_splits(self, splits, min_images=1):
+        """`Task.validate_splits`, with the folder, the split's size and the folder's sizes."""
+        for split in splits:
+            size = self.split_size(split)
+            if size < min_images:
+                raise ValueError(
+                    f"Image folder {self.root!r} is too small for split {split!r}: it holds "
+                    f"{size} images ({self.splits[split]}), at least {min_images} needed; the "
+                    f"folder has {len(self.files['trainval'][0])} pool and "
+                    f"{len(self.files['test'][0])} test images (VTAB-1k's train800 and val200 "
+                    "need 1000 pool images)"
+                )
 
     def _identity(self) -> dict:
         """Content, not location (root and name are left out): a copied folder keeps it."""
