@@ -43,7 +43,7 @@ _MAX_LOADED = 32
 
 def _load(handle, strategy):
     """The module `handle` under `strategy`: the kept one reset to its published weights, or loaded
-    and checked (ValueError, one line, if it cannot be loaded or fine-tuned)."""
+    and checked (`vtab_eval.module_contract`; ValueError, one line, if it fails)."""
     key = (handle, id(strategy))
     if key in _LOADED:
         module, initial, _ = _LOADED[key]
@@ -55,7 +55,13 @@ def _load(handle, strategy):
             module = hub.load(handle)
         except Exception as err:  # noqa: BLE001 - any load failure is reported by handle
             raise ValueError(f"module {handle!r} failed to load: {_first_line(err)}") from err
-    _check_finetunable(handle, module)
+    ok, reason = module_contract.finetunable(handle)
+    if not ok:
+        raise ValueError(
+            f"module {handle!r} cannot be fine-tuned: {reason}; fine-tuning needs a reusable "
+            "SavedModel (TF Hub TF2 format) with __call__(images, training=...), variables and "
+            "trainable_variables"
+        )
     if len(_LOADED) >= _MAX_LOADED:
         _LOADED.pop(next(iter(_LOADED)))
     _LOADED[key] = (module, [v.numpy() for v in module.variables], strategy)
@@ -65,18 +71,6 @@ def _load(handle, strategy):
 def _first_line(error):
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
-
-
-def _check_finetunable(handle, module):
-    """ValueError (one line) unless `module` has what fine-tuning uses (vtab_eval.module_contract)."""
-    ok, reason = module_contract.finetunable(handle)
-    if ok:
-        return
-    raise ValueError(
-        f"module {handle!r} cannot be fine-tuned: {reason}; fine-tuning needs a reusable "
-        "SavedModel (TF Hub TF2 format) with __call__(images, training=...), variables and "
-        "trainable_variables"
-    )
 
 
 def build_classifier(handle, num_classes, strategy=None, probe_resolution=32):
