@@ -1,10 +1,7 @@
 """The classifier fine-tuning trains: a TF Hub module with a new zero-initialised linear head.
 
-`build_classifier` loads the module under a `tf.distribute` strategy (kept for reuse within a
-process and reset to its published weights each time), checks that it can be fine-tuned
-(`vtab_eval.module_contract`) and adds the head; `predict_logits` evaluates it; `save_classifier`
-exports it as a TF Hub reusable SavedModel (`ExportedClassifier`). Training is
-`vtab_eval.finetune`'s.
+`build_classifier` loads and checks the module (`vtab_eval.module_contract`) and adds the head,
+`predict_logits` evaluates it and `save_classifier` exports it as a TF Hub reusable SavedModel.
 """
 
 import dataclasses
@@ -37,30 +34,37 @@ class Classifier:
         return tf.matmul(features, self.kernel) + self.bias
 
 
-# Loaded modules kept for reuse within a process: (handle, strategy) -> (module, initial values).
-# Reloading costs little, but the first gradient through a restored function builds its backward
-# graph (seconds); a kept module has it already. Its weights are reset before every reuse, and
-# each `train` traces a new step function, whose random ops (if the module has any) start afresh:
-# a fine-tune's result does not depend on what ran before it (tests/vtab_eval/test_finetune_*).
+# Modules kept for reuse within a process: (handle, id(strategy)) -> (module, its initial values,
+# the strategy, kept so that its id is not reused). The first gradient through a restored function
+# builds its backward graph (seconds); a kept module has it. Its weights are reset before reuse.
 _LOADED = {}
 _MAX_LOADED = 32
 
 
-def _reuse_loaded(handle, strategy):
-    found = _LOADED.get((handle, id(strategy)))
-    if found is None or found[2] is not strategy:
-        return None
-    module, initial, _ = found
-    for variable, value in zip(module.variables, initial):
-        variable.assign(value)
-    return module
-
-
-def _remember_loaded(handle, strategy, module):
+def _load(handle, strategy):
+    """The module `handle` under `strategy`: the kept one reset to its published weights, or loaded
+    and checked (`vtab_eval.module_contract`; ValueError, one line, if it fails)."""
+    key = (handle, id(strategy))
+    if key in _LOADED:
+        module, initial, _ = _LOADED[key]
+        for variable, value in zip(module.variables, initial):
+            variable.assign(value)
+        return module
+    with strategy.scope():
+        try:
+            module = hub.load(handle)
+        except Exception as err:  # noqa: BLE001 - any load failure is reported by handle
+            raise ValueError(f"module {handle!r} failed to load: {_first_line(err)}") from err
+    ok, reason = module_contract.finetunable(handle)
+    if not ok:
+        raise ValueError(
+            f"module {handle!r} cannot be fine-tuned: {reason}; fine-tuning needs a reusable "
+            "SavedModel (TF Hub TF2 format) with __call__(images, training=...), variables and "
+            "trainable_variables"
+        )
     if len(_LOADED) >= _MAX_LOADED:
         _LOADED.pop(next(iter(_LOADED)))
-    # The strategy itself is kept too, so that its id cannot be reused by another one.
-    _LOADED[(handle, id(strategy))] = (module, [v.numpy() for v in module.variables], strategy)
+    _LOADED[key] = (module, [v.numpy() for v in module.variables], strategy)
     return module
 
 
@@ -69,51 +73,17 @@ def _first_line(error):
     return lines[0] if lines else type(error).__name__
 
 
-def _check_finetunable(handle, module):
-    """ValueError (one line) unless `module` has what fine-tuning uses (vtab_eval.module_contract)."""
-    missing = [a for a in module_contract.REQUIRED_ATTRIBUTES if not hasattr(module, a)]
-    if missing:
-        reason = f"it lacks {', '.join(missing)}"
-    elif not list(module.trainable_variables):
-        reason = "its trainable_variables is empty: nothing to fine-tune"
-    else:
-        ok, reason = module_contract.finetunable(handle)
-        if ok:
-            return
-    raise ValueError(
-        f"module {handle!r} cannot be fine-tuned: {reason}; fine-tuning needs a reusable "
-        "SavedModel (TF Hub TF2 format) with __call__(images, training=...), variables and "
-        "trainable_variables"
-    )
-
-
 def build_classifier(handle, num_classes, strategy=None, probe_resolution=32):
-    """Loads `handle` and adds a zero-initialised head with `num_classes` outputs.
-
-    Args:
-      handle: local path or TF Hub handle of an image feature-vector module.
-      num_classes: size of the new head.
-      strategy: a tf.distribute strategy (default: the current one).
-      probe_resolution: side of the blank image used to find the feature size.
+    """Loads `handle` (a local path or TF Hub handle of an image feature-vector module) under
+    `strategy` (default: the current one) and adds a zero-initialised `num_classes`-way head.
 
     Raises:
-      ValueError: one line naming `handle`: the module fails to load, is not fine-tunable (no
-        `__call__`, `variables` or non-empty `trainable_variables`, e.g. a signature-only or
-        Keras `model.export()` SavedModel, or no traced `training=True` call), fails on a float32
-        `[1, probe_resolution, probe_resolution, 3]` image, or does not return `[N, d]` features.
+      ValueError: one line naming `handle`: the module fails to load, is not fine-tunable
+        (`vtab_eval.module_contract`), fails on a blank float32 `[1, probe_resolution,
+        probe_resolution, 3]` image, or does not return `[N, d]` features.
     """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
     strategy = strategy or tf.distribute.get_strategy()
-    module = _reuse_loaded(handle, strategy)
-    if module is None:
-        with strategy.scope():
-            try:
-                module = hub.load(handle)
-            except Exception as err:  # noqa: BLE001 - any load failure is reported by handle
-                raise ValueError(f"module {handle!r} failed to load: {_first_line(err)}") from err
-        _check_finetunable(handle, module)
-        _remember_loaded(handle, strategy, module)
+    module = _load(handle, strategy)
     # Called outside the scope: under MirroredStrategy a restored function run in the scope's
     # cross-replica context fails on its replica-context assertion.
     try:

@@ -1,28 +1,10 @@
 """Fine-tunes a TF Hub image feature-vector module on a task: the training loop and its evaluation.
 
-The whole network is trained (every variable in the module's `trainable_variables`, adapters
-included) together with a new linear head whose weights and bias start at zero
-(`vtab_eval.classifier`), by SGD with momentum (VTAB's formula, `_make_stepper`) on softmax
-cross-entropy, under a `tf.distribute` strategy: the module, the head and the momentum slots live
-in `strategy.scope()`; each replica computes the gradient of its share of the global batch (loss
-summed and divided by the global batch size); the gradients are summed and the update applied in
-the cross-replica context, where assigning a mirrored variable updates every copy. This works the
-same for the default, one-device, mirrored, multi-worker and TPU strategies. Weight decay, when a
-setting asks for it, is L2 added to the gradient of every tuned variable. Each step's learning
-rate is `vtab_eval.sweeps.learning_rate_at` (the schedule module shared with upstream training).
-
-Seeds (issue 16): one `seed` gives the data order, augmentation, mixup and TensorFlow's global seed
-(`finetune_seeds`); augmentation and mixup are stateless ops keyed by the example's position, so
-they do not depend on thread scheduling. With `deterministic=True` (the default of
-`finetune_and_evaluate`) op determinism is on as well, and the same call gives bitwise the same
-weights, loss and score on the same machine, whatever ran before it in the process (a module kept
-for reuse is reset to its published weights).
-
-Outputs (docs/evaluation.md, "Fine-tune outputs"): `vtab_eval.finetune_outputs` and
-`vtab_eval.classifier.save_classifier`.
-
-Modules whose `__call__(training=True)` updates batch-norm statistics are not supported under
-multi-replica strategies (BiT uses group norm and has none).
+The whole module and a new zero-initialised head (`vtab_eval.classifier`) are trained by SGD with
+momentum on softmax cross-entropy under any `tf.distribute` strategy (replicas' gradients summed,
+the update applied in the cross-replica context), bitwise repeatable from one `seed` on one
+machine. docs/evaluation.md, "Fine-tune outputs", is the contract. Modules that update batch-norm
+statistics in training are not supported on several replicas (BiT has none).
 """
 
 import time
@@ -40,15 +22,10 @@ CACHE_LIMIT = 20_000
 
 
 def finetune_seeds(seed):
-    """The seeds one fine-tune uses, all derived from `seed` by `bit_experts.determinism`.
+    """{"seed", "data_order", "augmentation", "mixup", "global"} (plain ints) derived from `seed`.
 
-    Returns:
-      {"seed": seed, "data_order": the shuffle's seed, "augmentation": crop and flip,
-      "mixup": the mixing weights, "global": TensorFlow's global seed (random ops inside the
-      module, e.g. dropout)}, plain ints. The head needs no seed: it starts at zero.
-
-    Raises:
-      ValueError: `seed` is not an int in [0, 2**31 - 1].
+    `global` is TensorFlow's global seed (random ops inside the module, e.g. dropout); the head
+    needs none. ValueError unless `seed` is an int in [0, 2**31 - 1] (`bit_experts.determinism`).
     """
     if isinstance(seed, np.integer):
         seed = int(seed)
@@ -65,9 +42,8 @@ def finetune_seeds(seed):
 def _prepare_train(dataset, setting, num_classes, seed):
     """Cached, shuffled, repeated, augmented batches of {"image", "label" (one-hot)}.
 
-    Order and augmentation follow `finetune_seeds(seed)` alone: the shuffle is seeded, and every
-    random draw of augmentation and mixup is a stateless op keyed by (its seed, the example's or
-    batch's position in the stream), so parallel `map`s stay parallel and deterministic.
+    Every random draw is a stateless op keyed by (its seed, the example's or batch's position in
+    the stream), so parallel `map`s stay deterministic.
     """
     seeds = finetune_seeds(seed)
     resolution = setting["resolution"]
@@ -79,7 +55,6 @@ def _prepare_train(dataset, setting, num_classes, seed):
         return {"image": image, "label": example["label"]}
 
     def augment(index, example):
-        # One stateless seed per example and draw: (augmentation seed, position in the stream).
         crop_seed, flip_seed = tf.unstack(
             tf.random.experimental.stateless_split(tf.stack([seeds["augmentation"], index]), 2)
         )
@@ -118,24 +93,15 @@ def _prepare_train(dataset, setting, num_classes, seed):
 def _make_stepper(classifier, dataset, setting, num_classes, strategy, seed):
     """A function `step(index) -> (loss, learning_rate)` that applies one update of `train`.
 
-    The update is VTAB's (TF1's `MomentumOptimizer`): `slot = momentum * slot + grad` (`grad`
-    plus `weight_decay * var` when the setting asks for L2), then `var -= lr * slot`, with `lr`
-    from the setting's schedule, fed to every step.
-
-    Not Keras' optimizer (issue 22, tests/vtab_eval/test_finetune_optimizer.py): Keras' `SGD`
-    keeps `m = momentum * m - lr * grad; var += m`, other numbers whenever the learning rate
-    changes. A `keras.optimizers.Optimizer` subclass with this formula accepts the hub module's
-    tf.Variables (mirrored ones too), costs the same per step and, on one replica, gives these
-    numbers bit for bit; under MirroredStrategy it does not: Keras' TF backend applies the update
-    on each replica's copy, where this applies it once in the cross-replica context, and grappler,
-    which merges chains of adds into one AddN with its inputs sorted by op name, then adds the
-    replicas' gradients and the momentum term in another order (weights off by float32
-    roundings). Keeping them takes overriding Keras' private `_backend_update_step` and these op
-    names: this stepper inside a Keras class. For the same reason, renaming or reordering the ops
-    of `train_step` moves weights (with weight decay, or on several replicas) by roundings.
+    VTAB's update (TF1's `MomentumOptimizer`): `slot = momentum * slot + grad` (plus
+    `weight_decay * var` for L2), then `var -= lr * slot`. Not Keras' optimizer (issue 22,
+    tests/vtab_eval/test_finetune_optimizer.py): Keras' `SGD` gives other numbers whenever the
+    learning rate changes, and a Keras subclass with this formula matches on one replica only:
+    it updates each replica's copy, and grappler (which sorts the inputs of merged adds by op
+    name) then sums gradients and momentum in another order. For the same reason, renaming or
+    reordering the ops of `train_step` moves weights by float32 roundings.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    # Random ops inside the module (dropout, stochastic depth) follow `seed` too.
     tf.random.set_seed(finetune_seeds(seed)["global"])
     global_batch = setting["batch_size"]
     momentum = float(setting.get("momentum", 0.9))
@@ -182,16 +148,9 @@ def train(
 ):
     """Fine-tunes `classifier` in place on `dataset` ({"image", "label"}) with one sweep setting.
 
-    Args:
-      classifier: from `build_classifier` under the same strategy.
-      dataset: un-batched examples of the training split.
-      setting: a dict from `vtab_eval.sweeps`.
-      num_classes: number of classes (labels are one-hot encoded).
-      strategy: the strategy the classifier was built under (default: the current one).
-      seed: seeds shuffling, augmentation, mixup and TensorFlow's global seed (`finetune_seeds`).
-      log: optional callable(str) for a progress line every ~10% of the steps.
-      summary_writer: optional `tf.summary` writer; gets the scalars `loss` (the step's mean
-        cross-entropy) and `learning_rate` at steps 1..steps (the number of updates done).
+    `classifier` comes from `build_classifier` under `strategy` (default: the current one);
+    `seed` as in `finetune_seeds`; `log(str)` gets a line every ~10% of the steps and
+    `summary_writer` the scalars `loss` and `learning_rate` at steps 1..steps.
 
     Returns:
       {"final_loss": mean loss of the last 10% of steps, "steps": int, "seconds": float}.
@@ -199,11 +158,10 @@ def train(
     Raises:
       FloatingPointError: the loss became non-finite.
     """
-    sweeps.validate_setting(setting)
     step_fn = _make_stepper(classifier, dataset, setting, num_classes, strategy, seed)
     steps = setting["steps"]
     tail = max(1, steps // 10)
-    recent = []
+    losses = []
     start = time.time()
     for step in range(steps):
         loss, lr = step_fn(step)
@@ -213,13 +171,12 @@ def train(
                 f"setting {setting['name']!r}"
             )
         outputs.write_scalars(summary_writer, step + 1, {"loss": loss, "learning_rate": lr})
-        if step >= steps - tail:
-            recent.append(loss)
-        if log and (step + 1) % max(1, steps // 10) == 0:
+        losses.append(loss)
+        if log and (step + 1) % tail == 0:
             rate = (step + 1) * setting["batch_size"] / max(1e-9, time.time() - start)
             log(f"  step {step + 1}/{steps} loss {loss:.4f} lr {lr:.4g} ({rate:.0f} img/s)")
     return {
-        "final_loss": float(np.mean(recent)),
+        "final_loss": float(np.mean(losses[-tail:])),
         "steps": steps,
         "seconds": round(time.time() - start, 3),
     }
@@ -228,23 +185,11 @@ def train(
 def measure_step_seconds(
     handle, task, setting, *, data_dir=None, strategy=None, steps=2, split="train800"
 ):
-    """Seconds per training step of `setting` on `task`, for a run's time estimate (`--dry_run`).
+    """Wall-clock seconds per training step of `setting` on `task` (float > 0), for `--dry_run`.
 
-    Builds the classifier (a kept module is reused), runs one warm-up step (tracing, first reads
-    of the data), then times `steps` more steps of the real batch size and resolution. It moves
-    the kept module's weights, which the next `build_classifier` resets. Seeds: seed 0; op
-    determinism is left as the process has it.
-
-    Returns:
-      Wall-clock seconds per step (float > 0), averaged over `steps`.
-
-    Raises:
-      ValueError: `steps` < 1, a bad setting, or a module `build_classifier` refuses.
+    One warm-up step (tracing, first reads), then the mean of `steps` timed steps of the real
+    batch size and resolution, with seed 0. ValueError for a module `build_classifier` refuses.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    sweeps.validate_setting(setting)
-    strategy = strategy or tf.distribute.get_strategy()
     classifier = build_classifier(handle, task.num_classes, strategy)
     step_fn = _make_stepper(
         classifier, task.load(split, data_dir=data_dir), setting, task.num_classes, strategy, 0
@@ -287,47 +232,26 @@ def finetune_and_evaluate(
 ):
     """Builds a classifier on `handle`, trains it on `train_split` and scores it on `eval_split`.
 
-    Args:
-      handle: the module to fine-tune (see `build_classifier`).
-      task: a `vtab_eval.tasks.Task`.
-      train_split, eval_split: split names of `task`.
-      setting: a sweep setting (`vtab_eval.sweeps`).
-      data_dir: TFDS data directory.
-      strategy: tf.distribute strategy (default: the current one).
-      seed: int in [0, 2**31 - 1]; every seed of the fine-tune derives from it (`finetune_seeds`).
-      log: optional callable(str) for progress lines.
-      deterministic: True: `bit_experts.determinism.configure(seed, True)` (op determinism on;
-        Python, NumPy, Keras and TensorFlow seeded), so the call is bitwise repeatable on one
-        machine. False: op determinism off (faster); data order and augmentation still follow
-        `seed`, but kernels may add up in varying order.
-      summary_dir: TensorBoard folder of this fine-tune: `loss` and `learning_rate` at every
-        step 1..steps, then `<eval_split>/accuracy`, `<eval_split>/score` and
-        `<eval_split>/mean_per_class_accuracy` at step `steps`. Earlier event files there are
-        removed.
-      predictions_path: .npz file of `eval_split`'s logits, predictions and labels
-        (`finetune_outputs.write_predictions`).
-      save_model_dir: local folder for the fine-tuned classifier, a SavedModel that `hub.load`
-        reads (`classifier.ExportedClassifier`: float32 RGB images in [0, 1], any size, resized
-        to `setting["resolution"]`, -> logits [B, num_classes]), with the metadata of
-        `finetune_outputs.classifier_metadata`; ValueError for a URL. `summary_dir` and
-        `predictions_path` may be `tf.io.gfile` URLs (`gs://...`).
+    docs/evaluation.md, "Fine-tune outputs", is the contract: `setting` (`vtab_eval.sweeps`) runs
+    with the task's augmentation policy; every seed derives from `seed` (`finetune_seeds`);
+    `deterministic` turns op determinism on (`determinism.configure`); `summary_dir` (TensorBoard),
+    `predictions_path` (.npz; both may be URLs) and `save_model_dir` (a local folder for
+    `classifier.ExportedClassifier` and its metadata) are optional outputs.
 
     Returns:
-      A dict with "score" (the task's metric on `eval_split`), "accuracy",
-      "mean_per_class_accuracy", "num_examples", "final_loss", "steps", "seconds", "seed",
-      "seeds" (`finetune_seeds(seed)` plus "deterministic"), "setting" (its name),
-      "train_split" and "eval_split".
+      {"score" (the task's metric), "accuracy", "mean_per_class_accuracy", "num_examples",
+      "final_loss", "steps", "seconds", "seed", "seeds" (`finetune_seeds(seed)` plus
+      "deterministic"), "setting" (its name), "train_split", "eval_split"}.
 
     Raises:
       ValueError: a bad seed, setting, output path or module (one line, before any training).
       FloatingPointError: the loss became non-finite.
     """
-    strategy = strategy or tf.distribute.get_strategy()
     seeds = finetune_seeds(seed)
     sweeps.validate_setting(setting)
-    setting = sweeps.for_task(setting, task)  # No flips or crops that corrupt the task's labels.
+    setting = sweeps.for_task(setting, task)
     outputs.check_output_paths(summary_dir, predictions_path, save_model_dir)
-    task.validate_splits([train_split, eval_split])  # Sizes known without reading (folders).
+    task.validate_splits([train_split, eval_split])
     classifier = build_classifier(handle, task.num_classes, strategy)
     # After every check, so that refused input leaves the process's settings as they were.
     determinism.configure(seeds["seed"], deterministic)

@@ -1,10 +1,7 @@
-"""What a fine-tune writes besides its classifier: TensorBoard scalars and the predictions.
+"""What a fine-tune writes besides its classifier: TensorBoard scalars, predictions, metadata.
 
-docs/evaluation.md, "Fine-tune outputs", is the contract: `vtab_eval.finetune.finetune_and_evaluate`
-checks the paths here before training (`check_output_paths`), logs through `write_scalars` while it
-trains and evaluates, then writes the evaluation split's predictions (`write_predictions`, an .npz)
-and the classifier (`vtab_eval.classifier.save_classifier`, with `classifier_metadata` from here).
-Each file is written atomically or, for event files, replaced as a whole.
+The contract is docs/evaluation.md, "Fine-tune outputs". Each file is written atomically or, for
+event files, replaced as a whole.
 """
 
 import io
@@ -16,9 +13,7 @@ from tensorflow.core.framework import summary_pb2
 
 from bit_experts import atomic_files
 
-# TensorBoard's scalar plugin reads tensor summaries with this metadata (what its
-# `tf.summary.scalar` writes); written with core TF's `tf.summary.write`, so that logging needs
-# no TensorBoard install (viewing them does).
+# The scalar plugin's metadata, so that core TF's `tf.summary.write` logs without TensorBoard.
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
     data_class=summary_pb2.DATA_CLASS_SCALAR,
@@ -54,11 +49,8 @@ def check_output_paths(summary_dir, predictions_path, save_model_dir):
 
 
 def open_summary_writer(summary_dir):
-    """A `tf.summary` writer for `summary_dir`, without the event files of an earlier attempt.
-
-    The folder belongs to one fine-tune: event files of an earlier (killed) attempt would show as
-    a second curve, so they go; other files stay. None gives None (`write_scalars` skips it).
-    """
+    """A `tf.summary` writer for `summary_dir` (None: None), whose event files of an earlier
+    (killed) attempt, which would show as a second curve, are removed first."""
     if summary_dir is None:
         return None
     atomic_files.makedirs(summary_dir)
@@ -83,12 +75,8 @@ def _class_names(task):
 
 
 def write_predictions(path, task, handle, eval_split, setting, logits, labels):
-    """The evaluation split's predictions as an .npz, written atomically.
-
-    Arrays: `predictions` (int64 [N], argmax of `logits`), `labels` (int64 [N]), `logits`
-    (float32 [N, num_classes]) in the split's order, and `task`, `handle`, `eval_split`, `setting`
-    (its name) and, for folder tasks, `classes`.
-    """
+    """The evaluation split's `predictions` (argmax), `labels`, `logits`, `task`, `handle`,
+    `eval_split`, `setting` (its name) and, for folder tasks, `classes`, as an .npz."""
     arrays = {
         "predictions": np.argmax(logits, axis=-1).astype(np.int64),
         "labels": labels.astype(np.int64),
@@ -105,10 +93,7 @@ def write_predictions(path, task, handle, eval_split, setting, logits, labels):
 
 
 def classifier_metadata(task, handle, setting, result):
-    """The metadata `vtab_eval.classifier.save_classifier` stores beside a fine-tuned classifier.
-
-    `result` is `finetune_and_evaluate`'s record (its seeds, splits and scores).
-    """
+    """The metadata saved beside a fine-tuned classifier; `result` is `finetune_and_evaluate`'s."""
     return {
         "kind": "classifier",
         "task": task.name,

@@ -1,23 +1,10 @@
 """Fine-tuning hyperparameter sweeps: named presets, BiT-HyperRule and random search.
 
-A *setting* is a plain JSON-serialisable dict (see `make_setting` for its keys); a *sweep* is a list
-of settings. The protocol (`vtab_eval.protocol`) trains each setting of a sweep on the tuning split,
-keeps the best on the validation split and retrains it. docs/evaluation.md lists the presets.
-
-Presets:
-  vtab_lightweight: VTAB's recommended lightweight sweep: learning rate {0.1, 0.01} x schedule
-    {2500, 10000} steps, batch 512, SGD momentum 0.9, decay by 10x at 30/60/90% of the steps,
-    images resized to 224, no augmentation.
-  bit_hyperrule: BiT-HyperRule (Kolesnikov et al., 2020), one setting derived from the dataset
-    size and image size by the small functions below, with google-research/big_transfer's values
-    (bit_hyperrule.py: resize 512 -> crop 480, or 160 -> 128 below 96x96 pixels).
-  local: a CPU preset for the offline demo (32-px images, ~1000 training images, ~1 min per run).
-  quick: a few steps, for tests and smoke runs.
-  random_search: `num_settings` settings drawn from a fixed space (paper table 3 uses 36).
-
-A task forbids the augmentations that would corrupt its labels (`task.augmentation`, see
-vtab_eval.tasks.base.Augmentation); `for_task` applies that policy to any preset's settings, so call
-it on every sweep before fine-tuning (and before keying caches on the settings).
+A *setting* is a plain JSON-serialisable dict (`make_setting`); a *sweep* is a list of settings.
+docs/evaluation.md, "Sweeps", lists the presets (`PRESETS`). BiT-HyperRule (Kolesnikov et al.,
+2020) is a few pure functions of the dataset size and image size, with google-research/big_transfer's
+values. `for_task` turns off the augmentations a task forbids (`vtab_eval.tasks.Augmentation`):
+call it on every sweep before fine-tuning and before keying caches on the settings.
 """
 
 import math
@@ -70,23 +57,12 @@ def make_setting(
     mixup_alpha=0.0,
     name=None,
 ):
-    """One fine-tuning setting as a validated plain dict.
+    """One fine-tuning setting as a validated plain dict; ValueError names a bad value.
 
-    Args:
-      learning_rate: peak learning rate of SGD with momentum.
-      steps: number of training steps.
-      batch_size: global batch size (split across replicas).
-      momentum: SGD momentum.
-      weight_decay: L2 coefficient added to the gradient of every tuned weight (0 = none).
-      warmup_steps: linear warm-up from 0 to `learning_rate` over this many steps.
-      schedule: "step" (multiply by `decay_factor` at each of `decay_points`, fractions of
-        `steps`), "cosine" (cosine decay to 0 after warm-up) or "constant".
-      resolution: side of the square images the network sees (training crop and evaluation size).
-      resize: training images are resized to resize x resize and randomly cropped to
-        `resolution`; None means resized straight to `resolution` (no crop).
-      flip: random horizontal flips during training.
-      mixup_alpha: mixup's Beta(alpha, alpha) parameter; 0 turns mixup off.
-      name: a short label for reports; derived from the values when None.
+    docs/evaluation.md, "Sweeps", defines the keys: `learning_rate` is the peak, `batch_size` the
+    global batch, `decay_points` fractions of `steps`, `resize` (None: no crop) the side training
+    images are resized to before a random crop to `resolution`, `weight_decay` an L2 term added to
+    the gradient; `name` is derived from the values when None.
     """
     setting = {
         "learning_rate": float(learning_rate),
@@ -139,17 +115,9 @@ def learning_rate_at(setting, step):
     return schedules.learning_rate_at(step, setting["learning_rate"], setting["steps"], *decay)
 
 
-# --- BiT-HyperRule: small pure functions of the dataset size and the image size. ---
-
-
 def hyperrule_schedule(dataset_size):
-    """(warm-up steps, decay boundaries, total steps) by dataset size.
-
-    Below 20k examples: 500 steps; below 500k: 10k steps; otherwise 20k steps. Warm-up is 100 steps
-    for the smallest datasets and 500 otherwise; the learning rate drops 10x at the boundaries.
-    """
-    if dataset_size < 1:
-        raise ValueError(f"dataset_size must be positive, got {dataset_size!r}")
+    """(warm-up steps, decay boundaries, total steps) by dataset size: below 20k images 500
+    steps, below 500k 10k steps, else 20k; the learning rate drops 10x at the boundaries."""
     if dataset_size < _SMALL_DATASET:
         return 100, (200, 300, 400), 500
     if dataset_size < _LARGE_DATASET:
@@ -158,15 +126,9 @@ def hyperrule_schedule(dataset_size):
 
 
 def hyperrule_resolution(image_size):
-    """(resize, crop) by original image size: area < 96x96 px: 160 -> 128, else 512 -> 480.
-
-    The values of google-research/big_transfer (bit_hyperrule.py `get_resolution` and the colab's
-    table): training images are resized to the first and randomly cropped to the second; test
-    images are resized to the second.
-    """
+    """(resize, crop) by image size (a side or (height, width)): area < 96x96 px: (160, 128), else
+    (512, 480), as big_transfer's bit_hyperrule.py. Test images are resized to the crop size."""
     height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
     return (160, 128) if height * width < _SMALL_IMAGE_AREA else (512, 480)
 
 
@@ -204,11 +166,7 @@ def vtab_lightweight(resolution=224):
 
 
 def local(resolution=32):
-    """CPU preset for the offline demo: 32-px images, ~1000 training images.
-
-    200 steps of 64 images (~13 epochs of train800val200), cosine decay, flips; measured at
-    ~300-400 images/s for r14_micro/r14_tiny on 2 cores, i.e. ~35-50 s per fine-tune.
-    """
+    """CPU preset for the offline demo: 200 steps of 64 32-px images, ~35-50 s per fine-tune."""
     return [
         make_setting(
             lr, 200, 64, warmup_steps=20, schedule="cosine", resolution=resolution, flip=True
@@ -223,9 +181,7 @@ def quick(resolution=32):
 
 
 def demo(quick=False, resolution=32):
-    """The offline demo's sweep (`vtab_eval.demo`): one setting, so the VTAB-1k protocol trains
-    on train800val200 and tests (nothing to tune); 52 fine-tunes (13 candidates x 4 tasks) fit 2
-    CPU cores. `quick`: 20 steps (the demo's --quick)."""
+    """The offline demo's one setting (nothing to tune); `quick`: 20 steps (the demo's --quick)."""
     if quick:
         return [make_setting(0.03, 20, 32, resolution=resolution, name="quick_lr0.03")]
     return [
@@ -236,14 +192,11 @@ def demo(quick=False, resolution=32):
 
 
 def random_search(num_settings, seed=0, resolution=224):
-    """`num_settings` settings drawn from a fixed space (paper table 3: 36 sets).
+    """`num_settings` settings drawn from our space (paper table 3 gives only the count, 36).
 
-    Space (our choice; the paper gives only the count): learning rate log-uniform in
-    [1e-3, 1e-1], steps in {2500, 5000, 10000, 20000}, warm-up 500 steps, step decay at
-    30/60/90%, mixup alpha in {0, 0.1}, batch 512, random flips, resize 1.14x then crop.
+    Learning rate log-uniform in [1e-3, 1e-1], steps in {2500, 5000, 10000, 20000}, warm-up 500
+    steps, step decay at 30/60/90%, mixup alpha in {0, 0.1}, batch 512, flips, resize 8/7 then crop.
     """
-    if num_settings < 1:
-        raise ValueError(f"num_settings must be positive, got {num_settings!r}")
     rng = np.random.default_rng(seed)
     settings = []
     for i in range(num_settings):
@@ -266,82 +219,50 @@ def random_search(num_settings, seed=0, resolution=224):
 
 
 def get_sweep(name, *, dataset_size=1000, image_size=224, resolution=None, num_settings=36, seed=0):
-    """The settings of a named preset.
+    """The settings of the preset `name` (one of PRESETS; the evaluation config checks it).
 
-    Args:
-      name: one of PRESETS.
-      dataset_size: training images (BiT-HyperRule's schedule and mixup depend on it).
-      image_size: original image side (BiT-HyperRule's resolution depends on it).
-      resolution: overrides the preset's resolution (and drops its resize-then-crop).
-      num_settings, seed: for "random_search".
+    `dataset_size` and `image_size` (a side or (height, width)) feed BiT-HyperRule; `num_settings`
+    and `seed` random search; `resolution` replaces every resolution and drops resize-then-crop.
     """
-    if name == "vtab_lightweight":
-        settings = vtab_lightweight()
-    elif name == "bit_hyperrule":
-        settings = [bit_hyperrule(dataset_size, image_size)]
-    elif name == "local":
-        settings = local()
-    elif name == "quick":
-        settings = quick()
-    elif name == "random_search":
-        settings = random_search(num_settings, seed)
-    elif name in ("demo", "demo_quick"):
-        settings = demo(quick=name == "demo_quick")
-    else:
-        raise ValueError(f"unknown sweep preset {name!r}; expected one of {PRESETS}")
+    presets = {
+        "vtab_lightweight": vtab_lightweight,
+        "bit_hyperrule": lambda: [bit_hyperrule(dataset_size, image_size)],
+        "local": local,
+        "quick": quick,
+        "random_search": lambda: random_search(num_settings, seed),
+        "demo": demo,
+        "demo_quick": lambda: demo(quick=True),
+    }
+    settings = presets[name]()
     if resolution is not None:
-        settings = [override(s, resolution=resolution, resize=None) for s in settings]
+        settings = [dict(s, resolution=resolution, resize=None) for s in settings]
     return settings
 
 
-def apply_augmentation(setting, augmentation):
-    """`setting` with the augmentations that `augmentation` forbids turned off.
-
-    Args:
-      setting: a sweep setting dict.
-      augmentation: a `vtab_eval.tasks.Augmentation` (a task's `augmentation`).
-
-    Returns a new validated dict: `flip` is False unless both allow it; without crops `resize` is
-    None (images are resized straight to `resolution`). Idempotent; the name is kept.
-    """
-    changes = {}
-    if setting.get("flip") and not augmentation.flip:
-        changes["flip"] = False
-    if setting.get("resize") is not None and not augmentation.crop:
-        changes["resize"] = None
-    return override(setting, **changes) if changes else dict(setting)
-
-
 def for_task(settings, task):
-    """The settings (a list, or one dict) with `task.augmentation` applied (see apply_augmentation).
+    """The settings (a list, or one dict) without the augmentations `task.augmentation` forbids.
 
-    Every preset that augments (bit_hyperrule, local, random_search, flag grids with flips) goes
-    through this, so no fine-tune flips or crops a task whose labels that would corrupt.
+    Returns new dicts: `flip` False unless the task allows it, `resize` None without crops
+    (images resized straight to `resolution`). Idempotent; names are kept.
     """
-    if isinstance(settings, dict):
-        return apply_augmentation(settings, task.augmentation)
-    return [apply_augmentation(s, task.augmentation) for s in settings]
+    policy = task.augmentation
+
+    def adapt(setting):
+        adapted = dict(setting)
+        if setting.get("flip") and not policy.flip:
+            adapted["flip"] = False
+        if setting.get("resize") is not None and not policy.crop:
+            adapted["resize"] = None
+        return adapted
+
+    return adapt(settings) if isinstance(settings, dict) else [adapt(s) for s in settings]
 
 
 def image_statistics(dataset, what="dataset", log=None):
-    """Image count and typical size of a dataset of {"image": [H, W, C], ...} examples.
-
-    Reads every example once (only the shapes are kept). The typical side is the square root of the
-    median image area, rounded down, so that `side**2 < 96*96` exactly when the median area is below
-    BiT-HyperRule's threshold. Logs one line with the size chosen.
-
-    Args:
-      dataset: an un-batched tf.data.Dataset, e.g. `task.load("train800val200")`.
-      what: a name for the log line (e.g. "cifar100/train800val200").
-      log: callable(str); None logs nothing.
-
-    Returns:
-      {"num_images": int, "median_area": float (px^2), "image_side": int (px),
-       "min_side": int, "max_side": int (over heights and widths)}.
-
-    Raises:
-      ValueError: the dataset is empty.
-    """
+    """{"num_images", "median_area" (px^2), "image_side", "min_side", "max_side"} of an un-batched
+    dataset of {"image": [H, W, C]}; ValueError naming `what` if it is empty. `image_side` is
+    the square root of the median area rounded down, so `side**2 < 96*96` exactly when the median
+    area is below BiT-HyperRule's threshold. `log(str)` gets one line."""
     shapes = dataset.map(lambda e: tf.shape(e["image"])[:2], num_parallel_calls=tf.data.AUTOTUNE)
     sizes = np.array([s.numpy() for s in shapes], dtype=np.int64).reshape(-1, 2)
     if len(sizes) == 0:
@@ -363,23 +284,10 @@ def image_statistics(dataset, what="dataset", log=None):
 
 
 def split_statistics(task, split, data_dir=None, log=None):
-    """`image_statistics` of one split of a task (e.g. the tuning split for BiT-HyperRule).
-
-    Returns the same dict; `get_sweep(..., dataset_size=stats["num_images"],
-    image_size=stats["image_side"])` then picks the schedule and resolution from the whole split.
-    """
+    """`image_statistics` of one split of a task, e.g. the final training split for
+    BiT-HyperRule (`get_sweep(dataset_size=num_images, image_size=image_side)`)."""
     dataset = task.load(split, data_dir=data_dir)
     return image_statistics(dataset, what=f"{task.name}/{split}", log=log)
-
-
-def override(setting, **changes):
-    """A copy of `setting` with `changes` applied and validated (unknown keys are refused)."""
-    unknown = sorted(set(changes) - set(setting))
-    if unknown:
-        raise ValueError(f"unknown sweep setting keys {unknown}; known: {sorted(setting)}")
-    updated = dict(setting, **changes)
-    validate_setting(updated)
-    return updated
 
 
 def from_values(learning_rates, steps, batch_size, resolution, **common):

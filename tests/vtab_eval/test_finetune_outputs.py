@@ -145,8 +145,6 @@ def test_measure_step_seconds(done):
     task, handle, _, _ = done
     seconds = finetune.measure_step_seconds(handle, task, SETTING, steps=2)
     assert np.isfinite(seconds) and seconds > 0
-    with pytest.raises(ValueError, match="steps"):
-        finetune.measure_step_seconds(handle, task, SETTING, steps=0)
 
 
 def test_output_paths_are_checked_before_training(done, tmp_path):

@@ -31,8 +31,6 @@ def test_hyperrule_resolution_and_mixup():
     assert sweeps.hyperrule_resolution((48, 192)) == (512, 480)  # Area, not side, decides.
     assert sweeps.hyperrule_mixup(19_999) == 0.0
     assert sweeps.hyperrule_mixup(20_000) == 0.1
-    with pytest.raises(ValueError, match="dataset_size"):
-        sweeps.hyperrule_schedule(0)
 
 
 def test_bit_hyperrule_setting_for_vtab1k():
@@ -106,16 +104,12 @@ def test_cosine_and_resolution_override():
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="unknown sweep preset"):
-        sweeps.get_sweep("huge")
     with pytest.raises(ValueError, match="learning_rate"):
         sweeps.make_setting(0, 10, 8)
     with pytest.raises(ValueError, match="warmup_steps"):
         sweeps.make_setting(0.1, 10, 8, warmup_steps=10)
     with pytest.raises(ValueError, match="resize"):
         sweeps.make_setting(0.1, 10, 8, resolution=32, resize=16)
-    with pytest.raises(ValueError, match="unknown sweep setting keys"):
-        sweeps.override(sweeps.quick()[0], lr=1)
     grid = sweeps.from_values([0.1, 0.01], [5, 10], 8, 32)
     assert [(s["learning_rate"], s["steps"]) for s in grid] == [
         (0.1, 5),

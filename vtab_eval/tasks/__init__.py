@@ -8,32 +8,15 @@ The contract (names, splits, JSON) is documented in docs/tasks.md.
 """
 
 from vtab_eval.tasks import folder, natural, specialized, structured, table3
-from vtab_eval.tasks.base import (
-    FLIP_AND_CROP,
-    FULL_SPLITS,
-    GROUPS,
-    METRICS,
-    SPLIT_NAMES,
-    VTAB_SPLITS,
-    Augmentation,
-    Task,
-    TfdsTask,
-    to_model_input,
-)
-from vtab_eval.tasks.folder import FolderTask, make_folder_task
+from vtab_eval.tasks.base import SPLIT_NAMES, VTAB_SPLITS, Augmentation, Task, to_model_input
+from vtab_eval.tasks.folder import make_folder_task
 
 __all__ = [
-    "FLIP_AND_CROP",
-    "FULL_SPLITS",
-    "GROUPS",
-    "METRICS",
     "SPLIT_NAMES",
     "SUITES",
     "VTAB_SPLITS",
     "Augmentation",
-    "FolderTask",
     "Task",
-    "TfdsTask",
     "get_task",
     "list_tasks",
     "make_folder_task",
@@ -52,19 +35,17 @@ _BY_NAME = {task.name: task for suite in _SUITES.values() for task in suite}
 def list_tasks(suite: str = "all") -> list[str]:
     """Names of the registered tasks of a suite: "vtab1k" (19), "table3" or "all"."""
     if suite == "all":
-        return [task.name for tasks in _SUITES.values() for task in tasks]
+        return list(_BY_NAME)
     if suite not in _SUITES:
         raise ValueError(f"Unknown suite {suite!r}; expected one of {list(SUITES)}")
     return [task.name for task in _SUITES[suite]]
 
 
 def get_task(name: str, *, skip_bad_images: bool = False) -> Task:
-    """Returns the task called `name`, or the image-folder task for "folder:PATH".
+    """The task called `name` (`list_tasks`), or the image-folder task of "folder:PATH".
 
-    Args:
-      name: a registered name (`list_tasks`) or "folder:PATH".
-      skip_bad_images: folder tasks only: leave out undecodable image files with a warning
-        instead of raising (see `make_folder_task`); registered tasks ignore it.
+    `skip_bad_images` (folder tasks only): leave out undecodable image files with a warning
+    instead of raising (`make_folder_task`).
 
     Raises:
       ValueError: unknown name (the message lists the known ones), a bad folder layout, or an

@@ -1,8 +1,7 @@
 """The task contract: a named classification problem with fixed splits and one image format.
 
-Every task, whatever its source (a TFDS dataset or an image folder), yields examples
-``{"image": float32 [H, W, 3] in [0, 1], "label": int64}`` so that selection and
-fine-tuning never need to know where the data came from.
+Every task, from TFDS or an image folder, yields {"image": float32 [H, W, 3] in [0, 1], "label":
+int64}, so selection and fine-tuning never need to know where the data came from.
 """
 
 from __future__ import annotations
@@ -16,24 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 
 import tensorflow as tf
 
-# Which training augmentations keep a task's labels true: its augmentation policy. BiT's
-# fine-tuning recipe (Kolesnikov et al., 2020; the big_transfer colab) does random crops and
-# horizontal flips "for all tasks except those where such actions destroy label semantics": no
-# random crops for counting tasks, no flips where the label is an orientation. Every task carries an
-# `Augmentation` next to its label function; `vtab_eval.sweeps.for_task` turns off in a sweep
-# setting whatever the task forbids, so every preset that augments honours it.
-
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """A task's augmentation policy.
+    """Whether random flips and crops keep a task's labels true (`sweeps.for_task` applies it).
 
-    Attributes:
-      flip: random horizontal flips keep the label (False when it is an orientation, a position
-        along x, or a pose angle).
-      crop: random crops keep the label (False when it counts, locates, or measures something in
-        the whole image, which a crop can cut out or move).
-      reason: one line saying why something is forbidden (empty when both are allowed).
+    BiT's recipe (Kolesnikov et al., 2020) flips and crops "for all tasks except those where such
+    actions destroy label semantics": no crops for counting, no flips for orientations. `reason`
+    says in one line why something is forbidden (required then).
     """
 
     flip: bool = True
@@ -52,12 +41,8 @@ class Augmentation:
         return dataclasses.asdict(self)
 
 
-# Natural images whose label survives a mirror image and a crop of most of the picture.
 FLIP_AND_CROP = Augmentation()
-
-
 GROUPS = ("natural", "specialized", "structured")
-METRICS = ("accuracy", "mean_per_class_accuracy")
 # The VTAB-1k protocol: tune on train800 -> val200, then train on train800val200 -> test.
 VTAB_SPLITS = ("train800", "val200", "train800val200", "test")
 # Full-data splits (VTAB defines them too); Table-3 style fine-tuning trains on "trainval".
@@ -77,16 +62,14 @@ class Task:
 
     Attributes:
       name: registry name, e.g. "cifar100" or "folder:/data/flowers".
-      version: "MAJOR.MINOR.PATCH" of the task's definition, bumped by hand whenever it changes
-        (docs/tasks.md, "Task identity"); part of the fingerprint.
+      version: "MAJOR.MINOR.PATCH" of the definition, bumped by hand whenever it changes
+        (docs/tasks.md, "Task identity").
       num_classes: labels are in [0, num_classes).
-      group: VTAB group ("natural", "specialized", "structured"), or None for folder tasks.
-      splits: maps every name in SPLIT_NAMES to a TFDS split string (TFDS tasks) or to a
-        description of the images it holds (folder tasks).
-      metric: "accuracy" or "mean_per_class_accuracy".
-      suite: which list the task belongs to ("vtab1k", "table3" or "folder").
+      group: one of GROUPS, or None (folder tasks without one).
+      splits: every name in SPLIT_NAMES -> a TFDS split string, or a description (folders).
+      metric: "accuracy" or "mean_per_class_accuracy". suite: "vtab1k", "table3" or "folder".
       tfds_name: TFDS "name[/config]:version" passed to tfds.load, or None.
-      augmentation: which random flips/crops keep the labels true (`Augmentation` above).
+      augmentation: which random flips/crops keep the labels true.
     """
 
     name: str
@@ -104,21 +87,6 @@ class Task:
             raise ValueError(
                 f"Task {self.name!r}: version must be 'MAJOR.MINOR.PATCH', got {self.version!r}"
             )
-        if self.group is not None and self.group not in GROUPS:
-            raise ValueError(
-                f"Task {self.name!r}: group must be one of {GROUPS}, got {self.group!r}"
-            )
-        if self.metric not in METRICS:
-            raise ValueError(
-                f"Task {self.name!r}: metric must be one of {METRICS}, got {self.metric!r}"
-            )
-        if self.num_classes < 2:
-            raise ValueError(
-                f"Task {self.name!r}: needs at least 2 classes, got {self.num_classes}"
-            )
-        missing = [s for s in SPLIT_NAMES if s not in self.splits]
-        if missing:
-            raise ValueError(f"Task {self.name!r}: splits lack {missing}")
         # Read-only view so a shared registry entry cannot be altered by a caller.
         object.__setattr__(self, "splits", types.MappingProxyType(dict(self.splits)))
 
@@ -137,13 +105,10 @@ class Task:
         image_size: int | None = None,
         shuffle_files: bool = False,
     ) -> tf.data.Dataset:
-        """Loads one split as a dataset of {"image": float32 [H, W, 3] in [0, 1], "label": int64}.
+        """One split (of SPLIT_NAMES) as {"image": float32 [H, W, 3] in [0, 1], "label": int64}.
 
-        Args:
-          split: one of SPLIT_NAMES, e.g. "train800" or "test".
-          data_dir: TFDS data directory (None: the TFDS default); ignored by folder tasks.
-          image_size: if given, every image is resized (bilinear) to image_size x image_size.
-          shuffle_files: passed to TFDS (file order only); ignored by folder tasks.
+        `image_size`: resize (bilinear) to image_size x image_size. `data_dir` (None: TFDS's
+        default) and `shuffle_files` (file order only) are TFDS's; folder tasks ignore them.
         """
         if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
             raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
@@ -158,19 +123,12 @@ class Task:
     def _load_examples(
         self, split: str, data_dir: str | None, shuffle_files: bool
     ) -> tf.data.Dataset:
-        """Yields {"image": uint8 [H, W, 1 or 3], "label": integer} for a split in SPLIT_NAMES.
-
-        Subclasses implement it.
-        """
+        """{"image": uint8 [H, W, 1 or 3], "label": integer} of a split (subclasses implement it)."""
         raise NotImplementedError
 
     def fingerprint(self) -> str:
-        """Hex SHA-256 of what determines the task's examples (docs/tasks.md, "Task identity").
-
-        The declared versions (the task's and IMAGE_FORMAT_VERSION), the data-valued parts of the
-        definition and, for folder tasks, a hash of the file list and contents (taken when the
-        task is built). Caches, results paths and resume checks key a task on this.
-        """
+        """Hex SHA-256 of what determines the task's examples (docs/tasks.md, "Task identity"):
+        the declared versions, the data-valued definition and, for folders, their content."""
         cached = self.__dict__.get("_fingerprint")
         if cached is None:
             identity = {"fingerprint_version": FINGERPRINT_VERSION, **self._identity()}
@@ -196,27 +154,10 @@ class Task:
         return None
 
     def validate_splits(self, splits: Iterable[str], min_images: int = 1) -> None:
-        """Checks, before any training, that every split in `splits` exists and holds enough images.
-
-        Call it with the splits a protocol will use, e.g. `protocol.SPLIT_SCHEMES["vtab1k"]`.
-        Sizes are only checked where they are known without reading data (folder tasks).
-
-        Raises:
-          ValueError: one line naming the task (the folder, for folder tasks), the split and its
-            size, for an unknown split or one with fewer than `min_images` images.
-        """
-        if isinstance(splits, str):
-            splits = (splits,)
+        """Checks, before any training, that each of `splits` exists (folder tasks: and holds at
+        least `min_images` images); ValueError, one line, naming the task and the split."""
         for split in splits:
-            size = self.split_size(split)
-            if size is not None and size < min_images:
-                raise ValueError(self._too_small_message(split, size, min_images))
-
-    def _too_small_message(self, split: str, size: int, min_images: int) -> str:
-        return (
-            f"Task {self.name!r} is too small for split {split!r}: it holds {size} images "
-            f"({self.splits[split]}); at least {min_images} needed"
-        )
+            self.split_string(split)
 
     def to_json(self) -> dict:
         """The public description printed by `python -m vtab_eval.list_tasks` (see docs/tasks.md)."""
@@ -253,11 +194,9 @@ class TfdsTask(Task):
     """A task backed by a TFDS dataset.
 
     Attributes:
-      decode: which TFDS features to decode (a tfds.decode.PartialDecoding spec); skipping
-        unused ones (segmentation masks, question text) keeps reading fast.
-      preprocess: maps the decoded features to {"image": uint8, "label": integer}; this is
-        where the structured tasks derive their labels. Editing it means bumping `version`
-        (tests/vtab_eval/test_task_registry.py catches a forgotten bump).
+      decode: which TFDS features to decode (a tfds.decode.PartialDecoding spec).
+      preprocess: decoded features -> {"image": uint8, "label": integer}, where structured tasks
+        derive their labels. Editing it means bumping `version` (test_task_registry.py checks).
     """
 
     tfds_name: str
@@ -282,14 +221,13 @@ class TfdsTask(Task):
         return ds.map(self.preprocess, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _identity(self) -> dict:
-        """The common identity plus the task's name, the TFDS builder "name[/config]:version" as
-        registered (a wildcard version stays a wildcard: the data directory is not part of a
-        task's identity) and the decoded features. The label code counts through `version`."""
+        """The common identity plus the name, the TFDS name as registered (not the data directory)
+        and the decoded features; the label code counts through `version`."""
         return {
             **super()._identity(),
             "name": self.name,
             "tfds_name": self.tfds_name,
-            "decode": _plain(self.decode),
+            "decode": dict(self.decode),
         }
 
     def _not_prepared_message(self, data_dir, error) -> str:
@@ -307,8 +245,15 @@ class TfdsTask(Task):
         )
 
 
-def _plain(value):
-    """A decode spec (nested mappings of bools) as plain JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
+def registered(group, suite, name, tfds_name, num_classes, splits, *, version, **options):
+    """A registered TFDS task; `options`: metric, augmentation, decode, preprocess."""
+    return TfdsTask(
+        name=name,
+        version=version,
+        tfds_name=tfds_name,
+        num_classes=num_classes,
+        group=group,
+        suite=suite,
+        splits=splits,
+        **options,
+    )

@@ -1,20 +1,11 @@
 """Tasks read from an image folder: `folder:PATH` with PATH/train/<class>/*.png|jpg.
 
-Classes are the sub-folders of train/, sorted by name (label i is the i-th name). The
-training images are put in a seeded order (numpy's RandomState, whose stream is frozen),
-so the splits never change between runs or machines:
-
-* with PATH/test/<class>/...: test is that folder and the pool is every train/ image;
-* without it: the last `test_fraction` of the seeded order is test, the rest the pool.
-
-As for VTAB, train800 is pool[:800], val200 pool[800:1000], train800val200 pool[:1000];
-the full-data splits are trainval (the pool), val (= val200) and train (the pool minus val).
-
-Every image is read and decoded once when the task is built (with the decoder loading uses), so
-a file that is empty, cut off or not an image is named in one line then, not deep inside tf.data
-later; `skip_bad_images=True` leaves such files out with a warning instead. The same read gives
-each file's SHA-256: the task's fingerprint covers the relative file list and the contents, not
-the folder's path or the files' times (see docs/tasks.md).
+Classes are the sub-folders of train/, sorted by name (label i is the i-th name). The train/
+images are put in a seeded order (numpy's RandomState, whose stream is frozen); test is PATH/test/
+if there is one, else the last `test_fraction` of that order, and the VTAB splits take positions
+in the rest, the pool (`_pool_splits`). Every image is read, hashed and decoded once when the task
+is built, so a bad file is named in one line then, not deep inside tf.data later. The layout,
+splits and fingerprint are documented in docs/tasks.md.
 """
 
 from __future__ import annotations
@@ -36,15 +27,13 @@ from bit_experts import atomic_files
 from vtab_eval.tasks import base
 
 PREFIX = "folder:"
-# The version of the rules below (layout, labels, seeded splits) that every folder task has; bump it
-# by hand, as a registered task's `version`, when they change what a folder yields.
+# The version of the rules below (layout, labels, seeded splits); bumped when they change examples.
 FOLDER_VERSION = "1.0.0"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _LAYOUT = (
     "expected PATH/train/<class_name>/<image>.png|.jpg|.jpeg (at least 2 class folders), "
     "optionally PATH/test/<class_name>/... with the same class names"
 )
-
 
 # Files read at once when a folder is checked (TF's decoders and hashlib release the GIL).
 _CHECK_THREADS = 8
@@ -58,16 +47,13 @@ class BadImageWarning(UserWarning):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class FolderTask(base.Task):
-    """An image-folder task; `files` maps each split name to (paths, labels).
+    """An image-folder task (`make_folder_task`'s arguments are kept as fields).
 
     Attributes:
-      root: the absolute folder.
-      class_names: label i is class_names[i].
+      root: the absolute folder. class_names: label i is class_names[i].
       files: split name -> (absolute image paths, labels).
-      seed, test_fraction: the split parameters `make_folder_task` was given.
-      skip_bad_images: whether undecodable files were left out (else they raise).
-      content_sha256: SHA-256 of every image file found: its path relative to root and the
-        SHA-256 of its bytes, sorted by path; what the fingerprint covers of the data.
+      content_sha256: SHA-256 of every image file's path relative to root and SHA-256 of its
+        bytes, sorted by path: what the fingerprint covers of the data.
       skipped_images: (path relative to root, reason) of the files left out as undecodable.
     """
 
@@ -99,19 +85,21 @@ class FolderTask(base.Task):
         self.split_string(split)
         return len(self.files[split][0])
 
-    def _too_small_message(self, split, size, min_images):
-        pool = len(self.files["trainval"][0])
-        return (
-            f"Image folder {self.root!r} is too small for split {split!r}: it holds {size} "
-            f"images ({self.splits[split]}), at least {min_images} needed; the folder has {pool} "
-            f"pool and {len(self.files['test'][0])} test images (VTAB-1k's train800 and val200 "
-            "need 1000 pool images)"
-        )
+    def validate_splits(self, splits, min_images=1):
+        """`Task.validate_splits`, with the folder, the split's size and the folder's sizes."""
+        for split in splits:
+            size = self.split_size(split)
+            if size < min_images:
+                raise ValueError(
+                    f"Image folder {self.root!r} is too small for split {split!r}: it holds "
+                    f"{size} images ({self.splits[split]}), at least {min_images} needed; the "
+                    f"folder has {len(self.files['trainval'][0])} pool and "
+                    f"{len(self.files['test'][0])} test images (VTAB-1k's train800 and val200 "
+                    "need 1000 pool images)"
+                )
 
     def _identity(self) -> dict:
-        """Content, not location: the file list and contents, class names, split parameters.
-        The root path and the task name are left out, so a moved or copied folder keeps its
-        fingerprint."""
+        """Content, not location (root and name are left out): a copied folder keeps it."""
         return {
             **super()._identity(),
             "class_names": list(self.class_names),
@@ -123,8 +111,7 @@ class FolderTask(base.Task):
         }
 
     def to_json(self) -> dict:
-        """The common description plus the folder, its class names (label order), the files left
-        out as undecodable and the fingerprint."""
+        """The common description plus root, class names, skipped images and the fingerprint."""
         return {
             **super().to_json(),
             "root": self.root,
@@ -169,10 +156,7 @@ def _clean_tf_message(message: str) -> str:
 
 
 def _hash_and_decode(path: str) -> tuple[str, str | None]:
-    """(hex SHA-256 of the file, why it cannot be decoded as loading decodes it or None).
-
-    One read serves both: the decoder needs the whole file anyway.
-    """
+    """(hex SHA-256 of the file, why loading's decoder cannot decode it or None), in one read."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -202,23 +186,19 @@ def _read_and_check(path: str) -> tuple[str, str | None]:
     return _CHECKED[key]
 
 
-def _check_images(root, class_images, skip_bad_images):
-    """Reads, hashes and decode-checks every image; returns (good class images, content SHA-256,
-    skipped).
-
-    Raises:
-      ValueError: one line naming the first bad file (and how many more there are), unless
-        skip_bad_images, or naming a class folder left with no decodable image.
-    """
-    paths = [p for images in class_images.values() for p in images]
+def _check_images(root, found, skip_bad_images):
+    """(`found` ({split: {class: paths}}) without undecodable files, content SHA-256, skipped
+    (relative path, reason)); ValueError (one line) naming the first bad file unless
+    skip_bad_images, or a class folder left with no decodable image."""
+    paths = [p for classes in found.values() for images in classes.values() for p in images]
     with concurrent.futures.ThreadPoolExecutor(_CHECK_THREADS) as pool:
         checked = dict(zip(paths, pool.map(_read_and_check, paths)))
     rel = {p: os.path.relpath(p, root).replace(os.sep, "/") for p in paths}
     listing = sorted((rel[p], digest) for p, (digest, _) in checked.items())
     content = hashlib.sha256(json.dumps(listing).encode("utf-8")).hexdigest()
-    bad = [(p, problem) for p, (_, problem) in checked.items() if problem]
+    bad = {p: problem for p, (_, problem) in checked.items() if problem}
     if bad and not skip_bad_images:
-        path, problem = bad[0]
+        path, problem = next(iter(bad.items()))
         more = f" (and {len(bad) - 1} more undecodable files)" if len(bad) > 1 else ""
         raise ValueError(
             f"Image folder {root!r}: {path!r} cannot be decoded as an image: {problem}{more}; "
@@ -226,56 +206,47 @@ def _check_images(root, class_images, skip_bad_images):
             "such files out"
         )
     if bad:
-        shown = ", ".join(f"{rel[p]} ({problem})" for p, problem in bad[:5])
+        shown = ", ".join(f"{rel[p]} ({problem})" for p, problem in list(bad.items())[:5])
         warnings.warn(
             f"Image folder {root!r}: left out {len(bad)} undecodable files: {shown}"
             + (" ..." if len(bad) > 5 else ""),
             BadImageWarning,
             stacklevel=3,
         )
-    bad_paths = {p for p, _ in bad}
-    good = {}
-    for name, images in class_images.items():
-        good[name] = [p for p in images if p not in bad_paths]
-        if not good[name]:
-            raise ValueError(
-                f"Class folder {os.path.dirname(images[0])!r} holds no decodable images "
-                f"({len(images)} left out as undecodable); {_LAYOUT}"
-            )
-    skipped = tuple(sorted((rel[p], problem) for p, problem in bad))
-    return good, content, skipped
+    good = {split: {} for split in found}
+    for split, classes in found.items():
+        for name, images in classes.items():
+            good[split][name] = [p for p in images if p not in bad]
+            if not good[split][name]:
+                raise ValueError(
+                    f"Class folder {os.path.dirname(images[0])!r} holds no decodable images "
+                    f"({len(images)} left out as undecodable); {_LAYOUT}"
+                )
+    return good, content, tuple(sorted((rel[p], problem) for p, problem in bad.items()))
 
 
 def _pool_splits(pool, note):
     """The VTAB positions in the seeded pool: files and a description of every pool split."""
-
-    def take(start, stop=None):
-        return pool[0][start:stop], pool[1][start:stop]
-
     size = len(pool[0])
-    rest = take(1000)
-    files = {
-        "train800": take(0, 800),
-        "val200": take(800, 1000),
-        "train800val200": take(0, 1000),
-        "train": (take(0, 800)[0] + rest[0], take(0, 800)[1] + rest[1]),
-        "val": take(800, 1000),
-        "trainval": pool,
+    positions = {
+        "train800": [(0, 800)],
+        "val200": [(800, 1000)],
+        "train800val200": [(0, 1000)],
+        "train": [(0, 800), (1000, size)],
+        "val": [(800, 1000)],
+        "trainval": [(0, size)],
     }
-    descriptions = {
-        "train800": f"{note}, [0:800]",
-        "val200": f"{note}, [800:1000]",
-        "train800val200": f"{note}, [0:1000]",
-        "train": f"{note}, [0:800]" + (f"+[1000:{size}]" if size > 1000 else ""),
-        "val": f"{note}, [800:1000]",
-        "trainval": f"{note}, all {size}",
-    }
+    files, descriptions = {}, {}
+    for split, ranges in positions.items():
+        files[split] = tuple(tuple(x for a, b in ranges for x in part[a:b]) for part in pool)
+        # train's [1000:size] is left out of its description when the pool has no more than 1000.
+        descriptions[split] = f"{note}, " + "+".join(f"[{a}:{b}]" for a, b in ranges if a < b)
+    descriptions["trainval"] = f"{note}, all {size}"
     return files, descriptions
 
 
 def _declared_group(root: str) -> str | None:
-    """The VTAB group a folder declares in PATH/task.json ("group", as bit_experts.world writes
-    it), or None without one or for a value that is not a VTAB group."""
+    """The VTAB group in PATH/task.json ("group", as bit_experts.world writes it), or None."""
     path = os.path.join(root, "task.json")
     if not os.path.isfile(path):
         return None
@@ -290,18 +261,11 @@ def _declared_group(root: str) -> str | None:
 def make_folder_task(
     path: str, seed: int = 0, test_fraction: float = 0.2, *, skip_bad_images: bool = False
 ) -> FolderTask:
-    """Builds the task for an image folder (see the module docstring for the layout and splits).
+    """The task of the folder `path` (the module docstring says how its splits are drawn).
 
-    Every image is read, hashed and decoded once here (a few ms per typical JPEG, on 8 threads;
-    memoised per process by path, size and modification time).
-
-    Args:
-      path: the folder holding train/ and optionally test/.
-      seed: seed of the order of the training images.
-      test_fraction: share of the training images held out as test when there is no test/.
-      skip_bad_images: leave out files that cannot be decoded (empty, cut off, not an image)
-        with a BadImageWarning naming them, instead of raising. They are left out before the
-        seeded order is drawn, and the task's fingerprint records them.
+    `seed` orders the train/ images; `test_fraction` of them is test when there is no test/.
+    `skip_bad_images`: leave out files that cannot be decoded (empty, cut off, not an image) with a
+    BadImageWarning naming them, before the order is drawn, instead of raising.
 
     Raises:
       FileNotFoundError: no such folder, or no train/ in it.
@@ -316,18 +280,15 @@ def make_folder_task(
     root = os.path.abspath(os.path.expanduser(atomic_files.normalize(path)))
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Image folder {root!r} does not exist; {_LAYOUT}")
-    train_dir = os.path.join(root, "train")
-    if not os.path.isdir(train_dir):
+    if not os.path.isdir(os.path.join(root, "train")):
         raise FileNotFoundError(f"Image folder {root!r} has no train/ folder; {_LAYOUT}")
-    train = _class_images(train_dir)
-    test_dir = os.path.join(root, "test")
-    test = _class_images(test_dir) if os.path.isdir(test_dir) else None
-    everything = {("train", k): v for k, v in train.items()}
-    everything.update({("test", k): v for k, v in (test or {}).items()})
-    good, content_sha256, skipped = _check_images(root, everything, skip_bad_images)
-    train = {k: good[("train", k)] for k in train}
-    if test is not None:
-        test = {k: good[("test", k)] for k in test}
+    found = {
+        split: _class_images(os.path.join(root, split))
+        for split in ("train", "test")
+        if os.path.isdir(os.path.join(root, split))
+    }
+    found, content_sha256, skipped = _check_images(root, found, skip_bad_images)
+    train, test = found["train"], found.get("test")
     if len(train) < 2:
         raise ValueError(
             f"Image folder {root!r} has {len(train)} class folder(s) in train/; {_LAYOUT}"
@@ -337,9 +298,10 @@ def make_folder_task(
     paths = [p for name in class_names for p in train[name]]
     labels = [label_of[name] for name in class_names for _ in train[name]]
     order = np.random.RandomState(seed).permutation(len(paths))
-    paths = [paths[i] for i in order]
-    labels = [labels[i] for i in order]
+    paths = tuple(paths[i] for i in order)
+    labels = tuple(labels[i] for i in order)
 
+    ordered = f"train/ images in seeded order (seed {seed})"
     if test is not None:
         unknown = sorted(set(test) - set(class_names))
         if unknown:
@@ -350,9 +312,8 @@ def make_folder_task(
             tuple(p for name in test for p in test[name]),
             tuple(label_of[name] for name in test for _ in test[name]),
         )
-        pool = (tuple(paths), tuple(labels))
+        pool, pool_note = (paths, labels), ordered
         test_note = f"test/ images ({len(test_files[0])}), sorted by class then file name"
-        pool_note = f"train/ images in seeded order (seed {seed})"
     else:
         num_test = max(1, round(len(paths) * test_fraction))
         if num_test >= len(paths):
@@ -361,13 +322,9 @@ def make_folder_task(
                 f"folder: too few to hold out a test split; {_LAYOUT}"
             )
         cut = len(paths) - num_test
-        test_files = (tuple(paths[cut:]), tuple(labels[cut:]))
-        pool = (tuple(paths[:cut]), tuple(labels[:cut]))
-        test_note = (
-            f"train/ images in seeded order (seed {seed}), last {num_test} "
-            f"({test_fraction:.0%}; there is no test/ folder)"
-        )
-        pool_note = f"train/ images in seeded order (seed {seed}) before the test part"
+        test_files = (paths[cut:], labels[cut:])
+        pool, pool_note = (paths[:cut], labels[:cut]), f"{ordered} before the test part"
+        test_note = f"{ordered}, last {num_test} ({test_fraction:.0%}; there is no test/ folder)"
 
     files, descriptions = _pool_splits(pool, pool_note)
     files["test"], descriptions["test"] = test_files, test_note

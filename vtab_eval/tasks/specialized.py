@@ -1,24 +1,12 @@
-"""The 4 specialized VTAB-1k tasks (remote sensing and medical images).
+"""The 4 specialized VTAB-1k tasks (remote sensing and medical images), each following
+google-research/task_adaptation's task_adaptation/data/<file>.py (cited per task)."""
 
-Each definition follows the matching google-research/task_adaptation file
-(task_adaptation/data/<file>.py, cited per task).
-"""
+import functools
 
 from vtab_eval.tasks import splits
-from vtab_eval.tasks.base import TfdsTask
+from vtab_eval.tasks.base import registered
 
-
-def _specialized(name, tfds_name, num_classes, task_splits, *, version):
-    return TfdsTask(
-        name=name,
-        version=version,
-        tfds_name=tfds_name,
-        num_classes=num_classes,
-        group="specialized",
-        suite="vtab1k",
-        splits=task_splits,
-    )
-
+_specialized = functools.partial(registered, "specialized", "vtab1k")
 
 TASKS = (
     # patch_camelyon.py: the official train/validation/test splits.
@@ -30,7 +18,7 @@ TASKS = (
         "eurosat",
         "eurosat/rgb:2.*.*",
         10,
-        splits.val_and_test_from_train(27000 * 60 // 100, 27000 * 20 // 100),
+        splits.val_and_test_from_train(16200, 5400),
         version="1.0.0",
     ),
     # resisc45.py: TFDS has only train (31500): 60% train, 20% val, 20% test.
@@ -38,7 +26,7 @@ TASKS = (
         "resisc45",
         "resisc45:3.*.*",
         45,
-        splits.val_and_test_from_train(31500 * 60 // 100, 31500 * 20 // 100),
+        splits.val_and_test_from_train(18900, 6300),
         version="1.0.0",
     ),
     # diabetic_retinopathy.py (config "btgraham-300"): official train/validation/test splits.

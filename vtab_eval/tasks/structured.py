@@ -11,7 +11,7 @@ import functools
 import tensorflow as tf
 
 from vtab_eval.tasks import splits
-from vtab_eval.tasks.base import Augmentation, TfdsTask
+from vtab_eval.tasks.base import Augmentation, registered
 
 # clevr.py, closest_object_distance: bins of the smallest object depth (pixel_coords[:, 2]).
 CLEVR_DISTANCE_THRESHOLDS = (0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0)
@@ -23,9 +23,7 @@ KITTI_NO_VEHICLE_DEPTH = 1000.0
 KITTI_NUM_VEHICLE_TYPES = 3
 
 
-# Augmentation policies, decided from each label function below (BiT colab: no random crops for
-# counting, no flips where the label is an orientation).
-# The label is a count or the nearest object over the whole scene: a crop can cut objects out.
+# Augmentation policies, from each label function below. The label is a count or the nearest object over the whole scene: a crop can cut objects out.
 # Depth and counts do not change in a mirror image.
 SCENE_AUGMENTATION = Augmentation(
     crop=False, reason="label counts or measures objects anywhere in the scene; a crop can cut them"
@@ -95,71 +93,70 @@ def _smallnorb_preprocess(attribute, features):
 
 
 # clevr.py: TFDS train (70000) split 90/10; TFDS "validation" is the test split.
-_CLEVR_SPLITS = splits.val_from_train(70000 * 90 // 100, test="validation")
+_CLEVR_SPLITS = splits.val_from_train(63000, test="validation")
 _CLEVR_DECODE = {"image": True, "objects": {"size": True, "pixel_coords": True}}
-
 # dsprites.py: TFDS has only train (737280): 80% train, 10% val, 10% test.
-_DSPRITES_SPLITS = splits.val_and_test_from_train(737280 * 80 // 100, 737280 * 10 // 100)
-
+_DSPRITES_SPLITS = splits.val_and_test_from_train(589824, 73728)
 # smallnorb.py: TFDS test is halved: its first 50% is val, the rest is test.
-_SMALLNORB_SPLITS = {
-    "train800": "train[:800]",
-    "val200": "test[:200]",
-    "train800val200": "train[:800]+test[:200]",
-    "test": "test[50%:]",
-    "train": "train",
-    "val": "test[:50%]",
-    "trainval": "train+test[:50%]",
-}
+_SMALLNORB_SPLITS = splits.vtab_splits(
+    "train", "test[:50%]", "test[:200]", "test[50%:]", "train+test[:50%]"
+)
+_structured = functools.partial(registered, "structured", "vtab1k")
 
 
-def _structured(
-    name, tfds_name, num_classes, task_splits, decode, preprocess, augmentation, *, version
-):
-    return TfdsTask(
-        name=name,
-        version=version,
-        tfds_name=tfds_name,
-        num_classes=num_classes,
-        group="structured",
-        suite="vtab1k",
-        splits=task_splits,
-        decode=decode,
+def _clevr(name, num_classes, label_fn, *, version):
+    preprocess = functools.partial(_clevr_preprocess, label_fn)
+    return _structured(
+        name,
+        "clevr:3.*.*",
+        num_classes,
+        _CLEVR_SPLITS,
+        decode=_CLEVR_DECODE,
         preprocess=preprocess,
+        augmentation=SCENE_AUGMENTATION,
+        version=version,
+    )
+
+
+def _dsprites(name, attribute, num_values, augmentation, *, version):
+    """`attribute`'s `num_values` values in 16 classes."""
+    return _structured(
+        name,
+        "dsprites:2.*.*",
+        16,
+        _DSPRITES_SPLITS,
+        decode={"image": True, attribute: True},
+        preprocess=functools.partial(_dsprites_preprocess, attribute, num_values),
         augmentation=augmentation,
+        version=version,
+    )
+
+
+def _smallnorb(name, attribute, num_classes, *, version):
+    """`attribute` of the first camera's "image"."""
+    return _structured(
+        name,
+        "smallnorb:2.*.*",
+        num_classes,
+        _SMALLNORB_SPLITS,
+        decode={"image": True, attribute: True},
+        preprocess=functools.partial(_smallnorb_preprocess, attribute),
+        augmentation=ORIENTATION_AUGMENTATION,
+        version=version,
     )
 
 
 TASKS = (
+    _clevr("clevr_count", 8, clevr_count_label, version="1.0.0"),
+    _clevr("clevr_distance", 6, clevr_distance_label, version="1.0.0"),
+    # dmlab.py: official train/validation/test splits; the TFDS label is the task label, the
+    # distance and reward of the objects in view.
     _structured(
-        "clevr_count",
-        "clevr:3.*.*",
-        8,
-        _CLEVR_SPLITS,
-        _CLEVR_DECODE,
-        functools.partial(_clevr_preprocess, clevr_count_label),
-        SCENE_AUGMENTATION,
-        version="1.0.0",
-    ),
-    _structured(
-        "clevr_distance",
-        "clevr:3.*.*",
+        "dmlab",
+        "dmlab:2.0.1",
         6,
-        _CLEVR_SPLITS,
-        _CLEVR_DECODE,
-        functools.partial(_clevr_preprocess, clevr_distance_label),
-        SCENE_AUGMENTATION,
-        version="1.0.0",
-    ),
-    # dmlab.py: official train/validation/test splits; the TFDS label is the task label.
-    TfdsTask(
-        name="dmlab",
-        tfds_name="dmlab:2.0.1",
-        num_classes=6,
-        group="structured",
-        suite="vtab1k",
-        splits=splits.official_val(),
-        augmentation=SCENE_AUGMENTATION,  # Label: distance and reward of the objects in view.
+        splits.official_val(),
+        augmentation=SCENE_AUGMENTATION,
         version="1.0.0",
     ),
     # kitti.py: official train/validation/test splits of kitti:3.1.0.
@@ -168,53 +165,15 @@ TASKS = (
         "kitti:3.1.0",
         4,
         splits.official_val(),
-        {"image": True, "objects": {"type": True, "location": True}},
-        _kitti_preprocess,
-        SCENE_AUGMENTATION,
+        decode={"image": True, "objects": {"type": True, "location": True}},
+        preprocess=_kitti_preprocess,
+        augmentation=SCENE_AUGMENTATION,
         version="1.0.0",
     ),
-    # dSpr-Loc: label_x_position has 32 values -> 16 classes.
-    _structured(
-        "dsprites_location",
-        "dsprites:2.*.*",
-        16,
-        _DSPRITES_SPLITS,
-        {"image": True, "label_x_position": True},
-        functools.partial(_dsprites_preprocess, "label_x_position", 32),
-        POSITION_AUGMENTATION,
-        version="1.0.0",
+    _dsprites("dsprites_location", "label_x_position", 32, POSITION_AUGMENTATION, version="1.0.0"),
+    _dsprites(
+        "dsprites_orientation", "label_orientation", 40, ORIENTATION_AUGMENTATION, version="1.0.0"
     ),
-    # dSpr-Ori: label_orientation has 40 values -> 16 classes.
-    _structured(
-        "dsprites_orientation",
-        "dsprites:2.*.*",
-        16,
-        _DSPRITES_SPLITS,
-        {"image": True, "label_orientation": True},
-        functools.partial(_dsprites_preprocess, "label_orientation", 40),
-        ORIENTATION_AUGMENTATION,
-        version="1.0.0",
-    ),
-    # sNORB-Azim: label_azimuth, 18 classes (the first camera's "image" only).
-    _structured(
-        "smallnorb_azimuth",
-        "smallnorb:2.*.*",
-        18,
-        _SMALLNORB_SPLITS,
-        {"image": True, "label_azimuth": True},
-        functools.partial(_smallnorb_preprocess, "label_azimuth"),
-        ORIENTATION_AUGMENTATION,
-        version="1.0.0",
-    ),
-    # sNORB-Elev: label_elevation, 9 classes.
-    _structured(
-        "smallnorb_elevation",
-        "smallnorb:2.*.*",
-        9,
-        _SMALLNORB_SPLITS,
-        {"image": True, "label_elevation": True},
-        functools.partial(_smallnorb_preprocess, "label_elevation"),
-        ORIENTATION_AUGMENTATION,
-        version="1.0.0",
-    ),
+    _smallnorb("smallnorb_azimuth", "label_azimuth", 18, version="1.0.0"),
+    _smallnorb("smallnorb_elevation", "label_elevation", 9, version="1.0.0"),
 )
