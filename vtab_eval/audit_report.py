@@ -188,7 +188,7 @@ def plot_task(audit, task_name, path):
     """One panel per proxy: each candidate's proxy score (with its interval, when the proxy has
     one) against its mean fine-tuned accuracy (with the seed sd); B, the hindsight best and the
     proxy's pick are marked."""
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     task = audit["tasks"][task_name]
     proxies = audit["proxies"]
     columns = min(PANEL_COLUMNS, len(proxies))
@@ -227,7 +227,7 @@ def plot_task(audit, task_name, path):
         fontsize=9,
     )
     fig.tight_layout()
-    plots._save_png(fig, path)
+    plots.save_png(fig, path)
     return path
 
 

@@ -8,21 +8,12 @@ import os
 from vtab_eval import checks, files, identity, plan, protocol, results, runner
 
 
-def ranking_options(config, seed):
-    """The ranking options (`ranking.DEFAULTS` keys) of `config` with the selection's seed."""
-    from vtab_eval import ranking
-
-    selection = config["selection"]
-    options = {k: selection[k] for k in ranking.DEFAULTS if k in selection}
-    return dict(options, seed=int(seed), resolution=selection["resolution"] or None)
-
-
 def cached_ranking(job, method, pool, seed, context):
     """The ranking of `method` on `job`'s task: OUT/rankings/<task slug>/<method>-<identity>.json
     when it holds one of the same identity, else computed (`ranking.rank`) and kept there."""
     from vtab_eval import ranking
 
-    options = ranking_options(context["config"], seed)
+    options = ranking.options_of(context["config"], seed)
     ranking_id = identity.content_hash(
         {
             "modules": [{"module": identity.module_identity(e)} for e in pool],
@@ -157,7 +148,7 @@ def rank(config, log=print):
         verify_checksums=selection["verify_checksums"],
         check_signatures=False,
     )
-    options = ranking_options(config, config["seed"])
+    options = ranking.options_of(config, config["seed"])
     kwargs = dict(cache_dir=cache_dir, data_dir=config["data_dir"], log=log)
     method = selection["selectors"][0]
     if selection["num_shards"] > 1:

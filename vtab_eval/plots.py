@@ -49,7 +49,7 @@ def display_name(task_name):
     return os.path.basename(task_name[len("folder:") :].rstrip("/\\")) or "folder"
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,12 +65,12 @@ def _zoomed_limits(lows, highs, floor=-math.inf, ceiling=math.inf):
     return max(low - margin, floor), min(high + margin, ceiling)
 
 
-def _save_png(fig, path):
+def save_png(fig, path):
     try:
         save = lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
         return atomic_files.write_atomic(path, save)
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
 
 
 def ranking_rows(ranking):
@@ -110,7 +110,7 @@ def plot_scores(ranking, path):
     """Dot plot (PNG) of a ranking's scores, a row per scored expert (`ranking_rows`) with its
     interval, on an axis zoomed to them: the selected expert orange and labelled, the baseline a
     grey square, ties with the selected one hollow diamonds. ValueError without a scored expert."""
-    plt = _pyplot()
+    plt = pyplot()
     experts = ranking_rows(ranking)
     if not experts:
         raise ValueError(f"ranking for task {ranking.get('task')!r} has no scored experts to plot")
@@ -159,14 +159,14 @@ def plot_scores(ranking, path):
         fig.legend(handles, labels, loc="lower center", ncol=len(legend), fontsize=8, frameon=False)
         legend_height = 0.35 / height  # One line of legend at the bottom of the figure.
     fig.tight_layout(rect=(0, legend_height, 1, 1))
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def plot_outcomes(all_results, path, summaries=None, columns=3):
     """Fine-tuning outcomes (PNG), a panel per task: each method's outcomes as grey dots, its
     aggregate as a black marker with its interval; the first panel, each method's mean over tasks
     (`summaries`: method -> `group_summary`). ValueError when no method has a summarised task."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib import ticker
 
     methods = list(all_results)
@@ -221,4 +221,4 @@ def plot_outcomes(all_results, path, summaries=None, columns=3):
     title = "Fine-tuning outcomes per method: dots = outcomes, bar = 95% bootstrap interval"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)

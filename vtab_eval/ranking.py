@@ -23,6 +23,13 @@ DEFAULTS = {
 }
 
 
+def options_of(config, seed):
+    """The ranking options (`DEFAULTS` keys) of an evaluation config, with the selection's seed."""
+    selection = config["selection"]
+    options = {k: selection[k] for k in DEFAULTS if k in selection}
+    return dict(options, seed=int(seed), resolution=selection["resolution"] or None)
+
+
 def methods():
     """The selector names `rank` accepts: every registered one but kind "every" (hindsight)."""
     return tuple(n for n in selectors.names() if selectors.get(n).kind != "every")

@@ -169,9 +169,8 @@ def run(config, *, executor=None, log=print, command=None):
             quality = slice_eval.expert_quality(upstream)
         except (FileNotFoundError, ValueError, KeyError) as err:
             raise ValueError(f"--upstream_dir={upstream}: {err}") from None
-    options = {k: selection[k] for k in ranking.DEFAULTS if k in selection}
-    options.update(seed=0, include_baseline=True, cache_only=True, n_resamples=n_resamples)
-    options["resolution"] = selection["resolution"] or None
+    options = ranking.options_of(config, seed=0)
+    options.update(include_baseline=True, cache_only=True, n_resamples=n_resamples)
     ranked = {
         job.task.name: rank_task(job, pool, proxies, options, cache_dir, config["data_dir"], log)
         for job in jobs

@@ -133,7 +133,7 @@ def test_standardized_features_equal_the_saved_modules_up_to_float32_rounding(se
 def _options(**selection):
     """The ranking options of a config: its "selection" section and the seed."""
     made = config.make(selection={"resolution": 16, **selection})
-    return engine.ranking_options(made, made["seed"])
+    return ranking.options_of(made, made["seed"])
 
 
 def test_rank_in_bfloat16_caches_apart_and_leaves_out_modules_without_archive(setup):
