@@ -48,14 +48,12 @@ def checked_path(flag, path):
 
 
 def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
-    """Checks that directory `path` exists or can be created, is writable and has free space.
+    """Checks that directory `path` exists or can be created, is writable and has free space;
+    returns it absolute (a URL as given, `file://` as its local path), else ValueError naming `flag`.
 
     Creates nothing: the deepest existing ancestor is probed with a temporary file (removed at
     once), which also catches read-only file systems that os.access misses. A URL (`gs://...`) is
     only checked for naming a file: whether it can be written shows at the first write.
-
-    Returns the absolute path (a URL as given; `file://` as its local path). Raises ValueError:
-    one line naming `flag`, `path` and what is wrong.
     """
     path = checked_path(flag, path)
     if atomic_files.is_url(path):
@@ -189,13 +187,6 @@ def check_jobs(jobs, data_dir=None):
     return sizes, problems
 
 
-def check_pool(pool):
-    """Problems with the pool: nothing to fine-tune."""
-    if not pool_lib.candidates(pool, include_baseline=True):
-        return ["--collection: it has no feature-vector module to fine-tune; expected experts or B"]
-    return []
-
-
 def check_old_layout(output_dir, jobs):
     """Problems: results of these tasks written in the layout before name hashes were added."""
     problems = []
@@ -210,8 +201,10 @@ def check_old_layout(output_dir, jobs):
     return problems
 
 
-def _planned(jobs, pool, config, tracks_of):
-    """(tuning specs, retrain placeholders, tracks) before ranking; a pick is a stand-in."""
+def _planned(jobs, pool, config, tracks_of, memo):
+    """(tuning specs, retrain placeholders, retrain specs known now), each key once, before any
+    ranking: a selector's pick is a stand-in; retrains are known for real modules whose tuning is
+    absent (one setting) or fully recorded in `memo`."""
     baseline, count = pool_lib.find_baseline(pool), config["protocol"]["num_selections"]
     tracks = []
     for job in jobs:
@@ -219,30 +212,22 @@ def _planned(jobs, pool, config, tracks_of):
             if method == "hindsight":
                 tracks += plan.hindsight_tracks(job, pool, config)
                 continue
-            pick = (
-                baseline if method == "baseline" and baseline is not None else f"<{method}'s pick>"
-            )
+            pick = f"<{method}'s pick>"
+            if method == "baseline" and baseline is not None:
+                pick = baseline
             entries = [(f"{pick}#{i}" if method == "random" else pick, {}) for i in range(count)]
             tracks.append(tracks_of(job, method, entries))
-    tuning, retrains = {}, set()
+    tuning, placeholders, known = [], set(), []
     for track in tracks:
         plan.plan_tuning(track)
-        tuning.update((s.key, s) for specs in track.tuning for s in specs)
-        retrains |= plan.retrain_placeholders(track)
-    return list(tuning.values()), retrains, tracks
-
-
-def _known_retrains(tracks, memo):
-    """The retrain specs known before the run, each key once: tracks of real modules (not a
-    stand-in pick) whose tuning is absent (one setting) or fully recorded in `memo`."""
-    known = []
-    for track in tracks:
-        if any(isinstance(entry, str) for entry, _ in track.entries):
-            continue
-        if all(memo.get(s) is not None for specs in track.tuning for s in specs):
+        specs = [s for specs in track.tuning for s in specs]
+        tuning += specs
+        placeholders |= plan.retrain_placeholders(track)
+        stand_in = any(isinstance(entry, str) for entry, _ in track.entries)
+        if not stand_in and all(memo.get(s) is not None for s in specs):
             plan.plan_retrains(track, memo)
             known += [s for specs in track.retrains for s in specs]
-    return plan.unique(known)
+    return plan.unique(tuning), placeholders, plan.unique(known)
 
 
 def measure(job, entry, finetune_fn=None, strategy=None, data_dir=None):
@@ -300,10 +285,10 @@ def print_plan(jobs, sizes, pool, config, tracks_of, memo, strategy, log, finetu
                 f"    setting {s['name']}: lr {s['learning_rate']}, {s['steps']} steps, batch "
                 f"{s['batch_size']}, resolution {s['resolution']}"
             )
-    tuning, retrains, tracks = _planned(jobs, pool, config, tracks_of)
+    tuning, retrains, known = _planned(jobs, pool, config, tracks_of, memo)
     total = len(tuning) + len(retrains)
     # Tuning specs have their final identity; a retrain's depends on the setting tuning picks.
-    recorded = sum(memo.get(s) is not None for s in tuning + _known_retrains(tracks, memo))
+    recorded = sum(memo.get(s) is not None for s in tuning + known)
     log(
         f"  fine-tunes: {total} after sharing identical ones ({len(tuning)} tuning, "
         f"{len(retrains)} final); selectors not ranked yet count as distinct picks; "
@@ -336,11 +321,8 @@ def expand_tasks(names):
 
 
 def make_jobs(config, log=None):
-    """One `Job` per task of `config["tasks"]` (suites expanded), from the evaluation config.
-
-    Raises:
-      ValueError, FileNotFoundError: an unknown task, a bad folder, a bad sweep or aggregate.
-    """
+    """One `Job` per task of `config["tasks"]` (suites expanded), from the evaluation config;
+    ValueError or FileNotFoundError for an unknown task, a bad folder, sweep or aggregate."""
     from vtab_eval import tasks
 
     proto, jobs = config["protocol"], []
@@ -356,15 +338,10 @@ def make_jobs(config, log=None):
 
 
 def prepare(config, log=print, extra_problems=()):
-    """Checks everything before any work; returns (pool, jobs, split sizes).
-
-    Output folders, the collection (resolved), every task and its sweep (`make_jobs`), every split
-    and setting (`check_jobs`), the pool and the results layout; with `extra_problems` (a
-    command's own) all are reported together.
-
-    Raises:
-      ValueError: one line per problem (`raise_problems`).
-    """
+    """Checks everything before any work; returns (pool, jobs, split sizes). Output folders, the
+    collection, every task with its sweep (`make_jobs`), split and setting (`check_jobs`), the pool
+    and the results layout: every problem, and a command's `extra_problems`, raised together as
+    one ValueError with a line each (`raise_problems`)."""
     from hub_export import collection
 
     out, memo_dir, cache = files.output_paths(config)
@@ -383,6 +360,10 @@ def prepare(config, log=print, extra_problems=()):
         raise_problems(problems + [str(err)])
         raise
     sizes, found = check_jobs(jobs, config["data_dir"])
-    problems += found + check_pool(pool) + check_old_layout(out, jobs)
+    if not pool_lib.candidates(pool, include_baseline=True):
+        found.append(
+            "--collection: it has no feature-vector module to fine-tune; expected experts or B"
+        )
+    problems += found + check_old_layout(out, jobs)
     raise_problems(problems)
     return pool, jobs, sizes
