@@ -245,6 +245,10 @@ FLAGS = {
         "upstream_dir": ("audit.upstream_dir", "Upstream work dir: each expert on its slice."),
     },
 }
+_CONFIG_HELP = (
+    "Named config (vtab_eval/configs/: vtab1k, table3, local, demo) or FILE.py[:ARG]; flags given "
+    "here override it."
+)
 _SINGLE = {"dataset", "method"}  # string flags that fill a one-item list
 _LISTS = {"learning_rates": float, "steps": int, "seeds": int, "proxies": str}  # default None
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}
@@ -254,13 +258,7 @@ def define_flags(command, flag_values=None):
     """Defines `command`'s flags (`FLAGS[command]`) and `--config` on absl's flag values."""
     flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.disclaim_key_flags()  # the calling command's --help lists them, not this module's
-    flags.DEFINE_string(
-        "config",
-        None,
-        "Named config (vtab_eval/configs/: vtab1k, table3, local, demo) or FILE.py[:ARG]; "
-        "flags given here override it.",
-        flag_values=flag_values,
-    )
+    flags.DEFINE_string("config", None, _CONFIG_HELP, flag_values=flag_values)
     for name, (key, help_text) in FLAGS[command].items():
         default = get_key(DEFAULTS, key)
         define = _DEFINE.get(type(default), flags.DEFINE_string)
