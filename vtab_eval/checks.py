@@ -1,9 +1,10 @@
 """Checks before any work, each problem one line naming the input; and the plan of `--dry_run`.
 
 Output folders (writable, not under a regular file, free space), every split the protocol will use
-(non-empty; a training split with two classes or more and labels in range), every sweep setting,
-the pool and the results layout. `check_*` return problems, `raise_problems` raises them together;
-the path checks raise at once. The config's own values are checked by `vtab_eval.config.resolve`.
+(non-empty; a training split with two classes or more and labels in range), the pool and the
+results layout. `check_*` return problems, `raise_problems` raises them together; the path checks
+raise at once. The config's own values are checked by `vtab_eval.config.resolve`, each sweep
+setting by `vtab_eval.sweeps.make_setting`.
 """
 
 import errno
@@ -13,7 +14,7 @@ import tempfile
 import time
 
 from bit_experts import atomic_files
-from vtab_eval import files, plan, protocol, sweeps
+from vtab_eval import files, plan, protocol
 from vtab_eval.selectors import base as pool_lib
 
 # Less free space than this on the disk of an output or cache directory is refused up front
@@ -160,7 +161,8 @@ def _empty(task, split, train, evaluation):
 
 
 def check_jobs(jobs, data_dir=None):
-    """({task: {split: size}}, problems) for the splits and settings of every job."""
+    """({task: {split: size}}, problems) for the splits of every job (its settings were checked
+    when `make_jobs` made them: `sweeps.make_setting`)."""
     sizes, problems = {}, []
     for job in jobs:
         task = job.task
@@ -179,11 +181,6 @@ def check_jobs(jobs, data_dir=None):
                     problems.append(_empty(task, split, train, evaluation))
                 elif labels is not None:
                     problems += _split_problems(task, split, labels, split == train)
-        for setting in job.sweep:
-            try:
-                sweeps.validate_setting(setting)
-            except ValueError as err:
-                problems.append(f"task {task.name}: setting {setting.get('name')!r}: {err}")
     return sizes, problems
 
 
@@ -339,7 +336,7 @@ def make_jobs(config, log=None):
 
 def prepare(config, log=print, extra_problems=()):
     """Checks everything before any work; returns (pool, jobs, split sizes). Output folders, the
-    collection, every task with its sweep (`make_jobs`), split and setting (`check_jobs`), the pool
+    collection, every task with its sweep (`make_jobs`), every split (`check_jobs`), the pool
     and the results layout: every problem, and a command's `extra_problems`, raised together as
     one ValueError with a line each (`raise_problems`)."""
     from hub_export import collection
