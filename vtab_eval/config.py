@@ -114,9 +114,7 @@ def resolve(user):
 
     Besides each value's type and range: every selector is registered (`vtab_eval.selectors`),
     the sweep is a preset and the shard index is below the shard count. Nothing is read or written.
-
-    Raises:
-      ValueError: one line naming the first bad key, what was expected and what was given.
+    Raises ValueError: one line naming the first bad key, what was expected and what was given.
     """
     from vtab_eval import selectors, sweeps
 
@@ -138,13 +136,9 @@ def resolve(user):
 
 
 def make(name=None, **changes):
-    """A resolved config: the named config `name` (or `DEFAULTS` alone), then `changes`.
-
-    `changes` are top-level keys; a section's value is a partial dict of that section, e.g.
-    `make("local", collection=C, tasks=["folder:T"], finetune={"sweep": "quick"})`.
-
-    Raises:
-      ValueError: an unknown key or a bad value (one line naming it).
+    """A resolved config: the named config `name` (or `DEFAULTS` alone), then `changes`: top-level
+    keys, a section's value a partial dict of that section, e.g. `make("local", collection=C,
+    tasks=["folder:T"], finetune={"sweep": "quick"})`. ValueError: a bad key or value (one line).
     """
     config = resolve(load(name) if name else {})
     return resolve(cs.merge(config, changes, ""))
@@ -271,10 +265,7 @@ def define_flags(command, flag_values=None):
 
 def from_flags(command, flag_values=None):
     """The resolved config of `command`'s flags: `--config` (if given) over `DEFAULTS`, then every
-    flag given on the command line.
-
-    Raises:
-      ValueError: a bad flag value or config key, one line naming the flag.
+    flag given on the command line. ValueError: a bad value or key, one line naming the flag.
     """
     flag_values = flags.FLAGS if flag_values is None else flag_values
     config = load(flag_values.config) if flag_values.config else {}
