@@ -8,7 +8,6 @@ collection/), tasks (`bit_experts.world.write_downstream_tasks` into tasks/) and
 `demo` evaluation config on the four tasks; each fine-tune kept in evaluation/finetunes/).
 """
 
-import contextlib
 import os
 import time
 
@@ -16,15 +15,6 @@ from bit_experts import atomic_files
 
 DEMO_TASKS = ("digits", "greek_lower_heldout_fonts", "glyph_count", "textures")
 IMAGE_SIZE = 32
-
-
-@contextlib.contextmanager
-def _stage(name, log, timings):
-    start = time.time()
-    log(f"== {name} ==")
-    yield
-    timings[name] = round(time.time() - start, 1)
-    log(f"== {name} done in {timings[name]:.0f}s ==")
 
 
 def run_upstream(upstream_dir, quick, log):
@@ -98,8 +88,11 @@ def run_demo(workdir, eval_config, evaluate, log=print):
             log(f"== {name}: finished earlier in {timings[name]:.0f}s ==")
             fn()
             return
-        with _stage(name, log, timings):
-            fn()
+        start = time.time()
+        log(f"== {name} ==")
+        fn()
+        timings[name] = round(time.time() - start, 1)
+        log(f"== {name} done in {timings[name]:.0f}s ==")
         files.write_json(where["timings"], timings)
 
     timed("upstream", lambda: run_upstream(where["upstream"], quick, log))
