@@ -1,13 +1,9 @@
 """vtab_eval: expert selection and VTAB-1k fine-tuning (docs/evaluation.md, docs/selection.md).
 
-The public Python API (docs/api.md), imported lazily on first use so that `import vtab_eval` stays
-cheap and creates no import cycle with hub_export:
-
-  make_config(name=None, **changes)   a checked evaluation config       `vtab_eval.config.make`
-  evaluate(config)                    select, fine-tune, write results  `vtab_eval.engine.evaluate`
-  rank(config)                        rank one task's experts           `vtab_eval.engine.rank`
-  write_report(output_dir)            report.md, summary.json, plots    `vtab_eval.report.write`
-  rank_command, run_command           the old spellings, for one release (`vtab_eval.compat`)
+The public Python API (docs/api.md): `make_config`, `evaluate`, `rank`, `write_report` and, for one
+release, the old spellings `rank_command` and `run_command`. Each is imported on first use from the
+module `_API` names, so that `import vtab_eval` stays cheap and creates no import cycle with
+hub_export.
 """
 
 # Importing bit_experts first hides TF's start-up lines for our commands (bit_experts.cli).

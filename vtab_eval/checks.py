@@ -1,23 +1,20 @@
 """Checks before any work, each problem one line naming the input; and the plan of `--dry_run`.
 
-Every `check_*` returns a list of problems and `raise_problems` turns them into one ValueError;
-the path checks raise at once. What is checked: output folders (writable, not under a regular file,
-free space), every split the protocol will use (non-empty, through the task's own `validate_splits`
-message; the training split with at least two classes and labels in range, from the file lists of
-folder tasks; the split's cardinality otherwise), every sweep setting, the pool (at least one
-feature-vector module to fine-tune) and the results layout. Values and ranges of the config itself
-are checked by `vtab_eval.config.resolve`.
+Output folders (writable, not under a regular file, free space), every split the protocol will use
+(non-empty; a training split with two classes or more and labels in range), the pool and the
+results layout. `check_*` return problems, `raise_problems` raises them together; the path checks
+raise at once. The config's own values are checked by `vtab_eval.config.resolve`, each sweep
+setting by `vtab_eval.sweeps.make_setting`.
 """
 
 import errno
 import os
-import re
 import shutil
 import tempfile
 import time
 
 from bit_experts import atomic_files
-from vtab_eval import files, plan, protocol, sweeps
+from vtab_eval import files, plan, protocol
 from vtab_eval.selectors import base as pool_lib
 
 # Less free space than this on the disk of an output or cache directory is refused up front
@@ -37,11 +34,8 @@ def raise_problems(problems):
 def _existing_ancestor(path):
     """The deepest existing path among `path` and its parents."""
     path = os.path.abspath(path)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
     return path
 
 
@@ -55,17 +49,12 @@ def checked_path(flag, path):
 
 
 def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
-    """Checks that directory `path` exists or can be created, is writable and has free space.
+    """Checks that directory `path` exists or can be created, is writable and has free space;
+    returns it absolute (a URL as given, `file://` as its local path), else ValueError naming `flag`.
 
     Creates nothing: the deepest existing ancestor is probed with a temporary file (removed at
     once), which also catches read-only file systems that os.access misses. A URL (`gs://...`) is
     only checked for naming a file: whether it can be written shows at the first write.
-
-    Returns:
-      The absolute path (a URL as given; `file://` as its local path).
-
-    Raises:
-      ValueError: one line naming `flag`, `path` and what is wrong.
     """
     path = checked_path(flag, path)
     if atomic_files.is_url(path):
@@ -131,56 +120,20 @@ def check_output_dir(path, flag):
     return []
 
 
-def disk_error_line(flag_by_path, err):
-    """One line for an OSError met while writing (e.g. a disk that filled up during the work),
-    naming the file and the flag whose directory holds it."""
-    filename = err.filename or ""
-
-    def absolute(path):
-        try:
-            return atomic_files.abspath(path)
-        except ValueError:
-            return path
-
-    flag = next(
-        (
-            f
-            for p, f in sorted(flag_by_path.items(), key=lambda kv: -len(kv[0] or ""))
-            if p and absolute(filename).startswith(absolute(p))
-        ),
-        None,
-    )
-    where = f" ({flag})" if flag else ""
-    reason = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
-    return f"writing {filename or 'output'}{where} failed: {reason}"
-
-
 def _split_facts(task, split, data_dir):
-    """(number of images or None, set of labels or None) of one split, cheaply."""
+    """(number of images or None, set of labels or None) of one split: from the file lists of a
+    folder task, else the dataset's cardinality."""
+    size = task.split_size(split)
     found = getattr(task, "files", None)
-    labels = set(found[split][1]) if found is not None and split in found else None
-    size = task.split_size(split) if hasattr(task, "split_size") else None
-    if size is None and labels is None:
+    if found is not None and split in found:
+        return size, set(found[split][1])
+    if size is None:
         count = int(task.load(split, data_dir=data_dir).cardinality())
         size = count if count >= 0 else None
-    elif size is None:
-        size = len(found[split][0])
-    return size, labels
+    return size, None
 
 
-def _too_small(task, split, train, evaluation):
-    try:
-        task.validate_splits([split])  # the task's own message names the folder and sizes
-        message = f"task {task.name}: split {split} is empty ({task.splits.get(split, split)})"
-    except (ValueError, AttributeError) as err:
-        message = str(err) if isinstance(err, ValueError) else f"task {task.name}: {split} empty"
-    return (
-        f"{message}; the protocol fine-tunes {train} -> {evaluation} (a single-setting sweep "
-        "needs no tuning split)"
-    )
-
-
-def _check_labels(task, split, labels, is_train):
+def _split_problems(task, split, labels, is_train):
     problems = []
     bad = sorted(x for x in labels if not 0 <= x < task.num_classes)
     if bad:
@@ -195,8 +148,21 @@ def _check_labels(task, split, labels, is_train):
     return problems
 
 
+def _empty(task, split, train, evaluation):
+    try:
+        task.validate_splits([split])  # the task's own message names the folder and sizes
+        message = f"task {task.name}: split {split} is empty ({task.splits.get(split, split)})"
+    except ValueError as err:
+        message = str(err)
+    return (
+        f"{message}; the protocol fine-tunes {train} -> {evaluation} (a single-setting sweep "
+        "needs no tuning split)"
+    )
+
+
 def check_jobs(jobs, data_dir=None):
-    """({task: {split: size}}, problems) for the splits and settings of every job."""
+    """({task: {split: size}}, problems) for the splits of every job (its settings were checked
+    when `make_jobs` made them: `sweeps.make_setting`)."""
     sizes, problems = {}, []
     for job in jobs:
         task = job.task
@@ -206,37 +172,23 @@ def check_jobs(jobs, data_dir=None):
                 if split in facts:
                     continue
                 try:
-                    count, labels = _split_facts(task, split, data_dir)
+                    facts[split], labels = _split_facts(task, split, data_dir)
                 except Exception as err:  # noqa: BLE001 - any loading failure is reported per split
                     problems.append(f"task {task.name}: split {split} cannot be read: {err}")
                     facts[split] = None
                     continue
-                facts[split] = count
-                if count == 0:
-                    problems.append(_too_small(task, split, train, evaluation))
+                if facts[split] == 0:
+                    problems.append(_empty(task, split, train, evaluation))
                 elif labels is not None:
-                    problems += _check_labels(task, split, labels, split == train)
-        for setting in job.sweep:
-            try:
-                sweeps.validate_setting(setting)
-            except ValueError as err:
-                problems.append(f"task {task.name}: setting {setting.get('name')!r}: {err}")
+                    problems += _split_problems(task, split, labels, split == train)
     return sizes, problems
-
-
-def check_pool(pool):
-    """Problems with the pool: nothing to fine-tune."""
-    if not pool_lib.candidates(pool, include_baseline=True):
-        return ["--collection: it has no feature-vector module to fine-tune; expected experts or B"]
-    return []
 
 
 def check_old_layout(output_dir, jobs):
     """Problems: results of these tasks written in the layout before name hashes were added."""
     problems = []
     for job in jobs:
-        old_slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", job.task.name).strip("_") or "task"
-        old = os.path.join(output_dir, "results", old_slug)
+        old = os.path.join(output_dir, "results", files.name_slug(job.task.name) or "task")
         new = os.path.join(output_dir, "results", files.task_slug(job.task.name))
         if old != new and atomic_files.isdir(old):
             problems.append(
@@ -246,56 +198,43 @@ def check_old_layout(output_dir, jobs):
     return problems
 
 
-def _planned(jobs, pool, config, tracks_of):
-    """(tuning specs, retrain placeholders, tracks) before ranking; a pick is a stand-in."""
-    baseline = pool_lib.find_baseline(pool)
+def _planned(jobs, pool, config, tracks_of, memo):
+    """(tuning specs, retrain placeholders, retrain specs known now), each key once, before any
+    ranking: a selector's pick is a stand-in; retrains are known for real modules whose tuning is
+    absent (one setting) or fully recorded in `memo`."""
+    baseline, count = pool_lib.find_baseline(pool), config["protocol"]["num_selections"]
     tracks = []
     for job in jobs:
         for method in config["selection"]["selectors"]:
             if method == "hindsight":
-                picks = pool_lib.candidates(pool, include_baseline=True)
-            elif method == "baseline" and baseline is not None:
-                picks = [baseline]
-            else:
-                picks = [f"<{method}'s pick>"]
-            for pick in picks:
-                count = config["protocol"]["num_selections"]
-                entries = [
-                    (pick if method != "random" else f"{pick}#{i}", {}) for i in range(count)
-                ]
-                tracks.append(tracks_of(job, method, entries))
-    tuning, retrains = {}, set()
+                tracks += plan.hindsight_tracks(job, pool, config)
+                continue
+            pick = f"<{method}'s pick>"
+            if method == "baseline" and baseline is not None:
+                pick = baseline
+            entries = [(f"{pick}#{i}" if method == "random" else pick, {}) for i in range(count)]
+            tracks.append(tracks_of(job, method, entries))
+    tuning, placeholders, known = [], set(), []
     for track in tracks:
         plan.plan_tuning(track)
-        tuning.update((s.key, s) for specs in track.tuning for s in specs)
-        retrains |= plan.retrain_placeholders(track)
-    return list(tuning.values()), retrains, tracks
-
-
-def _known_retrains(tracks, memo):
-    """The retrain specs known before the run, each key once: tracks of real modules (not a
-    stand-in pick) whose tuning is absent (one setting) or fully recorded in `memo`."""
-    known = []
-    for track in tracks:
-        if any(isinstance(entry, str) for entry, _ in track.entries):
-            continue
-        if all(memo.get(s) is not None for specs in track.tuning for s in specs):
+        specs = [s for specs in track.tuning for s in specs]
+        tuning += specs
+        placeholders |= plan.retrain_placeholders(track)
+        stand_in = any(isinstance(entry, str) for entry, _ in track.entries)
+        if not stand_in and all(memo.get(s) is not None for s in specs):
             plan.plan_retrains(track, memo)
             known += [s for specs in track.retrains for s in specs]
-    return plan.unique(known)
+    return plan.unique(tuning), placeholders, plan.unique(known)
 
 
 def measure(job, entry, finetune_fn=None, strategy=None, data_dir=None):
-    """(seconds of setup, seconds per step, setting), measured on the first setting.
-
-    With the real fine-tuning, `vtab_eval.finetune.measure_step_seconds` (setup = the rest of its
-    wall time); with a replacement `finetune_fn`, from a 1-step and a 3-step fine-tune.
-    """
+    """(seconds of setup, seconds per step, setting), measured on the job's first setting: by
+    `vtab_eval.finetune.measure_step_seconds` (setup: the rest of its wall time), or with a
+    replacement `finetune_fn`, from a 1-step and a 3-step fine-tune."""
     from vtab_eval import finetune
 
     train, evaluation = job.splits()[-1]
-    setting = job.sweep[0]
-    handle = plan.entry_handle(entry)
+    setting, handle = job.sweep[0], plan.entry_handle(entry)
     if finetune_fn is None:
         start = time.time()
         per_step = finetune.measure_step_seconds(
@@ -315,9 +254,8 @@ def measure(job, entry, finetune_fn=None, strategy=None, data_dir=None):
 
 
 def print_plan(jobs, sizes, pool, config, tracks_of, memo, strategy, log, finetune_fn=None):
-    """Logs the plan of a run (tasks, pool, settings, fine-tune count, time estimate).
-
-    Fine-tunes `memo` already holds count as recorded; the estimate covers only the rest.
+    """Logs the plan of a run (tasks, pool, settings, fine-tune count, time estimate); the
+    estimate leaves out the fine-tunes `memo` already holds.
 
     Returns {"fine_tunes": count after sharing, "recorded": count already in the memo,
     "seconds": estimated training time of the fine-tunes still to run}.
@@ -344,29 +282,27 @@ def print_plan(jobs, sizes, pool, config, tracks_of, memo, strategy, log, finetu
                 f"    setting {s['name']}: lr {s['learning_rate']}, {s['steps']} steps, batch "
                 f"{s['batch_size']}, resolution {s['resolution']}"
             )
-    tuning, retrains, tracks = _planned(jobs, pool, config, tracks_of)
+    tuning, retrains, known = _planned(jobs, pool, config, tracks_of, memo)
     total = len(tuning) + len(retrains)
     # Tuning specs have their final identity; a retrain's depends on the setting tuning picks.
-    recorded = sum(memo.get(s) is not None for s in tuning)
-    recorded += sum(memo.get(s) is not None for s in _known_retrains(tracks, memo))
+    recorded = sum(memo.get(s) is not None for s in tuning + known)
     log(
         f"  fine-tunes: {total} after sharing identical ones ({len(tuning)} tuning, "
         f"{len(retrains)} final); selectors not ranked yet count as distinct picks; "
         f"{recorded} already recorded, {total - recorded} to run"
     )
-    total -= recorded
     entry = pool_lib.find_baseline(pool) or pool_lib.candidates(pool, include_baseline=True)[0]
     setup, per_step, probe = measure(jobs[0], entry, finetune_fn, strategy, config["data_dir"])
     steps = [s["steps"] for job in jobs for s in job.sweep]
     mean_steps = sum(steps) / len(steps)
-    seconds = total * (setup + mean_steps * per_step)
+    seconds = (total - recorded) * (setup + mean_steps * per_step)
     log(
         f"  time: about {seconds / 60:.1f} min ({setup:.1f}s setup + {per_step:.3f}s per step at "
         f"batch {probe['batch_size']}, resolution {probe['resolution']}, measured on "
         f"{plan.entry_name(entry)} / {jobs[0].task.name}; {mean_steps:.0f} steps per "
         "fine-tune on average)"
     )
-    return {"fine_tunes": total + recorded, "recorded": recorded, "seconds": seconds}
+    return {"fine_tunes": total, "recorded": recorded, "seconds": seconds}
 
 
 def expand_tasks(names):
@@ -374,23 +310,16 @@ def expand_tasks(names):
     from vtab_eval import tasks
 
     expanded = []
-    for name in names:
-        name = name.strip()
-        if name in tasks.SUITES:
-            expanded += tasks.list_tasks(name)
-        elif name:
-            expanded.append(name)
+    for name in filter(None, (n.strip() for n in names)):
+        expanded += tasks.list_tasks(name) if name in tasks.SUITES else [name]
     if not expanded:
         raise ValueError("no tasks given; pass --tasks=NAME[,NAME...] or a suite such as vtab1k")
     return list(dict.fromkeys(expanded))
 
 
 def make_jobs(config, log=None):
-    """One `Job` per task of `config["tasks"]` (suites expanded), from the evaluation config.
-
-    Raises:
-      ValueError, FileNotFoundError: an unknown task, a bad folder, a bad sweep or aggregate.
-    """
+    """One `Job` per task of `config["tasks"]` (suites expanded), from the evaluation config;
+    ValueError or FileNotFoundError for an unknown task, a bad folder, sweep or aggregate."""
     from vtab_eval import tasks
 
     proto, jobs = config["protocol"], []
@@ -406,15 +335,10 @@ def make_jobs(config, log=None):
 
 
 def prepare(config, log=print, extra_problems=()):
-    """Checks everything before any work; returns (pool, jobs, split sizes).
-
-    Output folders, the collection (resolved), every task and its sweep (`make_jobs`), every split
-    and setting (`check_jobs`), the pool and the results layout; with `extra_problems` (a
-    command's own) all are reported together.
-
-    Raises:
-      ValueError: one line per problem (`raise_problems`).
-    """
+    """Checks everything before any work; returns (pool, jobs, split sizes). Output folders, the
+    collection, every task with its sweep (`make_jobs`), every split (`check_jobs`), the pool
+    and the results layout: every problem, and a command's `extra_problems`, raised together as
+    one ValueError with a line each (`raise_problems`)."""
     from hub_export import collection
 
     out, memo_dir, cache = files.output_paths(config)
@@ -433,6 +357,10 @@ def prepare(config, log=print, extra_problems=()):
         raise_problems(problems + [str(err)])
         raise
     sizes, found = check_jobs(jobs, config["data_dir"])
-    problems += found + check_pool(pool) + check_old_layout(out, jobs)
+    if not pool_lib.candidates(pool, include_baseline=True):
+        found.append(
+            "--collection: it has no feature-vector module to fine-tune; expected experts or B"
+        )
+    problems += found + check_old_layout(out, jobs)
     raise_problems(problems)
     return pool, jobs, sizes

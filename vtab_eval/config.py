@@ -1,87 +1,28 @@
 """The evaluation config: one plain nested dict for `run`, `rank`, `audit` and the demo.
 
-The package's one config style (`bit_experts.config_schema`: defaults, per-key checks, named config
-files), as the training config has it. A command turns its flags into this dict in `main()`
-(`from_flags`) and makes one call (`vtab_eval.engine`); the library never reads a flag. Named
-configs (`--config=NAME[:ARG]`, vtab_eval/configs/: `vtab1k`, `table3`, `local`, `demo`) set a
-protocol; flags given on the command line override them. docs/evaluation.md lists every key.
-
-Sections: top level (collection, tasks, output paths, data, seed, determinism); "selection" (the
-selectors and how experts are embedded and scored); "finetune" (the sweep and where fine-tunes
-run); "protocol" (selections, retrains, split scheme, search, aggregate); "audit" (the selection
-audit's seeds and proxies).
+The package's one config style (`bit_experts.config_schema`), as the training config has it. A
+command turns its flags into this dict in `main()` (`from_flags`) and makes one call
+(`vtab_eval.engine`); the library never reads a flag. Named configs (`--config=NAME[:ARG]`,
+vtab_eval/configs/) set a protocol; flags given on the command line override them. Every key, its
+flag and its meaning: docs/evaluation.md.
 """
 
 from __future__ import annotations
 
 import copy
+import re
+
+from absl import flags
 
 from bit_experts import config_schema as cs
 
 AUTO = "auto"
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "bfloat16", "float16", "float32_standardized")
-FALLBACKS = ("none", "baseline")
 SPLITS = ("train800", "val200", "train800val200", "test", "train", "val", "trainval")
 # An image side above this is refused before any work: a batch of 64 RGB float32 images at 2048 px
 # is 3 GiB before any activation. Raise it here for larger modules.
 MAX_RESOLUTION = 2048
-
-DEFAULTS = {
-    "collection": None,  # collection dir, manifest.json or a text file of handles
-    "tasks": [],  # names, folder:PATH or suites (vtab1k, table3, all)
-    "output_dir": None,
-    "output_json": None,  # rank: the ranking (or shard report) JSON
-    "plot_png": None,  # rank: a bar plot of the scores
-    "data_dir": None,  # TFDS data directory
-    "cache_dir": None,  # feature cache; None: OUT/feature_cache
-    "memo_dir": None,  # fine-tune memo; None: OUT/finetunes
-    "skip_bad_images": False,
-    "seed": 0,
-    "deterministic": True,
-    "selection": {
-        "selectors": ["knn"],
-        "split": "train800val200",
-        "resolution": 0,  # 0: each module at its own (metadata "resolution", else 224)
-        "precision": "float32",
-        "batch_size": 64,
-        "include_baseline": True,
-        "cache_only": False,
-        "verify_checksums": True,
-        "fallback": "none",
-        "fallback_confidence": 0.9,
-        "confidence_level": 0.95,
-        "n_resamples": 9999,
-        "num_shards": 1,
-        "shard_index": 0,
-    },
-    "finetune": {
-        "sweep": "local",
-        "learning_rates": None,  # with steps: a grid sweep given by flags
-        "steps": None,
-        "batch_size": 512,
-        "resolution": 0,  # 0: the sweep's
-        "random_search_size": 36,
-        "strategy": "default",
-        "tpu": "",
-        "save_models": False,
-    },
-    "protocol": {
-        "num_selections": 1,
-        "num_retrains": 1,
-        "scheme": AUTO,
-        "search": AUTO,
-        "aggregate": AUTO,
-    },
-    "audit": {
-        "seeds": None,  # None: 0, 1, 2 (quick: 0, 1)
-        "proxies": None,  # None: every feature proxy
-        "reference": "knn",
-        "quick": False,
-        "upstream_dir": None,
-        "bank_dir": None,
-    },
-}
 
 
 def _one_of(*values):
@@ -94,86 +35,97 @@ _OPT_LIST = (
 )
 _SIDE = (lambda x: cs.is_int(x) and 0 <= x <= MAX_RESOLUTION, f"an int in [0, {MAX_RESOLUTION}]")
 _PROBABILITY = (lambda x: cs.is_number(x) and 0 <= x <= 1, "a number in [0, 1]")
-SCHEMA = {
-    "collection": cs.OPT_STR,
-    "tasks": (lambda x: isinstance(x, list) and cs.is_str_list(x), "a list of task names"),
-    "output_dir": cs.OPT_STR,
-    "output_json": cs.OPT_STR,
-    "plot_png": cs.OPT_STR,
-    "data_dir": cs.OPT_STR,
-    "cache_dir": cs.OPT_STR,
-    "memo_dir": cs.OPT_STR,
-    "skip_bad_images": cs.BOOL,
-    "seed": cs.SEED,
-    "deterministic": cs.BOOL,
+_LEVEL = (lambda x: cs.is_number(x) and 0 < x < 1, "a number in (0, 1)")
+_TASKS = (lambda x: isinstance(x, list) and cs.is_str_list(x), "a list of task names")
+_NAMES = (lambda x: cs.is_str_list(x) and len(x) > 0, "a non-empty list of names")
+_ANY_STR = (lambda x: isinstance(x, str), "a string")
+_SEEDS = (
+    lambda x: x is None or (isinstance(x, list) and all(cs.is_int(s) for s in x)),
+    "None or a list of integers",
+)
+
+# Every key: (default, rule); the rule is config_schema's (check, what was expected).
+_KEYS = {
+    "collection": (None, cs.OPT_STR),  # collection dir, manifest.json or a text file of handles
+    "tasks": ([], _TASKS),  # names, folder:PATH or suites (vtab1k, table3, all)
+    "output_dir": (None, cs.OPT_STR),
+    "output_json": (None, cs.OPT_STR),  # rank: the ranking (or shard report) JSON
+    "plot_png": (None, cs.OPT_STR),  # rank: a bar plot of the scores
+    "data_dir": (None, cs.OPT_STR),  # TFDS data directory
+    "cache_dir": (None, cs.OPT_STR),  # feature cache; None: OUT/feature_cache
+    "memo_dir": (None, cs.OPT_STR),  # fine-tune memo; None: OUT/finetunes
+    "skip_bad_images": (False, cs.BOOL),
+    "seed": (0, cs.SEED),
+    "deterministic": (True, cs.BOOL),
     "selection": {
-        "selectors": (lambda x: cs.is_str_list(x) and len(x) > 0, "a non-empty list of names"),
-        "split": _one_of(*SPLITS),
-        "resolution": _SIDE,
-        "precision": _one_of(*PRECISIONS),
-        "batch_size": cs.INT_MIN1,
-        "include_baseline": cs.BOOL,
-        "cache_only": cs.BOOL,
-        "verify_checksums": cs.BOOL,
-        "fallback": _one_of(*FALLBACKS),
-        "fallback_confidence": _PROBABILITY,
-        "confidence_level": (lambda x: cs.is_number(x) and 0 < x < 1, "a number in (0, 1)"),
-        "n_resamples": cs.INT_MIN1,
-        "num_shards": cs.INT_MIN1,
-        "shard_index": cs.INT_MIN0,
+        "selectors": (["knn"], _NAMES),
+        "split": ("train800val200", _one_of(*SPLITS)),
+        "resolution": (0, _SIDE),  # 0: each module at its own (metadata "resolution", else 224)
+        "precision": ("float32", _one_of(*PRECISIONS)),
+        "batch_size": (64, cs.INT_MIN1),
+        "include_baseline": (True, cs.BOOL),
+        "cache_only": (False, cs.BOOL),
+        "verify_checksums": (True, cs.BOOL),
+        "fallback": ("none", _one_of("none", "baseline")),
+        "fallback_confidence": (0.9, _PROBABILITY),
+        "confidence_level": (0.95, _LEVEL),
+        "n_resamples": (9999, cs.INT_MIN1),
+        "num_shards": (1, cs.INT_MIN1),
+        "shard_index": (0, cs.INT_MIN0),
     },
     "finetune": {
-        "sweep": cs.STR,
-        "learning_rates": _OPT_LIST,
-        "steps": _OPT_LIST,
-        "batch_size": cs.INT_MIN1,
-        "resolution": _SIDE,
-        "random_search_size": cs.INT_MIN1,
-        "strategy": _one_of(*STRATEGIES),
-        "tpu": (lambda x: isinstance(x, str), "a string"),
-        "save_models": cs.BOOL,
+        "sweep": ("local", cs.STR),
+        "learning_rates": (None, _OPT_LIST),  # with steps: a grid sweep given by flags
+        "steps": (None, _OPT_LIST),
+        "batch_size": (512, cs.INT_MIN1),
+        "resolution": (0, _SIDE),  # 0: the sweep's
+        "random_search_size": (36, cs.INT_MIN1),
+        "strategy": ("default", _one_of(*STRATEGIES)),
+        "tpu": ("", _ANY_STR),
+        "save_models": (False, cs.BOOL),
     },
     "protocol": {
-        "num_selections": cs.INT_MIN1,
-        "num_retrains": cs.INT_MIN1,
-        "scheme": _one_of(AUTO, "vtab1k", "full"),
-        "search": _one_of(AUTO, "per_selection", "once"),
-        "aggregate": _one_of(AUTO, "median", "mean"),
+        "num_selections": (1, cs.INT_MIN1),
+        "num_retrains": (1, cs.INT_MIN1),
+        "scheme": (AUTO, _one_of(AUTO, "vtab1k", "full")),
+        "search": (AUTO, _one_of(AUTO, "per_selection", "once")),
+        "aggregate": (AUTO, _one_of(AUTO, "median", "mean")),
     },
     "audit": {
-        "seeds": (
-            lambda x: x is None or (isinstance(x, list) and all(cs.is_int(s) for s in x)),
-            "None or a list of integers",
-        ),
-        "proxies": _OPT_LIST,
-        "reference": cs.STR,
-        "quick": cs.BOOL,
-        "upstream_dir": cs.OPT_STR,
-        "bank_dir": cs.OPT_STR,
+        "seeds": (None, _SEEDS),  # None: 0, 1, 2 (quick: 0, 1)
+        "proxies": (None, _OPT_LIST),  # None: every feature proxy
+        "reference": ("knn", cs.STR),
+        "quick": (False, cs.BOOL),
+        "upstream_dir": (None, cs.OPT_STR),
+        "bank_dir": (None, cs.OPT_STR),
     },
 }
+
+
+def _column(table, index):
+    return {k: _column(v, index) if isinstance(v, dict) else v[index] for k, v in table.items()}
+
+
+DEFAULTS, SCHEMA = _column(_KEYS, 0), _column(_KEYS, 1)
 
 
 def resolve(user):
     """Fills in `DEFAULTS` and checks every key; returns the complete config (a new dict).
 
-    Checks each value's type and range, that every selector is registered
-    (`vtab_eval.selectors`), the sweep preset, and the shard index; nothing is read or written.
-
-    Raises:
-      ValueError: one line naming the first bad key, what was expected and what was given.
+    Besides each value's type and range: every selector is registered (`vtab_eval.selectors`),
+    the sweep is a preset and the shard index is below the shard count. Nothing is read or written.
+    Raises ValueError: one line naming the first bad key, what was expected and what was given.
     """
     from vtab_eval import selectors, sweeps
 
     config = cs.merge(DEFAULTS, user, "")
     cs.check_schema(config, SCHEMA)
-    selection = config["selection"]
+    selection, sweep = config["selection"], config["finetune"]["sweep"]
     known = selectors.names()
     unknown = [m for m in selection["selectors"] if m not in known]
     cs.require(not unknown, f"selection.selectors: unknown {unknown}; expected some of {known}")
     cs.require(
-        config["finetune"]["sweep"] in sweeps.PRESETS,
-        f"finetune.sweep must be one of {sweeps.PRESETS}, got {config['finetune']['sweep']!r}",
+        sweep in sweeps.PRESETS, f"finetune.sweep must be one of {sweeps.PRESETS}, got {sweep!r}"
     )
     cs.require(
         selection["shard_index"] < selection["num_shards"],
@@ -184,14 +136,9 @@ def resolve(user):
 
 
 def make(name=None, **changes):
-    """A resolved config: the named config `name` (or `DEFAULTS` alone), then `changes`.
-
-    `changes` are top-level keys with their values; a section's value is a partial dict of that
-    section, e.g. `make("local", collection=C, tasks=["folder:T"], output_dir=OUT,
-    finetune={"sweep": "quick"})`.
-
-    Raises:
-      ValueError: an unknown key or a bad value (one line naming it).
+    """A resolved config: the named config `name` (or `DEFAULTS` alone), then `changes`: top-level
+    keys, a section's value a partial dict of that section, e.g. `make("local", collection=C,
+    tasks=["folder:T"], finetune={"sweep": "quick"})`. ValueError: a bad key or value (one line).
     """
     config = resolve(load(name) if name else {})
     return resolve(cs.merge(config, changes, ""))
@@ -218,15 +165,6 @@ def get_key(config, key):
     for part in key.split("."):
         config = config[part]
     return config
-
-
-def _parsed(flag, value, kind):
-    """A list flag's strings as ints or floats, or ValueError naming the flag."""
-    try:
-        return [kind(v) for v in value]
-    except ValueError:
-        expected = "integers" if kind is int else "numbers"
-        raise ValueError(f"--{flag}={','.join(value)}: expected {expected}") from None
 
 
 # Per command: flag -> (config key, help). A flag's type and default come from DEFAULTS at its key.
@@ -301,50 +239,34 @@ FLAGS = {
         "upstream_dir": ("audit.upstream_dir", "Upstream work dir: each expert on its slice."),
     },
 }
+_CONFIG_HELP = (
+    "Named config (vtab_eval/configs/: vtab1k, table3, local, demo) or FILE.py[:ARG]; flags given "
+    "here override it."
+)
 _SINGLE = {"dataset", "method"}  # string flags that fill a one-item list
-_NUMBER_LISTS = {"learning_rates": float, "steps": int, "seeds": int}
+_LISTS = {"learning_rates": float, "steps": int, "seeds": int, "proxies": str}  # default None
+_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}
 
 
 def define_flags(command, flag_values=None):
     """Defines `command`'s flags (`FLAGS[command]`) and `--config` on absl's flag values."""
-    from absl import flags
-
     flag_values = flags.FLAGS if flag_values is None else flag_values
-    # The flags are the calling command's key flags (its --help lists them), not this module's.
-    flags.disclaim_key_flags()
-    flags.DEFINE_string(
-        "config",
-        None,
-        "Named config (vtab_eval/configs/: vtab1k, table3, local, demo) or FILE.py[:ARG]; "
-        "flags given here override it.",
-        flag_values=flag_values,
-    )
+    flags.disclaim_key_flags()  # the calling command's --help lists them, not this module's
+    flags.DEFINE_string("config", None, _CONFIG_HELP, flag_values=flag_values)
     for name, (key, help_text) in FLAGS[command].items():
         default = get_key(DEFAULTS, key)
+        define = _DEFINE.get(type(default), flags.DEFINE_string)
         if name in _SINGLE:
             default = default[0] if default else None
-            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
-        elif isinstance(default, bool):
-            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-        elif isinstance(default, int):
-            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-        elif isinstance(default, float):
-            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-        elif isinstance(default, list) or name in _NUMBER_LISTS or name == "proxies":
-            flags.DEFINE_list(name, default, help_text, flag_values=flag_values)
-        else:
-            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+        elif name in _LISTS or isinstance(default, list):
+            define = flags.DEFINE_list
+        define(name, default, help_text, flag_values=flag_values)
 
 
 def from_flags(command, flag_values=None):
     """The resolved config of `command`'s flags: `--config` (if given) over `DEFAULTS`, then every
-    flag given on the command line.
-
-    Raises:
-      ValueError: a bad flag value or config key (one line naming it).
+    flag given on the command line. ValueError: a bad value or key, one line naming the flag.
     """
-    from absl import flags
-
     flag_values = flags.FLAGS if flag_values is None else flag_values
     config = load(flag_values.config) if flag_values.config else {}
     for name, (key, _) in FLAGS[command].items():
@@ -353,19 +275,22 @@ def from_flags(command, flag_values=None):
         value = flag_values[name].value
         if name in _SINGLE:
             value = [value]
-        elif name in _NUMBER_LISTS and value is not None:
-            value = _parsed(name, value, _NUMBER_LISTS[name])
+        elif name in _LISTS and value:
+            try:
+                value = [_LISTS[name](v) for v in value]
+            except ValueError:
+                expected = "integers" if _LISTS[name] is int else "numbers"
+                raise ValueError(f"--{name}={','.join(value)}: expected {expected}") from None
         config = set_key(config, key, value)
     try:
         return resolve(config)
     except ValueError as err:
-        raise ValueError(_flag_names(command, str(err))) from None
+        raise ValueError(_with_flag(command, str(err))) from None
 
 
-def _flag_names(command, message):
-    """A config error with the flag that sets the key named beside it ("selection.batch_size
+def _with_flag(command, message):
+    """A config error with the flag that sets its key beside the key ("selection.batch_size
     (--batch_size)"), so that command-line users see their flag."""
-    for name, (key, _) in FLAGS[command].items():
-        if message.startswith(f"bad config: {key} ") or f"bad config: {key}:" in message:
-            return message.replace(key, f"{key} (--{name})", 1)
-    return message
+    key = re.match(r"bad config: ([\w.]+)", message)
+    names = [n for n, (k, _) in FLAGS[command].items() if key and k == key[1]]
+    return message.replace(key[1], f"{key[1]} (--{names[0]})", 1) if names else message

@@ -4,10 +4,10 @@ r"""The main job on the embedded offline world, in one command (minutes on 2 CPU
 
 Generates the glyph world, trains a small BiT baseline, 6 full and 6 adapter experts and the EPN,
 publishes them as a TF Hub collection, then on four downstream tasks ranks the experts with every
-selector, fine-tunes under the VTAB-1k protocol with a small sweep (the `demo` evaluation config)
-and writes the report: WORKDIR/evaluation/report.md (+ summary.json, plots/) and
-WORKDIR/demo_summary.md. Re-running reuses finished stages. `--quick` runs the same path with tiny
-sizes. Measured times and results, with their machines: docs/results/demo.md.
+selector and fine-tunes under the VTAB-1k protocol (the `demo` evaluation config). Writes
+WORKDIR/evaluation/report.md (+ summary.json, plots/) and WORKDIR/demo_summary.md; re-running
+reuses finished stages (`vtab_eval.offline_demo`). `--quick`: the same path with tiny sizes.
+Measured times and results, with their machines: docs/results/demo.md.
 """
 
 import json
@@ -38,35 +38,24 @@ def define_flags():
     flags.DEFINE_string("update_readme", None, "Old name of --results_page (one release more).")
 
 
-def _ordered(results):
-    order = [*offline_demo.SELECTORS, offline_demo.HINDSIGHT]
-    return {
-        m: results[m] for m in sorted(results, key=lambda m: order.index(m) if m in order else 99)
-    }
-
-
 def expectation_lines(results, tasks_dir):
     """Plain statements about the expected outcome, computed from the results (never by hand)."""
     with open(os.path.join(tasks_dir, "tasks.json"), encoding="utf-8") as f:
-        listing = json.load(f)
-    entries = listing["tasks"] if isinstance(listing, dict) else listing
+        entries = json.load(f)["tasks"]
     lines = []
     for info in entries:
-        near = info.get("near_expert")
         name = f"folder:{os.path.join(tasks_dir, info['name'])}"
-        knn = results.get("knn", {}).get(name)
-        base = results.get("baseline", {}).get(name)
+        knn, base = results.get("knn", {}).get(name), results.get("baseline", {}).get(name)
         knn_summary = protocol.task_summary(knn) if knn else None
         base_summary = protocol.task_summary(base) if base else None
-        if not near or not knn_summary or not base_summary:
+        if not info.get("near_expert") or not knn_summary or not base_summary:
             continue
         picked = knn["selections"][0]["selection"]["selected_name"]
         knn_acc, base_acc = knn_summary["value"], base_summary["value"]
-        kind = knn_summary["kind"]
         lines.append(
-            f"- `{info['name']}` is built near the `{near}` domain: kNN picked `{picked}` "
-            f"({100 * knn_acc:.1f}% test accuracy, {kind} of n = {knn_summary['n']}) against "
-            f"the baseline's {100 * base_acc:.1f}% "
+            f"- `{info['name']}` is built near the `{info['near_expert']}` domain: kNN picked "
+            f"`{picked}` ({100 * knn_acc:.1f}% test accuracy, {knn_summary['kind']} of n = "
+            f"{knn_summary['n']}) against the baseline's {100 * base_acc:.1f}% "
             f"({'better' if knn_acc > base_acc else 'not better'})."
         )
     return lines
@@ -83,11 +72,15 @@ def machine_line():
     return f"{model}, {os.cpu_count()} cores, no GPU"
 
 
-def summary_markdown(eval_dir, tasks_dir, timings, command, quick, seed=0, deterministic=True):
-    """The demo's results section (README-ready): command, machine, load, seed, timings, table,
-    expectations, and how many outcomes each cell holds (issue 16: every number carries its seed
-    and machine)."""
-    results = _ordered(report.load_results(eval_dir))
+def summary_markdown(config, tasks_dir, timings, command):
+    """The demo's results section (README-ready) of its evaluation `config`: command, machine,
+    load, seed, timings, table, expectations, and how many outcomes each cell holds (issue 16:
+    every number carries its seed and machine)."""
+    eval_dir, order = config["output_dir"], config["selection"]["selectors"]
+    found = report.load_results(eval_dir)
+    results = {
+        m: found[m] for m in sorted(found, key=lambda m: order.index(m) if m in order else 99)
+    }
     # The run's summary.json holds every method's group intervals already (bootstraps are slow).
     written = files.read_json(os.path.join(eval_dir, "summary.json")) or {}
     summaries = {
@@ -97,11 +90,8 @@ def summary_markdown(eval_dir, tasks_dir, timings, command, quick, seed=0, deter
     }
     table = report.markdown_report(results, title="Demo results", summaries=summaries)
     table = table.replace("# Demo results\n", "", 1).replace("\n## ", "\n#### ")
-    total = sum(timings.values())
-    stage_times = ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
-    short = {f"folder:{os.path.join(tasks_dir, t)}": t for t in offline_demo.DEMO_TASKS}
-    for long_name, short_name in short.items():
-        table = table.replace(long_name, short_name)
+    for task in offline_demo.DEMO_TASKS:
+        table = table.replace(f"folder:{os.path.join(tasks_dir, task)}", task)
     outcomes = sorted(
         {
             (r.get("summary") or {}).get("n") or len(r.get("outcomes") or [])
@@ -109,11 +99,14 @@ def summary_markdown(eval_dir, tasks_dir, timings, command, quick, seed=0, deter
             for r in by_task.values()
         }
     )
+    quick = " (quick mode)" if config["finetune"]["sweep"] == "demo_quick" else ""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    stage_times = ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
     lines = [
-        f"Measured by `{command}`{' (quick mode)' if quick else ''} on {machine_line()} "
-        f"(load average {load} when the report was written), seed {seed}, op determinism "
-        f"{'on' if deterministic else 'off'}: {total / 60:.1f} minutes ({stage_times}).",
+        f"Measured by `{command}`{quick} on {machine_line()} (load average {load} when the report "
+        f"was written), seed {config['seed']}, op determinism "
+        f"{'on' if config['deterministic'] else 'off'}: {sum(timings.values()) / 60:.1f} minutes "
+        f"({stage_times}).",
         "",
         f"Outcomes per cell: {', '.join(str(n) for n in outcomes) or 'none'}. "
         + (
@@ -144,8 +137,7 @@ def replace_section(
     if start not in content or end not in content:
         raise ValueError(f"{page_path} has no {start} ... {end} markers")
     head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    files.write_text(page_path, f"{head}{start}\n{text}{end}{tail}")
+    files.write_text(page_path, f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}")
 
 
 def main(argv):
@@ -155,8 +147,7 @@ def main(argv):
     from vtab_eval import engine
 
     command = "python -m vtab_eval.demo" + (" --quick" if FLAGS.quick else "")
-    if FLAGS.seed:
-        command += f" --seed={FLAGS.seed}"
+    command += f" --seed={FLAGS.seed}" if FLAGS.seed else ""
     determinism.configure(FLAGS.seed, FLAGS.deterministic)
     with cli.one_line_errors("vtab_eval.demo", (ValueError, FileNotFoundError, FileExistsError)):
         config = offline_demo.evaluation_config(
@@ -167,32 +158,19 @@ def main(argv):
             strategy=FLAGS.strategy,
             include_baseline=FLAGS.include_baseline,
         )
-        eval_dir = config["output_dir"]
-
-        def evaluate():
-            engine.evaluate(config, on_task_done=lambda out: report.write(out, with_plots=False))
-
+        on_task_done = lambda out: report.write(out, with_plots=False)
+        evaluate = lambda: engine.evaluate(config, on_task_done=on_task_done)
         timings = offline_demo.run_demo(FLAGS.workdir, config, evaluate)
-        report.write(eval_dir)
-        where = offline_demo.paths(FLAGS.workdir)
-        summary = summary_markdown(
-            eval_dir,
-            where["tasks"],
-            timings,
-            command,
-            FLAGS.quick,
-            seed=FLAGS.seed,
-            deterministic=FLAGS.deterministic,
-        )
-        files.write_text(os.path.join(os.path.dirname(eval_dir), "demo_summary.md"), summary)
+        report.write(config["output_dir"])
+        tasks_dir = offline_demo.paths(FLAGS.workdir)["tasks"]
+        summary = summary_markdown(config, tasks_dir, timings, command)
+        summary_path = os.path.join(os.path.dirname(config["output_dir"]), "demo_summary.md")
+        files.write_text(summary_path, summary)
         page = FLAGS.results_page or FLAGS.update_readme
         if page:
             replace_section(page, summary)
     print(summary)
-    print(
-        f"Report: {os.path.join(eval_dir, 'report.md')}; summary: "
-        f"{os.path.join(os.path.dirname(eval_dir), 'demo_summary.md')}"
-    )
+    print(f"Report: {os.path.join(config['output_dir'], 'report.md')}; summary: {summary_path}")
 
 
 if __name__ == "__main__":

@@ -22,17 +22,6 @@ _TASK = flags.DEFINE_multi_string(
 )
 
 
-def describe(names: list[str]) -> list[dict]:
-    """The JSON description of each named task, in order."""
-    return [tasks.get_task(name).to_json() for name in names]
-
-
-def _augment(policy: dict) -> str:
-    """The random augmentations a task allows: "flip+crop", "flip", "crop" or "none"."""
-    allowed = [k for k in ("flip", "crop") if policy[k]]
-    return "+".join(allowed) or "none"
-
-
 def format_text(descriptions: list[dict]) -> str:
     """A fixed-width table: name, group, classes, metric, augmentation, TFDS name, test split."""
     header = ("name", "group", "classes", "metric", "augment", "tfds_name", "test")
@@ -42,7 +31,7 @@ def format_text(descriptions: list[dict]) -> str:
             d["group"] or "-",
             str(d["num_classes"]),
             d["metric"],
-            _augment(d["augmentation"]),
+            "+".join(k for k in ("flip", "crop") if d["augmentation"][k]) or "none",
             d["tfds_name"] or "-",
             d["splits"]["test"],
         )
@@ -59,13 +48,12 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     names = _TASK.value or tasks.list_tasks(_SUITE.value)
     try:
-        descriptions = describe(names)
+        descriptions = [tasks.get_task(name).to_json() for name in names]
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    if _FORMAT.value == "json":
-        print(json.dumps(descriptions, indent=2))
-    else:
-        print(format_text(descriptions))
+    print(
+        json.dumps(descriptions, indent=2) if _FORMAT.value == "json" else format_text(descriptions)
+    )
 
 
 if __name__ == "__main__":

@@ -1,15 +1,11 @@
 """The main job on the embedded offline world, end to end: upstream -> experts -> collection ->
-selection -> fine-tuning. `python -m vtab_eval.demo` is its command line (and writes the report).
+selection -> fine-tuning; `python -m vtab_eval.demo` is its command line (and writes the report).
 
-Every stage writes under one work directory and is skipped when its output is complete, so re-running
-after a kill (or after the job finished) reuses what is done. Stages:
-
-  upstream   bit_experts.training.job.run_job with the `world_demo` config
-  publish    hub_export.publish.publish of the upstream work directory into collection/
-  tasks      bit_experts.world.write_downstream_tasks into tasks/
-  evaluate   `vtab_eval.engine.evaluate` of the `demo` evaluation config (vtab_eval/configs/demo.py)
-             on the four tasks: every selector side by side and hindsight; identical fine-tunes
-             run once, and each is kept in evaluation/finetunes/ the moment it ends
+Every stage writes under one work directory and is skipped when its output is complete, so
+re-running after a kill (or after the job finished) reuses what is done. Stages: upstream
+(`bit_experts.training.job.run_job`, `world_demo` config), publish (`hub_export.publish` into
+collection/), tasks (`bit_experts.world.write_downstream_tasks` into tasks/) and evaluate (the
+`demo` evaluation config on the four tasks; each fine-tune kept in evaluation/finetunes/).
 """
 
 import os
@@ -18,23 +14,7 @@ import time
 from bit_experts import atomic_files
 
 DEMO_TASKS = ("digits", "greek_lower_heldout_fonts", "glyph_count", "textures")
-SELECTORS = ("baseline", "random", "label_matching", "domain_prediction", "knn")
-HINDSIGHT = "hindsight"
 IMAGE_SIZE = 32
-
-
-def _stage(name, log, timings):
-    class _Timer:
-        def __enter__(self):
-            self.start = time.time()
-            log(f"== {name} ==")
-
-        def __exit__(self, *exc):
-            if exc[0] is None:
-                timings[name] = round(time.time() - self.start, 1)
-                log(f"== {name} done in {timings[name]:.0f}s ==")
-
-    return _Timer()
 
 
 def run_upstream(upstream_dir, quick, log):
@@ -64,34 +44,25 @@ def run_publish(upstream_dir, collection_dir, log):
 def paths(workdir):
     """{"upstream", "collection", "tasks", "evaluation", "timings"} under `workdir` (absolute)."""
     workdir = atomic_files.abspath(workdir)
-    names = {"upstream": "upstream", "collection": "collection", "tasks": "tasks"}
-    found = {key: os.path.join(workdir, name) for key, name in names.items()}
-    found.update(
-        evaluation=os.path.join(workdir, "evaluation"),
-        timings=os.path.join(workdir, "timings.json"),
-    )
-    return found
+    found = {n: os.path.join(workdir, n) for n in ("upstream", "collection", "tasks", "evaluation")}
+    return dict(found, timings=os.path.join(workdir, "timings.json"))
 
 
-def evaluation_config(workdir, quick=False, **changes):
+def evaluation_config(workdir, quick=False, strategy="default", include_baseline=True, **changes):
     """The resolved evaluation config of the demo under `workdir`: the `demo` named config with
-    the collection, the four tasks and the output folder there; `changes`: top-level keys (seed,
-    deterministic) and "strategy" / "include_baseline"."""
+    the collection, the four tasks and the output folder there; `changes`: top-level keys."""
     from vtab_eval import config
 
     where = paths(workdir)
-    cfg = config.load("demo:quick" if quick else "demo")
-    cfg.update(
+    return config.make(
+        "demo:quick" if quick else "demo",
         collection=where["collection"],
         tasks=[f"folder:{os.path.join(where['tasks'], t)}" for t in DEMO_TASKS],
         output_dir=where["evaluation"],
+        finetune={"strategy": strategy},
+        selection={"include_baseline": include_baseline},
+        **changes,
     )
-    if "strategy" in changes:
-        cfg = config.set_key(cfg, "finetune.strategy", changes.pop("strategy"))
-    if "include_baseline" in changes:
-        cfg = config.set_key(cfg, "selection.include_baseline", changes.pop("include_baseline"))
-    cfg.update(changes)
-    return config.resolve(cfg)
 
 
 def run_demo(workdir, eval_config, evaluate, log=print):
@@ -117,8 +88,11 @@ def run_demo(workdir, eval_config, evaluate, log=print):
             log(f"== {name}: finished earlier in {timings[name]:.0f}s ==")
             fn()
             return
-        with _stage(name, log, timings):
-            fn()
+        start = time.time()
+        log(f"== {name} ==")
+        fn()
+        timings[name] = round(time.time() - start, 1)
+        log(f"== {name} done in {timings[name]:.0f}s ==")
         files.write_json(where["timings"], timings)
 
     timed("upstream", lambda: run_upstream(where["upstream"], quick, log))

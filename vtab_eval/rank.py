@@ -4,26 +4,20 @@
 
 `--collection` is a collection directory, its manifest.json, or a text file with one module handle
 per line. With `--num_shards=K --shard_index=i` the command only computes (into the shared
-`--cache_dir`) the features of its share of the experts and writes a shard report; a final run
-without sharding then reads the merged cache. Flags become an evaluation config
-(`vtab_eval.config`) and one call runs it (`vtab_eval.engine.rank`). Flags and the JSON schema:
-docs/evaluation.md.
+`--cache_dir`) its share of the experts' features and writes a shard report; a final run without
+sharding then reads the merged cache. Flags become an evaluation config (`vtab_eval.config`) and
+one call runs it (`vtab_eval.engine.rank`). Flags and the JSON schema: docs/evaluation.md.
 """
 
+import errno
 import os
 
 from absl import app, flags
 
-from bit_experts import cli
+from bit_experts import atomic_files, cli
+from vtab_eval import config
 
 FLAGS = flags.FLAGS
-
-
-def define_flags():
-    """The command's flags (defined only when run as a program, as `vtab_eval.run` does)."""
-    from vtab_eval import config
-
-    config.define_flags("rank")
 
 
 def main(argv):
@@ -36,7 +30,7 @@ def main(argv):
         cli.one_line_errors("vtab_eval.rank", OSError, line=_disk_error_line),
         cli.one_line_errors("vtab_eval.rank"),
     ):
-        from vtab_eval import config, engine
+        from vtab_eval import engine
 
         cfg = config.from_flags("rank")
         result = engine.rank(cfg)
@@ -56,17 +50,27 @@ def main(argv):
 
 
 def _disk_error_line(err):
-    """The line for an OSError of `main`, e.g. the disk filled up writing features or the JSON."""
-    from vtab_eval import checks
+    """One line for an OSError of `main` (e.g. the disk filled up writing features or the JSON),
+    naming the file and the flag whose directory (the longest that holds it) holds it."""
 
-    paths = {
+    def absolute(path):
+        try:
+            return atomic_files.abspath(path)
+        except ValueError:
+            return path
+
+    filename = err.filename or ""
+    by_dir = {
         os.path.dirname(FLAGS.output_json) or ".": "--output_json",
         FLAGS.cache_dir: "--cache_dir",
     }
-    return checks.disk_error_line(paths, err)
+    held = [d for d in by_dir if d and absolute(filename).startswith(absolute(d))]
+    where = f" ({by_dir[max(held, key=len)]})" if held else ""
+    reason = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+    return f"writing {filename or 'output'}{where} failed: {reason}"
 
 
 if __name__ == "__main__":
-    define_flags()
+    config.define_flags("rank")
     cli.quiet_logs()  # TF's INFO logs off unless --verbosity is given
     app.run(main)

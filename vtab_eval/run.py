@@ -4,12 +4,12 @@ r"""Selects experts and fine-tunes them on one task or many, then reports; resum
         --selectors=knn,random,baseline --sweep=vtab_lightweight
     python -m vtab_eval.run --config=vtab1k --collection=C --output_dir=OUT
 
-Flags become an evaluation config (`vtab_eval.config`; `--config` names one of vtab_eval/configs/)
-and one call runs it (`vtab_eval.engine.evaluate`). Everything is checked before anything trains.
-Each fine-tune is identified by its content and recorded the moment it ends in OUT/finetunes/, so
-re-running the same command after a kill redoes nothing finished. `--dry_run` prints the plan and a
-time estimate. Results (OUT/results/), the report (OUT/report.md, OUT/summary.json) and the plots
-(OUT/plots/) are written from those records. Flags, layout and JSON schema: docs/evaluation.md.
+Flags become an evaluation config (`vtab_eval.config`) and one call runs it
+(`vtab_eval.engine.evaluate`). Everything is checked before anything trains; each fine-tune is
+recorded by its content the moment it ends (OUT/finetunes/), so re-running after a kill redoes
+nothing finished. `--dry_run` prints the plan and a time estimate. Writes OUT/results/, the report
+(OUT/report.md, OUT/summary.json) and OUT/plots/. Flags, layout and JSON schema:
+docs/evaluation.md.
 """
 
 import os
@@ -17,6 +17,7 @@ import os
 from absl import app, flags
 
 from bit_experts import atomic_files, cli
+from vtab_eval import config
 
 FLAGS = flags.FLAGS
 
@@ -24,8 +25,6 @@ FLAGS = flags.FLAGS
 def define_flags():
     """The command's flags (defined only when run as a program, so that importing this module next
     to other entry points never clashes over flag names)."""
-    from vtab_eval import config
-
     config.define_flags("run")
     flags.DEFINE_bool("report_only", False, "Only rewrite the report from existing results.")
     flags.DEFINE_bool("dry_run", False, "Check and print the plan with a time estimate.")
@@ -46,11 +45,9 @@ def main(argv):
             atomic_files.write_text(os.path.join(out, "comparison.md"), text)
             print(text)
             return
-        if FLAGS.report_only:
-            report.write(out)
-        else:
+        if not FLAGS.report_only:
             from bit_experts import determinism
-            from vtab_eval import config, engine
+            from vtab_eval import engine
 
             cfg = config.from_flags("run")
             if not (cfg["collection"] and cfg["tasks"]):
@@ -60,7 +57,7 @@ def main(argv):
                 engine.dry_run(cfg)
                 return
             engine.evaluate(cfg, on_task_done=lambda out: report.write(out, with_plots=False))
-            report.write(out)
+        report.write(out)
         print(atomic_files.read_bytes(os.path.join(out, "report.md")).decode("utf-8"))
 
 

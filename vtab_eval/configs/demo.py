@@ -12,21 +12,13 @@ Expected runtime and result: README.md's demo section and docs/results/, measure
 itself with the machine and load recorded.
 """
 
+_SELECTORS = ("baseline", "random", "label_matching", "domain_prediction", "knn", "hindsight")
+
 
 def get_config(arg=None):
     if arg not in (None, "", "quick"):
         raise ValueError(f"demo: unknown variant {arg!r}; expected none or 'quick'")
     return {
-        "selection": {
-            "selectors": [
-                "baseline",
-                "random",
-                "label_matching",
-                "domain_prediction",
-                "knn",
-                "hindsight",
-            ],
-            "resolution": 32,
-        },
+        "selection": {"selectors": list(_SELECTORS), "resolution": 32},
         "finetune": {"sweep": "demo_quick" if arg == "quick" else "demo"},
     }

@@ -7,16 +7,15 @@ What runs: the 19 VTAB-1k tasks; kNN, random and the baseline B side by side; pe
 selector 10 selections, each tuned over the 4 settings of `vtab_lightweight` (train800 -> val200)
 and retrained 3 times with the best (train800val200 -> test): 30 outcomes, reported as their
 median with a bootstrap interval. Identical fine-tunes run once (kNN's 10 selections pick the same
-expert, so they share their tuning).
+expert, so they share their tuning). Variant `:quick`: one task, the quick sweep, 2 selections of
+1 retrain (a smoke test of the configuration, not of accuracy).
 
 Expected runtime: up to 19 tasks x 3 selectors x (40 tuning + 30 final) fine-tunes at 224 px,
-fewer after sharing; at about half an hour per fine-tune on one GPU (issue 23's estimate), days on
-one GPU. `--dry_run` prints the plan with a time measured on this machine.
+fewer after sharing; at about half an hour per fine-tune (issue 23's estimate), days on one GPU.
+`--dry_run` prints the plan with a time measured on this machine.
 
 Expected result: the paper reports kNN-selected experts ahead of B and of random selection on the
-VTAB-1k mean; this package has not run the full protocol (no GPU in its CI), so no number is
-claimed here. Variant `:quick` runs the same protocol on one task with the quick sweep (a smoke
-test of the configuration, not of accuracy).
+VTAB-1k mean; this package has not run the full protocol (no GPU in its CI): no number is claimed.
 """
 
 
