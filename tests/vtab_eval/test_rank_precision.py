@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import vtab_eval_toys as toys
 
-from vtab_eval import config, embed, engine, feature_cache, ranking, tasks
+from vtab_eval import config, embed, feature_cache, ranking, tasks
 
 # Unit roundoff of the reduced formats: 8 and 11 significant bits.
 UNIT_ROUNDOFF = {"bfloat16": 2.0**-9, "float16": 2.0**-11}
