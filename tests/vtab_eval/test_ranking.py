@@ -161,6 +161,9 @@ class ArrayTask:
     def __init__(self, labels, num_classes=3):
         self.name, self.num_classes, self.labels = "arrays", num_classes, np.asarray(labels)
 
+    def split_size(self, split):
+        return None  # unknown without reading, as for a TFDS task
+
     def load(self, split, data_dir=None, image_size=None):
         images = np.random.default_rng(0).random((len(self.labels), 8, 8, 3)).astype("float32")
         return tf.data.Dataset.from_tensor_slices({"image": images, "label": self.labels})
