@@ -111,15 +111,6 @@ def cache_dir(flag, path, read_only=False):
     return path
 
 
-def check_output_dir(path, flag):
-    """Problems with a folder the run will write (`writable_dir`), as a list."""
-    try:
-        writable_dir(flag, path)
-    except ValueError as err:
-        return [str(err)]
-    return []
-
-
 def _split_facts(task, split, data_dir):
     """(number of images or None, set of labels or None) of one split: from the file lists of a
     folder task, else the dataset's cardinality."""
@@ -198,7 +189,7 @@ def check_old_layout(output_dir, jobs):
     return problems
 
 
-def _planned(jobs, pool, config, tracks_of, memo):
+def _planned(jobs, pool, config, memo):
     """(tuning specs, retrain placeholders, retrain specs known now), each key once, before any
     ranking: a selector's pick is a stand-in; retrains are known for real modules whose tuning is
     absent (one setting) or fully recorded in `memo`."""
@@ -213,7 +204,7 @@ def _planned(jobs, pool, config, tracks_of, memo):
             if method == "baseline" and baseline is not None:
                 pick = baseline
             entries = [(f"{pick}#{i}" if method == "random" else pick, {}) for i in range(count)]
-            tracks.append(tracks_of(job, method, entries))
+            tracks.append(plan.make_track(config, job, method, entries))
     tuning, placeholders, known = [], set(), []
     for track in tracks:
         plan.plan_tuning(track)
@@ -227,35 +218,35 @@ def _planned(jobs, pool, config, tracks_of, memo):
     return plan.unique(tuning), placeholders, plan.unique(known)
 
 
-def measure(job, entry, finetune_fn=None, strategy=None, data_dir=None):
-    """(seconds of setup, seconds per step, setting), measured on the job's first setting: by
-    `vtab_eval.finetune.measure_step_seconds` (setup: the rest of its wall time), or with a
-    replacement `finetune_fn`, from a 1-step and a 3-step fine-tune."""
+def measure(job, entry, executor):
+    """(seconds of setup, seconds per step, setting) of the job's first setting on `entry`: from a
+    1-step and a 3-step fine-tune run by `executor`'s fine-tuning function (none is recorded)."""
     from vtab_eval import finetune
 
     train, evaluation = job.splits()[-1]
-    setting, handle = job.sweep[0], plan.entry_handle(entry)
-    if finetune_fn is None:
-        start = time.time()
-        per_step = finetune.measure_step_seconds(
-            handle, job.task, setting, data_dir=data_dir, strategy=strategy, steps=2, split=train
-        )
-        return max(0.0, time.time() - start - 3 * per_step), per_step, setting
-    times = []
+    fn, times = executor.finetune_fn or finetune.finetune_and_evaluate, []
     for steps in (1, 3):
-        short = dict(setting, steps=steps, warmup_steps=0, name=f"probe{steps}")
+        short = dict(job.sweep[0], steps=steps, warmup_steps=0, name=f"probe{steps}")
         start = time.time()
-        finetune_fn(
-            handle, job.task, train, evaluation, short, data_dir=data_dir, strategy=strategy, seed=0
+        handle = plan.entry_handle(entry)
+        fn(
+            handle,
+            job.task,
+            train,
+            evaluation,
+            short,
+            data_dir=executor.data_dir,
+            strategy=executor.strategy,
+            seed=0,
         )
         times.append(time.time() - start)
     per_step = max(0.0, (times[1] - times[0]) / 2)
-    return max(0.0, times[0] - per_step), per_step, setting
+    return max(0.0, times[0] - per_step), per_step, job.sweep[0]
 
 
-def print_plan(jobs, sizes, pool, config, tracks_of, memo, strategy, log, finetune_fn=None):
+def print_plan(jobs, sizes, pool, config, executor, log):
     """Logs the plan of a run (tasks, pool, settings, fine-tune count, time estimate); the
-    estimate leaves out the fine-tunes `memo` already holds.
+    estimate leaves out the fine-tunes `executor.memo` already holds.
 
     Returns {"fine_tunes": count after sharing, "recorded": count already in the memo,
     "seconds": estimated training time of the fine-tunes still to run}.
@@ -282,17 +273,17 @@ def print_plan(jobs, sizes, pool, config, tracks_of, memo, strategy, log, finetu
                 f"    setting {s['name']}: lr {s['learning_rate']}, {s['steps']} steps, batch "
                 f"{s['batch_size']}, resolution {s['resolution']}"
             )
-    tuning, retrains, known = _planned(jobs, pool, config, tracks_of, memo)
+    tuning, retrains, known = _planned(jobs, pool, config, executor.memo)
     total = len(tuning) + len(retrains)
     # Tuning specs have their final identity; a retrain's depends on the setting tuning picks.
-    recorded = sum(memo.get(s) is not None for s in tuning + known)
+    recorded = sum(executor.memo.get(s) is not None for s in tuning + known)
     log(
         f"  fine-tunes: {total} after sharing identical ones ({len(tuning)} tuning, "
         f"{len(retrains)} final); selectors not ranked yet count as distinct picks; "
         f"{recorded} already recorded, {total - recorded} to run"
     )
     entry = pool_lib.find_baseline(pool) or pool_lib.candidates(pool, include_baseline=True)[0]
-    setup, per_step, probe = measure(jobs[0], entry, finetune_fn, strategy, config["data_dir"])
+    setup, per_step, probe = measure(jobs[0], entry, executor)
     steps = [s["steps"] for job in jobs for s in job.sweep]
     mean_steps = sum(steps) / len(steps)
     seconds = (total - recorded) * (setup + mean_steps * per_step)
@@ -344,7 +335,10 @@ def prepare(config, log=print, extra_problems=()):
     out, memo_dir, cache = files.output_paths(config)
     problems = list(extra_problems)
     for flag, path in (("--output_dir", out), ("--memo_dir", memo_dir), ("--cache_dir", cache)):
-        problems += check_output_dir(path, flag)
+        try:
+            writable_dir(flag, path)
+        except ValueError as err:
+            problems.append(str(err))
     if config["finetune"]["save_models"] and atomic_files.is_url(out):
         problems.append(
             f"--save_models: --output_dir={out} is a URL; fine-tuned models are saved by a "

@@ -33,6 +33,14 @@ _OPT_LIST = (
     lambda x: x is None or (isinstance(x, list) and len(x) > 0),
     "None or a non-empty list",
 )
+_RATES = (
+    lambda x: x is None or (bool(x) and all(cs.is_number(v) and v > 0 for v in x)),
+    "None or a list of numbers > 0",
+)
+_STEPS = (
+    lambda x: x is None or (bool(x) and all(cs.is_int(v) and v > 0 for v in x)),
+    "None or a list of ints >= 1",
+)
 _SIDE = (lambda x: cs.is_int(x) and 0 <= x <= MAX_RESOLUTION, f"an int in [0, {MAX_RESOLUTION}]")
 _PROBABILITY = (lambda x: cs.is_number(x) and 0 <= x <= 1, "a number in [0, 1]")
 _LEVEL = (lambda x: cs.is_number(x) and 0 < x < 1, "a number in (0, 1)")
@@ -75,8 +83,8 @@ _KEYS = {
     },
     "finetune": {
         "sweep": ("local", cs.STR),
-        "learning_rates": (None, _OPT_LIST),  # with steps: a grid sweep given by flags
-        "steps": (None, _OPT_LIST),
+        "learning_rates": (None, _RATES),  # with steps: a grid sweep given by flags
+        "steps": (None, _STEPS),
         "batch_size": (512, cs.INT_MIN1),
         "resolution": (0, _SIDE),  # 0: the sweep's
         "random_search_size": (36, cs.INT_MIN1),

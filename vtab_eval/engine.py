@@ -2,7 +2,6 @@
 in OUT/rankings/ by content identity), runs the fine-tunes through `runner.run_tracks` and writes
 OUT/results/ as each (task, selector) finishes; `rank(config)`, `dry_run(config)`."""
 
-import functools
 import os
 
 from vtab_eval import checks, files, identity, plan, protocol, results, runner
@@ -117,14 +116,11 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
 
 
 def dry_run(config, log=print, finetune_fn=None):
-    """Checks `config` and logs its plan with a time estimate (`checks.print_plan`); trains
-    nothing. Returns {"fine_tunes", "recorded", "seconds"}."""
+    """Checks `config` and logs its plan with a time estimate measured with `finetune_fn`
+    (`checks.print_plan`); records nothing. Returns {"fine_tunes", "recorded", "seconds"}."""
     pool, jobs, sizes = checks.prepare(config, log)
-    ex = runner.make_executor(config, log, progress=False)  # Where it would run: memo, strategy.
-    tracks_of = functools.partial(plan.make_track, config)
-    return checks.print_plan(
-        jobs, sizes, pool, config, tracks_of, ex.memo, ex.strategy, log, finetune_fn
-    )
+    executor = runner.make_executor(config, log, progress=False, finetune_fn=finetune_fn)
+    return checks.print_plan(jobs, sizes, pool, config, executor, log)
 
 
 def rank(config, log=print):

@@ -182,25 +182,6 @@ def train(
     }
 
 
-def measure_step_seconds(
-    handle, task, setting, *, data_dir=None, strategy=None, steps=2, split="train800"
-):
-    """Wall-clock seconds per training step of `setting` on `task` (float > 0), for `--dry_run`.
-
-    One warm-up step (tracing, first reads), then the mean of `steps` timed steps of the real
-    batch size and resolution, with seed 0. ValueError for a module `build_classifier` refuses.
-    """
-    classifier = build_classifier(handle, task.num_classes, strategy)
-    step_fn = _make_stepper(
-        classifier, task.load(split, data_dir=data_dir), setting, task.num_classes, strategy, 0
-    )
-    step_fn(0)  # Warm-up: traces the step and fills the input pipeline.
-    start = time.perf_counter()
-    for index in range(1, steps + 1):
-        step_fn(index)  # float() of the loss waits for the step to finish.
-    return max(time.perf_counter() - start, 1e-9) / steps
-
-
 def scores(predictions, labels, num_classes):
     """{"accuracy", "mean_per_class_accuracy", "num_examples"} of integer predictions."""
     predictions = np.asarray(predictions)

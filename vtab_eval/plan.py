@@ -194,25 +194,14 @@ def plan_retrains(track, memo):
         )
 
 
-def _numbers(values, kind, flag):
-    out = []
-    for value in values or []:
-        try:
-            out.append(kind(value))
-        except (TypeError, ValueError):
-            what = "a number" if kind is float else "an integer"
-            raise ValueError(f"{flag}: {value!r} is not {what}") from None
-    return out
-
-
 def task_sweep(task, scheme, finetune, seed, data_dir=None, log=None):
     """The sweep of one task from the config's "finetune" section: its learning rates x steps when
     given, else its preset (BiT-HyperRule's from the whole final training split's image count and
     median image side), with the task's augmentation policy applied (`sweeps.for_task`)."""
     if finetune["learning_rates"] or finetune["steps"]:
         settings = sweeps.from_values(
-            _numbers(finetune["learning_rates"], float, "--learning_rates"),
-            _numbers(finetune["steps"], int, "--steps"),
+            finetune["learning_rates"],
+            finetune["steps"],
             finetune["batch_size"],
             finetune["resolution"] or 224,
         )
