@@ -141,12 +141,6 @@ def test_saved_model_classifies_like_the_fine_tuned_classifier(done):
     assert sorted(os.listdir(parent)) == ["model", "predictions.npz", "tb"]  # no temporary dirs
 
 
-def test_measure_step_seconds(done):
-    task, handle, _, _ = done
-    seconds = finetune.measure_step_seconds(handle, task, SETTING, steps=2)
-    assert np.isfinite(seconds) and seconds > 0
-
-
 def test_output_paths_are_checked_before_training(done, tmp_path):
     task, handle, _, _ = done
     (tmp_path / "a_folder").mkdir()

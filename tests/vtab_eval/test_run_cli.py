@@ -308,7 +308,9 @@ def test_problems_are_found_before_training(finished_run, tmp_path, monkeypatch)
         line.strip().startswith("--output_dir:") and "regular file" in line for line in lines
     )
     bad_numbers = {"finetune.learning_rates": ["abc"], "finetune.steps": ["3"]}
-    with pytest.raises(ValueError, match="--learning_rates: 'abc' is not a number"):
+    with pytest.raises(
+        ValueError, match=r"finetune.learning_rates must be .* numbers > 0, got \['abc'\]"
+    ):
         _rerun(pool, task, tmp_path / "o", bad_numbers)
     assert calls == [] and not (tmp_path / "o").exists() and not (tmp_path / "b").exists()
 
