@@ -40,9 +40,9 @@ def test_every_public_name_is_documented_with_an_example():
     code = "\n".join(python_blocks(text))
     names = [(p, n) for p in ("hub_export", "vtab_eval") for n in public_names(p)]
     assert ("vtab_eval", "rank_command") in names and ("hub_export", "import_checkpoint") in names
-    assert {("vtab_eval", n) for n in ("make_config", "evaluate", "rank", "write_report")} <= set(
-        names
-    )
+    assert {
+        ("vtab_eval", n) for n in ("make_config", "evaluate", "rank_experts", "write_report")
+    } <= set(names)
     for package, name in names + [("bit_experts", "load_expert")]:
         assert f"`{package}.{name}`" in text, f"docs/api.md does not document {package}.{name}"
         if not name[0].isupper():  # the errors are shown inside other examples

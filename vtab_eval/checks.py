@@ -111,6 +111,23 @@ def cache_dir(flag, path, read_only=False):
     return path
 
 
+def disk_error_line(err, flag_of_dir):
+    """One line for an OSError met while writing (a disk that filled up during the work), naming
+    the file and the flag of `flag_of_dir` ({folder: flag}) whose folder holds it (the longest)."""
+
+    def absolute(path):
+        try:
+            return atomic_files.abspath(path)
+        except ValueError:
+            return path
+
+    filename = err.filename or ""
+    held = [d for d in flag_of_dir if d and absolute(filename).startswith(absolute(d))]
+    where = f" ({flag_of_dir[max(held, key=len)]})" if held else ""
+    reason = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+    return f"writing {filename or 'output'}{where} failed: {reason}"
+
+
 def _split_facts(task, split, data_dir):
     """(number of images or None, set of labels or None) of one split: from the file lists of a
     folder task, else the dataset's cardinality."""

@@ -2,7 +2,7 @@
 
 Each maps its old keywords (the command's flags, `vtab_eval.config.FLAGS`) onto an evaluation
 config and makes the call the command makes. New code builds a config (`vtab_eval.make_config`)
-and calls `vtab_eval.evaluate` or `vtab_eval.rank` (docs/api.md).
+and calls `vtab_eval.evaluate` or `vtab_eval.rank_experts` (docs/api.md).
 """
 
 import warnings
@@ -49,11 +49,13 @@ def run_command(collection_spec, task_names, output_dir, **options):
 
 
 def rank_command(collection_spec, task_name, output_json, **options):
-    """Old spelling of `vtab_eval.rank`; keywords as `python -m vtab_eval.rank`'s flags and
+    """Old spelling of `vtab_eval.rank_experts`; keywords as `python -m vtab_eval.rank`'s flags and
     `log`. Returns the ranking (or shard report) dict written to `output_json`."""
     from vtab_eval import engine, plots
 
-    warnings.warn("rank_command: use vtab_eval.rank(config)", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "rank_command: use vtab_eval.rank_experts(config)", DeprecationWarning, stacklevel=2
+    )
     log = options.pop("log", print)
     base = {"collection": collection_spec, "tasks": [task_name], "output_json": output_json}
     config = _config("rank", options, base)

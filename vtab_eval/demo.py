@@ -148,7 +148,6 @@ def main(argv):
 
     command = "python -m vtab_eval.demo" + (" --quick" if FLAGS.quick else "")
     command += f" --seed={FLAGS.seed}" if FLAGS.seed else ""
-    determinism.configure(FLAGS.seed, FLAGS.deterministic)
     with cli.one_line_errors("vtab_eval.demo", (ValueError, FileNotFoundError, FileExistsError)):
         config = offline_demo.evaluation_config(
             FLAGS.workdir,
@@ -158,6 +157,7 @@ def main(argv):
             strategy=FLAGS.strategy,
             include_baseline=FLAGS.include_baseline,
         )
+        determinism.configure(config["seed"], config["deterministic"])  # the seed is checked
         on_task_done = lambda out: report.write(out, with_plots=False)
         evaluate = lambda: engine.evaluate(config, on_task_done=on_task_done)
         timings = offline_demo.run_demo(FLAGS.workdir, config, evaluate)

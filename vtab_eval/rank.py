@@ -9,13 +9,12 @@ sharding then reads the merged cache. Flags become an evaluation config (`vtab_e
 one call runs it (`vtab_eval.engine.rank`). Flags and the JSON schema: docs/evaluation.md.
 """
 
-import errno
 import os
 
 from absl import app, flags
 
-from bit_experts import atomic_files, cli
-from vtab_eval import config
+from bit_experts import cli
+from vtab_eval import checks, config
 
 FLAGS = flags.FLAGS
 
@@ -50,24 +49,11 @@ def main(argv):
 
 
 def _disk_error_line(err):
-    """One line for an OSError of `main` (e.g. the disk filled up writing features or the JSON),
-    naming the file and the flag whose directory (the longest that holds it) holds it."""
-
-    def absolute(path):
-        try:
-            return atomic_files.abspath(path)
-        except ValueError:
-            return path
-
-    filename = err.filename or ""
-    by_dir = {
+    dirs = {
         os.path.dirname(FLAGS.output_json) or ".": "--output_json",
         FLAGS.cache_dir: "--cache_dir",
     }
-    held = [d for d in by_dir if d and absolute(filename).startswith(absolute(d))]
-    where = f" ({by_dir[max(held, key=len)]})" if held else ""
-    reason = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
-    return f"writing {filename or 'output'}{where} failed: {reason}"
+    return checks.disk_error_line(err, dirs)
 
 
 if __name__ == "__main__":

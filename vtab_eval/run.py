@@ -36,7 +36,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required")
-    with cli.one_line_errors("vtab_eval.run", (ValueError, FileNotFoundError, FloatingPointError)):
+    with (
+        cli.one_line_errors("vtab_eval.run", OSError, line=_disk_error_line),
+        cli.one_line_errors("vtab_eval.run", (ValueError, FileNotFoundError, FloatingPointError)),
+    ):
         from vtab_eval import report
 
         out = atomic_files.abspath(FLAGS.output_dir)
@@ -59,6 +62,13 @@ def main(argv):
             engine.evaluate(cfg, on_task_done=lambda out: report.write(out, with_plots=False))
         report.write(out)
         print(atomic_files.read_bytes(os.path.join(out, "report.md")).decode("utf-8"))
+
+
+def _disk_error_line(err):
+    from vtab_eval import checks
+
+    dirs = {FLAGS.output_dir: "--output_dir", FLAGS.cache_dir: "--cache_dir"}
+    return checks.disk_error_line(err, dirs)
 
 
 if __name__ == "__main__":

@@ -181,3 +181,19 @@ def test_expert_quality_command_on_the_demo_upstream(demo_run, tmp_path):
     assert bad.stderr.strip().splitlines()[-1] == (
         "bit_experts.expert_quality: error: --images_per_class must be >= 1, got 0"
     )
+
+
+def test_a_bad_seed_is_one_line_before_any_work(tmp_path):
+    workdir = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "vtab_eval.demo", f"--workdir={workdir}", "--seed=-3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("vtab_eval.demo")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines == [
+        "vtab_eval.demo: error: bad config: seed must be an int in [0, 2**31 - 1], got -3"
+    ]
+    assert not workdir.exists()
