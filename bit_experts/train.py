@@ -75,10 +75,10 @@ def main(argv):
             overrides.append(f"seed={_SEED.value}")
         if _DETERMINISTIC.value is not None:
             overrides.append(f"deterministic={_DETERMINISTIC.value}")
-        config = resolve_config(apply_overrides(config, overrides))
+        config = apply_overrides(config, overrides)
         if _INIT_FROM.value is not None:
             config["init_from"] = _INIT_FROM.value
-            config = resolve_config(config)
+        config = resolve_config(config)
         check_workdir(_WORKDIR.value)
         strategy = strategies.make_strategy(_STRATEGY.value, tpu=_TPU.value)
         job = prepare_job(

@@ -14,17 +14,33 @@ Command (TPU; data prepared beforehand with TFDS, never downloaded here):
   names must be the synset ids used as node names there. A work directory on GCS needs a local
   mount: checkpoints and models are renamed into place with os.replace (docs/training.md).
 
-  The paper's public experts were fine-tuned from BiT-M R50x1 instead of a baseline trained here:
-  add `--init_from=BiT-M-R50x1.npz --set baseline.steps=N` (B = BiT-M's backbone with a new
-  21k head, trained N steps; docs/training.md, "Starting B from a checkpoint").
-
 Variants:
-  (none)   as above.
+  (none)   as above: B trained here.
+  bit_m    the paper's ImageNet-21k setting: B is BiT-M R50x1 itself (Kolesnikov et al., 2020: the
+           BiT ResNet pre-trained on ImageNet-21k), head included, with 0 baseline steps; the
+           experts and the EPN are trained from it as above. Give the checkpoint with
+           `--init_from=BiT-M-R50x1.npz` (google-research/big_transfer's file; that name is the
+           default). Its 21843 outputs must be the upstream labels in the same order.
   local    the same data with r14_micro at 64 px and 20 steps per model, to check a data setup on a
            workstation.
 
-Expected runtime: days on a TPU v3-32 (not run in this repository). Expected result: a baseline and
-50 full + 50 adapter experts ready for `hub_export`; their accuracy has not been measured here.
+Steps and cost per stage (batch 4096 in every stage, 224 px; an image is one forward and one
+backward pass, about 3 forward passes of compute; the adapter stage's backward pass runs through
+the frozen backbone but computes no weight gradients there, so it costs somewhat less):
+
+  stage      models x steps     steps      images      vs B's 300k steps
+  baseline   1 x 300,000        300,000    1.23e+09    1     (bit_m: 0 steps, 0 images)
+  full       50 x 10,000        500,000    2.05e+09    1.67
+  adapter    50 x 10,000        500,000    2.05e+09    1.67
+  epn        1 x 20,000         20,000     8.19e+07    0.07
+  total                         1,320,000  5.41e+09    4.4   (bit_m: 1,020,000 steps, 4.18e+09)
+
+For scale: BiT-M's own pre-training was 90 epochs of ImageNet-21k's ~14M images (Kolesnikov et al.,
+2020), ~1.28e9 images, about B's 300k steps here. One expert (10k steps, 4.1e7 images) is 1/30 of
+B; so is one Domain Adaptive Transfer fine-tune per task (`bit_experts.training.dat`, which uses
+the `full` schedule). Expected runtime: days on a TPU v3-32 (not run in this repository). Expected
+result: a baseline and 50 full + 50 adapter experts ready for `hub_export`; their accuracy has not
+been measured here.
 """
 
 
@@ -49,6 +65,10 @@ def get_config(arg=None):
     }
     if arg in (None, ""):
         return config
+    if arg == "bit_m":
+        config["init_from"] = "BiT-M-R50x1.npz"
+        config["baseline"].update(steps=0, warmup_steps=0)
+        return config
     if arg == "local":
         config["model"] = {"preset": "r14_micro", "image_size": 64, "precision": "float32"}
         config["batch_size"] = 32
@@ -58,4 +78,4 @@ def get_config(arg=None):
         config["checkpoint_every"] = 10
         config["log_every"] = 5
         return config
-    raise ValueError(f"unknown imagenet21k variant {arg!r}; expected none or 'local'")
+    raise ValueError(f"unknown imagenet21k variant {arg!r}; expected none, 'bit_m' or 'local'")

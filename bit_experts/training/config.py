@@ -83,6 +83,8 @@ DEFAULTS = {
     "deterministic": True,  # Op determinism + seeded initialisation (--nodeterministic: off).
     # B's starting point: None (random), a BiT .npz, an exported baseline module or a models/<name>.
     "init_from": None,
+    # Copy init_from's label head too (implied by baseline.steps=0: B is init_from as it is).
+    "init_head": False,
     "baseline": _stage(steps=300, base_lr=0.03, warmup_steps=30),
     "full": _stage(steps=100, base_lr=0.03, warmup_steps=10),
     "adapter": _stage(steps=100, base_lr=0.03, warmup_steps=10),
@@ -142,7 +144,8 @@ SCHEMA = {
     "seed": _SEED,
     "deterministic": _BOOL,
     "init_from": _OPT_STR,
-    "baseline": _STAGE,
+    "init_head": _BOOL,
+    "baseline": {**_STAGE, "steps": _INT_MIN0},  # 0: B is init_from as it is (resolve_config)
     "full": _STAGE,
     "adapter": _STAGE,
     "epn": {
@@ -193,8 +196,19 @@ def resolve_config(user: dict) -> dict:
             f"{batch * pixels / 2**30:.1f} GiB, before any activation); set max_image_size "
             "higher if your memory holds it",
         )
+    _require(
+        config["init_from"] is not None or not config["init_head"],
+        "init_head=true copies init_from's label head, but init_from is not set",
+    )
+    _require(
+        config["init_from"] is not None or config["baseline"]["steps"] > 0,
+        "baseline.steps=0 takes B as init_from is (backbone and head, no training), but init_from "
+        "is not set; give --init_from=<BiT .npz with a head, or WORKDIR/models/<name>/>",
+    )
     for stage in STAGES:
         s = config[stage]
+        if s["steps"] == 0:
+            continue  # nothing is trained: the schedule's other keys play no part
         _require(
             s["warmup_steps"] <= s["steps"],
             f"{stage}.warmup_steps must be in [0, {stage}.steps={s['steps']}], "

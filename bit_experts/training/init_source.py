@@ -1,15 +1,21 @@
-"""Where the baseline B starts from (`init_from`, paper section 3: experts grown from BiT-M).
+"""Where the baseline B starts from (`init_from`): a BiT checkpoint, a module or another job's model.
 
+The paper's ImageNet-21k experts grow from BiT-M (Puigcerver et al., ICLR 2021), the BiT ResNet
+pre-trained on ImageNet-21k, about 14M images of 21k classes (Kolesnikov et al., ECCV 2020, "Big
+Transfer (BiT)"); its public weights are the `BiT-M-<arch>.npz` files of google-research/big_transfer.
 A source is one of:
 - a BiT checkpoint `.npz` (the public BiT-S / BiT-M files), read strictly by `bit_experts.checkpoint`:
-  any missing, unexpected or mis-shaped backbone key is an error listing all of them;
+  any missing, unexpected or mis-shaped key is an error listing all of them;
 - an exported module folder (`hub_export`: `saved_model.pb` + `bit_experts_metadata.json`), whose
   `variables` are the Keras model's weights in order;
 - a finished model of a work directory, `WORKDIR/models/<name>/` (or its `model.keras`).
 
-Only the backbone is copied; B's label head is re-created for the upstream label set (zero kernel,
-bias at the label prior) and trained by the baseline stage. The source must have the architecture of
-`model.preset`.
+`load(source, model)` copies the backbone; B's label head is then the job's own (zero kernel, bias at
+the label prior), trained by the baseline stage. `load(source, model, head=True)` copies the
+source's head too (config `init_head`, implied by `baseline.steps=0`, where B is the source as it
+is): the source must have a head with one output per upstream label, in the upstream label order
+(a checkpoint carries no label names, so the order is the caller's to get right). A module's head
+cannot be taken. The source must have the architecture of `model.preset`.
 """
 
 from __future__ import annotations
@@ -75,18 +81,38 @@ def _module_preset(path: str) -> str | None:
         return json.load(f).get("preset")
 
 
-def load_backbone(source: dict, model) -> None:
-    """Copies the backbone of `source` (from `describe`) into `model` (a BiTResNetV2), strictly.
+def _no_head(path, why):
+    return ValueError(
+        f"init_from {path!r} {why}; init_head=true and baseline.steps=0 take B's label head from "
+        "it: give a BiT .npz with a head or a WORKDIR/models/<name>/ folder"
+    )
 
-    The head and adapters of `model` are left alone. Raises ValueError (CheckpointError for a .npz)
-    naming what does not match.
+
+def _check_head(path, outputs, model):
+    if outputs == 0:
+        raise _no_head(path, "has no label head")
+    if outputs != model.num_classes:
+        raise _no_head(
+            path, f"has a head of {outputs} outputs, the upstream data {model.num_classes} labels"
+        )
+
+
+def load(source: dict, model, head: bool = False) -> None:
+    """Copies the backbone of `source` (from `describe`) into `model` (a BiTResNetV2), strictly,
+    and with `head` its label head too (which must have `model.num_classes` outputs).
+
+    Adapters are left alone, and the head too without `head`. Raises ValueError (CheckpointError
+    for a .npz) naming what does not match.
     """
     kind, path = source["kind"], source["path"]
     targets = [w for layer in model.backbone_layers() for w in layer.weights]
     if kind == "bit_npz":
         weights = checkpoint.read_npz(path)
+        if head:
+            kernel = weights.get(f"{checkpoint.PREFIX}head/conv2d/kernel")
+            _check_head(path, 0 if kernel is None else int(np.shape(kernel)[-1]), model)
         try:
-            checkpoint.assign_from_checkpoint(model, weights, ignore_head=True)
+            checkpoint.assign_from_checkpoint(model, weights, ignore_head=not head)
         except checkpoint.CheckpointError as e:
             raise checkpoint.CheckpointError(
                 f"init_from {path!r} does not fit model preset {model.name!r}: {e}"
@@ -97,9 +123,15 @@ def load_backbone(source: dict, model) -> None:
 
         src = keras.models.load_model(path)
         values = [np.asarray(w) for layer in src.backbone_layers() for w in layer.get_weights()]
+        if head:
+            _check_head(path, 0 if src.head is None else src.num_classes, model)
+            targets += model.head.weights
+            values += [np.asarray(w) for w in src.head.get_weights()]
     elif kind == "module":
         import tensorflow as tf
 
+        if head:
+            raise _no_head(path, "is an exported module, whose head cannot be taken")
         preset = _module_preset(path)
         if preset is not None and preset != model.name:
             raise ValueError(
@@ -114,8 +146,8 @@ def load_backbone(source: dict, model) -> None:
     expected = [tuple(w.shape) for w in targets]
     if shapes != expected:
         raise ValueError(
-            f"init_from {path!r} does not fit model preset {model.name!r}: backbone weight "
-            f"shapes differ ({len(shapes)} vs {len(expected)} arrays)"
+            f"init_from {path!r} does not fit model preset {model.name!r}: weight shapes "
+            f"differ ({len(shapes)} vs {len(expected)} arrays)"
         )
     for w, v in zip(targets, values):
         w.assign(v.astype(np.float32))

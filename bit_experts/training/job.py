@@ -23,10 +23,10 @@ from bit_experts.data import UpstreamSource, training_dataset
 from bit_experts.training import init_source, outputs, work_directory
 from bit_experts.training.config import STAGES, resolve_config
 from bit_experts.training.epn import build_epn, epn_targets
-from bit_experts.training.loop import UnitPlan, UnitResult, train_unit
+from bit_experts.training.loop import UnitPlan, UnitResult, train_unit, weights_fingerprint
 from bit_experts.training.schedules import scaled_learning_rate
 from bit_experts.training.transfer import copy_backbone
-from bit_experts.training.upstream import Upstream, prepare_upstream
+from bit_experts.training.upstream import Upstream, open_source, prepare_upstream
 from bit_experts.training.work_directory import DiskFullError, check_workdir
 
 BASELINE = "baseline"
@@ -70,6 +70,8 @@ class Job:
         self.init_from = (
             None if config["init_from"] is None else init_source.describe(config["init_from"])
         )
+        # B takes init_from's head too; with 0 steps B is init_from as it is.
+        self.init_head = config["init_head"] or config["baseline"]["steps"] == 0
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -107,12 +109,14 @@ class Job:
 
     def _prepare(self) -> None:
         work_directory.check_config(self.workdir, self.config, self.print)
+        source = self._source or open_source(self.config)
         if self.init_from is not None and BASELINE not in self.done:
             # Strict check of the source against model.preset before anything is written.
-            init_source.load_backbone(self.init_from, presets.create_model(self.preset))
-        self.upstream = prepare_upstream(
-            self.config, self.workdir, self.chief, self.print, source=self._source
-        )
+            classes = source.num_labels if self.init_head else 0
+            init_source.load(
+                self.init_from, presets.create_model(self.preset, classes), self.init_head
+            )
+        self.upstream = prepare_upstream(self.config, self.workdir, self.chief, self.print, source)
         later = [full_expert_name(d.name) for d in self.upstream.domains] + [ADAPTERS, EPN]
         if BASELINE in self.done and not self.done.issuperset(later):
             self.baseline()  # read back now: a corrupt file is refused before anything is written
@@ -293,7 +297,8 @@ class Job:
         )
 
     def run_baseline(self) -> None:
-        """B: all upstream images, multi-label sigmoid cross-entropy over every upstream label."""
+        """B: all upstream images, multi-label sigmoid cross-entropy over every upstream label;
+        or, with `baseline.steps=0`, init_from as it is (backbone and head, nothing trained)."""
         if BASELINE in self.done:
             return
         source = self.upstream.source
@@ -301,9 +306,18 @@ class Job:
         plan = self._plan("baseline", BASELINE)
         init = None
         if self.init_from is not None:
-            # B = the source's backbone + a new head for the upstream labels (zero kernel, prior bias).
-            init = lambda: init_source.load_backbone(self.init_from, model)
-        self._train(plan, model, self._dataset_fn(plan), BASELINE, init)
+            # B = the source's backbone + its head, or a new head for the upstream labels (zero
+            # kernel, prior bias).
+            init = lambda: init_source.load(self.init_from, model, self.init_head)
+        if plan.steps == 0:
+            init()
+            fingerprint = weights_fingerprint(model)
+            self.print(
+                f"[{BASELINE}] taken whole from init_from, 0 steps (fingerprint {fingerprint})"
+            )
+            self.results.append(UnitResult(BASELINE, 0, 0, None, None, fingerprint))
+        else:
+            self._train(plan, model, self._dataset_fn(plan), BASELINE, init)
         self._save(
             model,
             self._info(

@@ -14,6 +14,7 @@ import re
 
 from bit_experts import atomic_files, expert_domains, locks
 from bit_experts.training import outputs
+from bit_experts.training.config import DEFAULTS
 from bit_experts.training.upstream import DOMAINS_FILE
 
 LOCK_FILE = ".train.lock"
@@ -89,7 +90,9 @@ def check_config(workdir: str, config: dict, print_fn=print) -> None:
 
     A different config (keys outside RUNTIME_KEYS) is refused once something was trained; before
     that, the work directory starts over with `config` (its expert domains, chosen with the old
-    one, are removed). A `config.json` that does not parse is named in one line with what to do.
+    one, are removed). A key that `config.json` lacks (it was added to the config later) counts at
+    its default, which keeps what versions before it did. A `config.json` that does not parse is
+    named in one line with what to do.
     """
     path = os.path.join(workdir, CONFIG_FILE)
     if not atomic_files.isfile(path):
@@ -101,6 +104,12 @@ def check_config(workdir: str, config: dict, print_fn=print) -> None:
     previous = atomic_files.read_json(path, advice)
     if not isinstance(previous, dict):
         raise ValueError(f"{path} does not hold a JSON object; {advice}")
+    previous = previous | {
+        key: {**default, **previous[key]}
+        if isinstance(default, dict) and isinstance(previous.get(key), dict)
+        else previous.get(key, default)
+        for key, default in DEFAULTS.items()
+    }
     changed = sorted(
         k
         for k in set(previous) | set(config)

@@ -55,6 +55,7 @@ def test_every_shipped_config_resolves():
         "world_local:quick",
         "world_local:control",
         "imagenet21k",
+        "imagenet21k:bit_m",
         "imagenet21k:local",
     ):
         resolved = config.resolve_config(config.load_config(name))
