@@ -1,11 +1,13 @@
 """Bootstrap confidence intervals: BCa, with the percentile interval where BCa is undefined.
 
-The one wrapper over `scipy.stats.bootstrap` that every interval of the project goes through
+The wrapper over `scipy.stats.bootstrap` that every BCa interval of the project goes through
 (`vtab_eval.confidence`, `vtab_eval.audit_metrics`, `bit_experts.training.slice_eval`): the
 bias-corrected and accelerated interval (Efron, "Better Bootstrap Confidence Intervals", JASA 1987),
 and the percentile interval of the same resamples where BCa is undefined (NaN or inf ends, e.g.
 when nearly every resample has the same statistic). The resampling is seeded, so the same inputs
-give the same interval on every machine.
+give the same interval on every machine. The report's task and suite aggregates are percentile
+intervals of a stratified, multi-sample statistic (each task's outcomes resampled on their own)
+and call `scipy.stats.bootstrap` directly (`vtab_eval.protocol.bootstrap_interval`).
 """
 
 import warnings
