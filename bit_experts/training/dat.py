@@ -1,8 +1,8 @@
 """Domain Adaptive Transfer (DAT; Ngiam et al., 2018, "Domain Adaptive Transfer Learning with
 Specialist Models"), the per-task baseline that expert selection is compared against.
 
-DAT re-trains the upstream model for every target task on the upstream data re-weighted towards the
-task's label distribution:
+As Puigcerver et al. (ICLR 2021) run it, DAT *fine-tunes* the upstream model B for every target task
+on the upstream data re-weighted towards the task's label distribution:
 
 1. `predict_label_probabilities`: B (the upstream baseline, with its head) predicts the upstream
    labels of the target's training images.
@@ -18,20 +18,27 @@ task's label distribution:
    only to slice experts and play no part (in the offline world every image has one leaf label).
 4. `weighted_source`: the re-weighted upstream data as an `UpstreamSource` whose stream is the
    upstream examples drawn i.i.d. with probability proportional to their weight (sampling with
-   replacement), one draw per example the schedule consumes. `retrain` then trains B again from
-   its initialisation with the *same* upstream schedule (`bit_experts.training.job`, stage
-   `baseline`, given this source).
+   replacement), one draw per example the schedule consumes.
+5. `finetune`: B's trained weights, head included, fine-tuned on that source with the schedule
+   that fine-tunes B into a full expert (config `full`: its steps, learning rate, warm-up, decay,
+   batch), through the training job's `baseline` stage (`init_from` = B, `init_head`), so it
+   checkpoints and resumes like any unit. Ngiam et al. instead pre-trained their networks from
+   random initialisation on the re-sampled data; the old `retrain` here did that with B's whole
+   schedule.
 
-Sampling rather than a weighted loss: the weights are very uneven (labels a task never predicts
-get weights near 0, a few get 10-100x the mean), so a weighted loss would spend most of every batch
-on examples that barely count and scale the gradient's size from batch to batch; sampling keeps
-B's loss, batch size and learning-rate schedule exactly as they were and puts every image pass on
-an example in proportion to its weight. Both have the same expected gradient.
+Sampling rather than a weighted loss (as Ngiam et al.): the weights are very uneven (labels a task
+never predicts get weights near 0, a few get 10-100x the mean), so a weighted loss would spend most
+of every batch on examples that barely count and scale the gradient's size from batch to batch;
+sampling keeps B's loss, batch size and learning-rate schedule exactly as they were and puts every
+image pass on an example in proportion to its weight. Both have the same expected gradient.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -152,8 +159,18 @@ def predict_label_probabilities(
     )
 
 
-def _materialise(source: UpstreamSource):
-    """The source's images (uint8, one shape) and its labels as (flat ids, row splits)."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Images:
+    """A source held in memory: uint8 images of one shape, labels as (flat ids, row splits), and
+    the SHA-256 of all of it (images, labels, label names): its content identity."""
+
+    images: np.ndarray
+    flat: np.ndarray
+    splits: np.ndarray
+    sha256: str
+
+
+def _materialise(source: UpstreamSource) -> _Images:
     images, flat, splits = [], [], [0]
     for ex in source.stream().as_numpy_iterator():
         image = ex["image"]
@@ -169,7 +186,15 @@ def _materialise(source: UpstreamSource):
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise ValueError(f"source {source.name!r} has images of several shapes {sorted(shapes)}")
-    return np.stack(images), np.asarray(flat, np.int64), np.asarray(splits, np.int64)
+    images, flat, splits = np.stack(images), np.asarray(flat, np.int64), np.asarray(splits)
+    digest = hashlib.sha256(json.dumps(source.label_names).encode("utf-8"))
+    for array in (images, flat, splits.astype(np.int64)):
+        digest.update(repr(array.shape).encode("ascii") + np.ascontiguousarray(array).tobytes())
+    return _Images(images, flat, splits.astype(np.int64), digest.hexdigest())
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, np.float64).tobytes()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,25 +230,28 @@ def weighted_source(
     """The upstream data re-weighted by `weights`, as a source of `num_examples` drawn examples.
 
     Example n of the new source's stream is upstream example `draw_examples(...).order[n]`, with
-    `index` n; `image_labels` follow the same order, and the hierarchy is the source's. Give
-    `num_examples = steps x batch_size` and the training pipeline reads every draw once, in a
-    shuffled order: i.i.d. weighted sampling with replacement over the whole schedule. The images
-    are held in memory once (not per draw); only sources of decoded, equally sized uint8 images
-    are supported (the offline world).
+    `index` n; `image_labels` follow the same order, and the hierarchy is the source's. Its name is
+    `<source>+dat:<first 12 hex of the weights' SHA-256>`. Give `num_examples = steps x batch_size`
+    and the training pipeline reads every draw once, in a shuffled order: i.i.d. weighted sampling
+    with replacement over the whole schedule. The images are held in memory once (not per draw);
+    only sources of decoded, equally sized uint8 images are supported (the offline world).
     """
+    return _weighted(source, _materialise(source), weights, num_examples, seed)
+
+
+def _weighted(source, held: _Images, weights, num_examples, seed) -> UpstreamSource:
     weights = np.asarray(weights, np.float64)
     if weights.shape != (source.num_images,):
         raise ValueError(
             f"weights must be [{source.num_images}] (one per upstream image), got {weights.shape}"
         )
     order = draw_examples(weights, num_examples, seed).order
-    images, flat, splits = _materialise(source)
     lists = _label_lists(source.image_labels)
     single = isinstance(source.image_labels, np.ndarray) and source.image_labels.ndim == 1
     drawn_labels = source.image_labels[order] if single else [lists[i] for i in order]
 
     def stream():
-        images_t, flat_t, splits_t = tf.constant(images), tf.constant(flat), tf.constant(splits)
+        images_t, flat_t, splits_t = (tf.constant(a) for a in (held.images, held.flat, held.splits))
 
         def example(n, i):
             labels = flat_t[splits_t[i] : splits_t[i + 1]]
@@ -231,35 +259,102 @@ def weighted_source(
 
         return tf.data.Dataset.from_tensor_slices(order).enumerate().map(example)
 
-    return UpstreamSource(
-        f"{source.name}+dat", source.label_names, drawn_labels, stream, source.hierarchy_edges
+    name = f"{source.name}+dat:{_sha256(weights)[:12]}"
+    return UpstreamSource(name, source.label_names, drawn_labels, stream, source.hierarchy_edges)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DatRun:
+    """A finished DAT fine-tune: the model, what its unit reported, where it lies, its identity."""
+
+    model: object
+    results: list
+    workdir: str
+    identity: dict
+
+
+IDENTITY_FILE = "dat.json"
+
+
+def schedule_of(config: dict, schedule: dict | None = None) -> dict:
+    """DAT's schedule: B's config's `full` stage (the fine-tune that makes a full expert from B),
+    with the keys of `schedule` replaced; ValueError naming `dat.<key>` when one is bad."""
+    from bit_experts import config_schema
+    from bit_experts.training import config as training_config
+
+    merged = config_schema.merge(config["full"], schedule or {}, "dat")
+    config_schema.check_schema(merged, training_config.SCHEMA["full"], "dat.")
+    config_schema.require(
+        merged["warmup_steps"] <= merged["steps"],
+        f"dat.warmup_steps must be in [0, dat.steps={merged['steps']}], "
+        f"got {merged['warmup_steps']!r}",
     )
+    return merged
 
 
-def retrain(
-    config: dict,
+def finetune(
+    upstream: str,
     workdir: str,
     source: UpstreamSource,
-    weights: np.ndarray,
+    weights: Sequence[float] | np.ndarray,
     *,
+    schedule: dict | None = None,
     print_fn: Callable[[str], None] = print,
-):
-    """Re-trains B with `config`'s baseline schedule on `source` re-weighted by `weights`.
+) -> DatRun:
+    """Fine-tunes B (`upstream`'s models/baseline) on `source` re-weighted by `weights`.
 
-    The same model, initialisation seed, batch size, steps and learning-rate schedule as B
-    (`config` is B's training config), on `weighted_source(source, weights, steps x batch, seed)`.
-    Writes WORKDIR/models/baseline (docs/workdir.md); resumes like any upstream job.
+    B's config (`upstream`/config.json) gives the model, data pipeline and seeds; the schedule is
+    `schedule_of(config, schedule)`; the draws are `weighted_source(source, weights, steps x batch,
+    seed=config['seed'])`. The job runs in `workdir/dat-<16 hex>`, named by the SHA-256 of
+    everything that determines its result (B's weights file, the resolved config with the
+    schedule, the source's content and the weights: `identity`, also written there as dat.json),
+    so a rerun with the same inputs resumes or reuses that run (the training job's checkpoints)
+    and other inputs never meet its files. The model is saved as `baseline` there
+    (docs/workdir.md), with `init_from` naming B's file and its SHA-256.
 
     Returns:
-      (the re-trained Keras model, its `UnitResult`s).
+      a `DatRun`. Raises ValueError (one line) for a missing B, bad weights or a bad schedule.
     """
+    from bit_experts import atomic_files
     from bit_experts.training import config as training_config
-    from bit_experts.training import job
+    from bit_experts.training import init_source, job, outputs, work_directory
 
-    resolved = training_config.resolve_config(config)
-    stage = resolved["baseline"]
-    steps, batch = stage["steps"], stage["batch_size"] or resolved["batch_size"]
-    dat_source = weighted_source(source, weights, steps * batch, seed=resolved["seed"])
-    prepared = job.prepare_job(resolved, workdir, print_fn=print_fn, source=dat_source)
+    if not outputs.model_exists(upstream, job.BASELINE):
+        raise ValueError(f"DAT needs B: {upstream!r} has no finished models/{job.BASELINE}")
+    b_config = training_config.resolve_config(
+        atomic_files.read_json(os.path.join(upstream, work_directory.CONFIG_FILE))
+    )
+    plan = schedule_of(b_config, schedule)
+    b_path = os.path.join(outputs.models_dir(upstream), job.BASELINE)
+    # The job chooses expert domains even when it trains B only: the root alone, which has images
+    # whatever the draws leave out (the domains play no part in B).
+    experts = {"top_k": 1, "min_images": None, "include_roots": True, "control": False}
+    config = training_config.resolve_config(
+        {
+            **b_config,
+            "init_from": b_path,
+            "init_head": True,
+            "baseline": plan,
+            "experts": {**b_config["experts"], **experts},
+        }
+    )
+    held = _materialise(source)
+    weights = np.asarray(weights, np.float64)
+    identity = {
+        "format": "bit_experts.dat/1",
+        "baseline_sha256": init_source.describe(b_path)["sha256"],
+        "config": {
+            k: v for k, v in config.items() if k not in (*work_directory.RUNTIME_KEYS, "init_from")
+        },
+        "source": {"name": source.name, "sha256": held.sha256, "num_images": source.num_images},
+        "weights_sha256": _sha256(weights),
+    }
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
+    run_dir = os.path.join(workdir, f"dat-{key[:16]}")
+    batch = plan["batch_size"] or config["batch_size"]
+    dat_source = _weighted(source, held, weights, plan["steps"] * batch, seed=config["seed"])
+    prepared = job.prepare_job(config, run_dir, print_fn=print_fn, source=dat_source)
+    if not atomic_files.exists(os.path.join(run_dir, IDENTITY_FILE)):
+        atomic_files.write_json(os.path.join(run_dir, IDENTITY_FILE), identity)
     results = prepared.run(["baseline"])
-    return prepared.baseline(), results
+    return DatRun(prepared.baseline(), results, run_dir, identity)

@@ -1,6 +1,6 @@
 """Resume equals no kill, for every stage: every weight of every saved model, frozen ones included.
 
-Each stage of a job (and DAT's re-trained B) is killed at its last unit's step 2 (before that unit's
+Each stage of a job (and DAT's fine-tuned B) is killed at its last unit's step 2 (before that unit's
 first checkpoint, so it restarts from its initialisation), at step 3 (after it: it resumes from step
 2) and while its model is being saved; the rerun must end with the same weights, bit for bit, as a
 run that was never killed (issue 24: resumed adapter experts sat on a randomly initialised backbone,
@@ -45,12 +45,21 @@ def _dat_weights(source):
 
 
 def _run(workdir, stage, print_fn=str):
-    """One process's worth of training: a fresh Job for `stage` ('dat': DAT's re-trained B)."""
+    """One process's worth of training: a fresh Job for `stage` ('dat': DAT's fine-tuned B, from
+    the B in `workdir`/upstream into `workdir`/dat)."""
     source = toy_source()
     if stage == "dat":
-        cfg = _config()
-        return dat.retrain(cfg, workdir, source, _dat_weights(source), print_fn=print_fn)[1]
+        upstream, root = os.path.join(workdir, "upstream"), os.path.join(workdir, "dat")
+        return dat.finetune(upstream, root, source, _dat_weights(source), print_fn=print_fn).results
     return job.run_job(_config(), workdir, stages=[stage], source=source, print_fn=print_fn)
+
+
+def _outputs(workdir, stage):
+    """The work directory `stage` wrote its models into (DAT's: its one keyed run)."""
+    if stage != "dat":
+        return workdir
+    (run,) = (workdir / "dat").glob("dat-*")
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +67,18 @@ def uninterrupted(tmp_path_factory):
     """Work directories trained without a kill: the whole job, and DAT's B."""
     root = tmp_path_factory.mktemp("uninterrupted")
     units = job.run_job(_config(), str(root / "job"), source=toy_source(), print_fn=str)
+    _start_from(root, root / "dat", "dat")
     _run(str(root / "dat"), "dat")
     return root, [u.name for u in units]
 
 
 def _start_from(reference, workdir, stage):
-    """`workdir` as the uninterrupted job left it before `stage`: its earlier stages' outputs."""
+    """`workdir` as the uninterrupted job left it before `stage`: its earlier stages' outputs (for
+    DAT: B and its config, in `workdir`/upstream)."""
     if stage == "dat":
+        upstream = workdir / "upstream"
+        shutil.copytree(reference / "job" / "models" / "baseline", upstream / "models" / "baseline")
+        shutil.copy(reference / "job" / "config.json", upstream / "config.json")
         return
     earlier = list(STAGES)[: list(STAGES).index(stage)]
     shutil.copytree(reference / "job", workdir, ignore=shutil.ignore_patterns("logs"))
@@ -129,14 +143,14 @@ def test_a_stage_killed_anywhere_resumes_to_the_uninterrupted_weights(
             _run(str(workdir), stage, _killed_at(line))
     lines = _run_killed_while_saving(workdir, stage, monkeypatch)
     assert f"[{last}] resuming at step 2/{STEPS}" in lines
-    assert not outputs.model_exists(str(workdir), saved)
+    assert not outputs.model_exists(str(_outputs(workdir, stage)), saved)
 
     _run(str(workdir), stage)
-    want = reference / ("dat" if stage == "dat" else "job")
+    want = _outputs(reference / ("dat" if stage == "dat" else "job"), stage)
     names = [n for n in sorted(os.listdir(want / "models")) if match(n)]
     assert saved in names
     for name in names:
-        _assert_same_weights(workdir, want, name)
+        _assert_same_weights(_outputs(workdir, stage), want, name)
     if stage == "adapter":  # the issue's symptom: the experts' backbone and head are B's
         adapters = outputs.load_model(str(workdir), "adapters")
         baseline = outputs.load_model(str(workdir), "baseline")
