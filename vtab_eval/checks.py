@@ -1,10 +1,9 @@
 """Checks before any work, each problem one line naming the input; and the plan of `--dry_run`.
 
 Output folders (writable, not under a regular file, free space), every split the protocol will use
-(non-empty; a training split with two classes or more and labels in range), the pool and the
-results layout. `check_*` return problems, `raise_problems` raises them together; the path checks
-raise at once. The config's own values are checked by `vtab_eval.config.resolve`, each sweep
-setting by `vtab_eval.sweeps.make_setting`.
+(non-empty; a training split with two classes or more), the pool and the results layout. `check_*`
+return problems, `raise_problems` raises them together; the path checks raise at once. The config's
+own values are checked by `vtab_eval.config.resolve`, each sweep setting by `sweeps.make_setting`.
 """
 
 import errno
@@ -31,14 +30,6 @@ def raise_problems(problems):
         )
 
 
-def _existing_ancestor(path):
-    """The deepest existing path among `path` and its parents."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
-
-
 def checked_path(flag, path):
     """`path` with `file://` made local; ValueError naming `flag` for a URL scheme without a
     `tf.io.gfile` filesystem (`atomic_files.check_url`)."""
@@ -61,8 +52,9 @@ def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
         if atomic_files.exists(path) and not atomic_files.isdir(path):
             raise ValueError(f"{flag}: {path!r} is a regular file; expected a directory")
         return path
-    path = os.path.abspath(os.path.expanduser(path))
-    existing = _existing_ancestor(path)
+    path = existing = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)  # the deepest existing path: probed below
     if not os.path.isdir(existing):
         where = "is" if existing == path else f"is under {existing!r}, which is"
         raise ValueError(f"{flag}: {path!r} {where} a regular file; expected a directory")
@@ -141,21 +133,6 @@ def _split_facts(task, split, data_dir):
     return size, None
 
 
-def _split_problems(task, split, labels, is_train):
-    problems = []
-    bad = sorted(x for x in labels if not 0 <= x < task.num_classes)
-    if bad:
-        problems.append(
-            f"task {task.name}: split {split} has labels {bad} outside [0, {task.num_classes})"
-        )
-    if is_train and len(labels) < 2:
-        problems.append(
-            f"task {task.name}: training split {split} has {len(labels)} class(es); "
-            "expected at least 2"
-        )
-    return problems
-
-
 def _empty(task, split, train, evaluation):
     try:
         task.validate_splits([split])  # the task's own message names the folder and sizes
@@ -187,8 +164,11 @@ def check_jobs(jobs, data_dir=None):
                     continue
                 if facts[split] == 0:
                     problems.append(_empty(task, split, train, evaluation))
-                elif labels is not None:
-                    problems += _split_problems(task, split, labels, split == train)
+                elif labels is not None and split == train and len(labels) < 2:
+                    problems.append(
+                        f"task {task.name}: training split {split} has {len(labels)} class(es); "
+                        "expected at least 2"
+                    )
     return sizes, problems
 
 
@@ -208,8 +188,7 @@ def check_old_layout(output_dir, jobs):
 
 def _planned(jobs, pool, config, memo):
     """(tuning specs, retrain placeholders, retrain specs known now), each key once, before any
-    ranking: a selector's pick is a stand-in; retrains are known for real modules whose tuning is
-    absent (one setting) or fully recorded in `memo`."""
+    ranking (picks are stand-ins; a module's retrains are known once its tuning is in `memo`)."""
     baseline, count = pool_lib.find_baseline(pool), config["protocol"]["num_selections"]
     tracks = []
     for job in jobs:
@@ -242,20 +221,11 @@ def measure(job, entry, executor):
 
     train, evaluation = job.splits()[-1]
     fn, times = executor.finetune_fn or finetune.finetune_and_evaluate, []
+    where = dict(data_dir=executor.data_dir, strategy=executor.strategy, seed=0)
     for steps in (1, 3):
         short = dict(job.sweep[0], steps=steps, warmup_steps=0, name=f"probe{steps}")
         start = time.time()
-        handle = plan.entry_handle(entry)
-        fn(
-            handle,
-            job.task,
-            train,
-            evaluation,
-            short,
-            data_dir=executor.data_dir,
-            strategy=executor.strategy,
-            seed=0,
-        )
+        fn(plan.entry_handle(entry), job.task, train, evaluation, short, **where)
         times.append(time.time() - start)
     per_step = max(0.0, (times[1] - times[0]) / 2)
     return max(0.0, times[0] - per_step), per_step, job.sweep[0]
