@@ -273,8 +273,7 @@ def define_flags(command, flag_values=None):
 
 def from_flags(command, flag_values=None):
     """The resolved config of `command`'s flags: `--config` (if given) over `DEFAULTS`, then every
-    flag given on the command line. ValueError: a bad value or key, one line naming the flag.
-    """
+    flag given on the command line. ValueError: a bad value or key, one line naming the flag."""
     flag_values = flags.FLAGS if flag_values is None else flag_values
     config = load(flag_values.config) if flag_values.config else {}
     for name, (key, _) in FLAGS[command].items():
@@ -297,8 +296,7 @@ def from_flags(command, flag_values=None):
 
 
 def _with_flag(command, message):
-    """A config error with the flag that sets its key beside the key ("selection.batch_size
-    (--batch_size)"), so that command-line users see their flag."""
+    """A config error with the key's flag beside it: "selection.batch_size (--batch_size)"."""
     key = re.match(r"bad config: ([\w.]+)", message)
     names = [n for n, (k, _) in FLAGS[command].items() if key and k == key[1]]
     return message.replace(key[1], f"{key[1]} (--{names[0]})", 1) if names else message

@@ -191,7 +191,7 @@ def embed_pool(
       precision: one of PRECISIONS (`load_module`), part of the cache key; a module that cannot
         run at it is a failure, never silently computed in float32.
       log: optional callable(str) for progress lines.
-    The evaluation config and `ranking.resolve_options` check split, resolution, batch_size and
+    The evaluation config and `ranking.check_options` check split, resolution, batch_size and
     precision.
 
     Raises:

@@ -29,10 +29,9 @@ def run_upstream(upstream_dir, quick, log):
 
 def run_publish(upstream_dir, collection_dir, log):
     """Publishes the upstream work directory's modules into `collection_dir`; returns the entries
-    written. Always runs `hub_export.publish.publish`, which is the stage's completion check: it
-    skips every module already listed from the same source (content fingerprints, not the
-    manifest's existence), so a rerun after a kill finishes the collection and one after a finished
-    publish writes nothing."""
+    written. `hub_export.publish` skips every module already listed from the same source, so it is
+    the stage's completion check: a rerun after a kill finishes the collection, and writes nothing
+    after a finished publish."""
     from hub_export import publish
 
     written = publish.publish([upstream_dir], collection_dir, log=log)
