@@ -303,8 +303,9 @@ def make_jobs(config, log=None):
     proto, jobs = config["protocol"], []
     for name in expand_tasks(config["tasks"]):
         task = tasks.get_task(name, skip_bad_images=config["skip_bad_images"])
-        scheme = proto["scheme"] if proto["scheme"] != "auto" else protocol.default_scheme(task)
-        search = proto["search"] if proto["search"] != "auto" else protocol.default_search(task)
+        scheme, search = protocol.default_protocol(task)
+        scheme = proto["scheme"] if proto["scheme"] != "auto" else scheme
+        search = proto["search"] if proto["search"] != "auto" else search
         sweep = plan.task_sweep(
             task, scheme, config["finetune"], config["seed"], config["data_dir"], log
         )
