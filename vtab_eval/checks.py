@@ -42,11 +42,8 @@ def checked_path(flag, path):
 def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
     """Checks that directory `path` exists or can be created, is writable and has free space;
     returns it absolute (a URL as given, `file://` as its local path), else ValueError naming `flag`.
-
-    Creates nothing: the deepest existing ancestor is probed with a temporary file (removed at
-    once), which also catches read-only file systems that os.access misses. A URL (`gs://...`) is
-    only checked for naming a file: whether it can be written shows at the first write.
-    """
+    Creates nothing: the deepest existing ancestor is probed with a temporary file (which catches
+    read-only file systems os.access misses); a URL is only checked for not naming a file."""
     path = checked_path(flag, path)
     if atomic_files.is_url(path):
         if atomic_files.exists(path) and not atomic_files.isdir(path):
@@ -54,7 +51,7 @@ def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
         return path
     path = existing = os.path.abspath(os.path.expanduser(path))
     while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)  # the deepest existing path: probed below
+        existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         where = "is" if existing == path else f"is under {existing!r}, which is"
         raise ValueError(f"{flag}: {path!r} {where} a regular file; expected a directory")

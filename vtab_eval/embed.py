@@ -35,16 +35,10 @@ class TaskDataError(ValueError):
 
 @dataclasses.dataclass
 class EmbedResult:
-    """Features of one task split under each module of a pool.
-
-    Attributes:
-      features: handle -> float32 [N, d], for the modules that worked, in pool order.
-      labels: int64 [N] labels of the split (None if no module worked).
-      failures: handle -> reason, for the modules left out.
-      computed: handles whose features were computed in this call.
-      cached: handles whose features came from the cache.
-      resolutions: handle -> image side the module saw (or would have seen, if it failed).
-    """
+    """Features of one task split under each module of a pool: `features`, handle -> float32
+    [N, d] of the modules that worked, in pool order; `labels`, int64 [N] (None if none worked);
+    `failures`, handle -> why it was left out; `computed` and `cached`, the handles whose features
+    this call computed or read from the cache; `resolutions`, handle -> the image side it saw."""
 
     features: dict
     labels: np.ndarray | None
