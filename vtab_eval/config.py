@@ -15,11 +15,11 @@ import re
 from absl import flags
 
 from bit_experts import config_schema as cs
+from bit_experts.training.strategies import STRATEGIES
+from vtab_eval.embed import PRECISIONS
+from vtab_eval.tasks import SPLIT_NAMES
 
 AUTO = "auto"
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("float32", "bfloat16", "float16", "float32_standardized")
-SPLITS = ("train800", "val200", "train800val200", "test", "train", "val", "trainval")
 # An image side above this is refused before any work: a batch of 64 RGB float32 images at 2048 px
 # is 3 GiB before any activation. Raise it here for larger modules.
 MAX_RESOLUTION = 2048
@@ -67,7 +67,7 @@ _KEYS = {
     "deterministic": (True, cs.BOOL),
     "selection": {
         "selectors": (["knn"], _NAMES),
-        "split": ("train800val200", _one_of(*SPLITS)),
+        "split": ("train800val200", _one_of(*SPLIT_NAMES)),
         "resolution": (0, _SIDE),  # 0: each module at its own (metadata "resolution", else 224)
         "precision": ("float32", _one_of(*PRECISIONS)),
         "batch_size": (64, cs.INT_MIN1),
