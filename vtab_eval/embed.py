@@ -181,12 +181,10 @@ def embed_pool(
       resolution: image side for every module; None: each module's `module_resolution(entry)`.
       cache_dir: feature cache directory (None: no cache); cache_only: never compute (a module
         missing from the cache is a failure).
-      batch_size: images per module call.
+      batch_size: images per module call; log: optional callable(str) for progress lines.
       precision: one of PRECISIONS (`load_module`), part of the cache key; a module that cannot
         run at it is a failure, never silently computed in float32.
-      log: optional callable(str) for progress lines.
-    The evaluation config and `ranking.check_options` check split, resolution, batch_size and
-    precision.
+    Split, resolution, batch_size and precision come checked (the config, `ranking.check_options`).
 
     Raises:
       ValueError: cache_only without a cache_dir; TaskDataError: task images that cannot be read.
