@@ -13,7 +13,8 @@ import tempfile
 import time
 
 from bit_experts import atomic_files
-from vtab_eval import files, plan, protocol
+from hub_export import collection
+from vtab_eval import files, finetune, plan, protocol, tasks
 from vtab_eval.selectors import base as pool_lib
 
 # Less free space than this on the disk of an output or cache directory is refused up front
@@ -214,8 +215,6 @@ def _planned(jobs, pool, config, memo):
 def measure(job, entry, executor):
     """(seconds of setup, seconds per step, setting) of the job's first setting on `entry`: from a
     1-step and a 3-step fine-tune run by `executor`'s fine-tuning function (none is recorded)."""
-    from vtab_eval import finetune
-
     train, evaluation = job.splits()[-1]
     fn, times = executor.finetune_fn or finetune.finetune_and_evaluate, []
     where = dict(data_dir=executor.data_dir, strategy=executor.strategy, seed=0)
@@ -282,8 +281,6 @@ def print_plan(jobs, sizes, pool, config, executor, log):
 
 def expand_tasks(names):
     """Task names with suites ("vtab1k", "table3", "all") expanded, duplicates dropped."""
-    from vtab_eval import tasks
-
     expanded = []
     for name in filter(None, (n.strip() for n in names)):
         expanded += tasks.list_tasks(name) if name in tasks.SUITES else [name]
@@ -295,8 +292,6 @@ def expand_tasks(names):
 def make_jobs(config, log=None):
     """One `Job` per task of `config["tasks"]` (suites expanded), from the evaluation config;
     ValueError or FileNotFoundError for an unknown task, a bad folder, sweep or aggregate."""
-    from vtab_eval import tasks
-
     proto, jobs = config["protocol"], []
     for name in expand_tasks(config["tasks"]):
         task = tasks.get_task(name, skip_bad_images=config["skip_bad_images"])
@@ -315,8 +310,6 @@ def prepare(config, log=print, extra_problems=()):
     collection, every task with its sweep (`make_jobs`), every split (`check_jobs`), the pool
     and the results layout: every problem, and a command's `extra_problems`, raised together as
     one ValueError with a line each (`raise_problems`)."""
-    from hub_export import collection
-
     out, memo_dir, cache = files.output_paths(config)
     problems = list(extra_problems)
     for flag, path in (("--output_dir", out), ("--memo_dir", memo_dir), ("--cache_dir", cache)):
