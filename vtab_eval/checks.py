@@ -14,7 +14,7 @@ import time
 
 from bit_experts import atomic_files
 from hub_export import collection
-from vtab_eval import files, finetune, plan, protocol, tasks
+from vtab_eval import files, plan, protocol, tasks
 from vtab_eval.selectors import base as pool_lib
 
 # Less free space than this on the disk of an output or cache directory is refused up front
@@ -215,6 +215,8 @@ def _planned(jobs, pool, config, memo):
 def measure(job, entry, executor):
     """(seconds of setup, seconds per step, setting) of the job's first setting on `entry`: from a
     1-step and a 3-step fine-tune run by `executor`'s fine-tuning function (none is recorded)."""
+    from vtab_eval import finetune  # here: it loads tensorflow_hub, whose flags rank must not get
+
     train, evaluation = job.splits()[-1]
     fn, times = executor.finetune_fn or finetune.finetune_and_evaluate, []
     where = dict(data_dir=executor.data_dir, strategy=executor.strategy, seed=0)

@@ -17,7 +17,7 @@ import platform
 from absl import app, flags
 
 from bit_experts import cli, determinism
-from vtab_eval import engine, files, offline_demo, protocol, report
+from vtab_eval import files, offline_demo, protocol, report
 
 FLAGS = flags.FLAGS
 
@@ -143,6 +143,8 @@ def replace_section(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from vtab_eval import engine  # after parsing: it loads tensorflow_hub and its flags
+
     command = "python -m vtab_eval.demo" + (" --quick" if FLAGS.quick else "")
     command += f" --seed={FLAGS.seed}" if FLAGS.seed else ""
     with cli.one_line_errors("vtab_eval.demo", (ValueError, FileNotFoundError, FileExistsError)):

@@ -14,7 +14,7 @@ import os
 from absl import app, flags
 
 from bit_experts import cli
-from vtab_eval import checks, config, engine, plots
+from vtab_eval import checks, config, plots
 
 FLAGS = flags.FLAGS
 
@@ -29,6 +29,8 @@ def main(argv):
         cli.one_line_errors("vtab_eval.rank", OSError, line=_disk_error_line),
         cli.one_line_errors("vtab_eval.rank"),
     ):
+        from vtab_eval import engine  # after parsing: it loads tensorflow_hub and its flags
+
         cfg = config.from_flags("rank")
         result = engine.rank(cfg)
         if cfg["plot_png"] and "selected" in result:

@@ -17,7 +17,7 @@ import os
 from absl import app, flags
 
 from bit_experts import atomic_files, cli, determinism
-from vtab_eval import checks, config, engine, report
+from vtab_eval import checks, config, report
 
 FLAGS = flags.FLAGS
 
@@ -47,6 +47,8 @@ def main(argv):
             print(text)
             return
         if not FLAGS.report_only:
+            from vtab_eval import engine  # after parsing: it loads tensorflow_hub and its flags
+
             cfg = config.from_flags("run")
             if not (cfg["collection"] and cfg["tasks"]):
                 raise app.UsageError("--collection and --tasks are required (unless --report_only)")
