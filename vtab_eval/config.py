@@ -292,12 +292,8 @@ def from_flags(command, flag_values=None):
         config = set_key(config, key, value)
     try:
         return resolve(config)
-    except ValueError as err:
-        raise ValueError(_with_flag(command, str(err))) from None
-
-
-def _with_flag(command, message):
-    """A config error with the key's flag beside it: "selection.batch_size (--batch_size)"."""
-    key = re.match(r"bad config: ([\w.]+)", message)
-    names = [n for n, (k, _) in FLAGS[command].items() if key and k == key[1]]
-    return message.replace(key[1], f"{key[1]} (--{names[0]})", 1) if names else message
+    except ValueError as err:  # the key's flag beside it: "selection.batch_size (--batch_size)"
+        message, key = str(err), re.match(r"bad config: ([\w.]+)", str(err))
+        names = [n for n, (k, _) in FLAGS[command].items() if key and k == key[1]]
+        message = message.replace(key[1], f"{key[1]} (--{names[0]})", 1) if names else message
+        raise ValueError(message) from None

@@ -45,9 +45,8 @@ def expectation_lines(results, tasks_dir):
     lines = []
     for info in entries:
         name = f"folder:{os.path.join(tasks_dir, info['name'])}"
-        knn, base = results.get("knn", {}).get(name), results.get("baseline", {}).get(name)
-        knn_summary = protocol.task_summary(knn) if knn else None
-        base_summary = protocol.task_summary(base) if base else None
+        knn, base = (results.get(m, {}).get(name) or {} for m in ("knn", "baseline"))
+        knn_summary, base_summary = protocol.task_summary(knn), protocol.task_summary(base)
         if not info.get("near_expert") or not knn_summary or not base_summary:
             continue
         picked = knn["selections"][0]["selection"]["selected_name"]
