@@ -11,11 +11,9 @@ import numpy as np
 from scipy import stats
 
 from bit_experts import bootstrap
+from vtab_eval.protocol import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE_LEVEL
 
 POINTS = 100.0  # accuracy fractions -> percentage points
-CONFIDENCE_LEVEL = 0.95
-BOOTSTRAP_RESAMPLES = 9999
-BOOTSTRAP_SEED = 0
 # Two means closer than this (fractions) are a tie: equal image counts summed in another order
 # differ by float64 ulps (~1e-16), one test image by 1 / (seeds x test images) > 3e-7 (up to 1e6).
 TIE_TOLERANCE = 1e-9

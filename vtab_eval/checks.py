@@ -1,10 +1,9 @@
 """Checks before any work, each problem one line naming the input; and the plan of `--dry_run`.
 
 Output folders (writable, not under a regular file, free space), every split the protocol will use
-(non-empty; a training split with two classes or more and labels in range), the pool and the
-results layout. `check_*` return problems, `raise_problems` raises them together; the path checks
-raise at once. The config's own values are checked by `vtab_eval.config.resolve`, each sweep
-setting by `vtab_eval.sweeps.make_setting`.
+(non-empty; a training split with two classes or more), the pool and the results layout. `check_*`
+return problems, `raise_problems` raises them together; the path checks raise at once. The config's
+own values are checked by `vtab_eval.config.resolve`, each sweep setting by `sweeps.make_setting`.
 """
 
 import errno
@@ -14,7 +13,8 @@ import tempfile
 import time
 
 from bit_experts import atomic_files
-from vtab_eval import files, plan, protocol
+from hub_export import collection
+from vtab_eval import files, plan, protocol, tasks
 from vtab_eval.selectors import base as pool_lib
 
 # Less free space than this on the disk of an output or cache directory is refused up front
@@ -31,14 +31,6 @@ def raise_problems(problems):
         )
 
 
-def _existing_ancestor(path):
-    """The deepest existing path among `path` and its parents."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
-
-
 def checked_path(flag, path):
     """`path` with `file://` made local; ValueError naming `flag` for a URL scheme without a
     `tf.io.gfile` filesystem (`atomic_files.check_url`)."""
@@ -51,18 +43,16 @@ def checked_path(flag, path):
 def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
     """Checks that directory `path` exists or can be created, is writable and has free space;
     returns it absolute (a URL as given, `file://` as its local path), else ValueError naming `flag`.
-
-    Creates nothing: the deepest existing ancestor is probed with a temporary file (removed at
-    once), which also catches read-only file systems that os.access misses. A URL (`gs://...`) is
-    only checked for naming a file: whether it can be written shows at the first write.
-    """
+    Creates nothing: the deepest existing ancestor is probed with a temporary file (which catches
+    read-only file systems os.access misses); a URL is only checked for not naming a file."""
     path = checked_path(flag, path)
     if atomic_files.is_url(path):
         if atomic_files.exists(path) and not atomic_files.isdir(path):
             raise ValueError(f"{flag}: {path!r} is a regular file; expected a directory")
         return path
-    path = os.path.abspath(os.path.expanduser(path))
-    existing = _existing_ancestor(path)
+    path = existing = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         where = "is" if existing == path else f"is under {existing!r}, which is"
         raise ValueError(f"{flag}: {path!r} {where} a regular file; expected a directory")
@@ -141,21 +131,6 @@ def _split_facts(task, split, data_dir):
     return size, None
 
 
-def _split_problems(task, split, labels, is_train):
-    problems = []
-    bad = sorted(x for x in labels if not 0 <= x < task.num_classes)
-    if bad:
-        problems.append(
-            f"task {task.name}: split {split} has labels {bad} outside [0, {task.num_classes})"
-        )
-    if is_train and len(labels) < 2:
-        problems.append(
-            f"task {task.name}: training split {split} has {len(labels)} class(es); "
-            "expected at least 2"
-        )
-    return problems
-
-
 def _empty(task, split, train, evaluation):
     try:
         task.validate_splits([split])  # the task's own message names the folder and sizes
@@ -187,8 +162,11 @@ def check_jobs(jobs, data_dir=None):
                     continue
                 if facts[split] == 0:
                     problems.append(_empty(task, split, train, evaluation))
-                elif labels is not None:
-                    problems += _split_problems(task, split, labels, split == train)
+                elif labels is not None and split == train and len(labels) < 2:
+                    problems.append(
+                        f"task {task.name}: training split {split} has {len(labels)} class(es); "
+                        "expected at least 2"
+                    )
     return sizes, problems
 
 
@@ -208,8 +186,7 @@ def check_old_layout(output_dir, jobs):
 
 def _planned(jobs, pool, config, memo):
     """(tuning specs, retrain placeholders, retrain specs known now), each key once, before any
-    ranking: a selector's pick is a stand-in; retrains are known for real modules whose tuning is
-    absent (one setting) or fully recorded in `memo`."""
+    ranking (picks are stand-ins; a module's retrains are known once its tuning is in `memo`)."""
     baseline, count = pool_lib.find_baseline(pool), config["protocol"]["num_selections"]
     tracks = []
     for job in jobs:
@@ -238,24 +215,15 @@ def _planned(jobs, pool, config, memo):
 def measure(job, entry, executor):
     """(seconds of setup, seconds per step, setting) of the job's first setting on `entry`: from a
     1-step and a 3-step fine-tune run by `executor`'s fine-tuning function (none is recorded)."""
-    from vtab_eval import finetune
+    from vtab_eval import finetune  # here: it loads tensorflow_hub, whose flags rank must not get
 
     train, evaluation = job.splits()[-1]
     fn, times = executor.finetune_fn or finetune.finetune_and_evaluate, []
+    where = dict(data_dir=executor.data_dir, strategy=executor.strategy, seed=0)
     for steps in (1, 3):
         short = dict(job.sweep[0], steps=steps, warmup_steps=0, name=f"probe{steps}")
         start = time.time()
-        handle = plan.entry_handle(entry)
-        fn(
-            handle,
-            job.task,
-            train,
-            evaluation,
-            short,
-            data_dir=executor.data_dir,
-            strategy=executor.strategy,
-            seed=0,
-        )
+        fn(plan.entry_handle(entry), job.task, train, evaluation, short, **where)
         times.append(time.time() - start)
     per_step = max(0.0, (times[1] - times[0]) / 2)
     return max(0.0, times[0] - per_step), per_step, job.sweep[0]
@@ -315,8 +283,6 @@ def print_plan(jobs, sizes, pool, config, executor, log):
 
 def expand_tasks(names):
     """Task names with suites ("vtab1k", "table3", "all") expanded, duplicates dropped."""
-    from vtab_eval import tasks
-
     expanded = []
     for name in filter(None, (n.strip() for n in names)):
         expanded += tasks.list_tasks(name) if name in tasks.SUITES else [name]
@@ -328,13 +294,12 @@ def expand_tasks(names):
 def make_jobs(config, log=None):
     """One `Job` per task of `config["tasks"]` (suites expanded), from the evaluation config;
     ValueError or FileNotFoundError for an unknown task, a bad folder, sweep or aggregate."""
-    from vtab_eval import tasks
-
     proto, jobs = config["protocol"], []
     for name in expand_tasks(config["tasks"]):
         task = tasks.get_task(name, skip_bad_images=config["skip_bad_images"])
-        scheme = proto["scheme"] if proto["scheme"] != "auto" else protocol.default_scheme(task)
-        search = proto["search"] if proto["search"] != "auto" else protocol.default_search(task)
+        scheme, search = protocol.default_protocol(task)
+        scheme = proto["scheme"] if proto["scheme"] != "auto" else scheme
+        search = proto["search"] if proto["search"] != "auto" else search
         sweep = plan.task_sweep(
             task, scheme, config["finetune"], config["seed"], config["data_dir"], log
         )
@@ -347,8 +312,6 @@ def prepare(config, log=print, extra_problems=()):
     collection, every task with its sweep (`make_jobs`), every split (`check_jobs`), the pool
     and the results layout: every problem, and a command's `extra_problems`, raised together as
     one ValueError with a line each (`raise_problems`)."""
-    from hub_export import collection
-
     out, memo_dir, cache = files.output_paths(config)
     problems = list(extra_problems)
     for flag, path in (("--output_dir", out), ("--memo_dir", memo_dir), ("--cache_dir", cache)):

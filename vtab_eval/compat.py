@@ -7,12 +7,12 @@ and calls `vtab_eval.evaluate` or `vtab_eval.rank_experts` (docs/api.md).
 
 import warnings
 
+from vtab_eval import config, engine, plots, report, runner
+
 _POSITIONAL = {"collection", "tasks", "dataset", "output_dir", "output_json"}
 
 
 def _config(command, options, base):
-    from vtab_eval import config
-
     keys = {n: k for n, (k, _) in config.FLAGS[command].items() if n not in _POSITIONAL}
     keys["plot_png"] = "plot_png"  # run_command took it too
     for name, value in options.items():
@@ -29,8 +29,6 @@ def run_command(collection_spec, task_names, output_dir, **options):
     Keywords as `python -m vtab_eval.run`'s flags, plus `dry_run` (print the plan, return None),
     `report_only`, `log`, `progress` and `finetune_fn`.
     """
-    from vtab_eval import engine, report, runner
-
     warnings.warn("run_command: use vtab_eval.evaluate(config)", DeprecationWarning, stacklevel=2)
     dry_run, report_only = options.pop("dry_run", False), options.pop("report_only", False)
     log, finetune_fn = options.pop("log", print), options.pop("finetune_fn", None)
@@ -38,28 +36,26 @@ def run_command(collection_spec, task_names, output_dir, **options):
     if report_only:
         return report.write(output_dir)
     base = {"collection": collection_spec, "tasks": list(task_names), "output_dir": output_dir}
-    config = _config("run", options, base)
+    cfg = _config("run", options, base)
     if dry_run:
-        engine.dry_run(config, log, finetune_fn)
+        engine.dry_run(cfg, log, finetune_fn)
         return None
-    executor = runner.make_executor(config, log, progress=progress, finetune_fn=finetune_fn)
+    executor = runner.make_executor(cfg, log, progress=progress, finetune_fn=finetune_fn)
     on_task_done = lambda out: report.write(out, with_plots=False)
-    engine.evaluate(config, executor=executor, log=log, on_task_done=on_task_done)
-    return report.write(config["output_dir"])
+    engine.evaluate(cfg, executor=executor, log=log, on_task_done=on_task_done)
+    return report.write(cfg["output_dir"])
 
 
 def rank_command(collection_spec, task_name, output_json, **options):
     """Old spelling of `vtab_eval.rank_experts`; keywords as `python -m vtab_eval.rank`'s flags and
     `log`. Returns the ranking (or shard report) dict written to `output_json`."""
-    from vtab_eval import engine, plots
-
     warnings.warn(
         "rank_command: use vtab_eval.rank_experts(config)", DeprecationWarning, stacklevel=2
     )
     log = options.pop("log", print)
     base = {"collection": collection_spec, "tasks": [task_name], "output_json": output_json}
-    config = _config("rank", options, base)
-    result = engine.rank(config, log)
-    if config["plot_png"] and "selected" in result:
-        plots.plot_scores(result, config["plot_png"])
+    cfg = _config("rank", options, base)
+    result = engine.rank(cfg, log)
+    if cfg["plot_png"] and "selected" in result:
+        plots.plot_scores(result, cfg["plot_png"])
     return result

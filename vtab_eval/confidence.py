@@ -109,24 +109,15 @@ def _best_other(selection, other):
 
 
 def annotate(result, selection, correct, baseline, options):
-    """Adds to a ranking dict (docs/evaluation.md, "Ranking JSON") what the per-image hits say.
+    """Adds to a ranking dict what the per-image hits say (docs/selection.md, "Confidence" and
+    "Fallback to the baseline"): per expert `ci_low`, `ci_high` (`accuracy_interval`), the run's
+    `confidence`, `pairwise` (`paired_win_probability`) and, with options["fallback"] ==
+    "baseline", `fallback` (B replaces `selected` when it fires). Without hits (`correct` None)
+    intervals and `confidence` are null and `pairwise` empty.
 
-    Per expert `ci_low`, `ci_high` (`accuracy_interval`) and `confidence` (how); `pairwise`
-    (`paired_win_probability`: top pick vs runner-up and, when B is ranked, best other vs B); with
-    options["fallback"] == "baseline", `fallback`: B replaces `selected` ("fired") unless the
-    proxy picked B or the best other candidate beats B with p_better >= fallback_confidence.
-    Without hits (`correct` is None) intervals and `confidence` are null and `pairwise` empty.
-
-    Args:
-      result: the ranking dict, with "experts" ("handle", "name") and "selected".
-      selection: the `selectors.SelectionResult` among the fine-tunable experts.
-      correct: handle -> bool [N] per-image hits of at least the scored experts, or None.
-      baseline: B's handle, or None (the pool has none, or B is not ranked).
-      options: checked `ranking.DEFAULTS` values: confidence_level, n_resamples, seed, fallback,
-        fallback_confidence.
-
-    Raises:
-      SelectorUnavailable: the fallback without B's score.
+    `selection`: the `selectors.SelectionResult` among the fine-tunable experts; `correct`: handle
+    -> bool [N] hits of at least the scored experts, or None; `baseline`: B's handle, or None;
+    `options`: checked `ranking.DEFAULTS` values. SelectorUnavailable: the fallback without B's score.
     """
     names = {info["handle"]: info["name"] for info in result["experts"]}
     level, resamples, seed = options["confidence_level"], options["n_resamples"], options["seed"]

@@ -15,11 +15,12 @@ import re
 from absl import flags
 
 from bit_experts import config_schema as cs
+from bit_experts.training.strategies import STRATEGIES
+from vtab_eval.tasks import SPLIT_NAMES
 
 AUTO = "auto"
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+# embed.PRECISIONS (not imported: that would load tensorflow_hub, and its flags, before parsing).
 PRECISIONS = ("float32", "bfloat16", "float16", "float32_standardized")
-SPLITS = ("train800", "val200", "train800val200", "test", "train", "val", "trainval")
 # An image side above this is refused before any work: a batch of 64 RGB float32 images at 2048 px
 # is 3 GiB before any activation. Raise it here for larger modules.
 MAX_RESOLUTION = 2048
@@ -67,7 +68,7 @@ _KEYS = {
     "deterministic": (True, cs.BOOL),
     "selection": {
         "selectors": (["knn"], _NAMES),
-        "split": ("train800val200", _one_of(*SPLITS)),
+        "split": ("train800val200", _one_of(*SPLIT_NAMES)),
         "resolution": (0, _SIDE),  # 0: each module at its own (metadata "resolution", else 224)
         "precision": ("float32", _one_of(*PRECISIONS)),
         "batch_size": (64, cs.INT_MIN1),
@@ -273,8 +274,7 @@ def define_flags(command, flag_values=None):
 
 def from_flags(command, flag_values=None):
     """The resolved config of `command`'s flags: `--config` (if given) over `DEFAULTS`, then every
-    flag given on the command line. ValueError: a bad value or key, one line naming the flag.
-    """
+    flag given on the command line. ValueError: a bad value or key, one line naming the flag."""
     flag_values = flags.FLAGS if flag_values is None else flag_values
     config = load(flag_values.config) if flag_values.config else {}
     for name, (key, _) in FLAGS[command].items():
@@ -292,13 +292,8 @@ def from_flags(command, flag_values=None):
         config = set_key(config, key, value)
     try:
         return resolve(config)
-    except ValueError as err:
-        raise ValueError(_with_flag(command, str(err))) from None
-
-
-def _with_flag(command, message):
-    """A config error with the flag that sets its key beside the key ("selection.batch_size
-    (--batch_size)"), so that command-line users see their flag."""
-    key = re.match(r"bad config: ([\w.]+)", message)
-    names = [n for n, (k, _) in FLAGS[command].items() if key and k == key[1]]
-    return message.replace(key[1], f"{key[1]} (--{names[0]})", 1) if names else message
+    except ValueError as err:  # the key's flag beside it: "selection.batch_size (--batch_size)"
+        message, key = str(err), re.match(r"bad config: ([\w.]+)", str(err))
+        names = [n for n, (k, _) in FLAGS[command].items() if key and k == key[1]]
+        message = message.replace(key[1], f"{key[1]} (--{names[0]})", 1) if names else message
+        raise ValueError(message) from None

@@ -16,7 +16,7 @@ import platform
 
 from absl import app, flags
 
-from bit_experts import cli
+from bit_experts import cli, determinism
 from vtab_eval import files, offline_demo, protocol, report
 
 FLAGS = flags.FLAGS
@@ -45,9 +45,8 @@ def expectation_lines(results, tasks_dir):
     lines = []
     for info in entries:
         name = f"folder:{os.path.join(tasks_dir, info['name'])}"
-        knn, base = results.get("knn", {}).get(name), results.get("baseline", {}).get(name)
-        knn_summary = protocol.task_summary(knn) if knn else None
-        base_summary = protocol.task_summary(base) if base else None
+        knn, base = (results.get(m, {}).get(name) or {} for m in ("knn", "baseline"))
+        knn_summary, base_summary = protocol.task_summary(knn), protocol.task_summary(base)
         if not info.get("near_expert") or not knn_summary or not base_summary:
             continue
         picked = knn["selections"][0]["selection"]["selected_name"]
@@ -143,8 +142,7 @@ def replace_section(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from bit_experts import determinism
-    from vtab_eval import engine
+    from vtab_eval import engine  # after parsing: it loads tensorflow_hub and its flags
 
     command = "python -m vtab_eval.demo" + (" --quick" if FLAGS.quick else "")
     command += f" --seed={FLAGS.seed}" if FLAGS.seed else ""

@@ -35,16 +35,10 @@ class TaskDataError(ValueError):
 
 @dataclasses.dataclass
 class EmbedResult:
-    """Features of one task split under each module of a pool.
-
-    Attributes:
-      features: handle -> float32 [N, d], for the modules that worked, in pool order.
-      labels: int64 [N] labels of the split (None if no module worked).
-      failures: handle -> reason, for the modules left out.
-      computed: handles whose features were computed in this call.
-      cached: handles whose features came from the cache.
-      resolutions: handle -> image side the module saw (or would have seen, if it failed).
-    """
+    """Features of one task split under each module of a pool: `features`, handle -> float32
+    [N, d] of the modules that worked, in pool order; `labels`, int64 [N] (None if none worked);
+    `failures`, handle -> why it was left out; `computed` and `cached`, the handles whose features
+    this call computed or read from the cache; `resolutions`, handle -> the image side it saw."""
 
     features: dict
     labels: np.ndarray | None
@@ -187,12 +181,10 @@ def embed_pool(
       resolution: image side for every module; None: each module's `module_resolution(entry)`.
       cache_dir: feature cache directory (None: no cache); cache_only: never compute (a module
         missing from the cache is a failure).
-      batch_size: images per module call.
+      batch_size: images per module call; log: optional callable(str) for progress lines.
       precision: one of PRECISIONS (`load_module`), part of the cache key; a module that cannot
         run at it is a failure, never silently computed in float32.
-      log: optional callable(str) for progress lines.
-    The evaluation config and `ranking.resolve_options` check split, resolution, batch_size and
-    precision.
+    Split, resolution, batch_size and precision come checked (the config, `ranking.check_options`).
 
     Raises:
       ValueError: cache_only without a cache_dir; TaskDataError: task images that cannot be read.

@@ -4,14 +4,14 @@ OUT/results/ as each (task, selector) finishes; `rank(config)`, `dry_run(config)
 
 import os
 
-from vtab_eval import checks, files, identity, plan, protocol, results, runner
+from hub_export import collection
+from vtab_eval import checks, files, identity, plan, protocol, ranking, results, runner, selectors
+from vtab_eval.tasks import get_task
 
 
 def cached_ranking(job, method, pool, seed, context):
     """The ranking of `method` on `job`'s task: OUT/rankings/<task slug>/<method>-<identity>.json
     when it holds one of the same identity, else computed (`ranking.rank`) and kept there."""
-    from vtab_eval import ranking
-
     options = ranking.options_of(context["config"], seed)
     ranking_id = identity.content_hash(
         {
@@ -59,8 +59,6 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
     result. `executor`: where fine-tunes run (default `runner.make_executor(config)`), closed here;
     `log`: callable(str); `on_task_done(output_dir)`: called when every result file exists and
     whenever a task's last final fine-tune is recorded; it must not train."""
-    from vtab_eval import ranking, selectors
-
     pool, jobs, _ = checks.prepare(config, log)
     out, _, cache_dir = files.output_paths(config)
     methods = config["selection"]["selectors"]
@@ -127,16 +125,13 @@ def rank(config, log=print):
     """What `python -m vtab_eval.rank` does: the ranking of `config`'s one task by its one method
     (or, with num_shards > 1, this shard's features into the cache), written to `output_json` and
     returned (docs/evaluation.md, "Ranking JSON" and "Shard report")."""
-    from hub_export import collection
-    from vtab_eval import ranking, tasks
-
     selection = config["selection"]
     output_json = checks.output_file("--output_json", config["output_json"])
     cache_dir = config["cache_dir"] or os.path.join(os.path.dirname(output_json), "feature_cache")
     cache_dir = checks.cache_dir("--cache_dir", cache_dir, selection["cache_only"])
     if config["plot_png"]:
         checks.output_file("--plot_png", config["plot_png"])
-    task = tasks.get_task(config["tasks"][0], skip_bad_images=config["skip_bad_images"])
+    task = get_task(config["tasks"][0], skip_bad_images=config["skip_bad_images"])
     task.validate_splits([selection["split"]])
     # Signatures are not pre-checked: a module that fails to load is left out, not fatal.
     pool = collection.resolve_pool(

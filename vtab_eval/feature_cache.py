@@ -33,9 +33,6 @@ def _slug(text: str, limit: int) -> str:
     return _UNSAFE_CHARS.sub("-", text).strip("-")[:limit] or "x"
 
 
-_atomic_write = atomic_files.write_atomic
-
-
 class FeatureCache:
     """Features of task images under each expert, stored in `root_dir` (created on first put)."""
 
@@ -55,14 +52,8 @@ class FeatureCache:
         precision: str = "float32",
     ) -> str:
         """The entry name of one module's (`identity.module_identity`) features of one task split
-        (`Task.fingerprint()`: the task's content) at one image side and precision.
-
-        `<task>__<split>__<resolution>px[__<precision>]__<module prefix>__<digest>`: readable (the
-        task name, default the fingerprint's start, is only for reading), file-safe and unique (the
-        digest covers the unshortened identities, split, side and any precision but float32, so
-        float32 keys are those of caches written before precision existed). Callers pass checked
-        values (the evaluation config's split, side and precision; two hex identities).
-        """
+        (`Task.fingerprint()`) at one image side and precision, from checked values: readable,
+        file-safe and unique (docs/selection.md, "Feature cache", gives its form)."""
         fields = [module_identity, task_fingerprint, split, int(resolution)]
         fields += [] if precision == "float32" else [precision]
         digest = hashlib.sha256(json.dumps(fields).encode("utf-8")).hexdigest()[:16]
@@ -139,16 +130,9 @@ class FeatureCache:
             return None
 
     def put(self, key: str, features, labels, metadata: dict) -> None:
-        """Stores one entry: the .npz first, then its .json sidecar, which commits it (`get`).
-
-        Args:
-          key: from `FeatureCache.key`.
-          features, labels: [N, d] array, stored as float32; [N] integers, stored as int64
-            (`embed.embed_dataset` checks them; `get` refuses an entry of other shapes).
-          metadata: JSON-serialisable dict (by convention `embed.embed_pool`'s: handle,
-            module_identity, task, task_fingerprint, split, resolution, precision), to which `key`,
-            `shape` and `created` (UTC, ISO 8601) are added.
-        """
+        """Stores `key`'s entry: [N, d] `features` as float32 and [N] `labels` as int64 in the
+        .npz first, then the JSON-serialisable `metadata` plus `key`, `shape` and `created` (UTC,
+        ISO 8601) in its .json sidecar, which commits it (`get`)."""
         arrays = dict(
             features=np.asarray(features, np.float32), labels=np.asarray(labels, np.int64)
         )
@@ -159,8 +143,8 @@ class FeatureCache:
         except (TypeError, ValueError) as err:
             raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
         atomic_files.makedirs(self.root_dir)
-        _atomic_write(self._path(key, ".npz"), lambda handle: np.savez(handle, **arrays))
-        _atomic_write(self._path(key, ".json"), lambda handle: handle.write(sidecar_bytes))
+        atomic_files.write_atomic(self._path(key, ".npz"), lambda f: np.savez(f, **arrays))
+        atomic_files.write_atomic(self._path(key, ".json"), lambda f: f.write(sidecar_bytes))
 
 
 def shard_assignment(items: list[str], num_shards: int, shard_index: int) -> list[str]:

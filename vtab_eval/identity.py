@@ -33,11 +33,6 @@ def module_identity(entry):
         return "handle-" + hashlib.sha256(handle.encode("utf-8")).hexdigest()
 
 
-def task_identity(task):
-    """What identifies a task's examples: `{"fingerprint": task.fingerprint()}` (JSON-able)."""
-    return {"fingerprint": task.fingerprint()}
-
-
 def spec_identity(spec):
     """Everything that determines the result of a fine-tune (a `plan.Spec`), JSON-able."""
     return {

@@ -1,23 +1,11 @@
-"""Exact leave-one-out 1-nearest-neighbour search and accuracy.
+"""Exact leave-one-out 1-nearest-neighbour search and accuracy: the core of the `knn` expert
+selector (Puigcerver et al., "Scalable Transfer Learning with Expert Models", ICLR 2021, section 5).
 
-The core of the `knn` expert selector (Puigcerver et al., "Scalable Transfer Learning with Expert
-Models", ICLR 2021, section 5): find each training image's nearest *other* image in an expert's
-feature space and check whether the labels agree.
-
-Only the upper triangle (i < j) of the N x N squared distances is computed, in tiles that update
-the running minima of their rows *and* columns: N^2 d / 2 multiply-adds, half a general k-NN
-search's (faiss, scikit-learn), in O(N) memory beyond the features and one tile per thread.
-
-1. Screening: ||a||^2 - 2 a.b + ||b||^2 of centred features, one float32 matrix product per tile,
-   errs by at most delta_i for row i (cancellation), so every pair within 2 delta_i of its row's
-   (or 2 delta_j of its column's) running minimum is kept: a superset of the final window, which
-   holds the true nearest neighbour and every row tied with it.
-2. Exact pass: rows with several candidates compare sum((a - b)^2) in float64 (exact differences,
-   no cancellation), so a duplicate is at distance 0 and ties go to the lowest index.
-
-The answer is a float64 brute-force search's, whatever `chunk_size` and `num_threads`. Worker
-threads with single-threaded BLAS (`threadpoolctl`) share a queue of tiles and run the minimum and
-window passes while their tile is in cache (issue 12; speed: `benchmarks/knn.py`).
+Only the upper triangle (i < j) of the squared distances is computed, in tiles that update the
+running minima of their rows and columns: float32 screening keeps every pair within the error bound
+of a row's minimum, and an exact float64 pass decides among them, so the answer is a float64
+brute-force search's (ties: the lowest index) whatever `chunk_size` and `num_threads`. The method
+and its bound: docs/selection.md, "Leave-one-out nearest neighbours"; speed: `benchmarks/knn.py`.
 """
 
 import concurrent.futures

@@ -20,16 +20,9 @@ _CHECKED: dict[tuple[str, int, int], tuple[bool, str]] = {}
 
 
 def finetunable(entry) -> tuple[bool, str]:
-    """Checks the fine-tuning contract of a module, from its saved_model.pb alone.
-
-    Args:
-      entry: a `hub_export.collection.ModuleEntry` (its `path` is used when set) or a handle
-        string (a local module directory; remote handles are resolved through TFHUB_CACHE_DIR).
-
-    Returns:
-      (True, "") when `vtab_eval.finetune` can fine-tune it; else (False, reason), one line saying
-      what the module lacks, e.g. "no __call__(images, training=...): a serving-only ...".
-    """
+    """(True, "") when `vtab_eval.finetune` can fine-tune the module `entry`, else (False, one line
+    saying what it lacks), from its saved_model.pb alone. `entry`: a `ModuleEntry` (its `path` when
+    set) or a handle string (a local module directory; remote ones through TFHUB_CACHE_DIR)."""
     handle = entry if isinstance(entry, str) else entry.handle
     path = None if isinstance(entry, str) else getattr(entry, "path", None)
     if path is None and "://" not in handle:

@@ -12,6 +12,7 @@ import os
 import time
 
 from bit_experts import atomic_files
+from vtab_eval import config, files
 
 DEMO_TASKS = ("digits", "greek_lower_heldout_fonts", "glyph_count", "textures")
 IMAGE_SIZE = 32
@@ -21,18 +22,17 @@ def run_upstream(upstream_dir, quick, log):
     from bit_experts.training import config as training_config
     from bit_experts.training import job
 
-    config = training_config.load_config("world_demo:quick" if quick else "world_demo")
+    cfg = training_config.load_config("world_demo:quick" if quick else "world_demo")
     if quick:
-        config["experts"]["top_k"] = 1  # the same path with one expert of each kind, for tests
-    job.run_job(config, upstream_dir, print_fn=log)
+        cfg["experts"]["top_k"] = 1  # the same path with one expert of each kind, for tests
+    job.run_job(cfg, upstream_dir, print_fn=log)
 
 
 def run_publish(upstream_dir, collection_dir, log):
     """Publishes the upstream work directory's modules into `collection_dir`; returns the entries
-    written. Always runs `hub_export.publish.publish`, which is the stage's completion check: it
-    skips every module already listed from the same source (content fingerprints, not the
-    manifest's existence), so a rerun after a kill finishes the collection and one after a finished
-    publish writes nothing."""
+    written. `hub_export.publish` skips every module already listed from the same source, so it is
+    the stage's completion check: a rerun after a kill finishes the collection, and writes nothing
+    after a finished publish."""
     from hub_export import publish
 
     written = publish.publish([upstream_dir], collection_dir, log=log)
@@ -51,8 +51,6 @@ def paths(workdir):
 def evaluation_config(workdir, quick=False, strategy="default", include_baseline=True, **changes):
     """The resolved evaluation config of the demo under `workdir`: the `demo` named config with
     the collection, the four tasks and the output folder there; `changes`: top-level keys."""
-    from vtab_eval import config
-
     where = paths(workdir)
     return config.make(
         "demo:quick" if quick else "demo",
@@ -72,7 +70,6 @@ def run_demo(workdir, eval_config, evaluate, log=print):
     calls `vtab_eval.engine.evaluate` of `eval_config` there).
     """
     from bit_experts import world
-    from vtab_eval import files
 
     atomic_files.require_local(
         workdir, "--workdir", "the demo reads its task folders from a local disk; run it there"

@@ -8,7 +8,7 @@ import dataclasses
 import functools
 
 from vtab_eval import identity, protocol, sweeps
-from vtab_eval.selectors.base import candidates
+from vtab_eval.selectors.base import candidates, entry_handle, entry_name
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -36,16 +36,6 @@ class Spec:
     def is_final(self):
         """A fine-tune scored on the test split (its predictions are kept)."""
         return self.eval_split == "test"
-
-
-def entry_handle(entry):
-    """The handle of a pool entry (a `ModuleEntry` or a handle string)."""
-    return entry if isinstance(entry, str) else entry.handle
-
-
-def entry_name(entry):
-    """The display name of a pool entry: its collection name, or a handle's last part."""
-    return entry.rstrip("/").split("/")[-1] if isinstance(entry, str) else entry.name
 
 
 def make_spec(entry, job, splits, setting, seed, deterministic=True):
@@ -85,12 +75,10 @@ class Job:
 
     def __post_init__(self):
         names = [s["name"] for s in self.sweep]
-        if not names:
-            raise ValueError("the sweep is empty; give at least one setting")
         if len(set(names)) != len(names):
             raise ValueError(f"sweep setting names must be unique, got {names}")
-        if self.task_id is None:
-            self.task_id = identity.task_identity(self.task)
+        if self.task_id is None:  # what identifies the task's examples
+            self.task_id = {"fingerprint": self.task.fingerprint()}
         try:
             self.aggregate = protocol.suite_aggregate(self.task.suite, self.aggregate)
         except ValueError as err:

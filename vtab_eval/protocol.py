@@ -26,14 +26,10 @@ OTHER_GROUP = "other"  # Tasks without a VTAB group (image folders).
 ALL_GROUP = "all"  # Every task of a method, in group_summary.
 
 
-def default_scheme(task):
-    """ "full" for table 3 tasks (the paper fine-tunes on all their data), "vtab1k" otherwise."""
-    return "full" if task.suite == "table3" else "vtab1k"
-
-
-def default_search(task):
-    """ "once" for table 3 tasks (one random search), "per_selection" otherwise (VTAB-1k)."""
-    return "once" if task.suite == "table3" else "per_selection"
+def default_protocol(task):
+    """(scheme, search) of a task: ("full", "once") for table 3 tasks (the paper fine-tunes on all
+    their data after one random search), ("vtab1k", "per_selection") otherwise."""
+    return ("full", "once") if task.suite == "table3" else ("vtab1k", "per_selection")
 
 
 def best_setting(sweep, val_scores):

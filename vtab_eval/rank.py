@@ -14,7 +14,7 @@ import os
 from absl import app, flags
 
 from bit_experts import cli
-from vtab_eval import checks, config
+from vtab_eval import checks, config, plots
 
 FLAGS = flags.FLAGS
 
@@ -29,13 +29,11 @@ def main(argv):
         cli.one_line_errors("vtab_eval.rank", OSError, line=_disk_error_line),
         cli.one_line_errors("vtab_eval.rank"),
     ):
-        from vtab_eval import engine
+        from vtab_eval import engine  # after parsing: it loads tensorflow_hub and its flags
 
         cfg = config.from_flags("rank")
         result = engine.rank(cfg)
         if cfg["plot_png"] and "selected" in result:
-            from vtab_eval import plots
-
             plots.plot_scores(result, cfg["plot_png"])
         for item in result.get("left_out", []):
             print(f"left out {item['handle']}: {item['error']}")

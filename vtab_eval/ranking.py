@@ -140,11 +140,9 @@ def _describe(experts, scores, left_out, resolution):
 def extract_shard(
     pool, task, num_shards, shard_index, options=None, *, cache_dir, data_dir=None, log=None
 ):
-    """Computes into the cache the features of this worker's shard of the candidates as `rank`
-    would (cache_only ignored); returns the shard report (docs/evaluation.md). ValueError: no
-    cache_dir, bad options or shard numbers (`feature_cache.shard_assignment`)."""
-    if not cache_dir:
-        raise ValueError("sharded feature extraction needs a cache directory to write into")
+    """Computes into `cache_dir` the features of this worker's shard of the candidates as `rank`
+    would (cache_only ignored); returns the shard report (docs/evaluation.md). ValueError: bad
+    options or shard numbers (`feature_cache.shard_assignment`)."""
     options = check_options(options)
     experts = selectors.candidates(pool, options["include_baseline"])
     handles = [selectors.entry_info(e)["handle"] for e in experts]

@@ -143,12 +143,12 @@ def load_results(output_dir):
     return all_results
 
 
-def compare(output_dirs, labels=None):
+def compare(output_dirs):
     """Side-by-side report of several `run` output folders: each (folder, method) is one row
-    "label:method" (label: the folder's name). Raises ValueError unless one label per folder."""
-    labels = labels or [os.path.basename(os.path.normpath(d)) for d in output_dirs]
+    "label:method" (label: the folder's name)."""
     merged = {}
-    for label, directory in zip(labels, output_dirs, strict=True):
+    for directory in output_dirs:
+        label = os.path.basename(os.path.normpath(directory))
         for method, results in load_results(directory).items():
             merged[f"{label}:{method}"] = results
     return markdown_report(merged, title="Comparison")

@@ -16,8 +16,8 @@ import os
 
 from absl import app, flags
 
-from bit_experts import atomic_files, cli
-from vtab_eval import config
+from bit_experts import atomic_files, cli, determinism
+from vtab_eval import checks, config, report
 
 FLAGS = flags.FLAGS
 
@@ -40,8 +40,6 @@ def main(argv):
         cli.one_line_errors("vtab_eval.run", OSError, line=_disk_error_line),
         cli.one_line_errors("vtab_eval.run", (ValueError, FileNotFoundError, FloatingPointError)),
     ):
-        from vtab_eval import report
-
         out = atomic_files.abspath(FLAGS.output_dir)
         if FLAGS.compare:
             text = report.compare(FLAGS.compare)
@@ -49,8 +47,7 @@ def main(argv):
             print(text)
             return
         if not FLAGS.report_only:
-            from bit_experts import determinism
-            from vtab_eval import engine
+            from vtab_eval import engine  # after parsing: it loads tensorflow_hub and its flags
 
             cfg = config.from_flags("run")
             if not (cfg["collection"] and cfg["tasks"]):
@@ -65,8 +62,6 @@ def main(argv):
 
 
 def _disk_error_line(err):
-    from vtab_eval import checks
-
     dirs = {FLAGS.output_dir: "--output_dir", FLAGS.cache_dir: "--cache_dir"}
     return checks.disk_error_line(err, dirs)
 

@@ -10,8 +10,11 @@ import os
 import sys
 import time
 
+from tqdm.auto import tqdm
+
 from bit_experts import atomic_files
-from vtab_eval import files, identity, plan
+from bit_experts.training import strategies
+from vtab_eval import files, finetune, identity, plan
 
 MEMO_FORMAT = 1
 
@@ -85,10 +88,6 @@ class LocalExecutor:
         """Runs, in order, every spec the memo lacks, once per key; returns {key: result} of all.
         `later`: fine-tunes later stages will add (counted in the bar). `on_result(spec, result)`:
         called as each fine-tune this call trains is recorded; it must not train."""
-        from tqdm.auto import tqdm
-
-        from vtab_eval import finetune
-
         specs = plan.unique(specs)
         results = {spec.key: self.memo.get(spec) for spec in specs}
         todo = [spec for spec in specs if results[spec.key] is None]
@@ -140,17 +139,15 @@ class LocalExecutor:
 
 def make_executor(config, log=print, progress=True, finetune_fn=None):
     """The in-process executor of an evaluation config (its memo, outputs and strategy)."""
-    from bit_experts.training import strategies
-
     out, memo_dir, _ = files.output_paths(config)
-    finetune = config["finetune"]
+    section = config["finetune"]
     return LocalExecutor(
         Memo(memo_dir),
         output_dir=out,
-        save_models=finetune["save_models"],
+        save_models=section["save_models"],
         finetune_fn=finetune_fn,
         data_dir=config["data_dir"],
-        strategy=strategies.make_strategy(finetune["strategy"], finetune["tpu"]),
+        strategy=strategies.make_strategy(section["strategy"], section["tpu"]),
         log=log,
         progress=progress,
     )

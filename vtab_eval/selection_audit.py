@@ -1,10 +1,8 @@
 """The selection audit: every proxy and policy scored by regret against hindsight (issue 11).
 
 `run(config)` returns the audit dict (docs/selection.md, "Audit") in three stages: `rank_task`
-(one forward pass per candidate, then each feature proxy timed on the cached features and its
-pick by `ranking.rank`, with the baseline fallback where it has per-image hits),
-`finetune_hindsight` (every candidate and seed fine-tuned as `vtab_eval.run`'s hindsight does,
-through the same memo) and `audit_scores`.
+(one forward pass per candidate, each feature proxy timed on the cached features and ranked),
+`finetune_hindsight` (as `vtab_eval.run`'s hindsight, through the same memo) and `audit_scores`.
 """
 
 import functools

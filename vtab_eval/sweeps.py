@@ -14,15 +14,6 @@ import tensorflow as tf
 
 from bit_experts.training import schedules
 
-PRESETS = (
-    "vtab_lightweight",
-    "bit_hyperrule",
-    "local",
-    "quick",
-    "random_search",
-    "demo",
-    "demo_quick",
-)
 SCHEDULES = ("step", "cosine", "constant")
 # The schedule's keys of a setting, in `bit_experts.training.schedules.learning_rate_at`'s order.
 _SCHEDULE_DEFAULTS = (
@@ -224,19 +215,23 @@ def get_sweep(name, *, dataset_size=1000, image_size=224, resolution=None, num_s
     `dataset_size` and `image_size` (a side or (height, width)) feed BiT-HyperRule; `num_settings`
     and `seed` random search; `resolution` replaces every resolution and drops resize-then-crop.
     """
-    presets = {
-        "vtab_lightweight": vtab_lightweight,
-        "bit_hyperrule": lambda: [bit_hyperrule(dataset_size, image_size)],
-        "local": local,
-        "quick": quick,
-        "random_search": lambda: random_search(num_settings, seed),
-        "demo": demo,
-        "demo_quick": lambda: demo(quick=True),
-    }
-    settings = presets[name]()
+    settings = _PRESETS[name](dataset_size, image_size, num_settings, seed)
     if resolution is not None:
         settings = [dict(s, resolution=resolution, resize=None) for s in settings]
     return settings
+
+
+# The presets' settings from get_sweep's (dataset_size, image_size, num_settings, seed).
+_PRESETS = {
+    "vtab_lightweight": lambda *_: vtab_lightweight(),
+    "bit_hyperrule": lambda size, side, count, seed: [bit_hyperrule(size, side)],
+    "local": lambda *_: local(),
+    "quick": lambda *_: quick(),
+    "random_search": lambda size, side, count, seed: random_search(count, seed),
+    "demo": lambda *_: demo(),
+    "demo_quick": lambda *_: demo(quick=True),
+}
+PRESETS = tuple(_PRESETS)
 
 
 def for_task(settings, task):

@@ -107,18 +107,18 @@ def test_feature_cache_rerun_after_a_kill_between_data_and_commit_redoes_only_th
     cache = FeatureCache(root)
     keys = [FeatureCache.key(f"module{i}", "fp", "train", 8) for i in range(3)]
     victim = keys[1]
-    real_write = feature_cache._atomic_write
+    real_write = atomic_files.write_atomic  # what FeatureCache.put writes each file with
 
     def killed_before_commit(path, write, *args, **kwargs):
         if path.endswith(f"{victim}.json"):
             raise Killed  # the .npz is written, its sidecar (the commit) is not
         return real_write(path, write, *args, **kwargs)
 
-    monkeypatch.setattr(feature_cache, "_atomic_write", killed_before_commit)
+    monkeypatch.setattr(atomic_files, "write_atomic", killed_before_commit)
     with pytest.raises(Killed):
         _fill(cache, keys)
     assert atomic_files.exists(os.path.join(root, f"{victim}.npz"))
-    monkeypatch.setattr(feature_cache, "_atomic_write", real_write)
+    monkeypatch.setattr(atomic_files, "write_atomic", real_write)
     assert cache.get(victim) is None  # data without its commit is not trusted
     assert _fill(cache, keys) == [victim, keys[2]]  # keys[2] was never reached
     assert _fill(cache, keys) == []

@@ -172,13 +172,16 @@ def test_summary_uses_the_suites_aggregate(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    for sweep, match in (([], "empty"), (SWEEP[:1] * 2, "unique")):
-        fake = FakeFinetune()
-        with pytest.raises(ValueError, match=match):
-            run_one_track(tmp_path, TASK, sweep, fake)
-        assert fake.calls == []
-    # The split scheme, search, aggregate and counts are checked with the config, before any work.
+    fake = FakeFinetune()
+    with pytest.raises(ValueError, match="unique"):
+        run_one_track(tmp_path, TASK, SWEEP[:1] * 2, fake)
+    assert fake.calls == []
+    # The split scheme, search, aggregate and counts are checked with the config, before any work;
+    # so is every way to an empty sweep.
     for section, key, value in (
+        ("finetune", "learning_rates", []),
+        ("finetune", "steps", []),
+        ("finetune", "random_search_size", 0),
         ("protocol", "scheme", "x"),
         ("protocol", "search", "x"),
         ("protocol", "aggregate", "mode"),

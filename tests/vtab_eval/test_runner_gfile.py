@@ -179,8 +179,8 @@ def test_local_only_inputs_refuse_a_url_in_one_line(ram_root):
         audit.bank_task_names(url)
     with pytest.raises(ValueError, match=r"^--workdir='ram://.*' is a URL"):
         offline_demo.run_demo(url, eval_config=None, evaluate=None)
-    [problem] = checks.check_output_dir("mylocal://out", "--cache_dir")
-    assert problem.startswith("--cache_dir: 'mylocal://out': no tf.io.gfile filesystem for scheme")
+    with pytest.raises(ValueError, match=r"^--cache_dir: 'mylocal://out': no tf.io.gfile filesys"):
+        checks.writable_dir("--cache_dir", "mylocal://out")
     cfg = config.make(audit={"upstream_dir": url, "quick": True, "seeds": [0]})
     [problem] = selection_audit.check_arguments(cfg)
     assert problem.startswith(f"--upstream_dir={url}: is a URL; slice accuracy")

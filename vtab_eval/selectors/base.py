@@ -106,11 +106,20 @@ def entry_field(entry, name, default=None):
     return default if isinstance(entry, str) else getattr(entry, name, default)
 
 
+def entry_handle(entry):
+    """The handle of a pool entry (a `ModuleEntry` or a handle string)."""
+    return entry if isinstance(entry, str) else entry.handle
+
+
+def entry_name(entry):
+    """The display name of a pool entry: its collection name, or a handle's last part."""
+    return entry.rstrip("/").split("/")[-1] if isinstance(entry, str) else entry.name
+
+
 def entry_info(entry):
     """{"handle", "name", "kind"} of a ModuleEntry or a plain handle string."""
-    if isinstance(entry, str):
-        return {"handle": entry, "name": entry.rstrip("/").split("/")[-1], "kind": "third_party"}
-    return {"handle": entry.handle, "name": entry.name, "kind": entry.kind}
+    kind = entry_field(entry, "kind", "third_party")
+    return {"handle": entry_handle(entry), "name": entry_name(entry), "kind": kind}
 
 
 def candidates(pool, include_baseline=True):

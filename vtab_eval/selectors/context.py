@@ -24,7 +24,7 @@ class Context:
 
     def handles(self):
         """The experts' handles, in collection order."""
-        return [base.entry_info(e)["handle"] for e in self.experts]
+        return [base.entry_handle(e) for e in self.experts]
 
     def embed(self, entries, precision="float32", cache_only=None):
         """`embed.embed_pool` of `entries` on the task with these options."""

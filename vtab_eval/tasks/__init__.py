@@ -8,20 +8,8 @@ The contract (names, splits, JSON) is documented in docs/tasks.md.
 """
 
 from vtab_eval.tasks import folder, natural, specialized, structured, table3
-from vtab_eval.tasks.base import SPLIT_NAMES, VTAB_SPLITS, Augmentation, Task, to_model_input
-from vtab_eval.tasks.folder import make_folder_task
-
-__all__ = [
-    "SPLIT_NAMES",
-    "SUITES",
-    "VTAB_SPLITS",
-    "Augmentation",
-    "Task",
-    "get_task",
-    "list_tasks",
-    "make_folder_task",
-    "to_model_input",
-]
+from vtab_eval.tasks.base import SPLIT_NAMES, VTAB_SPLITS, Augmentation, Task, to_model_input  # noqa: F401
+from vtab_eval.tasks.folder import make_folder_task  # noqa: F401
 
 # VTAB order: natural, specialized, structured.
 _SUITES = {

@@ -41,7 +41,6 @@ class Augmentation:
         return dataclasses.asdict(self)
 
 
-FLIP_AND_CROP = Augmentation()
 GROUPS = ("natural", "specialized", "structured")
 # The VTAB-1k protocol: tune on train800 -> val200, then train on train800val200 -> test.
 VTAB_SPLITS = ("train800", "val200", "train800val200", "test")
@@ -80,7 +79,7 @@ class Task:
     metric: str = "accuracy"
     suite: str
     tfds_name: str | None = None
-    augmentation: Augmentation = FLIP_AND_CROP
+    augmentation: Augmentation = Augmentation()
 
     def __post_init__(self):
         if not re.fullmatch(r"\d+\.\d+\.\d+", self.version):

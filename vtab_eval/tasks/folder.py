@@ -148,13 +148,6 @@ def _class_images(split_dir: str) -> dict[str, list[str]]:
     return classes
 
 
-def _clean_tf_message(message: str) -> str:
-    """TF's op error without the function-node prefix and the op suffix, on one line."""
-    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
-    message = re.sub(r"\s*\[Op:\w+\].*$", "", message, flags=re.S)
-    return " ".join(message.split()) or "unknown error"
-
-
 def _hash_and_decode(path: str) -> tuple[str, str | None]:
     """(hex SHA-256 of the file, why loading's decoder cannot decode it or None), in one read."""
     try:
@@ -167,8 +160,10 @@ def _hash_and_decode(path: str) -> tuple[str, str | None]:
         return digest, "empty file"
     try:
         tf.io.decode_image(data, channels=3, expand_animations=False)
-    except tf.errors.OpError as err:
-        return digest, _clean_tf_message(err.message)
+    except tf.errors.OpError as err:  # its message without the function-node prefix and op suffix
+        message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", err.message)
+        message = re.sub(r"\s*\[Op:\w+\].*$", "", message, flags=re.S)
+        return digest, " ".join(message.split()) or "unknown error"
     return digest, None
 
 

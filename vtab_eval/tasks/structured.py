@@ -23,8 +23,7 @@ KITTI_NO_VEHICLE_DEPTH = 1000.0
 KITTI_NUM_VEHICLE_TYPES = 3
 
 
-# Augmentation policies, from each label function below. The label is a count or the nearest object over the whole scene: a crop can cut objects out.
-# Depth and counts do not change in a mirror image.
+# Augmentation policies, from each label function below. A mirror image keeps depth and counts.
 SCENE_AUGMENTATION = Augmentation(
     crop=False, reason="label counts or measures objects anywhere in the scene; a crop can cut them"
 )
