@@ -42,7 +42,10 @@ _STEPS = (
     lambda x: x is None or (bool(x) and all(cs.is_int(v) and v > 0 for v in x)),
     "None or a list of ints >= 1",
 )
-_SIDE = (lambda x: cs.is_int(x) and 0 <= x <= MAX_RESOLUTION, f"an int in [0, {MAX_RESOLUTION}]")
+_SIDE = (
+    lambda x: cs.is_int(x) and 0 <= x <= MAX_RESOLUTION,
+    f"an int in [0, {MAX_RESOLUTION}] (vtab_eval.config.MAX_RESOLUTION; raise it for larger images)",
+)
 _PROBABILITY = (lambda x: cs.is_number(x) and 0 <= x <= 1, "a number in [0, 1]")
 _LEVEL = (lambda x: cs.is_number(x) and 0 < x < 1, "a number in (0, 1)")
 _TASKS = (lambda x: isinstance(x, list) and cs.is_str_list(x), "a list of task names")

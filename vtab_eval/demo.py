@@ -10,7 +10,6 @@ reuses finished stages (`vtab_eval.offline_demo`). `--quick`: the same path with
 Measured times and results, with their machines: docs/results/demo.md.
 """
 
-import json
 import os
 import platform
 
@@ -40,8 +39,7 @@ def define_flags():
 
 def expectation_lines(results, tasks_dir):
     """Plain statements about the expected outcome, computed from the results (never by hand)."""
-    with open(os.path.join(tasks_dir, "tasks.json"), encoding="utf-8") as f:
-        entries = json.load(f)["tasks"]
+    entries = files.read_json(os.path.join(tasks_dir, "tasks.json"), "task index")["tasks"]
     lines = []
     for info in entries:
         name = f"folder:{os.path.join(tasks_dir, info['name'])}"

@@ -28,14 +28,16 @@ def spec_dir_name(spec):
 class Memo:
     """Content-keyed fine-tune results under `directory` (one atomic JSON file per spec)."""
 
-    def __init__(self, directory):
-        self.directory = atomic_files.abspath(directory)
+    def __init__(self, directory, log=print):
+        self.directory, self.log = atomic_files.abspath(directory), log or (lambda line: None)
 
     def get(self, spec):
-        """The memoised result of `spec`, or None (missing, unreadable, or another identity)."""
+        """The memoised result of `spec`, or None (missing, unreadable, or another identity); an
+        unreadable record is named in one line and its fine-tune runs again."""
         try:
-            record = files.read_json(os.path.join(self.directory, f"{spec.key}.json"))
-        except (OSError, ValueError):
+            record = files.read_json(os.path.join(self.directory, f"{spec.key}.json"), "record")
+        except (OSError, ValueError) as err:
+            self.log(f"{err}; the fine-tune runs again")
             return None
         if not isinstance(record, dict) or record.get("key") != spec.key:
             return None
@@ -142,7 +144,7 @@ def make_executor(config, log=print, progress=True, finetune_fn=None):
     out, memo_dir, _ = files.output_paths(config)
     section = config["finetune"]
     return LocalExecutor(
-        Memo(memo_dir),
+        Memo(memo_dir, log),
         output_dir=out,
         save_models=section["save_models"],
         finetune_fn=finetune_fn,

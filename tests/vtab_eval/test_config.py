@@ -100,7 +100,8 @@ def test_max_resolution_is_refused_in_one_line():
         with pytest.raises(ValueError) as info:
             config.make(**{key: {"resolution": config.MAX_RESOLUTION + 1}})
         assert str(info.value) == (
-            f"bad config: {key}.resolution must be an int in [0, {config.MAX_RESOLUTION}], "
+            f"bad config: {key}.resolution must be an int in [0, {config.MAX_RESOLUTION}] "
+            "(vtab_eval.config.MAX_RESOLUTION; raise it for larger images), "
             f"got {config.MAX_RESOLUTION + 1}"
         )
     values = _flag_values("run", "--selection_resolution=4096")

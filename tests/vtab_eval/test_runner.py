@@ -70,6 +70,10 @@ def test_a_bad_record_is_run_again_not_reused(tmp_path, content):
     path = tmp_path / "memo" / f"{spec.key}.json"
     path.parent.mkdir()
     path.write_text(content)
+    lines = []
+    assert runner.Memo(str(path.parent), log=lines.append).get(spec) is None
+    # An unreadable record is named in one line; one of another key or without a score is not ours.
+    assert len(lines) == (content == "{truncated") and all(str(path) in ln for ln in lines)
     fake = Fake()
     found = _executor(tmp_path / "memo", fake).run([spec])
     assert len(fake.calls) == 1 and found[spec.key]["score"] == 0.03
