@@ -57,9 +57,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Progress lines are printed; INFO logs are noise.
     # Imported here so that --help stays fast and devices are configured before TF starts.
+    from bit_experts.config_schema import apply_overrides
     from bit_experts.locks import LockHeldError
     from bit_experts.training import strategies
-    from bit_experts.training.config import apply_overrides, load_config, resolve_config
+    from bit_experts.training.config import load_config, resolve_config
     from bit_experts.training.job import DiskFullError, check_stages, check_workdir, prepare_job
 
     with cli.one_line_errors("bit_experts.train", (ValueError, FileNotFoundError, LockHeldError)):

@@ -1,33 +1,10 @@
-"""The training config: its schema with defaults, validation, overrides and loading config files.
-
-A config is a plain nested dict. Every key must exist in `DEFAULTS`; an unknown key (a typo) raises a
-ValueError naming it and the closest known keys, before anything is built. docs/training.md lists
-every key.
-
-Why not ml_collections (big_vision's convention; checked with ml_collections 1.1.0): its
-`ConfigDict` would give us the typo suggestions and type locking (a str assigned to a float field
-is refused), but not ranges (`steps=0` and `base_lr=-1` are accepted), and fields whose default is
-None (`batch_size`, `data_dir`, `init_from`) need placeholders to be typed at all. The per-key
-`SCHEMA` below, which checks type and range in one pass and names the key and the expectation
-before the work directory exists, would therefore stay; moving would save only `_merge` and the
-suggestion code (about 30 lines) for a new dependency and a changed override syntax (`--set a.b=v`
--> `--config.a.b=v`). So the plain-dict config stays.
-"""
+"""The training config: its schema (`DEFAULTS`, `SCHEMA`), validation and config files, in the
+package's one config style (`bit_experts.config_schema`). docs/training.md lists every key."""
 
 from __future__ import annotations
 
-from bit_experts import config_schema, presets
-from bit_experts.config_schema import BOOL as _BOOL
-from bit_experts.config_schema import INT_MIN0 as _INT_MIN0
-from bit_experts.config_schema import INT_MIN1 as _INT_MIN1
-from bit_experts.config_schema import OPT_INT_MIN1 as _OPT_INT_MIN1
-from bit_experts.config_schema import OPT_STR as _OPT_STR
-from bit_experts.config_schema import SEED as _SEED
-from bit_experts.config_schema import STR as _STR
-from bit_experts.config_schema import apply_overrides  # noqa: F401 (public: bit_experts.train)
-from bit_experts.config_schema import is_number as _is_number
-from bit_experts.config_schema import is_str_list as _is_str_list
-from bit_experts.config_schema import require as _require
+from bit_experts import config_schema as cs
+from bit_experts import presets
 
 STAGES = ("baseline", "full", "adapter", "epn")
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -99,64 +76,64 @@ DEFAULTS = {
 
 # Every leaf key -> (check, what was expected); the rules are `bit_experts.config_schema`'s.
 _STAGE = {
-    "steps": _INT_MIN1,
-    "base_lr": (lambda x: _is_number(x) and x > 0, "a number > 0"),
-    "warmup_steps": _INT_MIN0,
+    "steps": cs.INT_MIN1,
+    "base_lr": (lambda x: cs.is_number(x) and x > 0, "a number > 0"),
+    "warmup_steps": cs.INT_MIN0,
     "decay": (lambda x: x in ("cosine", "linear", "constant"), "'cosine', 'linear' or 'constant'"),
-    "weight_decay": (lambda x: _is_number(x) and x >= 0, "a number >= 0"),
-    "momentum": (lambda x: _is_number(x) and 0 <= x < 1, "a number in [0, 1)"),
-    "batch_size": _OPT_INT_MIN1,
+    "weight_decay": (lambda x: cs.is_number(x) and x >= 0, "a number >= 0"),
+    "momentum": (lambda x: cs.is_number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "batch_size": cs.OPT_INT_MIN1,
 }
 SCHEMA = {
     "upstream": {
-        "source": _STR,
-        "data_dir": _OPT_STR,
-        "split": _STR,
-        "image_key": _STR,
-        "label_key": _STR,
-        "label_names": _OPT_STR,
-        "shuffle_buffer": _INT_MIN1,
-        "crop_min_area": (lambda x: _is_number(x) and 0 < x <= 1, "a number in (0, 1]"),
-        "flip": _BOOL,
-        "world_seed": _SEED,
-        "world_images_per_class": _INT_MIN1,
-        "world_image_size": _INT_MIN1,
+        "source": cs.STR,
+        "data_dir": cs.OPT_STR,
+        "split": cs.STR,
+        "image_key": cs.STR,
+        "label_key": cs.STR,
+        "label_names": cs.OPT_STR,
+        "shuffle_buffer": cs.INT_MIN1,
+        "crop_min_area": (lambda x: cs.is_number(x) and 0 < x <= 1, "a number in (0, 1]"),
+        "flip": cs.BOOL,
+        "world_seed": cs.SEED,
+        "world_images_per_class": cs.INT_MIN1,
+        "world_image_size": cs.INT_MIN1,
         "world_scripts": (
-            lambda x: x is None or (_is_str_list(x) and len(x) > 0),
+            lambda x: x is None or (cs.is_str_list(x) and len(x) > 0),
             "None or a non-empty list of script names",
         ),
     },
-    "hierarchy": {"source": _STR, "coarse_key": _STR},
+    "hierarchy": {"source": cs.STR, "coarse_key": cs.STR},
     "experts": {
-        "top_k": _OPT_INT_MIN1,
-        "min_images": _OPT_INT_MIN1,
-        "include_roots": _BOOL,
-        "control": _BOOL,
-        "control_seed": _SEED,
+        "top_k": cs.OPT_INT_MIN1,
+        "min_images": cs.OPT_INT_MIN1,
+        "include_roots": cs.BOOL,
+        "control": cs.BOOL,
+        "control_seed": cs.SEED,
     },
     "model": {
-        "preset": _STR,
-        "image_size": _INT_MIN1,
+        "preset": cs.STR,
+        "image_size": cs.INT_MIN1,
         "precision": (lambda x: x in PRECISIONS, f"one of {PRECISIONS}"),
-        "head_bias_init": (lambda x: x is None or _is_number(x), "None or a number"),
+        "head_bias_init": (lambda x: x is None or cs.is_number(x), "None or a number"),
     },
-    "batch_size": _INT_MIN1,
-    "seed": _SEED,
-    "deterministic": _BOOL,
-    "init_from": _OPT_STR,
-    "init_head": _BOOL,
-    "baseline": {**_STAGE, "steps": _INT_MIN0},  # 0: B is init_from as it is (resolve_config)
+    "batch_size": cs.INT_MIN1,
+    "seed": cs.SEED,
+    "deterministic": cs.BOOL,
+    "init_from": cs.OPT_STR,
+    "init_head": cs.BOOL,
+    "baseline": {**_STAGE, "steps": cs.INT_MIN0},  # 0: B is init_from as it is (resolve_config)
     "full": _STAGE,
     "adapter": _STAGE,
     "epn": {
         **_STAGE,
-        "preset": _OPT_STR,
+        "preset": cs.OPT_STR,
         "init": (lambda x: x in ("baseline", "scratch"), "'baseline' or 'scratch'"),
     },
-    "checkpoint_every": _INT_MIN1,
-    "log_every": _INT_MIN1,
-    "keep_checkpoints": _INT_MIN1,
-    "max_image_size": _INT_MIN1,
+    "checkpoint_every": cs.INT_MIN1,
+    "log_every": cs.INT_MIN1,
+    "keep_checkpoints": cs.INT_MIN1,
+    "max_image_size": cs.INT_MIN1,
 }
 
 
@@ -167,10 +144,10 @@ def resolve_config(user: dict) -> dict:
     (e.g. `bad config: baseline.base_lr must be a number > 0, got 'abc'`). Nothing is read, built or
     written before this check, so a corrected rerun is never refused because of a bad first try.
     """
-    config = config_schema.merge(DEFAULTS, user, "")
-    config_schema.check_schema(config, SCHEMA)
+    config = cs.merge(DEFAULTS, user, "")
+    cs.check_schema(config, SCHEMA)
     experts = config["experts"]
-    _require(
+    cs.require(
         (experts["top_k"] is None) != (experts["min_images"] is None),
         "set exactly one of experts.top_k or experts.min_images, got "
         f"top_k={experts['top_k']!r}, min_images={experts['min_images']!r}",
@@ -180,7 +157,7 @@ def resolve_config(user: dict) -> dict:
         presets.preset_config(config["epn"]["preset"])
     if config["epn"]["init"] == "baseline":
         epn_preset = config["epn"]["preset"] or config["model"]["preset"]
-        _require(
+        cs.require(
             epn_preset == config["model"]["preset"],
             f"epn.init='baseline' needs epn.preset equal to model.preset "
             f"({config['model']['preset']!r}), got {epn_preset!r}",
@@ -189,18 +166,18 @@ def resolve_config(user: dict) -> dict:
     for key in ("model.image_size", "upstream.world_image_size"):
         section, name = key.split(".")
         pixels = config[section][name] ** 2 * 12  # bytes of one float32 RGB image
-        _require(
+        cs.require(
             config[section][name] <= limit,
             f"{key}={config[section][name]} is above max_image_size={limit} (one float32 image "
             f"of that size takes {pixels / 2**20:.0f} MiB, a batch of {batch}: "
             f"{batch * pixels / 2**30:.1f} GiB, before any activation); set max_image_size "
             "higher if your memory holds it",
         )
-    _require(
+    cs.require(
         config["init_from"] is not None or not config["init_head"],
         "init_head=true copies init_from's label head, but init_from is not set",
     )
-    _require(
+    cs.require(
         config["init_from"] is not None or config["baseline"]["steps"] > 0,
         "baseline.steps=0 takes B as init_from is (backbone and head, no training), but init_from "
         "is not set; give --init_from=<BiT .npz with a head, or WORKDIR/models/<name>/>",
@@ -209,7 +186,7 @@ def resolve_config(user: dict) -> dict:
         s = config[stage]
         if s["steps"] == 0:
             continue  # nothing is trained: the schedule's other keys play no part
-        _require(
+        cs.require(
             s["warmup_steps"] <= s["steps"],
             f"{stage}.warmup_steps must be in [0, {stage}.steps={s['steps']}], "
             f"got {s['warmup_steps']!r}",
@@ -219,5 +196,5 @@ def resolve_config(user: dict) -> dict:
 
 def load_config(spec: str) -> dict:
     """Loads a config: `path/to/file.py[:arg]` or a module of `bit_experts.configs` (`name[:arg]`);
-    returns its `get_config(arg)` dict unresolved (`config_schema.load_config`)."""
-    return config_schema.load_config(spec, "bit_experts.configs")
+    returns its `get_config(arg)` dict unresolved (`cs.load_config`)."""
+    return cs.load_config(spec, "bit_experts.configs")

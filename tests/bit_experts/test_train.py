@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from training_toys import GROUPS, toy_config, toy_source
 
-from bit_experts import atomic_files, data, determinism, presets
+from bit_experts import atomic_files, config_schema, data, determinism, presets
 from bit_experts.training import checkpointing, config, job, loop, schedules, work_directory
 
 # --- config ------------------------------------------------------------------------------------
@@ -35,7 +35,7 @@ def test_config_needs_exactly_one_domain_rule():
 
 def test_config_overrides_and_named_configs():
     loaded = config.load_config("world_local:quick")
-    changed = config.apply_overrides(loaded, ["baseline.steps=9", "upstream.source=folder:/x"])
+    changed = config_schema.apply_overrides(loaded, ["baseline.steps=9", "upstream.source=folder:/x"])
     resolved = config.resolve_config(changed)
     assert resolved["baseline"]["steps"] == 9 and resolved["upstream"]["source"] == "folder:/x"
     assert loaded["baseline"]["steps"] != 9  # A copy was changed.
@@ -378,7 +378,7 @@ def test_resumed_data_stream_equals_the_uninterrupted_one():
     ],
 )
 def test_bad_config_values_name_the_key_before_the_workdir_exists(tmp_path, override, message):
-    cfg = config.apply_overrides(toy_config(), [override])
+    cfg = config_schema.apply_overrides(toy_config(), [override])
     workdir = tmp_path / "work"
     with pytest.raises(ValueError, match=message) as error:
         job.prepare_job(cfg, str(workdir), source=toy_source())
