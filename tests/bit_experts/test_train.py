@@ -35,7 +35,9 @@ def test_config_needs_exactly_one_domain_rule():
 
 def test_config_overrides_and_named_configs():
     loaded = config.load_config("world_local:quick")
-    changed = config_schema.apply_overrides(loaded, ["baseline.steps=9", "upstream.source=folder:/x"])
+    changed = config_schema.apply_overrides(
+        loaded, ["baseline.steps=9", "upstream.source=folder:/x"]
+    )
     resolved = config.resolve_config(changed)
     assert resolved["baseline"]["steps"] == 9 and resolved["upstream"]["source"] == "folder:/x"
     assert loaded["baseline"]["steps"] != 9  # A copy was changed.
