@@ -3,13 +3,8 @@
 The one config style of the package (training: `bit_experts.training.config`; evaluation:
 `vtab_eval.config`). A config is a nested dict whose every key exists in its DEFAULTS; an unknown
 key (a typo) raises a ValueError naming it and the closest known keys, and every leaf is checked by
-a (predicate, what was expected) rule before anything is read, built or written.
-
-Why not ml_collections (big_vision's convention; checked with ml_collections 1.1.0): its
-`ConfigDict` gives typo suggestions and type locking, but not ranges (`steps=0` and `base_lr=-1`
-are accepted), and fields whose default is None need placeholders to be typed at all. A per-key
-rule that checks type and range in one pass and names the key would stay anyway; moving would save
-about 30 lines for a new dependency and another override syntax (`--set a.b=v` -> `--config.a.b=v`).
+a (predicate, what was expected) rule before anything is read, built or written. Why this and
+not ml_collections: docs/training.md, "Configs".
 """
 
 from __future__ import annotations
@@ -69,20 +64,15 @@ OPT_INT_MIN1 = (lambda x: x is None or (is_int(x) and x >= 1), "None or an int >
 
 def check_schema(config: dict, schema: dict, path: str = "") -> None:
     for key, rule in schema.items():
-        where = f"{path}{key}"
         if isinstance(rule, dict):
-            check_schema(config[key], rule, f"{where}.")
-            continue
-        check, expected = rule
-        value = config[key]
-        require(check(value), f"{where} must be {expected}, got {value!r}")
+            check_schema(config[key], rule, f"{path}{key}.")
+        else:
+            require(rule[0](config[key]), f"{path}{key} must be {rule[1]}, got {config[key]!r}")
 
 
 def apply_overrides(config: dict, overrides: list[str]) -> dict:
-    """Applies `key.sub=value` strings (value: a Python literal, else a string) to a copy of config.
-
-    Keys are checked later by `resolve_config`; unknown ones raise there.
-    """
+    """Applies `key.sub=value` strings (a Python literal, else a string) to a copy; keys are checked
+    later, when the config is resolved."""
     config = copy.deepcopy(config)
     for item in overrides:
         key, sep, text = item.partition("=")

@@ -118,10 +118,6 @@ class LabelledImages:
     def num_labels(self) -> int:
         return len(self.label_names)
 
-    def labels_of(self, image: int) -> np.ndarray:
-        """The label ids of one image."""
-        return self._flat[self._offsets[image] : self._offsets[image + 1]]
-
     def label_prior(self, image_indices: np.ndarray) -> np.ndarray:
         """float32 [num_labels]: the distribution of labels over the given images.
 
