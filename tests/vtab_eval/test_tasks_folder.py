@@ -1,6 +1,7 @@
 """Image-folder tasks: layout, class order, seeded splits and clear errors."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -111,3 +112,38 @@ def test_folder_task_takes_its_group_from_task_json(tmp_path):
     assert tasks.make_folder_task(str(tmp_path)).group == "structured"
     (tmp_path / "task.json").write_text('{"group": "other"}')  # Not a VTAB group: none.
     assert tasks.make_folder_task(str(tmp_path)).group is None
+
+
+@pytest.mark.parametrize("link", ["image", "class_folder", "split_folder", "task_json"])
+def test_a_link_leading_outside_the_folder_is_refused_before_anything_is_read(tmp_path, link):
+    outside, root = tmp_path / "outside", tmp_path / "task"
+    _write_images(outside / "train", {"b_red": 2, "a_green": 2})
+    (outside / "task.json").write_text('{"group": "natural"}')
+    _write_images(root / "train", {"b_red": 2, "a_green": 2})
+    target = {
+        "image": ("train/a_green/0000.png", "train/a_green/0000.png"),
+        "class_folder": ("train/a_green", "train/a_green"),
+        "split_folder": ("train", "train"),
+        "task_json": ("task.json", "task.json"),
+    }[link]
+    inside = root / target[0]
+    if inside.is_dir():
+        shutil.rmtree(inside)
+    elif inside.exists():
+        inside.unlink()
+    inside.symlink_to(outside / target[1])
+    with pytest.raises(ValueError, match=r"leaves .*through the symbolic link") as err:
+        tasks.make_folder_task(str(root))
+    assert len(str(err.value).splitlines()) == 1 and str(outside) in str(err.value)
+
+
+def test_a_link_to_elsewhere_inside_the_folder_is_read_like_its_target(tmp_path):
+    _write_images(tmp_path / "train", {"b_red": 2, "a_green": 2})
+    shared = tmp_path / "shared.png"
+    os.replace(tmp_path / "train" / "a_green" / "0001.png", shared)
+    (tmp_path / "train" / "a_green" / "0001.png").symlink_to(shared)
+    task = tasks.make_folder_task(str(tmp_path))
+    every = [p for paths, _ in task.files.values() for p in paths]
+    assert str(tmp_path / "train" / "a_green" / "0001.png") in every
+    images, labels = _load_all(task, "trainval")
+    assert images.shape[0] == len(task.files["trainval"][0])

@@ -184,11 +184,14 @@ def _read_and_check(path: str) -> tuple[str, str | None]:
 def _check_images(root, found, skip_bad_images):
     """(`found` ({split: {class: paths}}) without undecodable files, content SHA-256, skipped
     (relative path, reason)); ValueError (one line) naming the first bad file unless
-    skip_bad_images, or a class folder left with no decodable image."""
+    skip_bad_images, or a class folder left with no decodable image; before anything is read, a
+    ValueError (one line) for a symbolic link on the way to an image that leads outside root."""
     paths = [p for classes in found.values() for images in classes.values() for p in images]
+    rel = {p: os.path.relpath(p, root).replace(os.sep, "/") for p in paths}
+    for p in paths:
+        atomic_files.confined(root, rel[p], "folder task image")
     with concurrent.futures.ThreadPoolExecutor(_CHECK_THREADS) as pool:
         checked = dict(zip(paths, pool.map(_read_and_check, paths)))
-    rel = {p: os.path.relpath(p, root).replace(os.sep, "/") for p in paths}
     listing = sorted((rel[p], digest) for p, (digest, _) in checked.items())
     content = hashlib.sha256(json.dumps(listing).encode("utf-8")).hexdigest()
     bad = {p: problem for p, (_, problem) in checked.items() if problem}
@@ -242,7 +245,7 @@ def _pool_splits(pool, note):
 
 def _declared_group(root: str) -> str | None:
     """The VTAB group in PATH/task.json ("group", as bit_experts.world writes it), or None."""
-    path = os.path.join(root, "task.json")
+    path = atomic_files.confined(root, "task.json", "folder task file")
     if not os.path.isfile(path):
         return None
     try:
