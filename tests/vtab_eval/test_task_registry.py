@@ -5,7 +5,8 @@ This test keeps the versions honest: task_definitions.json records, for every re
 version and the SHA-256 of its definition: TFDS name, decoded features, splits, classes, metric,
 augmentation policy, and its preprocess (label) function: its source without comments or blank
 lines, the arguments a `functools.partial` binds, and what the global names it reads hold (this
-project's functions recursively by the same rule, other values by repr or name). The same record
+project's functions recursively by the same rule, other values by repr or name). A task read from
+disk rather than TFDS (FGVC Aircraft) records its identity and its module's source. The same record
 holds `base.IMAGE_FORMAT_VERSION` with the source of `to_model_input` and `folder._read_image`,
 and `folder.FOLDER_VERSION` with the source of the folder-task rules.
 
@@ -27,7 +28,7 @@ import tokenize
 import types
 
 from vtab_eval import tasks
-from vtab_eval.tasks import base, folder, natural, specialized, structured, table3
+from vtab_eval.tasks import base, fgvc_aircraft, folder, natural, specialized, structured, table3
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECORD = os.path.join(REPO, "tests", "vtab_eval", "task_definitions.json")
@@ -78,6 +79,11 @@ def _value(value, seen: set):
 
 def definition(task) -> dict:
     """Everything a registered task's examples and scores depend on, but its version."""
+    if isinstance(task, fgvc_aircraft.AircraftTask):  # read from disk: its whole reading code
+        identity = {
+            k: v for k, v in task._identity().items() if k not in ("version", "image_format")
+        }
+        return {**identity, "code": _source(fgvc_aircraft)}
     return {
         "tfds_name": task.tfds_name,
         "decode": json.loads(json.dumps(task.decode)),

@@ -94,11 +94,14 @@ SPLIT_SIZES = {
     "food101": {"train": 75750, "validation": 25250},
     "cars196": {"train": 8144, "test": 8041},
     "caltech_birds2011": {"train": 5994, "test": 5794},
+    # Not TFDS: the official split files of fgvc-aircraft-2013b (3334/3333/3333 images).
+    "fgvc_aircraft": {"train": 3334, "val": 3333, "test": 3333},
 }
 
 
 def _dataset(task):
-    return task.tfds_name.split(":")[0]
+    """The TFDS dataset name, or the task's name for a task read from disk (FGVC Aircraft)."""
+    return task.tfds_name.split(":")[0] if task.tfds_name else task.name
 
 
 def _resolve(spec, sizes):
@@ -172,7 +175,8 @@ def test_splits_keep_the_vtab_invariants(name):
 
 def test_table3_suite_scores_pets_per_class():
     names = tasks.list_tasks("table3")
-    assert {"cifar10", "food101", "cars196", "caltech_birds2011"} <= set(names)
+    assert {"cifar10", "food101", "cars196", "caltech_birds2011", "fgvc_aircraft"} <= set(names)
+    assert len(names) == 6
     metrics = {n: tasks.get_task(n).metric for n in names}
     pets = [n for n in names if _dataset(tasks.get_task(n)) == "oxford_iiit_pet"]
     assert len(pets) == 1 and metrics[pets[0]] == "mean_per_class_accuracy"
@@ -229,6 +233,14 @@ def test_list_tasks_json():
         assert entry == tasks.get_task(entry["name"]).to_json()
 
 
+def test_list_tasks_lists_the_six_table3_tasks():
+    result = _run_list_tasks("--suite=table3")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert names == tasks.list_tasks("table3") and len(names) == 6
+    assert "fgvc_aircraft" in names
+
+
 def test_list_tasks_rejects_unknown_task():
     result = _run_list_tasks("--task=no_such_task")
     assert result.returncode != 0
@@ -259,5 +271,6 @@ def test_docs_tables_match_the_registry():
     assert [row[0] for row in table3] == tasks.list_tasks("table3")
     for name, tfds_name, classes, metric, val, test in table3:
         task = tasks.get_task(name)
+        tfds_name = None if tfds_name == "—" else tfds_name  # read from disk, not TFDS
         assert (tfds_name, int(classes), metric) == (task.tfds_name, task.num_classes, task.metric)
         assert (val, test) == (task.splits["val"], task.splits["test"])

@@ -12,8 +12,9 @@ with a bootstrap interval.
 Expected runtime: per task 36 search + 30 final fine-tunes of 2,500-20,000 steps at batch 512 and
 224 px: GPU-days per task. `--dry_run` prints the plan with a time measured on this machine.
 
-Expected result: the paper's table 3 numbers are not reproduced by this package's CI (no GPU, and
-FGVC Aircraft is not in TFDS); no number is claimed here.
+Expected result: the paper's table 3 numbers are not reproduced by this package's CI (no GPU); no
+number is claimed here. Its six tasks include FGVC Aircraft, read from the official archive the user
+extracts into --data_dir (docs/tasks.md, "FGVC Aircraft").
 """
 
 
