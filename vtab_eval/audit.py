@@ -81,7 +81,8 @@ def main(argv):
                 raise app.UsageError("give --tasks, --bank_dir or both")
             cfg = config.from_flags("audit")
             sweep = cfg["finetune"]["sweep"]
-            if cfg["audit"]["quick"] and not FLAGS["sweep"].present and sweep == "local":
+            default = sweep in ("local", config.AUTO)
+            if cfg["audit"]["quick"] and not FLAGS["sweep"].present and default:
                 sweep = "quick"  # the quick mode's default sweep
             if sweep == "demo" and cfg["audit"]["quick"]:
                 sweep = "demo_quick"

@@ -86,7 +86,7 @@ _KEYS = {
         "shard_index": (0, cs.INT_MIN0),
     },
     "finetune": {
-        "sweep": ("local", cs.STR),
+        "sweep": (AUTO, cs.STR),  # a preset, or auto: the task's suite's (protocol.default_sweep)
         "learning_rates": (None, _RATES),  # with steps: a grid sweep given by flags
         "steps": (None, _STEPS),
         "batch_size": (512, cs.INT_MIN1),
@@ -125,7 +125,8 @@ def resolve(user):
     """Fills in `DEFAULTS` and checks every key; returns the complete config (a new dict).
 
     Besides each value's type and range: every selector is registered (`vtab_eval.selectors`),
-    the sweep is a preset and the shard index is below the shard count. Nothing is read or written.
+    the sweep is a preset or "auto" and the shard index is below the shard count. Nothing is read or
+    written.
     Raises ValueError: one line naming the first bad key, what was expected and what was given.
     """
     from vtab_eval import selectors, sweeps
@@ -136,9 +137,8 @@ def resolve(user):
     known = selectors.names()
     unknown = [m for m in selection["selectors"] if m not in known]
     cs.require(not unknown, f"selection.selectors: unknown {unknown}; expected some of {known}")
-    cs.require(
-        sweep in sweeps.PRESETS, f"finetune.sweep must be one of {sweeps.PRESETS}, got {sweep!r}"
-    )
+    known = (AUTO, *sweeps.PRESETS)
+    cs.require(sweep in known, f"finetune.sweep must be one of {known}, got {sweep!r}")
     cs.require(
         selection["shard_index"] < selection["num_shards"],
         f"selection.shard_index must be in [0, num_shards={selection['num_shards']}), got "
@@ -190,7 +190,8 @@ _COMMON = {
 _SWEEP = {
     "sweep": (
         "finetune.sweep",
-        "Sweep preset: vtab_lightweight, bit_hyperrule, local, quick, random_search, demo.",
+        "Sweep preset: vtab_lightweight, bit_hyperrule, local, quick, random_search, demo; auto: "
+        "random_search for table3 tasks, local for the others.",
     ),
     "learning_rates": ("finetune.learning_rates", "Sweep given by flags: learning rates."),
     "steps": ("finetune.steps", "Sweep given by flags: step counts (with --learning_rates)."),

@@ -182,11 +182,21 @@ def plan_retrains(track, memo):
         )
 
 
+def sweep_preset(task, finetune):
+    """The preset the config's "finetune" section gives `task`: "flags" for a sweep given by
+    learning rates and steps, the task's suite's for "auto" (`protocol.default_sweep`), else its."""
+    if finetune["learning_rates"] or finetune["steps"]:
+        return "flags"
+    return protocol.default_sweep(task) if finetune["sweep"] == "auto" else finetune["sweep"]
+
+
 def task_sweep(task, scheme, finetune, seed, data_dir=None, log=None):
     """The sweep of one task from the config's "finetune" section: its learning rates x steps when
-    given, else its preset (BiT-HyperRule's from the whole final training split's image count and
-    median image side), with the task's augmentation policy applied (`sweeps.for_task`)."""
-    if finetune["learning_rates"] or finetune["steps"]:
+    given, else its preset (`sweep_preset`; BiT-HyperRule's from the whole final training split's
+    image count and median image side), with the task's augmentation policy applied
+    (`sweeps.for_task`)."""
+    preset = sweep_preset(task, finetune)
+    if preset == "flags":
         settings = sweeps.from_values(
             finetune["learning_rates"],
             finetune["steps"],
@@ -195,11 +205,11 @@ def task_sweep(task, scheme, finetune, seed, data_dir=None, log=None):
         )
         return sweeps.for_task(settings, task)
     stats = {"num_images": 1000, "image_side": 224}
-    if finetune["sweep"] == "bit_hyperrule":
+    if preset == "bit_hyperrule":
         final = protocol.SPLIT_SCHEMES[scheme][2]
         stats = sweeps.split_statistics(task, final, data_dir, log)
     settings = sweeps.get_sweep(
-        finetune["sweep"],
+        preset,
         dataset_size=stats["num_images"],
         image_size=stats["image_side"],
         resolution=finetune["resolution"] or None,

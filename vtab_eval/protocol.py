@@ -32,6 +32,13 @@ def default_protocol(task):
     return ("full", "once") if task.suite == "table3" else ("vtab1k", "per_selection")
 
 
+def default_sweep(task):
+    """The sweep preset `--sweep=auto` gives a task: "random_search" for table 3 tasks (the search
+    their protocol tunes with, as `default_protocol`), "local" (the CPU preset, the default before
+    "auto") for VTAB-1k and folder tasks."""
+    return "random_search" if task.suite == "table3" else "local"
+
+
 def best_setting(sweep, val_scores):
     """The name of the setting with the best validation score (setting name -> score, higher is
     better); the first in sweep order on ties. A single setting needs no score."""

@@ -43,8 +43,9 @@ def test_defaults_resolve_and_every_key_has_a_rule():
     resolved["selection"]["selectors"].append("random")
     assert config.DEFAULTS == before  # a resolved config is a copy
     assert _leaves(config.DEFAULTS) == _leaves(config.SCHEMA)
-    # The paper's VTAB-1k protocol is named; the bare defaults are the cheap local setting.
-    assert resolved["finetune"]["sweep"] == "local"
+    # The paper's VTAB-1k protocol is named; the bare defaults pick each suite's sweep: the cheap
+    # local setting for VTAB-1k and folder tasks, the table-3 search for table-3 tasks.
+    assert resolved["finetune"]["sweep"] == "auto"
     assert resolved["selection"]["split"] == "train800val200"
 
 
@@ -200,7 +201,7 @@ def test_no_flag_given_is_the_defaults(command):
 
 def test_only_the_flags_given_override_a_named_config():
     # --sweep and --num_retrains are not given: the named config's values stay, although the
-    # flags' own defaults (local, 1) differ.
+    # flags' own defaults (auto, 1) differ.
     values = _flag_values("run", "--config=vtab1k", "--seed=5", "--selectors=knn")
     made = config.from_flags("run", values)
     named = config.make("vtab1k")
