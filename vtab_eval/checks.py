@@ -251,7 +251,7 @@ def print_plan(jobs, sizes, pool, config, executor, log):
         )
         log(
             f"  task {job.task.name} ({job.task.num_classes} classes, scheme {job.scheme}, "
-            f"search {job.search}, aggregate {job.aggregate}): {split_text}"
+            f"search {job.search}, sweep {job.preset}, aggregate {job.aggregate}): {split_text}"
         )
         for s in job.sweep:
             log(
@@ -303,7 +303,11 @@ def make_jobs(config, log=None):
         sweep = plan.task_sweep(
             task, scheme, config["finetune"], config["seed"], config["data_dir"], log
         )
-        jobs.append(plan.Job(task, scheme, search, list(sweep), aggregate=proto["aggregate"]))
+        preset = plan.sweep_preset(task, config["finetune"])
+        job = plan.Job(
+            task, scheme, search, list(sweep), aggregate=proto["aggregate"], preset=preset
+        )
+        jobs.append(job)
     return jobs
 
 

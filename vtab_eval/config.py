@@ -207,7 +207,10 @@ FLAGS = {
         "tasks": ("tasks", "Task names, folder:PATH, or a suite: vtab1k, table3."),
         "output_dir": ("output_dir", "Results, rankings, plots and the report go here."),
         "selectors": ("selection.selectors", "Selection methods side by side (registry names)."),
-        "random_search_size": ("finetune.random_search_size", "Settings of random_search."),
+        "random_search_size": (
+            "finetune.random_search_size",
+            "Settings random_search draws from this package's own space (paper: 36, no space).",
+        ),
         "num_selections": ("protocol.num_selections", "Repeated selections per task (paper: 10)."),
         "num_retrains": ("protocol.num_retrains", "Final fine-tunes per selection (paper: 3)."),
         "scheme": ("protocol.scheme", "Splits: vtab1k, full; auto: full for table3 tasks."),

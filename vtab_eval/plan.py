@@ -63,8 +63,9 @@ def unique(specs):
 
 @dataclasses.dataclass
 class Job:
-    """One task of a run: its split scheme, search ("per_selection"/"once"), sweep and aggregate
-    ("auto"/None: the suite's). Raises ValueError: a bad sweep, or an aggregate the suite refuses."""
+    """One task of a run: its split scheme, search ("per_selection"/"once"), sweep, aggregate
+    ("auto"/None: the suite's) and the sweep's preset (`sweep_preset`; None: not known). Raises
+    ValueError: a bad sweep, or an aggregate the suite refuses."""
 
     task: object
     scheme: str
@@ -72,6 +73,7 @@ class Job:
     sweep: list
     task_id: dict = None
     aggregate: str = None
+    preset: str = None
 
     def __post_init__(self):
         names = [s["name"] for s in self.sweep]

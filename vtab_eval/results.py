@@ -92,6 +92,7 @@ def write_result(tracks, memo, settings, pool, output_dir, log):
         "scheme": job.scheme,
         "search": job.search,
         "sweep": job.sweep,
+        "sweep_preset": job.preset,
         "config": settings,
         "seed": settings["seed"],
         "deterministic": settings["deterministic"],

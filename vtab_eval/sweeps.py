@@ -183,10 +183,12 @@ def demo(quick=False, resolution=32):
 
 
 def random_search(num_settings, seed=0, resolution=224):
-    """`num_settings` settings drawn from our space (paper table 3 gives only the count, 36).
+    """`num_settings` settings drawn from this package's own search space, not the paper's: the
+    paper (table 3) gives only the number of settings, 36, not the space they come from.
 
-    Learning rate log-uniform in [1e-3, 1e-1], steps in {2500, 5000, 10000, 20000}, warm-up 500
-    steps, step decay at 30/60/90%, mixup alpha in {0, 0.1}, batch 512, flips, resize 8/7 then crop.
+    The space: learning rate log-uniform in [1e-3, 1e-1], steps in {2500, 5000, 10000, 20000},
+    warm-up 500 steps, step decay at 30/60/90%, mixup alpha in {0, 0.1}, batch 512, flips, resize
+    8/7 then crop. The report of a run that used it says so (`vtab_eval.report`).
     """
     rng = np.random.default_rng(seed)
     settings = []

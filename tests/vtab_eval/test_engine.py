@@ -118,6 +118,8 @@ def test_dry_run_plans_and_trains_nothing(inputs, tmp_path):
     # knn's pick is not ranked yet: a stand-in; B's fine-tunes are known: 2 tasks x 2 x 2.
     assert plan["fine_tunes"] == 8 and plan["recorded"] == 0 and plan["seconds"] >= 0
     assert any("fine-tunes: 8 after sharing" in line for line in lines)
+    # Each task's line names the preset its sweep comes from.
+    assert sum("search per_selection, sweep quick, aggregate" in line for line in lines) == 2
     # The time is measured with two short probes of the fine-tune, not by running the plan.
     assert [c[0] for c in fake.calls] == [tasks[0]] * 2
     assert not out.exists()

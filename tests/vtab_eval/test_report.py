@@ -183,3 +183,19 @@ def test_only_the_commands_import_the_report():
                 importers.add(path.relative_to(root).as_posix())
     # The commands (run, demo) and the old Python API they keep for one release.
     assert importers == {"run.py", "demo.py", "compat.py"}
+
+
+def test_a_random_search_is_reported_as_this_packages_own_space():
+    assert "Random search" not in report.markdown_report(RESULTS)
+    searched = {
+        "knn": {
+            "cifar10": dict(
+                _result("cifar10", "natural", "knn", 0.9), sweep_preset="random_search"
+            ),
+            "dtd": dict(_result("dtd", "natural", "knn", 0.7), sweep_preset="local"),
+        }
+    }
+    text = " ".join(report.markdown_report(searched).split())
+    assert "Random search (cifar10): the settings were drawn from this package's own" in text
+    assert "not the paper's, which gives only their number (36) for table 3" in text
+    assert "(dtd" not in text and "cifar10, dtd" not in text

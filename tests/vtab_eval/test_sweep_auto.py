@@ -6,7 +6,7 @@ import types
 import pytest
 import vtab_eval_toys as toys
 
-from vtab_eval import checks, config, identity, plan, protocol, sweeps, tasks
+from vtab_eval import checks, config, identity, plan, protocol, results, runner, sweeps, tasks
 
 EXPERT = types.SimpleNamespace(handle="expert_a", name="expert_a", sha256="a" * 64, metadata={})
 
@@ -53,13 +53,31 @@ def test_auto_is_the_default_and_picks_the_suites_sweep():
 
 
 def test_table3_tasks_get_the_table3_search_by_default():
-    cfg = config.make(tasks=["table3"], collection="C")
+    cfg = config.make(tasks=["table3", "cifar100"], collection="C")
     jobs = checks.make_jobs(cfg)
-    assert len(jobs) == 6
-    for job in jobs:
+    assert [job.preset for job in jobs] == ["random_search"] * 6 + ["local"]
+    for job in jobs[:6]:
         assert (job.scheme, job.search) == ("full", "once")
         size = cfg["finetune"]["random_search_size"]
         assert job.sweep == sweeps.for_task(sweeps.random_search(size, cfg["seed"]), job.task)
+
+
+def test_result_files_record_the_preset_outside_their_identity(tmp_path):
+    def fake_finetune(handle, task, train_split, eval_split, setting, **kwargs):
+        return {"score": 0.5, "setting": setting["name"], "seed": kwargs["seed"]}
+
+    cfg = config.make(tasks=["cifar10"], collection="C", finetune={"random_search_size": 1})
+    (job,) = checks.make_jobs(cfg)
+    track = plan.make_track(cfg, job, "knn", [(EXPERT, {})])
+    memo = runner.Memo(str(tmp_path / "memo"))
+    executor = runner.LocalExecutor(memo, finetune_fn=fake_finetune, log=None, progress=False)
+    runner.run_tracks([track], executor)
+    settings = results.run_settings(cfg)
+    written = results.write_result([track], memo, settings, [EXPERT], str(tmp_path), print)
+    assert written["sweep_preset"] == "random_search" and written["outcomes"] == [0.5]
+    job.preset = "local"  # a name only: the settings, hence the identity, are the same
+    again = results.write_result([track], memo, settings, [EXPERT], str(tmp_path), print)
+    assert again["identity"] == written["identity"] and again["sweep_preset"] == "local"
 
 
 def test_default_plans_of_vtab_tasks_keep_their_spec_keys():
