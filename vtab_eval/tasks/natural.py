@@ -22,7 +22,8 @@ TASKS = (
         "oxford_flowers102", "oxford_flowers102:2.*.*", 102, splits.official_val(), version="1.0.0"
     ),
     # oxford_iiit_pet.py: TFDS train (3680) split 80/20; TFDS test is test. VTAB pinned 3.*.*,
-    # which TFDS 4.9 can no longer build; 4.0.0 has the same 3680/3669 split sizes.
+    # which TFDS 4.9 can no longer build; 4.0.0 has the same splits in the same order
+    # (docs/tasks.md, "Pets: TFDS 4.x instead of VTAB's 3.x").
     _natural(
         "oxford_iiit_pet", "oxford_iiit_pet:4.*.*", 37, splits.val_from_train(2944), version="1.0.0"
     ),
