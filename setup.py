@@ -27,7 +27,9 @@ setuptools.setup(
     ],
     extras_require={
         # jax: the Keras 3 archive test runs under KERAS_BACKEND=jax too (CPU jaxlib, ~380 MB).
-        "test": ["pytest>=8", "pytest-xdist>=3.6", "ruff==0.17.6", "jax[cpu]>=0.6"],
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "ruff==0.17.6", "jax[cpu]>=0.6", "ray>=2.40"],
+        # --executor=ray: fine-tunes and embeddings as Ray tasks (docs/scale.md).
+        "ray": ["ray>=2.40"],
         # timm imports torchvision at load time; this pair installs (and runs on the CPU) here.
         "bench": ["faiss-cpu", "timm", "torch==2.14.1", "torchvision==0.29.1"],
     },

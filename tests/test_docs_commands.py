@@ -95,6 +95,13 @@ EXCLUDED = {
     r"python -m bit_experts\.train --config=my_config\.py:arg --workdir=W .*": (
         "my_config.py and W are placeholders"
     ),
+    r'pip install -e "\.\[ray\]"': (
+        "installs the optional Ray extra; CI installs Ray with the test extra (setup.py)"
+    ),
+    r"python -m vtab_eval\.run --config=vtab1k --collection=C .*": (
+        "placeholders C and OUT; VTAB-1k needs the TFDS data and GPUs (docs/scale.md); "
+        "tests/vtab_eval/test_ray_executor.py and test_ray_cluster.py run --executor=ray on toys"
+    ),
 }
 
 # Flags the docs may name that no entry point's --help lists, with the reason.
@@ -109,6 +116,9 @@ NOT_OURS = {
     "logtostderr": "absl.logging's built-in of every entry point",
     "alsologtostderr": "absl.logging's built-in of every entry point",
     "manual_dir": "tensorflow_datasets' flag (`tfds build --manual_dir`), for TFDS tasks",
+    "head": "Ray's `ray start --head` (docs/scale.md)",
+    "port": "Ray's `ray start --port` (docs/scale.md)",
+    "address": "Ray's `ray start --address` (docs/scale.md)",
 }
 
 # Commands of other tools: their flags are theirs. A segment starting with one of these is skipped.

@@ -46,6 +46,8 @@ _SIDE = (
     lambda x: cs.is_int(x) and 0 <= x <= MAX_RESOLUTION,
     f"an int in [0, {MAX_RESOLUTION}] (vtab_eval.config.MAX_RESOLUTION; raise it for larger images)",
 )
+_POSITIVE = (lambda x: cs.is_number(x) and x > 0, "a number > 0")
+_NON_NEGATIVE = (lambda x: cs.is_number(x) and x >= 0, "a number >= 0")
 _PROBABILITY = (lambda x: cs.is_number(x) and 0 <= x <= 1, "a number in [0, 1]")
 _LEVEL = (lambda x: cs.is_number(x) and 0 < x < 1, "a number in (0, 1)")
 _TASKS = (lambda x: isinstance(x, list) and cs.is_str_list(x), "a list of task names")
@@ -95,6 +97,13 @@ _KEYS = {
         "strategy": ("default", _one_of(*STRATEGIES)),
         "tpu": ("", _ANY_STR),
         "save_models": (False, cs.BOOL),
+    },
+    "executor": {  # where fine-tunes and embeddings run (docs/scale.md)
+        "name": ("local", _one_of("local", "ray")),
+        "ray_address": ("", _ANY_STR),  # "": a local Ray instance; "auto", "ray://host:port"
+        "cpus_per_item": (1.0, _POSITIVE),
+        "gpus_per_item": (0.0, _NON_NEGATIVE),  # fractions share a GPU
+        "max_retries": (3, cs.INT_MIN0),  # of an item whose worker process died
     },
     "protocol": {
         "num_selections": (1, cs.INT_MIN1),
@@ -187,6 +196,13 @@ _COMMON = {
     "deterministic": ("deterministic", "TF op determinism and seeded RNGs (--nodeterministic)."),
     "skip_bad_images": ("skip_bad_images", "Leave out undecodable folder images with a warning."),
 }
+_EXECUTOR = {
+    "executor": ("executor.name", "Where fine-tunes and embeddings run: local or ray."),
+    "ray_address": ("executor.ray_address", "Ray cluster: empty (start one here), auto, ray://."),
+    "cpus_per_item": ("executor.cpus_per_item", "Ray CPUs per fine-tune or embedding."),
+    "gpus_per_item": ("executor.gpus_per_item", "Ray GPUs per item; fractions share a GPU."),
+    "max_retries": ("executor.max_retries", "Ray retries of an item whose worker died."),
+}
 _SWEEP = {
     "sweep": (
         "finetune.sweep",
@@ -203,6 +219,7 @@ _SWEEP = {
 FLAGS = {
     "run": {
         **_COMMON,
+        **_EXECUTOR,
         **_SWEEP,
         "tasks": ("tasks", "Task names, folder:PATH, or a suite: vtab1k, table3."),
         "output_dir": ("output_dir", "Results, rankings, plots and the report go here."),
@@ -223,6 +240,7 @@ FLAGS = {
     },
     "rank": {
         **_COMMON,
+        **_EXECUTOR,
         "dataset": ("tasks", "Task name (python -m vtab_eval.list_tasks) or folder:PATH."),
         "output_json": ("output_json", "Where to write the ranking (or shard report) JSON."),
         "method": ("selection.selectors", "Selection method (a registered selector)."),
@@ -242,6 +260,7 @@ FLAGS = {
     },
     "audit": {
         **_COMMON,
+        **_EXECUTOR,
         **_SWEEP,
         "tasks": ("tasks", "Task names, folder:PATH, or a suite (as vtab_eval.run)."),
         "output_dir": ("output_dir", "audit.md, audit.json and plots/ go here."),

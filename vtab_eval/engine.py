@@ -67,6 +67,9 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
     priors = ranking.load_label_priors(config["collection"]) if label else None
     kwargs = dict(cache_dir=cache_dir, data_dir=config["data_dir"], label_priors=priors, log=log)
     context = dict(config=config, output_dir=out, log=log, rank_kwargs=kwargs)
+    options = ranking.options_of(config, config["seed"])
+    items = [i for job in jobs for i in ranking.feature_items(pool, job.task, methods, options)]
+    executor.embed(items, cache_dir, config["data_dir"])
     groups = {}
     for job in jobs:
         for method in methods:
@@ -143,9 +146,21 @@ def rank(config, log=print):
     kwargs = dict(cache_dir=cache_dir, data_dir=config["data_dir"], log=log)
     method = selection["selectors"][0]
     if selection["num_shards"] > 1:
+        log("--num_shards/--shard_index stay for this release; --executor=ray replaces them")
         shards = selection["num_shards"], selection["shard_index"]
         result = ranking.extract_shard(pool, task, *shards, options, **kwargs)
     else:
+        if config["executor"]["name"] == "ray":
+            from vtab_eval import ray_executor
+
+            executor = ray_executor.RayExecutor(
+                None, log=log, progress=False, **ray_executor.settings(config)
+            )
+            try:
+                items = ranking.feature_items(pool, task, [method], options)
+                executor.embed(items, cache_dir, config["data_dir"])
+            finally:
+                executor.close()
         label = method == "label_matching"
         priors = ranking.load_label_priors(config["collection"]) if label else None
         result = ranking.rank(pool, task, method, options, label_priors=priors, **kwargs)

@@ -120,6 +120,25 @@ def rank(
     return result
 
 
+def feature_items(pool, task, methods, options):
+    """[(entry, task, checked options)] of every module whose features one of `methods` reads on
+    `task` at its options (once per module; none for selectors that read no features, none with
+    cache_only): what an executor may embed ahead of ranking."""
+    items, seen = [], set()
+    for method in methods:
+        selector = selectors.get(method)
+        if selector.kind != "feature":
+            continue
+        checked = check_options(options, selector)
+        if checked["cache_only"]:
+            return []
+        for entry in selector.candidates(pool, checked["include_baseline"]):
+            if selectors.entry_info(entry)["handle"] not in seen:
+                seen.add(selectors.entry_info(entry)["handle"])
+                items.append((entry, task, checked))
+    return items
+
+
 def _describe(experts, scores, left_out, resolution):
     """The ranking's "experts" list: entry_info, score, status, resolution and fine-tunability."""
     left_out = {item["handle"] for item in left_out}

@@ -73,7 +73,7 @@ class LocalExecutor:
 
     def __post_init__(self):
         self.log = self.log or (lambda message: None)
-        self.ran, self._bar, self._done = [], None, 0  # _done: trained so far, shown or not
+        self.ran, self._bar, self._done, self._total = [], None, 0, 0  # _done: trained so far
 
     def _outputs(self, spec):
         root, name = self.output_dir, spec_dir_name(spec)
@@ -90,6 +90,16 @@ class LocalExecutor:
         """Runs, in order, every spec the memo lacks, once per key; returns {key: result} of all.
         `later`: fine-tunes later stages will add (counted in the bar). `on_result(spec, result)`:
         called as each fine-tune this call trains is recorded; it must not train."""
+        results, todo = self._start(specs, later)
+        fn = self.finetune_fn or finetune.finetune_and_evaluate
+        for spec in todo:
+            where = (self.data_dir, self.strategy, self.output_dir)
+            result = run_item(fn, spec, self._outputs(spec), *where, self.memo)
+            self._recorded(spec, result, results, on_result)
+        return results
+
+    def _start(self, specs, later):
+        """({key: memoised result or None} of `specs`, the specs to run); opens or grows the bar."""
         specs = plan.unique(specs)
         results = {spec.key: self.memo.get(spec) for spec in specs}
         todo = [spec for spec in specs if results[spec.key] is None]
@@ -97,41 +107,34 @@ class LocalExecutor:
             recorded = len(specs) - len(todo)
             self.log(f"{recorded} fine-tunes already recorded in {self.memo.directory}: reused")
         if not todo:
-            return results
-        total = self._done + len(todo) + int(later)
+            return results, todo
+        self._total = self._done + len(todo) + int(later)
         if self._bar is None:
             style = dict(desc="fine-tunes", unit="fine-tune", file=sys.stderr, dynamic_ncols=True)
             self._bar = tqdm(total=0, disable=not self.progress, **style)
-        self._bar.total = total
+        self._bar.total = self._total
         self._bar.refresh()
-        fn = self.finetune_fn or finetune.finetune_and_evaluate
-        root = self.output_dir
-        for spec in todo:
-            outputs = self._outputs(spec)
-            kwargs = dict(outputs, data_dir=self.data_dir, strategy=self.strategy)
-            kwargs.update(seed=spec.seed, deterministic=spec.deterministic)
-            start = time.time()
-            result = fn(
-                spec.handle, spec.task, spec.train_split, spec.eval_split, spec.setting, **kwargs
-            )
-            seconds = round(time.time() - start, 3)
-            result = {"seed": spec.seed, "seconds": seconds, **result, "key": spec.key}
-            if outputs:
-                result["outputs"] = {k: os.path.relpath(v, root) for k, v in outputs.items()}
-            self.memo.put(spec, result)
-            self.ran.append(spec.key)
-            results[spec.key] = result
-            self._bar.update(1)
-            self._done += 1
-            what = "test" if spec.is_final else "validation"
-            self.log(
-                f"[{self._done}/{total}] {spec.task.name} / {spec.name}: {spec.train_split} -> "
-                f"{spec.eval_split}, setting {spec.setting['name']}, seed {spec.seed}: {what} "
-                f"score {result['score']:.4f} ({result['seconds']:.0f}s)"
-            )
-            if on_result is not None:
-                on_result(spec, result)
-        return results
+        return results, todo
+
+    def _recorded(self, spec, result, results, on_result):
+        """Counts, logs and reports one fine-tune that `run_item` recorded."""
+        self.ran.append(spec.key)
+        results[spec.key] = result
+        self._bar.update(1)
+        self._done += 1
+        what = "test" if spec.is_final else "validation"
+        self.log(
+            f"[{self._done}/{self._total}] {spec.task.name} / {spec.name}: {spec.train_split} -> "
+            f"{spec.eval_split}, setting {spec.setting['name']}, seed {spec.seed}: {what} "
+            f"score {result['score']:.4f} ({result['seconds']:.0f}s)"
+        )
+        if on_result is not None:
+            on_result(spec, result)
+
+    def embed(self, items, cache_dir, data_dir=None):
+        """Nothing: in process, ranking computes the features it lacks as it goes (the Ray executor
+        computes `items` ahead, in parallel). Returns {} (no failures)."""
+        return {}
 
     def close(self):
         if self._bar is not None:
@@ -139,19 +142,37 @@ class LocalExecutor:
         self._bar, self._done = None, 0
 
 
+def run_item(fn, spec, outputs, data_dir, strategy, output_dir, memo):
+    """Runs one fine-tune `spec` with `fn` (`finetune.finetune_and_evaluate`'s signature), records
+    its result in `memo` and returns it; the same wherever it runs (this process or a worker)."""
+    kwargs = dict(outputs, data_dir=data_dir, strategy=strategy)
+    kwargs.update(seed=spec.seed, deterministic=spec.deterministic)
+    start = time.time()
+    result = fn(spec.handle, spec.task, spec.train_split, spec.eval_split, spec.setting, **kwargs)
+    seconds = round(time.time() - start, 3)
+    result = {"seed": spec.seed, "seconds": seconds, **result, "key": spec.key}
+    if outputs:
+        result["outputs"] = {k: os.path.relpath(v, output_dir) for k, v in outputs.items()}
+    memo.put(spec, result)
+    return result
+
+
 def make_executor(config, log=print, progress=True, finetune_fn=None):
-    """The in-process executor of an evaluation config (its memo, outputs and strategy)."""
+    """The executor of an evaluation config ("executor" section: in process, or on Ray), over its
+    memo, outputs and strategy."""
     out, memo_dir, _ = files.output_paths(config)
     section = config["finetune"]
+    common = dict(output_dir=out, save_models=section["save_models"], finetune_fn=finetune_fn)
+    common.update(data_dir=config["data_dir"], log=log, progress=progress)
+    strategy = (section["strategy"], section["tpu"])
+    if config["executor"]["name"] == "ray":
+        from vtab_eval import ray_executor
+
+        return ray_executor.RayExecutor(
+            Memo(memo_dir, log), **common, **ray_executor.settings(config)
+        )
     return LocalExecutor(
-        Memo(memo_dir, log),
-        output_dir=out,
-        save_models=section["save_models"],
-        finetune_fn=finetune_fn,
-        data_dir=config["data_dir"],
-        strategy=strategies.make_strategy(section["strategy"], section["tpu"]),
-        log=log,
-        progress=progress,
+        Memo(memo_dir, log), strategy=strategies.make_strategy(*strategy), **common
     )
 
 

@@ -1,0 +1,226 @@
+"""Runs an evaluation's fine-tunes and embeddings as Ray tasks: `--executor=ray` (docs/scale.md).
+
+`RayExecutor` is `runner.LocalExecutor`'s interface (`memo`, `log`, `run(specs, later,
+on_result)`, `close()`, plus `embed(items)`) on a Ray cluster: each fine-tune spec is one Ray task
+that records its result in the content-keyed memo itself (`runner.run_item`, the same code as in
+process), and each (expert, task) embedding is one task that writes its features into the feature
+cache, from which ranking then reads them. Shared state is only the memo and the cache, with their
+atomic commit protocol, so the driver killed and rerun redoes nothing finished, and a result is
+recorded once whichever worker ran it. Each item fixes its own seeds (the spec's); with determinism
+on a plan gives the executor-independent scores of `tests/vtab_eval/test_ray_executor.py`.
+
+Faults: a worker process that dies mid-item (killed, out of memory, a lost node) is retried by Ray
+up to `max_retries` times; an item that raises (a bad image, a NaN loss) is not retried: the other
+items finish and are recorded, then `ItemFailedError` names the first failed item in one line.
+"""
+
+import dataclasses
+
+from bit_experts.training import strategies
+from vtab_eval import embed, finetune, runner
+from vtab_eval.selectors import base
+
+INSTALL = 'pip install -e ".[ray]"'
+
+
+class ItemFailedError(ValueError):
+    """A fine-tune or embedding raised on a worker (not retried); the message is one line. A
+    ValueError, so that the commands end with that line, as for bad input in process."""
+
+
+def import_ray():
+    """The `ray` module, or ValueError (one line) saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"--executor=ray needs Ray, which is not installed: {INSTALL}") from None
+    return ray
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def _setup_worker():
+    """Every GPU a worker sees grows its memory as needed, so fractional items can share one."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised by an earlier item in this worker
+            pass
+
+
+def _finetune_item(fn, spec, outputs, data_dir, strategy, output_dir, memo_dir):
+    _setup_worker()
+    memo = runner.Memo(memo_dir, log=None)
+    made = strategies.make_strategy(*strategy)
+    return runner.run_item(fn, spec, outputs, data_dir, made, output_dir, memo)
+
+
+def _embed_item(entry, task, options, cache_dir, data_dir):
+    _setup_worker()
+    found = embed.embed_pool(
+        [entry],
+        task,
+        options["split"],
+        options["resolution"],
+        batch_size=options["batch_size"],
+        precision=options["precision"],
+        cache_dir=cache_dir,
+        data_dir=data_dir,
+    )
+    return found.failures.get(base.entry_handle(entry))
+
+
+def settings(config):
+    """The `RayExecutor` keyword arguments of an evaluation config's "executor" section."""
+    where, section = config["executor"], config["finetune"]
+    return dict(
+        address=where["ray_address"],
+        cpus_per_item=where["cpus_per_item"],
+        gpus_per_item=where["gpus_per_item"],
+        max_retries=where["max_retries"],
+        strategy=(section["strategy"], section["tpu"]),
+    )
+
+
+@dataclasses.dataclass
+class RayExecutor(runner.LocalExecutor):
+    """`runner.LocalExecutor` on Ray. `address`: "" starts a local Ray instance, "auto" or
+    "ray://host:port" joins a cluster; `cpus_per_item` / `gpus_per_item`: Ray resources of each
+    item (fractions allowed); `max_retries`: retries of an item whose worker died; `strategy`:
+    (name, tpu) of the tf.distribute strategy each worker builds."""
+
+    address: str = ""
+    cpus_per_item: float = 1.0
+    gpus_per_item: float = 0.0
+    max_retries: int = 3
+    strategy: tuple = ("default", "")
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._ray = import_ray()
+        self._started = not self._ray.is_initialized()
+        if self._started:
+            where = self.address or None
+            self._ray.init(address=where, include_dashboard=False, logging_level="WARNING")
+            self.log(f"Ray: {self._describe()}")
+
+    def _describe(self):
+        found = self._ray.cluster_resources()
+        nodes = len([n for n in self._ray.nodes() if n.get("Alive")])
+        return (
+            f"{nodes} node(s), {found.get('CPU', 0):g} CPUs, {found.get('GPU', 0):g} GPUs; each "
+            f"item takes {self.cpus_per_item:g} CPU and {self.gpus_per_item:g} GPU"
+        )
+
+    def _remote(self, fn):
+        return self._ray.remote(fn).options(
+            num_cpus=self.cpus_per_item,
+            num_gpus=self.gpus_per_item,
+            max_retries=self.max_retries,
+            retry_exceptions=False,
+        )
+
+    def _collect(self, pending, done_one):
+        """Waits for every object ref of `pending` (ref -> what it is), calling `done_one(what,
+        value)` as each finishes; then ItemFailedError naming the first item that raised."""
+        failed = []
+        while pending:
+            ready, _ = self._ray.wait(list(pending), num_returns=1)
+            what = pending.pop(ready[0])
+            try:
+                value = self._ray.get(ready[0])
+            except self._ray.exceptions.RayError as err:
+                cause = getattr(err, "cause", None) or err
+                failed.append((what, _first_line(cause)))
+                self.log(f"FAILED: {what}: {failed[-1][1]}")
+                continue
+            done_one(what, value)
+        if failed:
+            more = f" (and {len(failed) - 1} more, logged above)" if len(failed) > 1 else ""
+            raise ItemFailedError(f"{failed[0][0]} failed on a Ray worker: {failed[0][1]}{more}")
+
+    def run(self, specs, later=0, on_result=None):
+        """`LocalExecutor.run` with each missing spec a Ray task; results arrive as they finish."""
+        results, todo = self._start(specs, later)
+        fn, remote = (
+            self.finetune_fn or finetune.finetune_and_evaluate,
+            self._remote(_finetune_item),
+        )
+        where = (self.data_dir, self.strategy, self.output_dir, self.memo.directory)
+        pending = {}
+        for spec in todo:
+            ref = remote.remote(fn, spec, self._outputs(spec), *where)
+            pending[ref] = _Item(spec)
+
+        def done_one(item, result):
+            self._recorded(item.spec, result, results, on_result)
+
+        self._collect(pending, done_one)
+        return results
+
+    def embed(self, items, cache_dir, data_dir=None):
+        """Computes into `cache_dir` the features of each (entry, task, options) of `items` (the
+        ranking options of `ranking.check_options`) that it lacks, one Ray task each; returns
+        {handle: why it failed} (ranking then leaves those modules out as it would in process)."""
+        todo = []
+        for entry, task, options in items:
+            found = embed.embed_pool(
+                [entry],
+                task,
+                options["split"],
+                options["resolution"],
+                batch_size=options["batch_size"],
+                precision=options["precision"],
+                cache_dir=cache_dir,
+                data_dir=data_dir,
+                cache_only=True,
+            )
+            if base.entry_handle(entry) in found.failures:
+                todo.append((entry, task, options))
+        if not todo:
+            return {}
+        self.log(f"embedding {len(todo)} (expert, task) pairs on Ray")
+        remote, failures = self._remote(_embed_item), {}
+        pending = {
+            remote.remote(entry, task, options, cache_dir, data_dir): _Embedding(entry, task)
+            for entry, task, options in todo
+        }
+
+        def done_one(item, failure):
+            if failure:
+                failures[base.entry_handle(item.entry)] = failure
+
+        self._collect(pending, done_one)
+        return failures
+
+    def close(self):
+        super().close()
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._started = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Item:
+    spec: object
+
+    def __str__(self):
+        s = self.spec
+        return (
+            f"fine-tune {s.task.name} / {s.name}: {s.train_split} -> {s.eval_split}, setting "
+            f"{s.setting['name']}, seed {s.seed}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Embedding:
+    entry: object
+    task: object
+
+    def __str__(self):
+        return f"embedding of {self.task.name} by {base.entry_handle(self.entry)}"
