@@ -80,7 +80,7 @@ def _protocol(handle, task, sweep, seed):
     track = plan.Track(plan.Job(task, "vtab1k", "per_selection", sweep), "cost", [(handle, {})])
     track.seed = seed
     with tempfile.TemporaryDirectory() as memo_dir:
-        executor = runner.LocalExecutor(runner.Memo(memo_dir), log=None, progress=False)
+        executor = runner.Executor(runner.Memo(memo_dir), log=None, progress=False)
         runner.run_tracks([track], executor)
         specs = track.tuning[0] + track.retrains[0]
         runs = [dict(executor.memo.get(s), batch_size=s.setting["batch_size"]) for s in specs]

@@ -153,14 +153,12 @@ def rank(config, log=print):
         if config["executor"]["name"] == "ray":
             from vtab_eval import ray_executor
 
-            executor = ray_executor.RayExecutor(
-                None, log=log, progress=False, **ray_executor.settings(config)
-            )
+            backend = ray_executor.RayBackend(**ray_executor.settings(config), log=log)
             try:
                 items = ranking.feature_items(pool, task, [method], options)
-                executor.embed(items, cache_dir, config["data_dir"])
+                backend.embed(items, cache_dir, config["data_dir"])
             finally:
-                executor.close()
+                backend.close()
         label = method == "label_matching"
         priors = ranking.load_label_priors(config["collection"]) if label else None
         result = ranking.rank(pool, task, method, options, label_priors=priors, **kwargs)

@@ -1,13 +1,12 @@
 """Runs an evaluation's fine-tunes and embeddings as Ray tasks: `--executor=ray` (docs/scale.md).
 
-`RayExecutor` is `runner.LocalExecutor`'s interface (`memo`, `log`, `run(specs, later,
-on_result)`, `close()`, plus `embed(items)`) on a Ray cluster: each fine-tune spec is one Ray task
-that records its result in the content-keyed memo itself (`runner.run_item`, the same code as in
-process), and each (expert, task) embedding is one task that writes its features into the feature
-cache, from which ranking then reads them. Shared state is only the memo and the cache, with their
-atomic commit protocol, so the driver killed and rerun redoes nothing finished, and a result is
-recorded once whichever worker ran it. Each item fixes its own seeds (the spec's); with determinism
-on a plan gives the executor-independent scores of `tests/vtab_eval/test_ray_executor.py`.
+`RayBackend` is where a `runner.Executor` runs its items when the config says `executor.name=ray`:
+each fine-tune spec is one Ray task that records its result in the content-keyed memo itself
+(`runner.run_item`, the same code as in process), and each (expert, task) embedding is one task that
+writes its features into the feature cache, from which ranking then reads them. Shared state is
+only the memo and the cache, with their atomic commit protocol, so the driver killed and rerun
+redoes nothing finished, and a result is recorded once whichever worker ran it. Each item fixes its
+own seeds (the spec's); tests/vtab_eval/test_ray_executor.py shows the same records as in process.
 
 Faults: a worker process that dies mid-item (killed, out of memory, a lost node) is retried by Ray
 up to `max_retries` times; an item that raises (a bad image, a NaN loss) is not retried: the other
@@ -17,7 +16,7 @@ items finish and are recorded, then `ItemFailedError` names the first failed ite
 import dataclasses
 
 from bit_experts.training import strategies
-from vtab_eval import embed, finetune, runner
+from vtab_eval import embed
 from vtab_eval.selectors import base
 
 INSTALL = 'pip install -e ".[ray]"'
@@ -53,11 +52,10 @@ def _setup_worker():
             pass
 
 
-def _finetune_item(fn, spec, outputs, data_dir, strategy, output_dir, memo_dir):
+def _finetune_item(run_item, fn, spec, outputs, data_dir, strategy, output_dir, memo):
     _setup_worker()
-    memo = runner.Memo(memo_dir, log=None)
-    made = strategies.make_strategy(*strategy)
-    return runner.run_item(fn, spec, outputs, data_dir, made, output_dir, memo)
+    made = strategies.make_strategy(*strategy) if strategy else None  # None: TF's default
+    return run_item(fn, spec, outputs, data_dir, made, output_dir, memo)
 
 
 def _embed_item(entry, task, options, cache_dir, data_dir):
@@ -76,45 +74,41 @@ def _embed_item(entry, task, options, cache_dir, data_dir):
 
 
 def settings(config):
-    """The `RayExecutor` keyword arguments of an evaluation config's "executor" section."""
-    where, section = config["executor"], config["finetune"]
+    """The `RayBackend` keyword arguments of an evaluation config's "executor" section."""
+    where = config["executor"]
     return dict(
         address=where["ray_address"],
         cpus_per_item=where["cpus_per_item"],
         gpus_per_item=where["gpus_per_item"],
         max_retries=where["max_retries"],
-        strategy=(section["strategy"], section["tpu"]),
     )
 
 
 @dataclasses.dataclass
-class RayExecutor(runner.LocalExecutor):
-    """`runner.LocalExecutor` on Ray. `address`: "" starts a local Ray instance, "auto" or
-    "ray://host:port" joins a cluster; `cpus_per_item` / `gpus_per_item`: Ray resources of each
-    item (fractions allowed); `max_retries`: retries of an item whose worker died; `strategy`:
-    (name, tpu) of the tf.distribute strategy each worker builds."""
+class RayBackend:
+    """Runs items as Ray tasks. `address`: "" starts a local Ray instance (stopped by `close`),
+    "auto" or "ray://host:port" joins a cluster; `cpus_per_item` / `gpus_per_item`: the Ray
+    resources of each item (fractions allowed); `max_retries`: retries of an item whose worker died.
+    """
 
     address: str = ""
     cpus_per_item: float = 1.0
     gpus_per_item: float = 0.0
     max_retries: int = 3
-    strategy: tuple = ("default", "")
+    log: object = print
 
     def __post_init__(self):
-        super().__post_init__()
+        self.log = self.log or (lambda line: None)
         self._ray = import_ray()
         self._started = not self._ray.is_initialized()
         if self._started:
             where = self.address or None
             self._ray.init(address=where, include_dashboard=False, logging_level="WARNING")
-            self.log(f"Ray: {self._describe()}")
-
-    def _describe(self):
         found = self._ray.cluster_resources()
         nodes = len([n for n in self._ray.nodes() if n.get("Alive")])
-        return (
-            f"{nodes} node(s), {found.get('CPU', 0):g} CPUs, {found.get('GPU', 0):g} GPUs; each "
-            f"item takes {self.cpus_per_item:g} CPU and {self.gpus_per_item:g} GPU"
+        self.log(
+            f"Ray: {nodes} node(s), {found.get('CPU', 0):g} CPUs, {found.get('GPU', 0):g} GPUs; "
+            f"each item takes {self.cpus_per_item:g} CPU and {self.gpus_per_item:g} GPU"
         )
 
     def _remote(self, fn):
@@ -125,9 +119,9 @@ class RayExecutor(runner.LocalExecutor):
             retry_exceptions=False,
         )
 
-    def _collect(self, pending, done_one):
-        """Waits for every object ref of `pending` (ref -> what it is), calling `done_one(what,
-        value)` as each finishes; then ItemFailedError naming the first item that raised."""
+    def _collect(self, pending):
+        """Yields (what, value) for every object ref of `pending` (ref -> what it is) as it
+        finishes; then ItemFailedError naming the first item that raised."""
         failed = []
         while pending:
             ready, _ = self._ray.wait(list(pending), num_returns=1)
@@ -135,38 +129,30 @@ class RayExecutor(runner.LocalExecutor):
             try:
                 value = self._ray.get(ready[0])
             except self._ray.exceptions.RayError as err:
-                cause = getattr(err, "cause", None) or err
-                failed.append((what, _first_line(cause)))
+                failed.append((what, _first_line(getattr(err, "cause", None) or err)))
                 self.log(f"FAILED: {what}: {failed[-1][1]}")
                 continue
-            done_one(what, value)
+            yield what, value
         if failed:
             more = f" (and {len(failed) - 1} more, logged above)" if len(failed) > 1 else ""
             raise ItemFailedError(f"{failed[0][0]} failed on a Ray worker: {failed[0][1]}{more}")
 
-    def run(self, specs, later=0, on_result=None):
-        """`LocalExecutor.run` with each missing spec a Ray task; results arrive as they finish."""
-        results, todo = self._start(specs, later)
-        fn, remote = (
-            self.finetune_fn or finetune.finetune_and_evaluate,
-            self._remote(_finetune_item),
-        )
-        where = (self.data_dir, self.strategy, self.output_dir, self.memo.directory)
+    def finetune(self, run_item, fn, items, data_dir, strategy, output_dir, memo):
+        """Yields (spec, result) of each (spec, outputs) of `items` as its Ray task finishes;
+        `run_item(fn, spec, outputs, data_dir, strategy, output_dir, memo)` runs on the worker,
+        which builds `strategy` ((name, tpu), or None for TF's default) itself."""
+        remote = self._remote(_finetune_item)
         pending = {}
-        for spec in todo:
-            ref = remote.remote(fn, spec, self._outputs(spec), *where)
-            pending[ref] = _Item(spec)
-
-        def done_one(item, result):
-            self._recorded(item.spec, result, results, on_result)
-
-        self._collect(pending, done_one)
-        return results
+        for spec, outputs in items:
+            args = (run_item, fn, spec, outputs, data_dir, strategy, output_dir, memo)
+            pending[remote.remote(*args)] = _Item(spec)
+        for item, result in self._collect(pending):
+            yield item.spec, result
 
     def embed(self, items, cache_dir, data_dir=None):
-        """Computes into `cache_dir` the features of each (entry, task, options) of `items` (the
-        ranking options of `ranking.check_options`) that it lacks, one Ray task each; returns
-        {handle: why it failed} (ranking then leaves those modules out as it would in process)."""
+        """Computes into `cache_dir` the features of each (entry, task, ranking options) of `items`
+        that it lacks, one Ray task each; returns {handle: why it failed} (ranking then leaves those
+        modules out, as it would in process)."""
         todo = []
         for entry, task, options in items:
             found = embed.embed_pool(
@@ -185,21 +171,16 @@ class RayExecutor(runner.LocalExecutor):
         if not todo:
             return {}
         self.log(f"embedding {len(todo)} (expert, task) pairs on Ray")
-        remote, failures = self._remote(_embed_item), {}
+        remote = self._remote(_embed_item)
         pending = {
             remote.remote(entry, task, options, cache_dir, data_dir): _Embedding(entry, task)
             for entry, task, options in todo
         }
-
-        def done_one(item, failure):
-            if failure:
-                failures[base.entry_handle(item.entry)] = failure
-
-        self._collect(pending, done_one)
-        return failures
+        found = self._collect(pending)
+        return {base.entry_handle(item.entry): why for item, why in found if why}
 
     def close(self):
-        super().close()
+        """Stops the Ray instance this backend started (not one it joined)."""
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._started = False

@@ -2,7 +2,8 @@
 
 `Memo`: one JSON file per finished fine-tune, written as it ends, so a run killed and started again
 redoes none. An executor is what the driver needs from "where it runs": `memo`, `log`, `run(specs,
-later, on_result)`, `close()`; `LocalExecutor` runs in this process. Paths may be URLs.
+later, on_result)`, `embed(items, cache_dir)`, `close()`. `Executor` runs its items in this process,
+or, given a backend (`ray_executor.RayBackend`, docs/scale.md), as Ray tasks. Paths may be URLs.
 """
 
 import dataclasses
@@ -56,10 +57,12 @@ class Memo:
 
 
 @dataclasses.dataclass
-class LocalExecutor:
-    """Runs specs in this process over one `Memo`, with one progress bar for the run; writes
-    `tensorboard/`, `predictions/` and (`save_models`) `models/` under `output_dir`, if given.
-    `finetune_fn` replaces `finetune.finetune_and_evaluate`; `ran`: keys trained here."""
+class Executor:
+    """Runs specs over one `Memo`, with one progress bar for the run; writes `tensorboard/`,
+    `predictions/` and (`save_models`) `models/` under `output_dir`, if given. `finetune_fn`
+    replaces `finetune.finetune_and_evaluate`; `ran`: keys trained here. `backend`: None runs each
+    item in this process, in order; a `ray_executor.RayBackend` runs them as Ray tasks (then
+    `strategy` is (name, tpu), which each worker builds)."""
 
     memo: Memo
     _: dataclasses.KW_ONLY
@@ -70,6 +73,7 @@ class LocalExecutor:
     strategy: object = None
     log: object = print
     progress: bool = True
+    backend: object = None
 
     def __post_init__(self):
         self.log = self.log or (lambda message: None)
@@ -92,9 +96,14 @@ class LocalExecutor:
         called as each fine-tune this call trains is recorded; it must not train."""
         results, todo = self._start(specs, later)
         fn = self.finetune_fn or finetune.finetune_and_evaluate
+        where = (self.data_dir, self.strategy, self.output_dir, self.memo)
+        if self.backend is not None:  # as they finish
+            items = [(spec, self._outputs(spec)) for spec in todo]
+            for spec, result in self.backend.finetune(run_item, fn, items, *where):
+                self._recorded(spec, result, results, on_result)
+            return results
         for spec in todo:
-            where = (self.data_dir, self.strategy, self.output_dir)
-            result = run_item(fn, spec, self._outputs(spec), *where, self.memo)
+            result = run_item(fn, spec, self._outputs(spec), *where)
             self._recorded(spec, result, results, on_result)
         return results
 
@@ -132,11 +141,14 @@ class LocalExecutor:
             on_result(spec, result)
 
     def embed(self, items, cache_dir, data_dir=None):
-        """Nothing: in process, ranking computes the features it lacks as it goes (the Ray executor
-        computes `items` ahead, in parallel). Returns {} (no failures)."""
-        return {}
+        """With a backend, computes into `cache_dir` the features of each (entry, task, ranking
+        options) of `items` that it lacks, in parallel; in process nothing (ranking computes what
+        it lacks as it goes). Returns {handle: why its features failed}."""
+        return {} if self.backend is None else self.backend.embed(items, cache_dir, data_dir)
 
     def close(self):
+        if self.backend is not None:
+            self.backend.close()
         if self._bar is not None:
             self._bar.close()
         self._bar, self._done = None, 0
@@ -158,22 +170,19 @@ def run_item(fn, spec, outputs, data_dir, strategy, output_dir, memo):
 
 
 def make_executor(config, log=print, progress=True, finetune_fn=None):
-    """The executor of an evaluation config ("executor" section: in process, or on Ray), over its
-    memo, outputs and strategy."""
+    """The `Executor` of an evaluation config over its memo, outputs and strategy; its "executor"
+    section says where items run (in process, or on Ray)."""
     out, memo_dir, _ = files.output_paths(config)
     section = config["finetune"]
     common = dict(output_dir=out, save_models=section["save_models"], finetune_fn=finetune_fn)
     common.update(data_dir=config["data_dir"], log=log, progress=progress)
     strategy = (section["strategy"], section["tpu"])
     if config["executor"]["name"] == "ray":
-        from vtab_eval import ray_executor
+        from vtab_eval import ray_executor  # Ray is optional: imported only when asked for
 
-        return ray_executor.RayExecutor(
-            Memo(memo_dir, log), **common, **ray_executor.settings(config)
-        )
-    return LocalExecutor(
-        Memo(memo_dir, log), strategy=strategies.make_strategy(*strategy), **common
-    )
+        backend = ray_executor.RayBackend(**ray_executor.settings(config), log=log)
+        return Executor(Memo(memo_dir, log), strategy=strategy, backend=backend, **common)
+    return Executor(Memo(memo_dir, log), strategy=strategies.make_strategy(*strategy), **common)
 
 
 def run_tracks(tracks, executor, before_retrains=None, on_result=None):

@@ -58,7 +58,7 @@ def run_one_track(root, task, sweep, finetune_fn, **options):
     """One track through `runner.run_tracks` over the memo root/memo; returns its result file's
     dict (`results.write_result`, written under root/out)."""
     track = make_track(task, sweep, **options)
-    executor = runner.LocalExecutor(
+    executor = runner.Executor(
         runner.Memo(str(root / "memo")), finetune_fn=finetune_fn, log=None, progress=False
     )
     runner.run_tracks([track], executor)
@@ -203,9 +203,7 @@ def test_a_killed_run_resumes_and_shared_fine_tunes_run_once(tmp_path):
         second = make_track(TASK, SWEEP, num_selections=1, num_retrains=2, method="baseline")
         return [first, second]
 
-    executor = runner.LocalExecutor(
-        runner.Memo(str(memo)), finetune_fn=fake, log=None, progress=False
-    )
+    executor = runner.Executor(runner.Memo(str(memo)), finetune_fn=fake, log=None, progress=False)
     with pytest.raises(KeyboardInterrupt):
         runner.run_tracks(tracks(), executor)
     assert len(runner.load_records(str(memo))) == 4
@@ -213,7 +211,7 @@ def test_a_killed_run_resumes_and_shared_fine_tunes_run_once(tmp_path):
     # run once.
     lines, done = [], []
     fake.die_after = None
-    executor = runner.LocalExecutor(
+    executor = runner.Executor(
         runner.Memo(str(memo)), finetune_fn=fake, log=lines.append, progress=False
     )
     resumed = tracks()

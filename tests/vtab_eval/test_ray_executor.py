@@ -71,7 +71,7 @@ def test_ray_records_equal_the_local_executors(cluster, inputs, tmp_path):
         cfg = _config(pool, tasks, out, executor=name)
         lines = []
         executor = runner.make_executor(cfg, lines.append, progress=False)
-        assert type(executor).__name__ == ("RayExecutor" if name == "ray" else "LocalExecutor")
+        assert (executor.backend is not None) == (name == "ray")
         results = engine.evaluate(cfg, executor=executor, log=lines.append)
         found[name] = (_records(out / "finetunes"), _rankings(str(out)), results, lines)
     local, on_ray = found["local"], found["ray"]
@@ -136,12 +136,12 @@ def _specs(n):
 def test_a_killed_worker_is_retried_and_recorded_once(cluster, tmp_path):
     specs = _specs(3)
     markers = str(tmp_path / "markers")
-    executor = ray_executor.RayExecutor(
+    executor = runner.Executor(
         runner.Memo(str(tmp_path / "memo")),
         finetune_fn=DiesOnce(markers, victim_seed=1),
         log=None,
         progress=False,
-        max_retries=2,
+        backend=ray_executor.RayBackend(max_retries=2, log=None),
     )
     found = executor.run(specs)
     executor.close()
@@ -156,12 +156,12 @@ def test_a_killed_worker_is_retried_and_recorded_once(cluster, tmp_path):
 def test_an_item_that_raises_is_reported_once_and_not_retried(cluster, tmp_path):
     specs = _specs(3)
     markers, lines = str(tmp_path / "markers"), []
-    executor = ray_executor.RayExecutor(
+    executor = runner.Executor(
         runner.Memo(str(tmp_path / "memo")),
         finetune_fn=RaisesFor(markers, bad_seed=1),
         log=lines.append,
         progress=False,
-        max_retries=3,
+        backend=ray_executor.RayBackend(max_retries=3, log=lines.append),
     )
     with pytest.raises(ray_executor.ItemFailedError) as err:
         executor.run(specs)
@@ -175,11 +175,12 @@ def test_an_item_that_raises_is_reported_once_and_not_retried(cluster, tmp_path)
         f"{s.key}.json" for s in specs if s.seed != 1
     )
     assert sum("FAILED" in line for line in lines) == 1
-    again = ray_executor.RayExecutor(
+    again = runner.Executor(
         runner.Memo(str(tmp_path / "memo")),
         finetune_fn=RaisesFor(markers, bad_seed=None),
         log=None,
         progress=False,
+        backend=ray_executor.RayBackend(log=None),
     )
     again.run(specs)
     assert again.ran == [specs[1].key]
@@ -195,11 +196,12 @@ def test_without_ray_the_executor_is_refused_in_one_line(monkeypatch):
 
 def test_a_record_written_by_a_worker_is_the_local_format(cluster, tmp_path):
     spec = _specs(1)[0]
-    executor = ray_executor.RayExecutor(
+    executor = runner.Executor(
         runner.Memo(str(tmp_path / "memo")),
         finetune_fn=RaisesFor(str(tmp_path / "m"), bad_seed=None),
         log=None,
         progress=False,
+        backend=ray_executor.RayBackend(log=None),
     )
     executor.run([spec])
     record = json.loads((tmp_path / "memo" / f"{spec.key}.json").read_text())

@@ -281,7 +281,7 @@ def test_same_seed_same_score_other_seed_differs(finished_run, tmp_path):
     def result(seed, memo):
         job = plan.Job(task, "vtab1k", "per_selection", [setting])
         spec = plan.make_spec(colour, job, ("train800val200", "test"), setting, seed)
-        ex = runner.LocalExecutor(runner.Memo(str(tmp_path / memo)), log=None, progress=False)
+        ex = runner.Executor(runner.Memo(str(tmp_path / memo)), log=None, progress=False)
         return ex.run([spec])[spec.key]
 
     first, again, other = result(1, "a"), result(1, "b"), result(2, "c")

@@ -34,7 +34,7 @@ class Fake:
 
 def _executor(memo_dir, fake, lines=None, **kwargs):
     log = lines.append if lines is not None else None
-    return runner.LocalExecutor(
+    return runner.Executor(
         runner.Memo(str(memo_dir)), finetune_fn=fake, log=log, progress=False, **kwargs
     )
 

@@ -70,7 +70,7 @@ def test_result_files_record_the_preset_outside_their_identity(tmp_path):
     (job,) = checks.make_jobs(cfg)
     track = plan.make_track(cfg, job, "knn", [(EXPERT, {})])
     memo = runner.Memo(str(tmp_path / "memo"))
-    executor = runner.LocalExecutor(memo, finetune_fn=fake_finetune, log=None, progress=False)
+    executor = runner.Executor(memo, finetune_fn=fake_finetune, log=None, progress=False)
     runner.run_tracks([track], executor)
     settings = results.run_settings(cfg)
     written = results.write_result([track], memo, settings, [EXPERT], str(tmp_path), print)

@@ -34,7 +34,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RECORD = os.path.join(REPO, "tests", "vtab_eval", "task_definitions.json")
 COMMAND = "TASK_DEFINITIONS_WRITE=1 python -m pytest -q -n 0 tests/vtab_eval/test_task_registry.py"
 _DECLARED_IN = {
-    **{t.name: m.__file__ for m in (natural, specialized, structured, table3) for t in m.TASKS},
+    **{
+        t.name: m.__file__
+        for m in (natural, specialized, structured, table3, fgvc_aircraft)
+        for t in m.TASKS
+    },
     "image_format": base.__file__,
     "folder:*": folder.__file__,
 }

@@ -7,14 +7,14 @@
 The contract (names, splits, JSON) is documented in docs/tasks.md.
 """
 
-from vtab_eval.tasks import folder, natural, specialized, structured, table3
+from vtab_eval.tasks import fgvc_aircraft, folder, natural, specialized, structured, table3
 from vtab_eval.tasks.base import SPLIT_NAMES, VTAB_SPLITS, Augmentation, Task, to_model_input  # noqa: F401
 from vtab_eval.tasks.folder import make_folder_task  # noqa: F401
 
 # VTAB order: natural, specialized, structured.
 _SUITES = {
     "vtab1k": natural.TASKS + specialized.TASKS + structured.TASKS,
-    "table3": table3.TASKS,
+    "table3": table3.TASKS + fgvc_aircraft.TASKS,
 }
 SUITES = (*_SUITES, "all")
 _BY_NAME = {task.name: task for suite in _SUITES.values() for task in suite}

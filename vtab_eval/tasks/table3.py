@@ -8,7 +8,7 @@ which TFDS lacks, is read from the official archive on disk (`fgvc_aircraft`).
 
 import functools
 
-from vtab_eval.tasks import fgvc_aircraft, splits
+from vtab_eval.tasks import splits
 from vtab_eval.tasks.base import registered
 
 _table3 = functools.partial(registered, "natural", "table3")
@@ -44,8 +44,5 @@ TASKS = (
         metric="mean_per_class_accuracy",
         version="1.0.0",
     ),
-    # fgvc-aircraft-2013b, variant level (100 classes): train on the official trainval
-    # (images_variant_train.txt + images_variant_val.txt, 6667 images), test on
-    # images_variant_test.txt (3333); search on train (3334) -> val (3333).
-    fgvc_aircraft.make_task("fgvc_aircraft", version="1.0.0"),
+    # The sixth, FGVC Aircraft: fgvc_aircraft.TASKS (vtab_eval.tasks adds it to the suite).
 )
