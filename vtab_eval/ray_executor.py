@@ -55,7 +55,8 @@ def _setup_worker():
 def _finetune_item(run_item, fn, spec, outputs, data_dir, strategy, output_dir, memo):
     _setup_worker()
     made = strategies.make_strategy(*strategy) if strategy else None  # None: TF's default
-    return run_item(fn, spec, outputs, data_dir, made, output_dir, memo)
+    memo_type, memo_dir = memo
+    return run_item(fn, spec, outputs, data_dir, made, output_dir, memo_type(memo_dir, log=None))
 
 
 def _embed_item(entry, task, options, cache_dir, data_dir):
@@ -142,7 +143,7 @@ class RayBackend:
         `run_item(fn, spec, outputs, data_dir, strategy, output_dir, memo)` runs on the worker,
         which builds `strategy` ((name, tpu), or None for TF's default) itself."""
         remote = self._remote(_finetune_item)
-        pending = {}
+        pending, memo = {}, (type(memo), memo.directory)  # the worker opens it, without the log
         for spec, outputs in items:
             args = (run_item, fn, spec, outputs, data_dir, strategy, output_dir, memo)
             pending[remote.remote(*args)] = _Item(spec)
