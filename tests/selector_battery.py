@@ -16,6 +16,7 @@ from vtab_eval import selectors
 
 EXPERTS = ("noise", "planted", "weak")
 PLANTED = "planted"
+UPSTREAM = 100  # upstream images of the fake EPN and classifier
 
 
 def clustered(rng, labels, separation, dim=16):
@@ -47,10 +48,15 @@ class FakeContext:
             "planted": np.array([5.0, 5.0, 0.0, 0.0, 0.1]),
             "weak": np.array([1.0, 1.0, 1.0, 1.0, 1.0]),
         }
-        meta = {"outputs": list(EXPERTS), "output_activation": "sigmoid"}
+        # Images of each expert's upstream slice, of the UPSTREAM images the EPN and the
+        # classifier were trained on: the domains' shares are 0.5, 0.2 and 0.8.
+        self.counts = {"noise": 50, "planted": 20, "weak": 80}
+        meta = {"outputs": list(EXPERTS), "output_activation": "sigmoid", "image_count": UPSTREAM}
         self.modules = {
             "epn": toys.Entry("epn", "epn", "epn", "epn", meta),
-            "classifier": toys.Entry("clf", "clf", "baseline", "classifier", {}),
+            "classifier": toys.Entry(
+                "clf", "clf", "baseline", "classifier", {"image_count": UPSTREAM}
+            ),
         }
         self.outputs = {"epn": epn, "clf": upstream}
 
@@ -66,6 +72,9 @@ class FakeContext:
     def probabilities(self, entry, what):
         self.record["num_images"] = len(self.labels)
         return self.outputs[entry.handle]
+
+    def image_counts(self):
+        return {h: self.counts[h] for h in self.experts if h in self.counts}
 
     def by_alias(self, table):
         return {h: table[h] for h in self.experts if h in table}

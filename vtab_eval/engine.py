@@ -13,17 +13,18 @@ def cached_ranking(job, method, pool, seed, context):
     """The ranking of `method` on `job`'s task: OUT/rankings/<task slug>/<method>-<identity>.json
     when it holds one of the same identity, else computed (`ranking.rank`) and kept there."""
     options = ranking.options_of(context["config"], seed)
-    ranking_id = identity.content_hash(
-        {
-            "modules": [{"module": identity.module_identity(e)} for e in pool],
-            "task": job.task_id,
-            "method": method,
-            "seed": options["seed"] if method == "random" else None,
-            "resolution": options["resolution"],
-            "include_baseline": options["include_baseline"],
-        },
-        16,
-    )
+    key = {
+        "modules": [{"module": identity.module_identity(e)} for e in pool],
+        "task": job.task_id,
+        "method": method,
+        "seed": options["seed"] if method == "random" else None,
+        "resolution": options["resolution"],
+        "include_baseline": options["include_baseline"],
+    }
+    revision = selectors.get(method).revision
+    if revision is not None:  # absent otherwise: the rankings of unrevised methods keep their ids
+        key["revision"] = revision
+    ranking_id = identity.content_hash(key, 16)
     slug = files.task_slug(job.task.name)
     path = os.path.join(context["output_dir"], "rankings", slug, f"{method}-{ranking_id}.json")
     found = files.read_json(path, "ranking")

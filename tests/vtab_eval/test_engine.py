@@ -7,7 +7,7 @@ import os
 import pytest
 import vtab_eval_toys as toys
 
-from vtab_eval import config, engine, files, results, runner
+from vtab_eval import checks, config, engine, files, results, runner, selectors
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,31 @@ def test_dry_run_plans_and_trains_nothing(inputs, tmp_path):
     # The time is measured with two short probes of the fine-tune, not by running the plan.
     assert [c[0] for c in fake.calls] == [tasks[0]] * 2
     assert not out.exists()
+
+
+def test_a_ranking_kept_under_another_selector_revision_is_computed_again(
+    inputs, tmp_path, monkeypatch
+):
+    """Issue 25 changed what domain_prediction and label_matching score: their `revision` is part
+    of a kept ranking's identity, so a ranking kept before is not reused."""
+    _, pool, tasks = inputs
+    cfg = _config(pool, tasks[:1], tmp_path / "out")
+    pool_entries, jobs, _ = checks.prepare(cfg, str)
+    computed = []
+
+    def fake_rank(pool, task, method, options, **kwargs):
+        computed.append(method)
+        return {"method": method, "selected": "x"}
+
+    monkeypatch.setattr(engine.ranking, "rank", fake_rank)
+    context = dict(config=cfg, output_dir=str(tmp_path / "out"), log=str, rank_kwargs={})
+    rank = lambda: engine.cached_ranking(jobs[0], "domain_prediction", pool_entries, 0, context)
+    first = rank()
+    assert rank() == first and computed == ["domain_prediction"]  # kept, not recomputed
+    selector = type(selectors.get("domain_prediction"))
+    monkeypatch.setattr(selector, "revision", selector.revision + 1)
+    assert rank()["identity"] != first["identity"]
+    assert computed == ["domain_prediction"] * 2
+    (task_dir,) = (tmp_path / "out" / "rankings").iterdir()
+    kept = [p.name for p in task_dir.iterdir()]
+    assert len(kept) == 2 and all(name.startswith("domain_prediction-") for name in kept)

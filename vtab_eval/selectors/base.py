@@ -46,12 +46,15 @@ class Scores:
 class Selector:
     """One selection method: a subclass sets `name` (lower case letters, digits and "_"), `kind`
     (one of `KINDS`), `rows` (`score` gives per-image hits, hence intervals, win probabilities and
-    the `baseline` fallback) and `higher_is_better`, writes `score`, and is `@register`ed."""
+    the `baseline` fallback) and `higher_is_better`, writes `score`, and is `@register`ed.
+    `revision` (None, or a number raised whenever the score's definition changes) is part of the
+    identity of a ranking the engine keeps, so rankings kept under another definition are redone."""
 
     name = None
     kind = "feature"
     rows = False
     higher_is_better = True
+    revision = None
 
     def candidates(self, pool, include_baseline):
         """The entries to score, in collection order (default: `candidates`)."""

@@ -1,17 +1,17 @@
 """Selectors on a classifier's outputs (Puigcerver et al. 2021): domain_prediction (the EPN) and
 label_matching (the baseline's upstream classifier and the experts' label priors). Both score the
-experts one of whose aliases (`Context.by_alias`) the classifier or the priors name.
+experts one of whose aliases (`Context.by_alias`) the classifier or the priors name, and both
+divide the evidence for an expert's domain by that domain's share of the upstream images (its
+prior), so a domain that holds every image (a hierarchy root) scores 0 and is the generic
+fallback, not the pick of every task.
 """
 
 import numpy as np
 
 from vtab_eval.selectors import base
 
-# Probabilities are clipped to at least this before taking logs (domain prediction).
+# Probabilities and ratios are clipped to at least this before taking logs.
 LOG_PROB_FLOOR = 1e-12
-# Added to every upstream label's prior before renormalising (label matching), so an expert
-# whose prior is 0 on a label the task shows gets a large but finite divergence.
-PRIOR_EPSILON = 1e-6
 
 
 def _as_probabilities(array, name: str) -> np.ndarray:
@@ -33,28 +33,75 @@ def _normalise(distribution: np.ndarray, name: str) -> np.ndarray:
     return distribution / total
 
 
+def _check_share(share, name: str) -> float:
+    share = float(share)
+    if not 0 < share <= 1:
+        raise ValueError(f"the domain share of {name!r} must be in (0, 1]; got {share!r}")
+    return share
+
+
+def domain_shares(ctx, module, handles, what: str) -> dict[str, float]:
+    """handle -> the share of the upstream images in the domain of each expert of `handles`: its
+    metadata "image_count" (images of its slice) over `module`'s (the EPN's or the baseline
+    classifier's, trained on every upstream image). SelectorUnavailable when a count is missing."""
+    total = (module.metadata or {}).get("image_count")
+    base.require(
+        isinstance(total, int) and total > 0,
+        f"{what} {module.handle!r} metadata lacks 'image_count' (its upstream images)",
+    )
+    counts = ctx.image_counts()
+    lacking = [h for h in handles if h not in counts]
+    base.require(not lacking, f"experts without metadata 'image_count' (slice size): {lacking}")
+    return {h: counts[h] / total for h in handles}
+
+
 @base.register
 class DomainPrediction(base.Selector):
-    """The expert prediction network's (EPN) belief that the task's images come from each
+    """The expert prediction network's (EPN) evidence that the task's images come from each
     expert's domain (Puigcerver et al., ICLR 2021, "domain prediction"): the mean over images of
-    log(max(p, LOG_PROB_FLOOR)), the log of the geometric-mean probability (nats, <= 0). Needs
-    the pool's module of role "epn" with metadata "outputs" (expert names in column order)."""
+    log(max(p, LOG_PROB_FLOOR) / share), where p is the EPN's probability that the image is in the
+    domain and share (the domain's prior) the fraction of the EPN's upstream images that are.
+
+    Why the prior: the paper picks the expert whose domain the EPN says the task's images come
+    from, and says nothing of nested domains. Ours are nested (an image is in every domain on its
+    path to the root) and the EPN has one sigmoid per domain, so the raw mean log p favours large
+    domains: a root's p is 1 for every image, and it won every task of `world_local:quick`.
+    p / share = p(x | domain) / p(x) (Bayes) asks instead how much more likely the images are
+    under the domain than under the upstream data as a whole; a root scores 0, the generic
+    fallback when no domain is more likely. It changes no training and needs only each expert's
+    slice size (metadata "image_count"), which every published expert has; training the EPN on
+    the non-root domains only and scoring the root as a fallback constant would retrain every
+    EPN for the same choice (that constant would be this 0).
+
+    Needs the pool's module of role "epn" with metadata "outputs" (domain names in column order)
+    and "image_count" (its upstream images), and each scored expert's "image_count".
+    """
 
     name = "domain_prediction"
     kind = "epn"
+    revision = 2  # 2: divided by the domain's share (issue 25); 1: mean log p
 
     def score(self, ctx):
         need = "domain_prediction needs the EPN module; the pool has none"
         epn = base.require(ctx.module("epn"), need)
         lacks = f"EPN {epn.handle!r} metadata lacks 'outputs' (expert names)"
         outputs = base.require((epn.metadata or {}).get("outputs"), lacks)
+        column = ctx.by_alias({name: name for name in outputs})  # handle -> its EPN output
+        shares = domain_shares(ctx, epn, column, "EPN")
+        by_name = {}
+        for handle, name in column.items():
+            if by_name.setdefault(name, shares[handle]) != shares[handle]:
+                raise ValueError(f"experts of domain {name!r} differ in 'image_count'")
         probs = ctx.probabilities(epn, "EPN")
-        return base.Scores(ctx.by_alias(self.score_probabilities(probs, outputs)))
+        scores = self.score_probabilities(probs, outputs, by_name)
+        return base.Scores({handle: scores[name] for handle, name in column.items()})
 
     @staticmethod
-    def score_probabilities(epn_probs, expert_names) -> dict[str, float]:
-        """name -> score from [N, E] EPN probabilities and the E names in column order; ValueError
-        for probabilities not a non-empty 2-D array in [0, 1], or names repeated or miscounted."""
+    def score_probabilities(epn_probs, expert_names, domain_shares) -> dict[str, float]:
+        """name -> score, for each name of `domain_shares` (name -> the domain's share of the
+        upstream images, in (0, 1]) in column order, from [N, E] EPN probabilities and the E
+        names of their columns. ValueError for probabilities not a non-empty 2-D array in [0, 1],
+        names repeated or miscounted, or a share outside (0, 1] or for no column."""
         probs = _as_probabilities(epn_probs, "epn_probs")
         names = list(expert_names)
         if len(set(names)) != len(names):
@@ -64,47 +111,76 @@ class DomainPrediction(base.Selector):
                 f"epn_probs has {probs.shape[1]} expert columns but {len(names)} expert names "
                 "were given"
             )
+        unknown = sorted(set(domain_shares) - set(names))
+        if unknown:
+            raise ValueError(f"domain_shares names {unknown}, which have no EPN column")
         mean_log = np.mean(np.log(np.maximum(probs, LOG_PROB_FLOOR)), axis=0)
-        return {name: float(value) for name, value in zip(names, mean_log)}
+        return {
+            name: float(value - np.log(_check_share(domain_shares[name], name)))
+            for name, value in zip(names, mean_log)
+            if name in domain_shares
+        }
 
 
 @base.register
 class LabelMatching(base.Selector):
-    """How well each expert's upstream-label prior matches the upstream labels the baseline's
-    classifier predicts on the task (Puigcerver et al., ICLR 2021, "label matching"; in the
-    spirit of Ngiam et al., "Domain Adaptive Transfer Learning with Specialist Models", 2018,
-    and Cui et al., "Large Scale Fine-Grained Categorization and Domain-Specific Transfer
-    Learning", CVPR 2018). Needs the pool's module of role "classifier" and `ctx.label_priors`.
-    Score: KL(task || expert) in nats (`score_probabilities`); lower is better.
+    """How much more of the task's upstream labels, as the baseline's classifier predicts them, an
+    expert's domain explains than its share of the upstream images (Puigcerver et al., ICLR 2021,
+    "label matching"; in the spirit of Ngiam et al., "Domain Adaptive Transfer Learning with
+    Specialist Models", 2018, and Cui et al., "Large Scale Fine-Grained Categorization and
+    Domain-Specific Transfer Learning", CVPR 2018). Score (`score_probabilities`): log of
+    sum_l t_l * d_l / r_l, t the task's label distribution, d the expert's label prior, r the
+    upstream one; for a hierarchy node this is log(t(domain) / share). Higher is better.
+
+    Why not KL(task || expert), which this was until issue 25: a classifier's predictions never
+    fall wholly in one domain (on the demo's held-out Greek fonts 47% of the mass lay outside
+    `greek`), and KL charges every unit of mass outside the expert's labels log(1/epsilon) of the
+    prior's smoothing, so the expert whose labels cover everything (a root) won every task of the
+    demo world. Dividing by the upstream label distribution is the prior correction of
+    `DomainPrediction`: a root scores 0 and is the fallback, a random control domain (appendix G,
+    a prior close to r) about 0 too.
+
+    Needs the pool's module of role "classifier" with metadata "image_count" (its upstream
+    images), `ctx.label_priors`, and each scored expert's "image_count".
     """
 
     name = "label_matching"
     kind = "classifier"
-    higher_is_better = False
+    revision = 2  # 2: log of the prior-divided label mass (issue 25); 1: KL(task || expert)
 
     def score(self, ctx):
         need = "label_matching needs the baseline's classifier module; the pool has none"
         classifier = base.require(ctx.module("classifier"), need)
         base.require(ctx.label_priors, "label_matching needs the experts' label priors; none given")
-        probs = ctx.probabilities(classifier, "baseline classifier")
         lacking = "no expert of the pool has a label prior"
         priors = base.require(ctx.by_alias(ctx.label_priors), lacking)
-        return base.Scores(self.score_probabilities(probs, priors))
+        shares = domain_shares(ctx, classifier, priors, "baseline classifier")
+        probs = ctx.probabilities(classifier, "baseline classifier")
+        return base.Scores(self.score_probabilities(probs, priors, shares))
 
     @staticmethod
-    def score_probabilities(upstream_probs, expert_priors: dict) -> dict[str, float]:
-        """handle -> KL(task || expert) in nats: task = the mean of the rows of `upstream_probs`
-        ([N, L] upstream-label probabilities; sigmoid rows need not sum to 1) normalised, expert =
-        (prior / sum(prior) + PRIOR_EPSILON) renormalised, from `expert_priors` (handle -> [L]
-        label counts or frequencies). Labels the task never predicts contribute 0. ValueError for
-        malformed probabilities, no priors, or a prior misshapen, negative, non-finite or all 0.
+    def score_probabilities(upstream_probs, expert_priors: dict, domain_shares: dict):
+        """handle -> log(max(sum_l t_l d_l / r_l, LOG_PROB_FLOOR)) for each handle of
+        `expert_priors` (handle -> [L] label counts or frequencies, normalised to d) and
+        `domain_shares` (handle -> the domain's share of the upstream images, in (0, 1]).
+        t = the mean of the rows of `upstream_probs` ([N, L] upstream-label probabilities; sigmoid
+        rows need not sum to 1) normalised. r, the upstream label distribution, is estimated as
+        r_l = max over experts of share * d_l: exact for single-label upstream data where some
+        expert's domain holds every image of label l (any hierarchy node above it; a root holds
+        all); labels no prior has are left out of every sum. ValueError for malformed
+        probabilities, no priors, a prior misshapen, negative, non-finite or all 0, or shares not
+        matching the priors or outside (0, 1].
         """
         probs = _as_probabilities(upstream_probs, "upstream_probs")
         task = _normalise(probs.mean(axis=0), "the mean of upstream_probs")
         if not expert_priors:
             raise ValueError("expert_priors is empty")
-        support = task > 0
-        scores = {}
+        if set(domain_shares) != set(expert_priors):
+            raise ValueError(
+                f"domain_shares has {sorted(domain_shares)}; expected the experts of "
+                f"expert_priors, {sorted(expert_priors)}"
+            )
+        label_priors = {}
         for handle, prior in expert_priors.items():
             prior, name = np.asarray(prior, dtype=np.float64), f"label prior of expert {handle!r}"
             if prior.shape != task.shape:
@@ -114,8 +190,14 @@ class LabelMatching(base.Selector):
                 )
             if not np.all(np.isfinite(prior)) or prior.min() < 0:
                 raise ValueError(f"{name} must be finite and non-negative")
-            expert = _normalise(prior, name) + PRIOR_EPSILON
-            expert /= expert.sum()
-            kl = np.sum(task[support] * (np.log(task[support]) - np.log(expert[support])))
-            scores[handle] = float(kl)
-        return scores
+            label_priors[handle] = _normalise(prior, name)
+        upstream = np.max(
+            [_check_share(domain_shares[h], h) * d for h, d in label_priors.items()], axis=0
+        )
+        known = upstream > 0
+        return {
+            handle: float(
+                np.log(max(np.sum(task[known] * d[known] / upstream[known]), LOG_PROB_FLOOR))
+            )
+            for handle, d in label_priors.items()
+        }

@@ -77,6 +77,16 @@ class Context:
             return exp / exp.sum(axis=1, keepdims=True)
         return 1.0 / (1.0 + np.exp(-logits))
 
+    def image_counts(self):
+        """handle -> metadata "image_count" (the images of its upstream slice) of each expert that
+        has a positive integer one."""
+        found = {}
+        for e in self.experts:
+            count = (base.entry_field(e, "metadata") or {}).get("image_count")
+            if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+                found[base.entry_handle(e)] = count
+        return found
+
     def by_alias(self, table):
         """handle -> table[alias] for each expert one of whose aliases (module name, metadata
         "expert", metadata "slice", first match wins) is a key of `table`."""
