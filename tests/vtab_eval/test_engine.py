@@ -118,6 +118,24 @@ def test_dry_run_plans_and_trains_nothing(inputs, tmp_path):
     # knn's pick is not ranked yet: a stand-in; B's fine-tunes are known: 2 tasks x 2 x 2.
     assert plan["fine_tunes"] == 8 and plan["recorded"] == 0 and plan["seconds"] >= 0
     assert any("fine-tunes: 8 after sharing" in line for line in lines)
-    # The time is measured with two short probes of the fine-tune, not by running the plan.
-    assert [c[0] for c in fake.calls] == [tasks[0]] * 2
+    # The time is measured with a warm-up and two short probes, not by running the plan.
+    assert [c[0] for c in fake.calls] == [tasks[0]] * 3
     assert not out.exists()
+
+
+@pytest.mark.parametrize("linked", ["results", "tensorboard", "models", "finetunes"])
+def test_an_output_folder_holding_a_link_out_of_it_is_refused_before_any_work(
+    inputs, tmp_path, linked
+):
+    _, pool, tasks = inputs
+    out, outside = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep")
+    (out / linked).symlink_to(outside)
+    cfg = config.set_key(_config(pool, tasks[:1], out), "finetune.save_models", True)
+    fake = Fake(out, [], [])
+    executor = runner.make_executor(cfg, None, progress=False, finetune_fn=fake)
+    with pytest.raises(ValueError, match=rf"--output_dir .*: {linked} is a symbolic link to"):
+        engine.evaluate(cfg, executor=executor, log=lambda line: None)
+    assert fake.calls == [] and sorted(os.listdir(outside)) == ["precious.txt"]
