@@ -264,6 +264,26 @@ def walk_files(root) -> list:
     return sorted(files)
 
 
+def refuse_links_out(root, what) -> None:
+    """ValueError (one line naming `what`, the link and its target) if a symbolic link anywhere
+    under the local folder `root` leads outside `root`'s real path: writing through it would write,
+    or replacing a folder delete, outside `root`. Links are not followed; a URL or a missing `root`
+    passes (object stores have no links)."""
+    if is_url(root) or not os.path.isdir(root):
+        return
+    real_root = os.path.realpath(root)
+    for top, folders, names in os.walk(root):
+        for name in folders + names:
+            path = os.path.join(top, name)
+            real = os.path.realpath(path)
+            if os.path.islink(path) and os.path.commonpath([real_root, real]) != real_root:
+                raise ValueError(
+                    f"{what} {root}: {os.path.relpath(path, root)} is a symbolic link to "
+                    f"{os.readlink(path)}, outside it; writing through it would change files "
+                    "there: remove the link, or give another folder"
+                )
+
+
 def islink(path) -> bool:
     """Whether `path` is a symbolic link (never for a URL: object stores have none)."""
     path = check_url(path)

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import math
 import os
+import pkgutil
 
 
 def merge(defaults: dict, user: dict, path: str) -> dict:
@@ -103,15 +104,23 @@ def load_config(spec: str, package: str = "bit_experts.configs") -> dict:
             raise FileNotFoundError(f"config file {target!r} does not exist")
         module_spec = importlib.util.spec_from_file_location("_config_file", target)
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as err:  # any failure of the user's file is bad input: one line
+            where = f" (line {err.lineno})" if isinstance(err, SyntaxError) else ""
+            raise ValueError(
+                f"config file {target!r} cannot be loaded: {type(err).__name__}: {err.args[0] if err.args else err}{where}"
+            ) from None
     else:
         try:
             module = importlib.import_module(f"{package}.{target}")
         except ModuleNotFoundError as e:
             if e.name != f"{package}.{target}":
                 raise
+            found = importlib.import_module(package).__path__
+            names = sorted(m.name for m in pkgutil.iter_modules(found) if m.name[0] != "_")
             raise ValueError(
-                f"unknown config {target!r}: give a .py file or one of {package.replace('.', '/')}/"
+                f"unknown config {target!r}: give a .py file or one of {names}"
             ) from None
     if not hasattr(module, "get_config"):
         raise ValueError(f"config {target!r} has no get_config() function")

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import re
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
@@ -161,7 +162,13 @@ def load_model(model_dir):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a bad archive.
-        raise ValueError(f"cannot load {path}: {type(error).__name__}: {error}") from None
+        if zipfile.is_zipfile(path):
+            raise ValueError(f"cannot load {path}: {type(error).__name__}: {error}") from None
+        raise ValueError(
+            f"cannot load {path}: not a Keras archive (a .keras file is a zip; this one is "
+            f"{os.path.getsize(path)} bytes, truncated or overwritten?): retrain that model or "
+            "restore the file"
+        ) from None
 
 
 def backbone_copy(model, expert_id=None):

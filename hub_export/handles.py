@@ -61,7 +61,8 @@ def resolve(handle, name=None):
     if not is_remote(handle):
         path = os.path.abspath(handle)
         if not os.path.isdir(path):
-            raise ModuleError(f"module {label!r}: directory {path} does not exist")
+            what = "is a file, not a module folder" if os.path.exists(path) else "does not exist"
+            raise ModuleError(f"module {label!r}: {path} {what}")
         return module_folder(path, label)
     import tensorflow_hub as hub  # Imported lazily: it is only needed for remote handles.
 

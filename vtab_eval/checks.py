@@ -44,7 +44,8 @@ def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
     """Checks that directory `path` exists or can be created, is writable and has free space;
     returns it absolute (a URL as given, `file://` as its local path), else ValueError naming `flag`.
     Creates nothing: the deepest existing ancestor is probed with a temporary file (which catches
-    read-only file systems os.access misses); a URL is only checked for not naming a file."""
+    read-only file systems os.access misses); a URL is only checked for not naming a file. A
+    symbolic link in it that leads outside it is refused (`atomic_files.refuse_links_out`)."""
     path = checked_path(flag, path)
     if atomic_files.is_url(path):
         if atomic_files.exists(path) and not atomic_files.isdir(path):
@@ -65,6 +66,7 @@ def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
         ) from None
     os.close(handle)
     os.remove(probe)
+    atomic_files.refuse_links_out(path, flag)
     free = shutil.disk_usage(existing).free
     if free < min_free_bytes:
         raise ValueError(
@@ -212,21 +214,26 @@ def _planned(jobs, pool, config, memo):
     return plan.unique(tuning), placeholders, plan.unique(known)
 
 
+PROBE_STEPS = (1, 1, 11)  # a warm-up (the process's first tracing, not counted), then two probes
+
+
 def measure(job, entry, executor):
-    """(seconds of setup, seconds per step, setting) of the job's first setting on `entry`: from a
-    1-step and a 3-step fine-tune run by `executor`'s fine-tuning function (none is recorded)."""
+    """(seconds of setup, seconds per step, setting) of the job's first setting on `entry`: from
+    fine-tunes of `PROBE_STEPS` run by `executor`'s fine-tuning function after one warm-up (none is
+    recorded): per step = (t(11) - t(1)) / 10, setup = t(1) - per step."""
     from vtab_eval import finetune  # here: it loads tensorflow_hub, whose flags rank must not get
 
     train, evaluation = job.splits()[-1]
     fn, times = executor.finetune_fn or finetune.finetune_and_evaluate, []
     where = dict(data_dir=executor.data_dir, strategy=executor.strategy, seed=0)
-    for steps in (1, 3):
+    for steps in PROBE_STEPS:
         short = dict(job.sweep[0], steps=steps, warmup_steps=0, name=f"probe{steps}")
         start = time.time()
         fn(plan.entry_handle(entry), job.task, train, evaluation, short, **where)
         times.append(time.time() - start)
-    per_step = max(0.0, (times[1] - times[0]) / 2)
-    return max(0.0, times[0] - per_step), per_step, job.sweep[0]
+    one, many = times[1], times[2]
+    per_step = max(0.0, (many - one) / (PROBE_STEPS[2] - PROBE_STEPS[1]))
+    return max(0.0, one - per_step), per_step, job.sweep[0]
 
 
 def print_plan(jobs, sizes, pool, config, executor, log):

@@ -192,7 +192,7 @@ def get_key(config, key):
 _COMMON = {
     "collection": ("collection", "Collection dir, manifest.json or text file of handles."),
     "data_dir": ("data_dir", "TFDS data directory."),
-    "cache_dir": ("cache_dir", "Feature cache; default OUT/feature_cache."),
+    "cache_dir": ("cache_dir", "Feature cache; default OUT/feature_cache (rank: beside the JSON)."),
     "deterministic": ("deterministic", "TF op determinism and seeded RNGs (--nodeterministic)."),
     "skip_bad_images": ("skip_bad_images", "Leave out undecodable folder images with a warning."),
 }
@@ -206,8 +206,8 @@ _EXECUTOR = {
 _SWEEP = {
     "sweep": (
         "finetune.sweep",
-        "Sweep preset: vtab_lightweight, bit_hyperrule, local, quick, random_search, demo; auto: "
-        "random_search for table3 tasks, local for the others.",
+        "Sweep preset: vtab_lightweight, bit_hyperrule, local, quick, random_search, demo, "
+        "demo_quick; auto: random_search for table3 tasks, local for the others.",
     ),
     "learning_rates": ("finetune.learning_rates", "Sweep given by flags: learning rates."),
     "steps": ("finetune.steps", "Sweep given by flags: step counts (with --learning_rates)."),

@@ -32,7 +32,7 @@ def check_workdir(workdir: str) -> None:
 
     Nothing is created: a refused run leaves no trace. A URL of a `tf.io.gfile` filesystem
     (`gs://bucket/work`, docs/workdir.md) is refused only when it names a file: whether it can be
-    written shows at the first write.
+    written shows at the first write. A symbolic link in it that leads outside it is refused.
     """
     if not workdir:
         raise ValueError("--workdir must be a directory path, got an empty string")
@@ -58,6 +58,7 @@ def check_workdir(workdir: str) -> None:
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"--workdir {workdir!r}: {existing!r} is not writable")
+    atomic_files.refuse_links_out(path, "--workdir")
 
 
 def take_lock(workdir: str, print_fn=print) -> locks.DirectoryLock:

@@ -94,3 +94,19 @@ def test_walk_files_refuses_a_link_to_a_file_or_a_folder(tmp_path):
         atomic_files.walk_files(str(tmp_path / "m"))
     assert atomic_files.islink(str(tmp_path / "m" / "up"))
     assert not atomic_files.islink(str(tmp_path / "m" / "sub"))
+
+
+def test_refuse_links_out_names_a_link_anywhere_below_that_leaves_the_folder(tmp_path):
+    root, outside = tmp_path / "out", tmp_path / "elsewhere"
+    (root / "results" / "task").mkdir(parents=True)
+    outside.mkdir()
+    (root / "results" / "task" / "inside").symlink_to(root / "results")
+    atomic_files.refuse_links_out(str(root), "--output_dir")  # a link that stays inside is fine
+    atomic_files.refuse_links_out(str(tmp_path / "missing"), "--output_dir")  # nothing to check
+    (root / "results" / "task" / "models").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"results/task/models is a symbolic link to .*elsewhere"):
+        atomic_files.refuse_links_out(str(root), "--output_dir")
+    (root / "results" / "task" / "models").unlink()
+    (root / "report.md").symlink_to(outside / "report.md")  # a dangling link to a file outside
+    with pytest.raises(ValueError, match=r"^--output_dir .*: report\.md is a symbolic link"):
+        atomic_files.refuse_links_out(str(root), "--output_dir")

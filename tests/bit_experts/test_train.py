@@ -414,6 +414,18 @@ def test_workdir_that_is_a_file_is_refused_in_one_line(tmp_path):
         job.prepare_job(toy_config(), str(a_file / "sub"), source=toy_source())
 
 
+def test_a_workdir_holding_a_link_out_of_it_is_refused_before_anything_is_written(tmp_path):
+    workdir, outside = tmp_path / "work", tmp_path / "elsewhere"
+    workdir.mkdir()
+    outside.mkdir()
+    (workdir / "models").symlink_to(outside)
+    with pytest.raises(
+        ValueError, match=r"^--workdir .*: models is a symbolic link to .*elsewhere"
+    ):
+        job.prepare_job(toy_config(), str(workdir), source=toy_source())
+    assert os.listdir(outside) == [] and os.listdir(workdir) == ["models"]
+
+
 def test_a_full_disk_during_training_is_one_error(tmp_path, monkeypatch):
     import errno
 

@@ -240,6 +240,7 @@ def test_handle_list_errors_name_the_handle(built, tmp_path, monkeypatch):
         "empty.txt": ("# nothing\n\n", "no module handles"),
         "tf1.txt": (str(tmp_path / "tf1"), "TF1 Hub format"),
         "notmodule.txt": (str(tmp_path), "has no saved_model.pb"),
+        "afile.txt": (str(tmp_path / "tf1" / "tfhub_module.pb"), "is a file, not a module folder"),
     }
     (tmp_path / "tf1").mkdir()
     (tmp_path / "tf1" / "tfhub_module.pb").write_bytes(b"")

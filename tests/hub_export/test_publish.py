@@ -368,6 +368,18 @@ def test_publish_rejects_bad_work_directories(tmp_path):
     assert not (tmp_path / "c").exists()  # nothing written before the plan is complete
 
 
+def test_a_truncated_model_archive_is_named_as_such(published, tmp_path):
+    from hub_export import expert_modules
+
+    workdir, _, _ = published
+    folder = tmp_path / "m"
+    folder.mkdir()
+    whole = (workdir / "models" / "baseline" / "model.keras").read_bytes()
+    (folder / "model.keras").write_bytes(whole[:1000])  # cut off: no zip central directory
+    with pytest.raises(ValueError, match=r"not a Keras archive .* 1000 bytes, truncated"):
+        expert_modules.load_model(str(folder))
+
+
 def test_command_line(published, tmp_path):
     workdir, _, _ = published
     out = tmp_path / "c"

@@ -175,10 +175,18 @@ def test_a_config_file_of_ones_own(tmp_path):
     )
     made = config.make(f"{path}:7")
     assert made["seed"] == 7 and made["finetune"]["sweep"] == "quick"
-    with pytest.raises(ValueError, match="unknown config 'nope'"):
+    with pytest.raises(ValueError, match=r"unknown config 'nope'.*\['demo', 'local', 'table3'"):
         config.make("nope")
     with pytest.raises(FileNotFoundError, match="missing.py"):
         config.make(str(tmp_path / "missing.py"))
+    for text, error in [
+        ("def get_config(arg: return 1\n", r"SyntaxError: .* \(line 1\)"),
+        ("import no_such_module_here\n", "ModuleNotFoundError: No module named"),
+        ("x = 1 / 0\n", "ZeroDivisionError: division by zero"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"^config file .*mine.py' cannot be loaded: {error}"):
+            config.make(str(path))
 
 
 # --- flags -------------------------------------------------------------------------------------

@@ -120,8 +120,8 @@ def test_dry_run_plans_and_trains_nothing(inputs, tmp_path):
     assert any("fine-tunes: 8 after sharing" in line for line in lines)
     # Each task's line names the preset its sweep comes from.
     assert sum("search per_selection, sweep quick, aggregate" in line for line in lines) == 2
-    # The time is measured with two short probes of the fine-tune, not by running the plan.
-    assert [c[0] for c in fake.calls] == [tasks[0]] * 2
+    # The time is measured with a warm-up and two short probes, not by running the plan.
+    assert [c[0] for c in fake.calls] == [tasks[0]] * 3
     assert not out.exists()
 
 
@@ -151,3 +151,21 @@ def test_a_ranking_kept_under_another_selector_revision_is_computed_again(
     (task_dir,) = (tmp_path / "out" / "rankings").iterdir()
     kept = [p.name for p in task_dir.iterdir()]
     assert len(kept) == 2 and all(name.startswith("domain_prediction-") for name in kept)
+
+
+@pytest.mark.parametrize("linked", ["results", "tensorboard", "models", "finetunes"])
+def test_an_output_folder_holding_a_link_out_of_it_is_refused_before_any_work(
+    inputs, tmp_path, linked
+):
+    _, pool, tasks = inputs
+    out, outside = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep")
+    (out / linked).symlink_to(outside)
+    cfg = config.set_key(_config(pool, tasks[:1], out), "finetune.save_models", True)
+    fake = Fake(out, [], [])
+    executor = runner.make_executor(cfg, None, progress=False, finetune_fn=fake)
+    with pytest.raises(ValueError, match=rf"--output_dir .*: {linked} is a symbolic link to"):
+        engine.evaluate(cfg, executor=executor, log=lambda line: None)
+    assert fake.calls == [] and sorted(os.listdir(outside)) == ["precious.txt"]

@@ -139,3 +139,30 @@ def test_validate_task_labels_accepts_and_normalises():
 def test_validate_task_labels_rejects(labels, num_classes, message):
     with pytest.raises(ValueError, match=message):
         selectors.validate_task_labels(labels, num_classes=num_classes)
+
+
+def test_the_documented_example_selector_reaches_the_commands_through_a_config_file(
+    tmp_path, monkeypatch
+):
+    import pathlib
+    import re
+
+    from vtab_eval import config
+
+    doc = (pathlib.Path(__file__).parents[2] / "docs" / "selection.md").read_text()
+    code = re.search(r"in `my_selector.py`:\n\n```python\n(.*?)```", doc, re.S)[1]
+    (tmp_path / "my_selector.py").write_text(code)
+    (tmp_path / "mine.py").write_text(
+        "import my_selector\n\n\ndef get_config(arg=None):\n    return {}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        cfg = config.make(str(tmp_path / "mine.py"), selection={"selectors": ["feature_norm"]})
+        assert cfg["selection"]["selectors"] == ["feature_norm"]
+        chosen = selectors.get("feature_norm")
+        features = {"a": np.ones((4, 3)), "b": np.zeros((4, 3))}
+        ctx = type("Ctx", (), {"features": lambda self: (features, np.arange(4))})()
+        assert chosen.kind == "feature" and chosen.score(ctx).scores == {"a": math.sqrt(3), "b": 0}
+    finally:
+        selectors.unregister("feature_norm")
+        monkeypatch.delitem(__import__("sys").modules, "my_selector", raising=False)
