@@ -8,7 +8,7 @@ Variants (`--config=world_demo:VARIANT`):
           hebrew: 186 characters x 40 images = 7440 images), batch 64. The six largest non-root
           hierarchy nodes become experts: small_letters, capital_letters, latin, cyrillic,
           numerals, greek (the root `glyph` is left out: see `experts` below).
-          Baseline 800 steps, each full expert 300 steps, each adapter expert 100 steps, EPN 150
+          Baseline 800 steps, each full expert 300 steps, each adapter expert 1000 steps, EPN 150
           steps.
   quick   the same path with 3 images per character, r14_micro and a few steps per model (tests).
 
@@ -42,7 +42,12 @@ def get_config(arg=None):
         # slices (-5.2 to +3.7 points); at 300 five of six are, with paired 95% intervals above 0
         # (docs/selection.md, "Are the experts experts?").
         "full": {"steps": 300, "base_lr": 0.4, "warmup_steps": 30},
-        "adapter": {"steps": 100, "base_lr": 1.6, "warmup_steps": 10},
+        # 1000 steps at base_lr 16 (100 at 1.6 before): the adapters train only themselves, on B's
+        # frozen backbone and head, and at 1.6 their output stayed at 1-15% of the residual stream
+        # they add to; at 100 or 300 steps with base_lr 1.6 to 40 none of the six was better than
+        # B on its own slice; at 1000 steps and 16, four of six are, with paired 95% intervals
+        # above 0 (n = 1; docs/results/adapter_experts_2026-12-07.md).
+        "adapter": {"steps": 1000, "base_lr": 16.0, "warmup_steps": 100},
         "epn": {"steps": 150, "base_lr": 0.8, "warmup_steps": 15},
         "checkpoint_every": 100,
         "log_every": 100,
