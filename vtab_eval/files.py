@@ -49,20 +49,9 @@ def task_slug(task_name):
 
 # What run, audit and their report write in an output folder (docs/evaluation.md, "Output layout").
 OUTPUTS = (
-    "results",
-    "rankings",
-    "finetunes",
-    "tensorboard",
-    "predictions",
-    "models",
-    "plots",
-    "feature_cache",
-    "report.md",
-    "summary.json",
-    "comparison.md",
-    "audit.json",
-    "audit.md",
-)
+    "results rankings finetunes tensorboard predictions models plots feature_cache report.md "
+    "summary.json comparison.md audit.json audit.md"
+).split()
 
 
 def output_paths(config):
