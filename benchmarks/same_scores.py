@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -188,11 +189,36 @@ def _diff(a, b, where, root_a, root_b, out):
 ROOTS = []  # both runs' folders, set by `compare`
 
 
+_RANKING = re.compile(r"(.*/rankings/.*/[a-z_0-9]+)-[0-9a-f]{16}\.json$")
+
+
+def _paired(files):
+    """`files` (name -> path) with each kept ranking, named `<method>-<identity>.json`, renamed
+    `<method>#<i>.json` (i: its order by seed): an identity's definition may change between two
+    trees while the ranking it names stays the same."""
+    out, groups = {}, {}
+    for name, path in files.items():
+        found = _RANKING.match(name)
+        if found is None:
+            out[name] = path
+        else:
+            groups.setdefault(found[1], []).append(path)
+    for stem, paths in groups.items():
+
+        def seed(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f).get("seed") or 0
+
+        for i, path in enumerate(sorted(paths, key=seed)):
+            out[f"{stem}#{i}.json"] = path
+    return out
+
+
 def compare(before, after):
     """Lines naming every differing leaf of the JSON files both runs wrote (empty: the same)."""
     before, after = os.path.abspath(before), os.path.abspath(after)
     ROOTS[:] = [before, after]
-    files_a, files_b = _json_files(before), _json_files(after)
+    files_a, files_b = _paired(_json_files(before)), _paired(_json_files(after))
     lines = [f"{name}: only before" for name in sorted(set(files_a) - set(files_b))]
     lines += [f"{name}: only after" for name in sorted(set(files_b) - set(files_a))]
     compared = 0

@@ -264,23 +264,28 @@ def walk_files(root) -> list:
     return sorted(files)
 
 
-def refuse_links_out(root, what) -> None:
-    """ValueError (one line naming `what`, the link and its target) if a symbolic link anywhere
-    under the local folder `root` leads outside `root`'s real path: writing through it would write,
-    or replacing a folder delete, outside `root`. Links are not followed; a URL or a missing `root`
-    passes (object stores have no links)."""
+def refuse_links_out(root, what, names=None) -> None:
+    """ValueError (one line naming `what`, the link and its real target) if a symbolic link under
+    the local folder `root` leads outside `root`'s real path: writing through it would write, or
+    replacing a folder delete, outside `root`. `names`: only these entries of `root` (what a
+    command writes there) and everything below them are looked at; None: all of `root`. Links are
+    not followed; a URL or a missing `root` passes (object stores have no links)."""
     if is_url(root) or not os.path.isdir(root):
         return
     real_root = os.path.realpath(root)
-    for top, folders, names in os.walk(root):
-        for name in folders + names:
-            path = os.path.join(top, name)
+    tops = [root] if names is None else [os.path.join(root, n) for n in names]
+    for top in tops:
+        walked = os.walk(top) if os.path.isdir(top) and not os.path.islink(top) else []
+        paths = [top] + [
+            os.path.join(t, n) for t, folders, files in walked for n in folders + files
+        ]
+        for path in paths:
             real = os.path.realpath(path)
             if os.path.islink(path) and os.path.commonpath([real_root, real]) != real_root:
                 raise ValueError(
-                    f"{what} {root}: {os.path.relpath(path, root)} is a symbolic link to "
-                    f"{os.readlink(path)}, outside it; writing through it would change files "
-                    "there: remove the link, or give another folder"
+                    f"{what} {root}: {os.path.relpath(path, root)!r} is a symbolic link to {real!r}, "
+                    "outside it; writing through it would change files there: remove the link, "
+                    "or give another folder"
                 )
 
 

@@ -44,8 +44,7 @@ def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
     """Checks that directory `path` exists or can be created, is writable and has free space;
     returns it absolute (a URL as given, `file://` as its local path), else ValueError naming `flag`.
     Creates nothing: the deepest existing ancestor is probed with a temporary file (which catches
-    read-only file systems os.access misses); a URL is only checked for not naming a file. A
-    symbolic link in it that leads outside it is refused (`atomic_files.refuse_links_out`)."""
+    read-only file systems os.access misses); a URL is only checked for not naming a file."""
     path = checked_path(flag, path)
     if atomic_files.is_url(path):
         if atomic_files.exists(path) and not atomic_files.isdir(path):
@@ -66,7 +65,6 @@ def writable_dir(flag, path, min_free_bytes=MIN_FREE_BYTES):
         ) from None
     os.close(handle)
     os.remove(probe)
-    atomic_files.refuse_links_out(path, flag)
     free = shutil.disk_usage(existing).free
     if free < min_free_bytes:
         raise ValueError(
@@ -96,7 +94,9 @@ def output_file(flag, path, min_free_bytes=MIN_FREE_BYTES):
 def cache_dir(flag, path, read_only=False):
     """The feature cache folder, checked: writable, or (`read_only`, for --cache_only) existing."""
     if not read_only:
-        return writable_dir(flag, path)
+        path = writable_dir(flag, path)
+        atomic_files.refuse_links_out(path, flag)
+        return path
     path = checked_path(flag, path)
     if not atomic_files.isdir(path):
         raise ValueError(f"{flag}: {path!r} is not a directory (--cache_only reads it)")
@@ -328,6 +328,10 @@ def prepare(config, log=print, extra_problems=()):
     for flag, path in (("--output_dir", out), ("--memo_dir", memo_dir), ("--cache_dir", cache)):
         try:
             writable_dir(flag, path)
+            # What the run writes there, and below, must not lead outside (docs/evaluation.md).
+            atomic_files.refuse_links_out(
+                path, flag, files.OUTPUTS if flag == "--output_dir" else None
+            )
         except ValueError as err:
             problems.append(str(err))
     if config["finetune"]["save_models"] and atomic_files.is_url(out):

@@ -47,6 +47,13 @@ def task_slug(task_name):
     return f"{readable}-{digest}"
 
 
+# What run, audit and their report write in an output folder (docs/evaluation.md, "Output layout").
+OUTPUTS = (
+    "results rankings finetunes tensorboard predictions models plots feature_cache report.md "
+    "summary.json comparison.md audit.json audit.md"
+).split()
+
+
 def output_paths(config):
     """(output dir, memo dir, feature cache dir) of an evaluation config, absolute (URLs as they
     are): `memo_dir` and `cache_dir` default to OUT/finetunes and OUT/feature_cache."""

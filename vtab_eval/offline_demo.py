@@ -74,6 +74,8 @@ def run_demo(workdir, eval_config, evaluate, log=print):
     atomic_files.require_local(
         workdir, "--workdir", "the demo reads its task folders from a local disk; run it there"
     )
+    # Every stage writes under workdir: a link out of it is refused now, not stages later.
+    atomic_files.refuse_links_out(atomic_files.abspath(workdir), "--workdir")
     where = paths(workdir)
     quick = eval_config["finetune"]["sweep"] == "demo_quick"
     timings = files.read_json(where["timings"], "timings file") or {}

@@ -104,9 +104,18 @@ def test_refuse_links_out_names_a_link_anywhere_below_that_leaves_the_folder(tmp
     atomic_files.refuse_links_out(str(root), "--output_dir")  # a link that stays inside is fine
     atomic_files.refuse_links_out(str(tmp_path / "missing"), "--output_dir")  # nothing to check
     (root / "results" / "task" / "models").symlink_to(outside)
-    with pytest.raises(ValueError, match=r"results/task/models is a symbolic link to .*elsewhere"):
+    with pytest.raises(
+        ValueError, match=r"'results/task/models' is a symbolic link to .*elsewhere"
+    ):
         atomic_files.refuse_links_out(str(root), "--output_dir")
     (root / "results" / "task" / "models").unlink()
     (root / "report.md").symlink_to(outside / "report.md")  # a dangling link to a file outside
-    with pytest.raises(ValueError, match=r"^--output_dir .*: report\.md is a symbolic link"):
+    with pytest.raises(ValueError, match=r"^--output_dir .*: 'report\.md' is a symbolic link"):
         atomic_files.refuse_links_out(str(root), "--output_dir")
+    # Only the named entries (what a command writes) are looked at, when names are given; a link's
+    # name with a line break stays on one line.
+    atomic_files.refuse_links_out(str(root), "--output_dir", names=["results", "plots"])
+    (root / "results" / "bad\nname").symlink_to(outside)
+    with pytest.raises(ValueError) as err:
+        atomic_files.refuse_links_out(str(root), "--output_dir", names=["results"])
+    assert len(str(err.value).splitlines()) == 1 and "'results/bad\\nname'" in str(err.value)

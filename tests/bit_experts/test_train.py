@@ -420,7 +420,7 @@ def test_a_workdir_holding_a_link_out_of_it_is_refused_before_anything_is_writte
     outside.mkdir()
     (workdir / "models").symlink_to(outside)
     with pytest.raises(
-        ValueError, match=r"^--workdir .*: models is a symbolic link to .*elsewhere"
+        ValueError, match=r"^--workdir .*: 'models' is a symbolic link to .*elsewhere"
     ):
         job.prepare_job(toy_config(), str(workdir), source=toy_source())
     assert os.listdir(outside) == [] and os.listdir(workdir) == ["models"]

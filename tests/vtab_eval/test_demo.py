@@ -197,3 +197,15 @@ def test_a_bad_seed_is_one_line_before_any_work(tmp_path):
         "vtab_eval.demo: error: bad config: seed must be an int in [0, 2**31 - 1], got -3"
     ]
     assert not workdir.exists()
+
+
+def test_a_link_out_of_the_demo_workdir_is_refused_before_the_first_stage(tmp_path):
+    workdir, outside = tmp_path / "demo", tmp_path / "elsewhere"
+    (workdir / "evaluation").mkdir(parents=True)
+    outside.mkdir()
+    (workdir / "evaluation" / "results").symlink_to(outside)
+    config = offline_demo.evaluation_config(str(workdir), quick=True)
+    evaluated, lines = [], []
+    with pytest.raises(ValueError, match=r"--workdir .*: 'evaluation/results' is a symbolic link"):
+        offline_demo.run_demo(str(workdir), config, lambda: evaluated.append(1), log=lines.append)
+    assert evaluated == [] and lines == [] and sorted(os.listdir(workdir)) == ["evaluation"]

@@ -166,6 +166,20 @@ def test_an_output_folder_holding_a_link_out_of_it_is_refused_before_any_work(
     cfg = config.set_key(_config(pool, tasks[:1], out), "finetune.save_models", True)
     fake = Fake(out, [], [])
     executor = runner.make_executor(cfg, None, progress=False, finetune_fn=fake)
-    with pytest.raises(ValueError, match=rf"--output_dir .*: {linked} is a symbolic link to"):
+    with pytest.raises(ValueError, match=rf"--output_dir .*: '{linked}' is a symbolic link to"):
         engine.evaluate(cfg, executor=executor, log=lambda line: None)
     assert fake.calls == [] and sorted(os.listdir(outside)) == ["precious.txt"]
+
+
+def test_links_out_where_the_run_writes_nothing_do_not_stop_it(inputs, tmp_path):
+    _, pool, tasks = inputs
+    out, outside = tmp_path / "project", tmp_path / "elsewhere"
+    (out / ".venv" / "bin").mkdir(parents=True)
+    outside.mkdir()
+    (out / ".venv" / "bin" / "python3").symlink_to(outside)  # e.g. --output_dir=. in a project
+    (out / "notes").symlink_to(outside)
+    cfg = _config(pool, tasks[:1], out)
+    fake = Fake(out, [], [])
+    executor = runner.make_executor(cfg, None, progress=False, finetune_fn=fake)
+    engine.evaluate(cfg, executor=executor, log=lambda line: None)
+    assert fake.calls and os.listdir(outside) == []

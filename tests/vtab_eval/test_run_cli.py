@@ -358,7 +358,7 @@ def test_command_line_errors_are_one_line(finished_run, tmp_path):
         ),
         (
             ["--config=nope"],
-            "unknown config 'nope': give a .py file or one of vtab_eval/configs/",
+            "unknown config 'nope': give a .py file or one of ['demo', 'local', 'table3', 'vtab1k']",
         ),
     ):
         proc = subprocess.run(
