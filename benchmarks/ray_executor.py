@@ -1,0 +1,170 @@
+r"""`--executor=ray` against `--executor=local` on the same cores (issue 23: overhead and scaling).
+
+    taskset -c 0,1 python -m benchmarks.ray_executor --collection=runs/demo/collection \
+        --tasks=folder:runs/demo/tasks/digits,folder:runs/demo/tasks/greek_lower_heldout_fonts
+
+Each measurement is one `python -m vtab_eval.run` in a fresh output folder (so nothing is reused
+from a memo or a feature cache), as a child process; wall seconds include Python and TensorFlow
+start-up, Ray's start-up and, on Ray, each worker's TensorFlow import. The methods are interleaved
+over `--repeats` rounds, so a change of load hits all of them; the load average is recorded before
+each measurement. Every measurement also checks that its records equal the first local run's
+(scores less wall times).
+
+Methods (`--methods`):
+- `local`: the in-process executor, TensorFlow's default thread pools (all cores given by taskset);
+- `ray`: a Ray instance the command starts with every core given, one CPU per item;
+- `local_1t`: in process on one core (`taskset -c FIRST`), the scaling baseline;
+- `ray_1node`, `ray_2nodes`: a Ray cluster of one or two nodes of one CPU each, started with
+  `ray start` on loopback before the round and stopped after it (the command joins it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks import _common
+
+METHODS = ("local", "ray", "local_1t", "ray_1node", "ray_2nodes")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_cluster(nodes, temp_dir, env):
+    """Starts `nodes` Ray nodes of one CPU on loopback; returns (address, their Popen objects)."""
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    port = _free_port()
+    base = [ray_cli, "start", "--block", "--num-cpus=1", "--node-ip-address=127.0.0.1"]
+    base += ["--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    log = open(os.path.join(temp_dir, "start.log"), "a")
+    started = [
+        subprocess.Popen(
+            [*base, "--head", f"--port={port}", "--include-dashboard=false"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    ]
+    address = f"127.0.0.1:{port}"
+    time.sleep(8)  # the GCS comes up before a second node may join
+    for _ in range(nodes - 1):
+        started.append(
+            subprocess.Popen(
+                [*base, f"--address={address}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+            )
+        )
+    time.sleep(8 if nodes > 1 else 0)
+    return address, started
+
+
+def _stop(started):
+    for process in reversed(started):
+        try:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, 9)
+
+
+def _records(memo_dir):
+    found = {}
+    for name in sorted(os.listdir(memo_dir)):
+        with open(os.path.join(memo_dir, name), encoding="utf-8") as f:
+            record = json.load(f)
+        drop = ("seconds", "outputs")
+        found[record["key"]] = {k: v for k, v in record["result"].items() if k not in drop}
+    return found
+
+
+def measure(method, args, cores, work):
+    """(wall seconds, records, load average) of one run of `method`."""
+    out = tempfile.mkdtemp(prefix=f"{method}-", dir=work)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", RAY_AUTH_MODE="disabled")
+    command = [sys.executable, "-m", "vtab_eval.run", f"--collection={args.collection}"]
+    command += [f"--tasks={args.tasks}", f"--output_dir={out}", "--selectors=knn,baseline"]
+    command += [f"--sweep={args.sweep}", f"--num_retrains={args.num_retrains}"]
+    pin = ",".join(map(str, cores))
+    started = []
+    if method == "local_1t":
+        pin = str(cores[0])
+    elif method == "ray":
+        command += ["--executor=ray", "--cpus_per_item=1"]
+    elif method.startswith("ray_"):
+        temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+        address, started = _start_cluster(1 if method == "ray_1node" else 2, temp_dir, env)
+        command += ["--executor=ray", f"--ray_address={address}", "--cpus_per_item=1"]
+    load = os.getloadavg()[0]
+    start = time.time()
+    try:
+        done = subprocess.run(
+            ["taskset", "-c", pin, *command], capture_output=True, text=True, env=env
+        )
+    finally:
+        _stop(started)
+    seconds = time.time() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
+    records = _records(os.path.join(out, "finetunes"))
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds, records, load
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--collection", required=True)
+    parser.add_argument("--tasks", required=True, help="comma list, as vtab_eval.run --tasks")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sweep", default="quick")
+    parser.add_argument("--num_retrains", type=int, default=2)
+    parser.add_argument("--work", default="/tmp/ray_executor_bench")
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    cores = sorted(os.sched_getaffinity(0))
+    os.makedirs(args.work, exist_ok=True)
+    times = {m: [] for m in methods}
+    loads, reference = [], None
+    for round_index in range(args.repeats):
+        for method in methods if round_index % 2 == 0 else methods[::-1]:
+            seconds, records, load = measure(method, args, cores, args.work)
+            reference = reference or records
+            same = records == reference
+            times[method].append(seconds)
+            loads.append(load)
+            print(
+                f"round {round_index} {method}: {seconds:.1f} s, load {load:.2f}, same records {same}"
+            )
+            if not same:
+                raise RuntimeError(f"{method}'s records differ from the first run's")
+    rows = []
+    base = _common.median(times["local"]) if "local" in times else None
+    for method in methods:
+        median = _common.median(times[method])
+        spread = f"{min(times[method]):.1f}-{max(times[method]):.1f}"
+        ratio = f"{median / base:.2f}" if base else "-"
+        rows.append([method, f"{median:.1f}", spread, ratio])
+    print(_common.machine_line())
+    print(f"cores {cores}; load average before each run: {min(loads):.2f}-{max(loads):.2f}")
+    print(_common.format_table(["method", "median s", "min-max s", "x local"], rows))
+    pairs = ", ".join(f"{m} {_common.median(times[m]) / base:.2f}x" for m in methods if base)
+    print(f"headline: wall time against local (n = {args.repeats} each): {pairs}")
+
+
+if __name__ == "__main__":
+    main()
