@@ -279,9 +279,9 @@ def refuse_links_out(root, what, names=None) -> None:
         paths = [top] + [
             os.path.join(t, n) for t, folders, files in walked for n in folders + files
         ]
-        for path in paths:
+        for path in filter(os.path.islink, paths):  # one lstat each; links alone are resolved
             real = os.path.realpath(path)
-            if os.path.islink(path) and os.path.commonpath([real_root, real]) != real_root:
+            if os.path.commonpath([real_root, real]) != real_root:
                 raise ValueError(
                     f"{what} {root}: {os.path.relpath(path, root)!r} is a symbolic link to {real!r}, "
                     "outside it; writing through it would change files there: remove the link, "

@@ -1,6 +1,7 @@
 """The selector registry, the battery every registered selector passes, and the choice."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -165,4 +166,4 @@ def test_the_documented_example_selector_reaches_the_commands_through_a_config_f
         assert chosen.kind == "feature" and chosen.score(ctx).scores == {"a": math.sqrt(3), "b": 0}
     finally:
         selectors.unregister("feature_norm")
-        monkeypatch.delitem(__import__("sys").modules, "my_selector", raising=False)
+        monkeypatch.delitem(sys.modules, "my_selector", raising=False)
