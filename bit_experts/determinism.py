@@ -15,13 +15,15 @@ job, one task of a run), and `reseed(seeds, name)` re-seeds the global generator
 what a unit draws does not depend on what ran before it in the process (a resumed job then equals an
 uninterrupted one).
 
-Determinism holds for one machine and one TensorFlow build: other CPUs (and thread counts in some
-kernels) may give other, equally valid, numbers (docs/training.md).
+Determinism holds for one machine and one TensorFlow build: other CPUs, and other sizes of
+TensorFlow's thread pools, may give other, equally valid, numbers (docs/training.md). `fix_threads`
+sets the pool sizes, so that work run in another process (a Ray worker) gives the same numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 
 # Every named seed `configure` returns, besides `seed` itself.
 SEED_NAMES = ("data", "augmentation", "init", "selection", "finetune")
@@ -94,3 +96,37 @@ def is_enabled() -> bool:
     from tensorflow.python.framework import config as tf_config
 
     return bool(tf_config.is_op_determinism_enabled())
+
+
+def cores_available() -> int:
+    """How many CPU cores this process may run on (its affinity mask): the size TensorFlow gives
+    its thread pools by default."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def fix_threads(threads: int) -> None:
+    """Sets TensorFlow's intra- and inter-op thread pools of this process to `threads` (0: leaves
+    TensorFlow's default, `cores_available()`).
+
+    A fine-tune's scores depend on the intra-op pool's size (reductions and oneDNN kernels split
+    their work by it), so two processes give the same numbers only with the same size.
+    ValueError (one line): TensorFlow already started here with pools of another size (they are
+    fixed when it starts).
+    """
+    if not threads:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        running = tf.config.threading.get_intra_op_parallelism_threads() or cores_available()
+        if running != threads:
+            raise ValueError(
+                f"{threads} threads per item: TensorFlow already started in this process with "
+                f"{running}; the thread count must be set before it starts"
+            ) from None

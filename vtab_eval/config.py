@@ -104,6 +104,7 @@ _KEYS = {
         "cpus_per_item": (1.0, _POSITIVE),
         "gpus_per_item": (0.0, _NON_NEGATIVE),  # fractions share a GPU
         "max_retries": (3, cs.INT_MIN0),  # of an item whose worker process died
+        "threads_per_item": (0, cs.INT_MIN0),  # 0: the cores the command may use
     },
     "protocol": {
         "num_selections": (1, cs.INT_MIN1),
@@ -196,12 +197,16 @@ _COMMON = {
     "deterministic": ("deterministic", "TF op determinism and seeded RNGs (--nodeterministic)."),
     "skip_bad_images": ("skip_bad_images", "Leave out undecodable folder images with a warning."),
 }
-_EXECUTOR = {
+EXECUTOR_FLAGS = {
     "executor": ("executor.name", "Where fine-tunes and embeddings run: local or ray."),
     "ray_address": ("executor.ray_address", "Ray cluster: empty (start one here), auto, ray://."),
     "cpus_per_item": ("executor.cpus_per_item", "Ray CPUs per fine-tune or embedding."),
     "gpus_per_item": ("executor.gpus_per_item", "Ray GPUs per item; fractions share a GPU."),
     "max_retries": ("executor.max_retries", "Ray retries of an item whose worker died."),
+    "threads_per_item": (
+        "executor.threads_per_item",
+        "TensorFlow threads of each item; 0: the cores this command may use.",
+    ),
 }
 _SWEEP = {
     "sweep": (
@@ -219,7 +224,7 @@ _SWEEP = {
 FLAGS = {
     "run": {
         **_COMMON,
-        **_EXECUTOR,
+        **EXECUTOR_FLAGS,
         **_SWEEP,
         "tasks": ("tasks", "Task names, folder:PATH, or a suite: vtab1k, table3."),
         "output_dir": ("output_dir", "Results, rankings, plots and the report go here."),
@@ -240,7 +245,7 @@ FLAGS = {
     },
     "rank": {
         **_COMMON,
-        **_EXECUTOR,
+        **EXECUTOR_FLAGS,
         "dataset": ("tasks", "Task name (python -m vtab_eval.list_tasks) or folder:PATH."),
         "output_json": ("output_json", "Where to write the ranking (or shard report) JSON."),
         "method": ("selection.selectors", "Selection method (a registered selector)."),
@@ -260,7 +265,7 @@ FLAGS = {
     },
     "audit": {
         **_COMMON,
-        **_EXECUTOR,
+        **EXECUTOR_FLAGS,
         **_SWEEP,
         "tasks": ("tasks", "Task names, folder:PATH, or a suite (as vtab_eval.run)."),
         "output_dir": ("output_dir", "audit.md, audit.json and plots/ go here."),
@@ -283,12 +288,16 @@ _LISTS = {"learning_rates": float, "steps": int, "seeds": int, "proxies": str}  
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}
 
 
-def define_flags(command, flag_values=None):
-    """Defines `command`'s flags (`FLAGS[command]`) and `--config` on absl's flag values."""
+def define_flags(command, flag_values=None, names=None):
+    """Defines `command`'s flags (`FLAGS[command]`) and `--config` on absl's flag values; `names`:
+    only these flags, without `--config` (a command with flags of its own, as the demo)."""
     flag_values = flags.FLAGS if flag_values is None else flag_values
     flags.disclaim_key_flags()  # the calling command's --help lists them, not this module's
-    flags.DEFINE_string("config", None, _CONFIG_HELP, flag_values=flag_values)
+    if names is None:
+        flags.DEFINE_string("config", None, _CONFIG_HELP, flag_values=flag_values)
     for name, (key, help_text) in FLAGS[command].items():
+        if names is not None and name not in names:
+            continue
         default = get_key(DEFAULTS, key)
         define = _DEFINE.get(type(default), flags.DEFINE_string)
         if name in _SINGLE:

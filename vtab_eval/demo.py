@@ -16,9 +16,10 @@ import platform
 from absl import app, flags
 
 from bit_experts import cli, determinism
-from vtab_eval import files, offline_demo, protocol, report
+from vtab_eval import config, files, offline_demo, protocol, report
 
 FLAGS = flags.FLAGS
+EXECUTOR = config.EXECUTOR_FLAGS
 
 
 def define_flags():
@@ -35,6 +36,7 @@ def define_flags():
         "results_page", None, "Also write the results section into this page, between markers."
     )
     flags.DEFINE_string("update_readme", None, "Old name of --results_page (one release more).")
+    config.define_flags("run", names=config.EXECUTOR_FLAGS)  # where the evaluate stage runs
 
 
 def expectation_lines(results, tasks_dir):
@@ -145,28 +147,30 @@ def main(argv):
     command = "python -m vtab_eval.demo" + (" --quick" if FLAGS.quick else "")
     command += f" --seed={FLAGS.seed}" if FLAGS.seed else ""
     with cli.one_line_errors("vtab_eval.demo", (ValueError, FileNotFoundError, FileExistsError)):
-        config = offline_demo.evaluation_config(
+        cfg = offline_demo.evaluation_config(
             FLAGS.workdir,
             FLAGS.quick,
             seed=FLAGS.seed,
             deterministic=FLAGS.deterministic,
             strategy=FLAGS.strategy,
             include_baseline=FLAGS.include_baseline,
+            executor={k.split(".")[1]: FLAGS[n].value for n, (k, _) in EXECUTOR.items()},
         )
-        determinism.configure(config["seed"], config["deterministic"])  # the seed is checked
+        determinism.configure(cfg["seed"], cfg["deterministic"])  # the seed is checked
+        determinism.fix_threads(cfg["executor"]["threads_per_item"])  # every stage: TF not started
         on_task_done = lambda out: report.write(out, with_plots=False)
-        evaluate = lambda: engine.evaluate(config, on_task_done=on_task_done)
-        timings = offline_demo.run_demo(FLAGS.workdir, config, evaluate)
-        report.write(config["output_dir"])
+        evaluate = lambda: engine.evaluate(cfg, on_task_done=on_task_done)
+        timings = offline_demo.run_demo(FLAGS.workdir, cfg, evaluate)
+        report.write(cfg["output_dir"])
         tasks_dir = offline_demo.paths(FLAGS.workdir)["tasks"]
-        summary = summary_markdown(config, tasks_dir, timings, command)
-        summary_path = os.path.join(os.path.dirname(config["output_dir"]), "demo_summary.md")
+        summary = summary_markdown(cfg, tasks_dir, timings, command)
+        summary_path = os.path.join(os.path.dirname(cfg["output_dir"]), "demo_summary.md")
         files.write_text(summary_path, summary)
         page = FLAGS.results_page or FLAGS.update_readme
         if page:
             replace_section(page, summary)
     print(summary)
-    print(f"Report: {os.path.join(config['output_dir'], 'report.md')}; summary: {summary_path}")
+    print(f"Report: {os.path.join(cfg['output_dir'], 'report.md')}; summary: {summary_path}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ OUT/results/ as each (task, selector) finishes; `rank(config)`, `dry_run(config)
 
 import os
 
+from bit_experts import determinism
 from hub_export import collection
 from vtab_eval import checks, files, identity, plan, protocol, ranking, results, runner, selectors
 from vtab_eval.tasks import get_task
@@ -60,6 +61,7 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
     result. `executor`: where fine-tunes run (default `runner.make_executor(config)`), closed here;
     `log`: callable(str); `on_task_done(output_dir)`: called when every result file exists and
     whenever a task's last final fine-tune is recorded; it must not train."""
+    determinism.fix_threads(config["executor"]["threads_per_item"])  # before TF starts
     pool, jobs, _ = checks.prepare(config, log)
     out, _, cache_dir = files.output_paths(config)
     methods = config["selection"]["selectors"]
@@ -120,6 +122,7 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
 def dry_run(config, log=print, finetune_fn=None):
     """Checks `config` and logs its plan with a time estimate measured with `finetune_fn`
     (`checks.print_plan`); records nothing. Returns {"fine_tunes", "recorded", "seconds"}."""
+    determinism.fix_threads(config["executor"]["threads_per_item"])  # before TF starts
     pool, jobs, sizes = checks.prepare(config, log)
     executor = runner.make_executor(config, log, progress=False, finetune_fn=finetune_fn)
     return checks.print_plan(jobs, sizes, pool, config, executor, log)
@@ -129,6 +132,7 @@ def rank(config, log=print):
     """What `python -m vtab_eval.rank` does: the ranking of `config`'s one task by its one method
     (or, with num_shards > 1, this shard's features into the cache), written to `output_json` and
     returned (docs/evaluation.md, "Ranking JSON" and "Shard report")."""
+    determinism.fix_threads(config["executor"]["threads_per_item"])  # before TF starts
     selection = config["selection"]
     output_json = checks.output_file("--output_json", config["output_json"])
     cache_dir = config["cache_dir"] or os.path.join(os.path.dirname(output_json), "feature_cache")

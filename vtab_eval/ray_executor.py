@@ -15,10 +15,12 @@ items finish and are recorded, then `ItemFailedError` names the first failed ite
 
 import dataclasses
 
+from bit_experts import determinism
 from bit_experts.training import strategies
 from vtab_eval import embed
 from vtab_eval.selectors import base
 
+_THREAD_VARS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # read when TF starts
 INSTALL = 'pip install -e ".[ray]"'
 
 
@@ -52,14 +54,17 @@ def _setup_worker():
             pass
 
 
-def _finetune_item(run_item, fn, spec, outputs, data_dir, strategy, output_dir, memo):
+def _finetune_item(run_item, fn, spec, outputs, data_dir, strategy, output_dir, memo, threads):
+    determinism.fix_threads(threads)  # before the strategy starts TensorFlow
     _setup_worker()
     made = strategies.make_strategy(*strategy) if strategy else None  # None: TF's default
     memo_type, memo_dir = memo
-    return run_item(fn, spec, outputs, data_dir, made, output_dir, memo_type(memo_dir, log=None))
+    memo = memo_type(memo_dir, log=None)
+    return run_item(fn, spec, outputs, data_dir, made, output_dir, memo, threads)
 
 
-def _embed_item(entry, task, options, cache_dir, data_dir):
+def _embed_item(entry, task, options, cache_dir, data_dir, threads):
+    determinism.fix_threads(threads)
     _setup_worker()
     found = embed.embed_pool(
         [entry],
@@ -82,6 +87,7 @@ def settings(config):
         cpus_per_item=where["cpus_per_item"],
         gpus_per_item=where["gpus_per_item"],
         max_retries=where["max_retries"],
+        threads=where["threads_per_item"] or determinism.cores_available(),
     )
 
 
@@ -96,6 +102,7 @@ class RayBackend:
     cpus_per_item: float = 1.0
     gpus_per_item: float = 0.0
     max_retries: int = 3
+    threads: int = 0
     log: object = print
 
     def __post_init__(self):
@@ -113,11 +120,15 @@ class RayBackend:
         )
 
     def _remote(self, fn):
+        # TensorFlow's pools are fixed when it starts in a worker: a worker started for another
+        # size would refuse this one, so the size is part of the workers' environment.
+        size = {v: str(self.threads) for v in _THREAD_VARS} if self.threads else {}
         return self._ray.remote(fn).options(
             num_cpus=self.cpus_per_item,
             num_gpus=self.gpus_per_item,
             max_retries=self.max_retries,
             retry_exceptions=False,
+            runtime_env={"env_vars": size} if size else None,
         )
 
     def _collect(self, pending):
@@ -138,14 +149,16 @@ class RayBackend:
             more = f" (and {len(failed) - 1} more, logged above)" if len(failed) > 1 else ""
             raise ItemFailedError(f"{failed[0][0]} failed on a Ray worker: {failed[0][1]}{more}")
 
-    def finetune(self, run_item, fn, items, data_dir, strategy, output_dir, memo):
+    def finetune(self, run_item, fn, items, data_dir, strategy, output_dir, memo, threads):
         """Yields (spec, result) of each (spec, outputs) of `items` as its Ray task finishes;
         `run_item(fn, spec, outputs, data_dir, strategy, output_dir, memo)` runs on the worker,
-        which builds `strategy` ((name, tpu), or None for TF's default) itself."""
+        which builds `strategy` ((name, tpu), or None for TF's default) itself, on `threads`
+        threads (this backend's `threads` if 0)."""
+        threads = threads or self.threads
         remote = self._remote(_finetune_item)
         pending, memo = {}, (type(memo), memo.directory)  # the worker opens it, without the log
         for spec, outputs in items:
-            args = (run_item, fn, spec, outputs, data_dir, strategy, output_dir, memo)
+            args = (run_item, fn, spec, outputs, data_dir, strategy, output_dir, memo, threads)
             pending[remote.remote(*args)] = _Item(spec)
         for item, result in self._collect(pending):
             yield item.spec, result
@@ -174,7 +187,9 @@ class RayBackend:
         self.log(f"embedding {len(todo)} (expert, task) pairs on Ray")
         remote = self._remote(_embed_item)
         pending = {
-            remote.remote(entry, task, options, cache_dir, data_dir): _Embedding(entry, task)
+            remote.remote(entry, task, options, cache_dir, data_dir, self.threads): _Embedding(
+                entry, task
+            )
             for entry, task, options in todo
         }
         found = self._collect(pending)

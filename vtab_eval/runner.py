@@ -13,7 +13,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from bit_experts import atomic_files
+from bit_experts import atomic_files, determinism
 from bit_experts.training import strategies
 from vtab_eval import files, finetune, identity, plan
 
@@ -62,7 +62,9 @@ class Executor:
     `predictions/` and (`save_models`) `models/` under `output_dir`, if given. `finetune_fn`
     replaces `finetune.finetune_and_evaluate`; `ran`: keys trained here. `backend`: None runs each
     item in this process, in order; a `ray_executor.RayBackend` runs them as Ray tasks (then
-    `strategy` is (name, tpu), which each worker builds)."""
+    `strategy` is (name, tpu), which each worker builds). `threads`: the size of TensorFlow's
+    thread pools each item runs with (recorded with its result; in process, set by
+    `make_executor` before TensorFlow starts)."""
 
     memo: Memo
     _: dataclasses.KW_ONLY
@@ -74,6 +76,7 @@ class Executor:
     log: object = print
     progress: bool = True
     backend: object = None
+    threads: int = 0
 
     def __post_init__(self):
         self.log = self.log or (lambda message: None)
@@ -96,7 +99,7 @@ class Executor:
         called as each fine-tune this call trains is recorded; it must not train."""
         results, todo = self._start(specs, later)
         fn = self.finetune_fn or finetune.finetune_and_evaluate
-        where = (self.data_dir, self.strategy, self.output_dir, self.memo)
+        where = (self.data_dir, self.strategy, self.output_dir, self.memo, self.threads)
         if self.backend is not None:  # as they finish
             items = [(spec, self._outputs(spec)) for spec in todo]
             for spec, result in self.backend.finetune(run_item, fn, items, *where):
@@ -154,15 +157,23 @@ class Executor:
         self._bar, self._done = None, 0
 
 
-def run_item(fn, spec, outputs, data_dir, strategy, output_dir, memo):
-    """Runs one fine-tune `spec` with `fn` (`finetune.finetune_and_evaluate`'s signature), records
-    its result in `memo` and returns it; the same wherever it runs (this process or a worker)."""
+def run_item(fn, spec, outputs, data_dir, strategy, output_dir, memo, threads):
+    """Runs one fine-tune `spec` with `fn` (`finetune.finetune_and_evaluate`'s signature) on
+    TensorFlow pools of `threads` threads, records its result in `memo` and returns it; the same
+    wherever it runs (this process or a worker)."""
+    determinism.fix_threads(threads)
     kwargs = dict(outputs, data_dir=data_dir, strategy=strategy)
     kwargs.update(seed=spec.seed, deterministic=spec.deterministic)
     start = time.time()
     result = fn(spec.handle, spec.task, spec.train_split, spec.eval_split, spec.setting, **kwargs)
     seconds = round(time.time() - start, 3)
-    result = {"seed": spec.seed, "seconds": seconds, **result, "key": spec.key}
+    result = {
+        "seed": spec.seed,
+        "seconds": seconds,
+        "threads": threads or determinism.cores_available(),
+        **result,
+        "key": spec.key,
+    }
     if outputs:
         result["outputs"] = {k: os.path.relpath(v, output_dir) for k, v in outputs.items()}
     memo.put(spec, result)
@@ -177,11 +188,13 @@ def make_executor(config, log=print, progress=True, finetune_fn=None):
     common = dict(output_dir=out, save_models=section["save_models"], finetune_fn=finetune_fn)
     common.update(data_dir=config["data_dir"], log=log, progress=progress)
     strategy = (section["strategy"], section["tpu"])
+    common["threads"] = config["executor"]["threads_per_item"] or determinism.cores_available()
     if config["executor"]["name"] == "ray":
         from vtab_eval import ray_executor  # Ray is optional: imported only when asked for
 
         backend = ray_executor.RayBackend(**ray_executor.settings(config), log=log)
         return Executor(Memo(memo_dir, log), strategy=strategy, backend=backend, **common)
+    determinism.fix_threads(common["threads"])  # before the strategy starts TensorFlow
     return Executor(Memo(memo_dir, log), strategy=strategies.make_strategy(*strategy), **common)
 
 

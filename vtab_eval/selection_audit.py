@@ -10,7 +10,7 @@ import os
 import time
 import timeit
 
-from bit_experts import atomic_files
+from bit_experts import atomic_files, determinism
 from bit_experts.training import slice_eval
 from vtab_eval import audit_metrics, audit_scores, checks, files, plan, ranking, runner, selectors
 from vtab_eval.embed import embed_pool
@@ -152,6 +152,7 @@ def run(config, *, executor=None, log=print, command=None):
       ValueError: every problem with the input, one line each, before anything is run.
     """
     started = time.time()
+    determinism.fix_threads(config["executor"]["threads_per_item"])  # before TF starts
     seeds, proxies, n_resamples = settings(config)
     pool, jobs, _ = checks.prepare(config, log, extra_problems=check_arguments(config))
     checks.raise_problems(_pool_problems(pool))

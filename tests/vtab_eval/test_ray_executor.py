@@ -220,3 +220,40 @@ def test_a_record_written_by_a_worker_is_the_local_format(cluster, tmp_path):
     record = json.loads((tmp_path / "memo" / f"{spec.key}.json").read_text())
     assert record["key"] == spec.key and record["format"] == runner.MEMO_FORMAT
     assert runner.Memo(str(tmp_path / "memo")).get(spec)["score"] == 0.5
+
+
+def _pool_size(handle, task, train_split, eval_split, setting, **kwargs):
+    """A fine-tune that reports the size of its process's TensorFlow intra-op pool as its score."""
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # TensorFlow has started: the size is the one it runs with
+    return {"score": tf.config.threading.get_intra_op_parallelism_threads() / 100}
+
+
+def test_each_item_runs_on_pools_of_the_size_asked_for(cluster, tmp_path):
+    # Scores depend on the intra-op pool's size; a worker's size would otherwise be what its
+    # TensorFlow saw. Two sizes in one cluster: workers of one size never take items of the other.
+    for threads in (1, 2, 1):
+        memo = str(tmp_path / f"memo{threads}")
+        executor = runner.Executor(
+            runner.Memo(memo),
+            finetune_fn=_pool_size,
+            log=None,
+            progress=False,
+            backend=ray_executor.RayBackend(threads=threads, log=None),
+            threads=threads,
+        )
+        found = executor.run(_specs(2))
+        assert [r["score"] for r in found.values()] == [threads / 100] * 2
+        assert [r["threads"] for r in runner.load_records(memo).values()] == [threads] * 2
+
+
+def test_a_pool_size_after_tensorflow_started_is_refused_in_one_line():
+    import tensorflow as tf
+
+    from bit_experts import determinism
+
+    tf.constant(1.0) + 1.0  # started here with its default pools
+    determinism.fix_threads(determinism.cores_available())  # the size it runs with: accepted
+    with pytest.raises(ValueError, match=r"^\d+ threads per item: TensorFlow already started"):
+        determinism.fix_threads(determinism.cores_available() + 1)
