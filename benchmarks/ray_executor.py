@@ -7,8 +7,11 @@ Each measurement is one `python -m vtab_eval.run` in a fresh output folder (so n
 from a memo or a feature cache), as a child process; wall seconds include Python and TensorFlow
 start-up, Ray's start-up and, on Ray, each worker's TensorFlow import. The methods are interleaved
 over `--repeats` rounds, so a change of load hits all of them; the load average is recorded before
-each measurement. Every measurement also checks that its records equal the first local run's
-(scores less wall times).
+each measurement. Every measurement also checks that its records equal the first run's
+(scores less wall times): give `--threads_per_item=1` when methods run on different numbers of
+cores (scores depend on the size of TensorFlow's thread pools). "item s" is the sum of the
+fine-tunes' own wall times as recorded (the rest of a run's wall time is start-up: Python,
+TensorFlow and Ray, ranking, and on Ray each worker's TensorFlow import).
 
 Methods (`--methods`):
 - `local`: the in-process executor, TensorFlow's default thread pools (all cores given by taskset);
@@ -83,22 +86,25 @@ def _stop(started):
 
 
 def _records(memo_dir):
-    found = {}
+    """(key -> result less wall time and output paths, the sum of the items' own seconds)."""
+    found, item_seconds = {}, 0.0
     for name in sorted(os.listdir(memo_dir)):
         with open(os.path.join(memo_dir, name), encoding="utf-8") as f:
             record = json.load(f)
         drop = ("seconds", "outputs")
         found[record["key"]] = {k: v for k, v in record["result"].items() if k not in drop}
-    return found
+        item_seconds += record["result"]["seconds"]
+    return found, item_seconds
 
 
 def measure(method, args, cores, work):
-    """(wall seconds, records, load average) of one run of `method`."""
+    """(wall seconds, records, load average, the items' own seconds) of one run of `method`."""
     out = tempfile.mkdtemp(prefix=f"{method}-", dir=work)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", RAY_AUTH_MODE="disabled")
     command = [sys.executable, "-m", "vtab_eval.run", f"--collection={args.collection}"]
     command += [f"--tasks={args.tasks}", f"--output_dir={out}", "--selectors=knn,baseline"]
     command += [f"--sweep={args.sweep}", f"--num_retrains={args.num_retrains}"]
+    command += [f"--threads_per_item={args.threads_per_item}"]
     pin = ",".join(map(str, cores))
     started = []
     if method == "local_1t":
@@ -120,9 +126,9 @@ def measure(method, args, cores, work):
     seconds = time.time() - start
     if done.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
-    records = _records(os.path.join(out, "finetunes"))
+    records, item_seconds = _records(os.path.join(out, "finetunes"))
     shutil.rmtree(out, ignore_errors=True)
-    return seconds, records, load
+    return seconds, records, load, item_seconds
 
 
 def main(argv=None):
@@ -134,21 +140,29 @@ def main(argv=None):
     parser.add_argument("--sweep", default="quick")
     parser.add_argument("--num_retrains", type=int, default=2)
     parser.add_argument("--work", default="/tmp/ray_executor_bench")
+    parser.add_argument(
+        "--threads_per_item",
+        type=int,
+        default=0,
+        help="as vtab_eval.run's; 1 makes every method's records equal (scores depend on it)",
+    )
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     cores = sorted(os.sched_getaffinity(0))
     os.makedirs(args.work, exist_ok=True)
-    times = {m: [] for m in methods}
+    times, items = {m: [] for m in methods}, {m: [] for m in methods}
     loads, reference = [], None
     for round_index in range(args.repeats):
         for method in methods if round_index % 2 == 0 else methods[::-1]:
-            seconds, records, load = measure(method, args, cores, args.work)
+            seconds, records, load, item_seconds = measure(method, args, cores, args.work)
+            items[method].append(item_seconds)
             reference = reference or records
             same = records == reference
             times[method].append(seconds)
             loads.append(load)
             print(
-                f"round {round_index} {method}: {seconds:.1f} s, load {load:.2f}, same records {same}"
+                f"round {round_index} {method}: {seconds:.1f} s (fine-tunes {item_seconds:.1f} s of "
+                f"item time), load {load:.2f}, same records {same}"
             )
             if not same:
                 raise RuntimeError(f"{method}'s records differ from the first run's")
@@ -158,10 +172,12 @@ def main(argv=None):
         median = _common.median(times[method])
         spread = f"{min(times[method]):.1f}-{max(times[method]):.1f}"
         ratio = f"{median / base:.2f}" if base else "-"
-        rows.append([method, f"{median:.1f}", spread, ratio])
+        inside = _common.median(items[method])
+        rows.append([method, f"{median:.1f}", spread, ratio, f"{inside:.1f}"])
     print(_common.machine_line())
     print(f"cores {cores}; load average before each run: {min(loads):.2f}-{max(loads):.2f}")
-    print(_common.format_table(["method", "median s", "min-max s", "x local"], rows))
+    head = ["method", "median s", "min-max s", "x local", "item s (sum)"]
+    print(_common.format_table(head, rows))
     pairs = ", ".join(f"{m} {_common.median(times[m]) / base:.2f}x" for m in methods if base)
     print(f"headline: wall time against local (n = {args.repeats} each): {pairs}")
 

@@ -350,6 +350,7 @@ def _plan_model(workdir, model_dir, info, loader, priors, num_labels):
                 info["num_classes"],
                 output_activation=info.get("output_activation", "sigmoid"),
                 outputs=[str(e) for e in experts],
+                upstream_log_p=info.get("upstream_log_p"),  # the EPN's own prior, per output
             )
             return HubModule(model, "logits"), meta
 

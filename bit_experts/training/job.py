@@ -22,7 +22,7 @@ from bit_experts import atomic_files, determinism, presets
 from bit_experts.data import UpstreamSource, training_dataset
 from bit_experts.training import init_source, outputs, work_directory
 from bit_experts.training.config import STAGES, resolve_config
-from bit_experts.training.epn import build_epn, epn_targets
+from bit_experts.training.epn import build_epn, epn_targets, upstream_log_p
 from bit_experts.training.loop import UnitPlan, UnitResult, train_unit, weights_fingerprint
 from bit_experts.training.schedules import scaled_learning_rate
 from bit_experts.training.transfer import copy_backbone
@@ -407,6 +407,7 @@ class Job:
             EPN, "epn", len(domains), plan.steps, None, source.num_images, [d.name for d in domains]
         )
         info["preset"] = preset
+        info["upstream_log_p"] = upstream_log_p(model, source, self.image_size)
         self._save(model, info)
 
 

@@ -26,6 +26,11 @@ def _membership_probs(rng, n, member):
 SHARES = {"root": 1.0, "a": 0.3, "b": 0.2}  # the domains' shares of the upstream images
 
 
+def _logs(shares):
+    """The log priors domain prediction takes: logs of the shares (an EPN without its own)."""
+    return {name: float(np.log(share)) for name, share in shares.items()}
+
+
 def test_domain_prediction_prefers_the_expert_the_epn_believes_in():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(30, 4))
@@ -33,14 +38,14 @@ def test_domain_prediction_prefers_the_expert_the_epn_believes_in():
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     names = ["a", "b", "c", "d"]
     shares = {"d": 0.1, "c": 0.5, "b": 0.25, "a": 0.25}
-    scores = domain_prediction(probs, names, shares)
+    scores = domain_prediction(probs, names, _logs(shares))
     assert list(scores) == names  # column order, not the order of the shares
     # float64 on both sides, same formula: default rtol 1e-7 is ~1e9 float64 ulps.
     np.testing.assert_allclose(scores["b"], np.mean(np.log(probs[:, 1])) - np.log(0.25))
     # The log of the geometric mean, not of the arithmetic mean.
     assert scores["b"] < np.log(np.mean(probs[:, 1]) / 0.25)
     assert selectors.select_best(scores, method="domain_prediction").selected == "c"
-    assert list(domain_prediction(probs, names, {"c": 0.5, "a": 0.25})) == ["a", "c"]
+    assert list(domain_prediction(probs, names, _logs({"c": 0.5, "a": 0.25}))) == ["a", "c"]
 
 
 def test_domain_prediction_a_root_is_the_fallback_not_the_pick():
@@ -51,17 +56,55 @@ def test_domain_prediction_a_root_is_the_fallback_not_the_pick():
     names = list(SHARES)
     for member, expected in ((1, "a"), (2, "b"), (None, "root")):
         probs = _membership_probs(rng, 40, member)
-        raw = domain_prediction(probs, names, dict.fromkeys(names, 1.0))
+        raw = domain_prediction(probs, names, dict.fromkeys(names, 0.0))
         assert selectors.select_best(raw).selected == "root"
-        scores = domain_prediction(probs, names, SHARES)
+        scores = domain_prediction(probs, names, _logs(SHARES))
         assert selectors.select_best(scores).selected == expected
         assert scores["root"] == 0.0  # log(1 / 1): the fallback's score is fixed
         # Same float64 formula: rtol 1e-12 is ~1e4 float64 ulps.
         np.testing.assert_allclose(scores["a"], raw["a"] - np.log(0.3), rtol=1e-12)
 
 
+def test_domain_prediction_against_the_epns_own_prior():
+    """An EPN trained briefly under-predicts every non-root domain on every image: against the
+    shares the root wins every task; against the EPN's mean log p on upstream images, the domain
+    the task's images raise above that average wins."""
+    rng = np.random.default_rng(5)
+    names = ["root", "a", "b"]
+    upstream = {"root": -1e-3, "a": -3.0, "b": -3.0}  # p(a), p(b) ~ 0.05 upstream, shares 0.3, 0.2
+    probs = np.column_stack(
+        [np.full(40, 0.999), np.exp(rng.normal(-2.0, 0.1, 40)), np.exp(rng.normal(-3.0, 0.1, 40))]
+    )
+    by_shares = domain_prediction(probs, names, _logs(SHARES))
+    assert selectors.select_best(by_shares).selected == "root"
+    by_prior = domain_prediction(probs, names, upstream)
+    assert selectors.select_best(by_prior).selected == "a"
+    # Same float64 formula: rtol 1e-12 is ~1e4 float64 ulps.
+    np.testing.assert_allclose(by_prior["a"], np.mean(np.log(probs[:, 1])) + 3.0, rtol=1e-12)
+
+
+def test_the_epns_prior_is_floored_as_the_task_side_is():
+    from bit_experts.training import epn
+
+    assert epn.LOG_PROB_FLOOR == classifiers.LOG_PROB_FLOOR
+
+
+def test_domain_prediction_reads_the_prior_from_the_epn_metadata():
+    ctx = battery.FakeContext()
+    outputs = ctx.modules["epn"].metadata["outputs"]
+    prior = [-0.5 - i for i in range(len(outputs))]
+    ctx.modules["epn"].metadata["upstream_log_p"] = prior
+    scores = selectors.get("domain_prediction").score(ctx).scores
+    expected = domain_prediction(ctx.outputs["epn"], outputs, dict(zip(outputs, prior)))
+    assert scores == {h: expected[h] for h in scores} and scores
+    ctx.modules["epn"].metadata["upstream_log_p"] = prior[:-1]
+    with pytest.raises(ValueError, match="'upstream_log_p' is not one per output"):
+        selectors.get("domain_prediction").score(ctx)
+
+
 def test_domain_prediction_clips_zero_probabilities():
-    scores = domain_prediction(np.array([[1.0, 0.0], [0.5, 0.5]]), ["x", "y"], {"x": 1, "y": 0.5})
+    probs = np.array([[1.0, 0.0], [0.5, 0.5]])
+    scores = domain_prediction(probs, ["x", "y"], _logs({"x": 1, "y": 0.5}))
     assert math.isfinite(scores["y"])
     # float64 on both sides: approx's rel 1e-6 is ample; without the floor it is -inf.
     expected = 0.5 * (np.log(classifiers.LOG_PROB_FLOOR) + np.log(0.5)) - np.log(0.5)
@@ -71,13 +114,13 @@ def test_domain_prediction_clips_zero_probabilities():
 @pytest.mark.parametrize(
     "probs, names, shares, message",
     [
-        (np.full((3, 2), 0.5), ["a", "b", "c"], {"a": 1}, "2 expert columns but 3"),
-        (np.full((3, 2), 0.5), ["a", "a"], {"a": 1}, "unique"),
-        (np.full(3, 0.5), ["a", "b", "c"], {"a": 1}, "2-D"),
-        (np.array([[1.5, -0.5]]), ["a", "b"], {"a": 1}, r"\[0, 1\]"),
-        (np.full((3, 2), 0.5), ["a", "b"], {"c": 0.5}, r"\['c'\], which have no EPN column"),
-        (np.full((3, 2), 0.5), ["a", "b"], {"a": 0.0}, r"share of 'a' must be in \(0, 1\]"),
-        (np.full((3, 2), 0.5), ["a", "b"], {"b": 1.5}, r"share of 'b' must be in \(0, 1\]"),
+        (np.full((3, 2), 0.5), ["a", "b", "c"], {"a": 0}, "2 expert columns but 3"),
+        (np.full((3, 2), 0.5), ["a", "a"], {"a": 0}, "unique"),
+        (np.full(3, 0.5), ["a", "b", "c"], {"a": 0}, "2-D"),
+        (np.array([[1.5, -0.5]]), ["a", "b"], {"a": 0}, r"\[0, 1\]"),
+        (np.full((3, 2), 0.5), ["a", "b"], {"c": -0.5}, r"\['c'\], which have no EPN column"),
+        (np.full((3, 2), 0.5), ["a", "b"], {"a": -np.inf}, "finite and <= 0"),
+        (np.full((3, 2), 0.5), ["a", "b"], {"b": 0.5}, "finite and <= 0"),
     ],
 )
 def test_domain_prediction_rejects_bad_input(probs, names, shares, message):
@@ -91,7 +134,7 @@ def test_domain_prediction_reads_the_epn_columns_by_alias():
     scores = selectors.get("domain_prediction").score(ctx).scores
     assert list(scores) == ["planted", "weak"]  # "noise" has no column: not scored
     shares = {"weak": 0.8, "planted": 0.2}  # the fake experts' image counts over 100
-    expected = domain_prediction(ctx.outputs["epn"], ["weak", "planted", "other"], shares)
+    expected = domain_prediction(ctx.outputs["epn"], ["weak", "planted", "other"], _logs(shares))
     assert scores == {"planted": expected["planted"], "weak": expected["weak"]}
     assert ctx.record["num_images"] == len(ctx.labels)
 

@@ -11,6 +11,9 @@ mass outside any one domain; this one of 9 labels hardly does: test_selectors_cl
 that case.)
 """
 
+import json
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -35,7 +38,9 @@ def trained(tmp_path_factory):
     shares = {d.name: d.image_count / source.num_images for d in domains}
     priors = {d.name: d.label_prior for d in domains}
     epn, classifier = outputs.load_model(workdir, "epn"), outputs.load_model(workdir, "baseline")
-    return [d.name for d in domains], shares, priors, epn, classifier
+    info = json.loads(open(os.path.join(workdir, "models", "epn", outputs.INFO_FILE)).read())
+    own = dict(zip(info["experts"], info["upstream_log_p"]))  # the EPN's prior, as published
+    return [d.name for d in domains], shares, priors, epn, classifier, own
 
 
 def _unseen_shade(colour, n=60, size=16, seed=7):
@@ -48,17 +53,18 @@ def _unseen_shade(colour, n=60, size=16, seed=7):
 
 @pytest.mark.parametrize("colour", list(COLOURS))
 def test_the_domain_of_the_task_wins_and_the_root_no_longer_wins_everything(trained, colour):
-    names, shares, priors, epn, classifier = trained
+    names, shares, priors, epn, classifier, own = trained
     images = _unseen_shade(colour)
     best = lambda scores, higher=True: selectors.select_best(scores, higher).selected
 
     epn_probs = tf.sigmoid(epn(images, training=False)).numpy()
     domain_prediction = selectors.get("domain_prediction").score_probabilities
-    raw = domain_prediction(epn_probs, names, dict.fromkeys(names, 1.0))
+    raw = domain_prediction(epn_probs, names, dict.fromkeys(names, 0.0))
     assert best(raw) == "root"  # the bias: the root's p is ~1 on every image
-    scores = domain_prediction(epn_probs, names, shares)
-    assert best(scores) == colour
-    assert scores[colour] > 0 > max(v for k, v in scores.items() if k not in (colour, "root"))
+    for log_priors in ({k: np.log(v) for k, v in shares.items()}, own):
+        scores = domain_prediction(epn_probs, names, log_priors)
+        assert best(scores) == colour
+        assert scores[colour] > 0 > max(v for k, v in scores.items() if k not in (colour, "root"))
 
     upstream = tf.sigmoid(classifier(images, training=False)).numpy().astype(np.float64)
     scores = selectors.get("label_matching").score_probabilities(upstream, priors, shares)

@@ -1,8 +1,8 @@
 """Selectors on a classifier's outputs (Puigcerver et al. 2021): domain_prediction (the EPN) and
 label_matching (the baseline's upstream classifier and the experts' label priors). Both score the
 experts one of whose aliases (`Context.by_alias`) the classifier or the priors name, and both
-divide the evidence for an expert's domain by that domain's share of the upstream images (its
-prior), so a domain that holds every image (a hierarchy root) scores 0 and is the generic
+divide the evidence for an expert's domain by that domain's prior (domain prediction: the EPN's
+mean over upstream images; label matching: its share of the upstream images), so a domain that holds every image (a hierarchy root) scores 0 and is the generic
 fallback, not the pick of every task.
 """
 
@@ -10,7 +10,8 @@ import numpy as np
 
 from vtab_eval.selectors import base
 
-# Probabilities and ratios are clipped to at least this before taking logs.
+# Probabilities and ratios are clipped to at least this before taking logs (the same floor as the
+# EPN's prior, bit_experts.training.epn.LOG_PROB_FLOOR, which this module does not import: TF).
 LOG_PROB_FLOOR = 1e-12
 
 
@@ -58,50 +59,63 @@ def domain_shares(ctx, module, handles, what: str) -> dict[str, float]:
 @base.register
 class DomainPrediction(base.Selector):
     """The expert prediction network's (EPN) evidence that the task's images come from each
-    expert's domain (Puigcerver et al., ICLR 2021, "domain prediction"): the mean over images of
-    log(max(p, LOG_PROB_FLOOR) / share), where p is the EPN's probability that the image is in the
-    domain and share (the domain's prior) the fraction of the EPN's upstream images that are.
+    expert's domain (Puigcerver et al., ICLR 2021, "domain prediction"): the mean over the task's
+    images of log max(p, LOG_PROB_FLOOR), where p is the EPN's probability that the image is in
+    the domain, less the EPN's prior for the domain: the same mean over upstream images (metadata
+    "upstream_log_p", measured when the EPN is trained), or, for an EPN published without it,
+    log(share), share being the fraction of the EPN's upstream images in the domain.
 
-    Why the prior: the paper picks the expert whose domain the EPN says the task's images come
+    Why a prior: the paper picks the expert whose domain the EPN says the task's images come
     from, and says nothing of nested domains. Ours are nested (an image is in every domain on its
     path to the root) and the EPN has one sigmoid per domain, so the raw mean log p favours large
-    domains: a root's p is 1 for every image, and it won every task of `world_local:quick`.
-    p / share = p(x | domain) / p(x) (Bayes) asks instead how much more likely the images are
-    under the domain than under the upstream data as a whole; a root scores 0, the generic
-    fallback when no domain is more likely. It changes no training and needs only each expert's
-    slice size (metadata "image_count"), which every published expert has; training the EPN on
-    the non-root domains only and scoring the root as a fallback constant would retrain every
-    EPN for the same choice (that constant would be this 0).
+    domains: a root's p is 1 for every image, and it won every task of `world_local:quick`. Less
+    the prior, p(x | domain) / p(x) (Bayes) asks how much more likely the images are under the
+    domain than upstream images are; a root scores 0, the generic fallback when no domain is more
+    likely. The EPN's own prior rather than the share: a briefly trained EPN under-predicts every
+    non-root domain on every image, so against the shares the root won every task again, though
+    the EPN ranked the task's domain above its upstream average.
 
     Needs the pool's module of role "epn" with metadata "outputs" (domain names in column order)
-    and "image_count" (its upstream images), and each scored expert's "image_count".
+    and "upstream_log_p" (one per output) or "image_count" (its upstream images, with each scored
+    expert's "image_count").
     """
 
     name = "domain_prediction"
     kind = "epn"
-    revision = 2  # 2: divided by the domain's share (issue 25); 1: mean log p
+    revision = 3  # 3: less the EPN's prior; 2: divided by the domain's share; 1: mean log p
 
     def score(self, ctx):
         need = "domain_prediction needs the EPN module; the pool has none"
         epn = base.require(ctx.module("epn"), need)
+        metadata = epn.metadata or {}
         lacks = f"EPN {epn.handle!r} metadata lacks 'outputs' (expert names)"
-        outputs = base.require((epn.metadata or {}).get("outputs"), lacks)
+        outputs = base.require(metadata.get("outputs"), lacks)
         column = ctx.by_alias({name: name for name in outputs})  # handle -> its EPN output
-        shares = domain_shares(ctx, epn, column, "EPN")
-        by_name = {}
-        for handle, name in column.items():
-            if by_name.setdefault(name, shares[handle]) != shares[handle]:
-                raise ValueError(f"experts of domain {name!r} differ in 'image_count'")
+        prior = metadata.get("upstream_log_p")
+        if prior is not None:
+            if not isinstance(prior, list) or len(prior) != len(outputs):
+                raise ValueError(
+                    f"EPN {epn.handle!r} metadata 'upstream_log_p' is not one per output"
+                )
+            by_name = {name: float(p) for name, p in zip(outputs, prior) if name in column.values()}
+        else:
+            shares = domain_shares(ctx, epn, column, "EPN")
+            by_name = {}
+            for handle, name in column.items():
+                if by_name.setdefault(name, shares[handle]) != shares[handle]:
+                    raise ValueError(f"experts of domain {name!r} differ in 'image_count'")
+            by_name = {name: float(np.log(_check_share(v, name))) for name, v in by_name.items()}
         probs = ctx.probabilities(epn, "EPN")
         scores = self.score_probabilities(probs, outputs, by_name)
         return base.Scores({handle: scores[name] for handle, name in column.items()})
 
     @staticmethod
-    def score_probabilities(epn_probs, expert_names, domain_shares) -> dict[str, float]:
-        """name -> score, for each name of `domain_shares` (name -> the domain's share of the
-        upstream images, in (0, 1]) in column order, from [N, E] EPN probabilities and the E
-        names of their columns. ValueError for probabilities not a non-empty 2-D array in [0, 1],
-        names repeated or miscounted, or a share outside (0, 1] or for no column."""
+    def score_probabilities(epn_probs, expert_names, log_priors) -> dict[str, float]:
+        """name -> score, for each name of `log_priors` (name -> the domain's prior as a log, <= 0:
+        the EPN's mean log p over upstream images, or log of the domain's share) in column order,
+        from [N, E] EPN probabilities and the E names of their columns. ValueError for
+        probabilities not a non-empty 2-D array in [0, 1], names repeated or miscounted, or a
+        prior not finite or for no column."""
         probs = _as_probabilities(epn_probs, "epn_probs")
         names = list(expert_names)
         if len(set(names)) != len(names):
@@ -111,14 +125,19 @@ class DomainPrediction(base.Selector):
                 f"epn_probs has {probs.shape[1]} expert columns but {len(names)} expert names "
                 "were given"
             )
-        unknown = sorted(set(domain_shares) - set(names))
+        unknown = sorted(set(log_priors) - set(names))
         if unknown:
-            raise ValueError(f"domain_shares names {unknown}, which have no EPN column")
+            raise ValueError(f"log_priors names {unknown}, which have no EPN column")
+        bad = {n: v for n, v in log_priors.items() if not np.isfinite(v) or v > 0}
+        if bad:
+            raise ValueError(
+                f"log_priors must be finite and <= 0 (logs of probabilities); got {bad}"
+            )
         mean_log = np.mean(np.log(np.maximum(probs, LOG_PROB_FLOOR)), axis=0)
         return {
-            name: float(value - np.log(_check_share(domain_shares[name], name)))
+            name: float(value - log_priors[name])
             for name, value in zip(names, mean_log)
-            if name in domain_shares
+            if name in log_priors
         }
 
 
