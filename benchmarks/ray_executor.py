@@ -13,6 +13,10 @@ cores (scores depend on the size of TensorFlow's thread pools). "item s" is the 
 fine-tunes' own wall times as recorded (the rest of a run's wall time is start-up: Python,
 TensorFlow and Ray, ranking, and on Ray each worker's TensorFlow import).
 
+With `--demo_workdir=W` (a finished `python -m vtab_eval.demo --workdir=W`, `--demo_quick` if it
+was `--quick`) each measurement is instead the demo's evaluate stage (its `timings.json`) on a copy
+of W without its evaluation, with `--executor=local` or `ray`.
+
 Methods (`--methods`):
 - `local`: the in-process executor, TensorFlow's default thread pools (all cores given by taskset);
 - `ray`: a Ray instance the command starts with every core given, one CPU per item;
@@ -131,10 +135,44 @@ def measure(method, args, cores, work):
     return seconds, records, load, item_seconds
 
 
+def measure_demo(method, args, cores, work):
+    """(evaluate-stage seconds, records, load average, the items' own seconds) of the demo's
+    evaluate stage under `method` (local or ray), on a copy of `args.demo_workdir` whose other
+    stages are done and whose evaluation is removed."""
+    copy = tempfile.mkdtemp(prefix=f"demo-{method}-", dir=work)
+    shutil.rmtree(copy)
+    shutil.copytree(args.demo_workdir, copy, ignore=shutil.ignore_patterns("evaluation"))
+    with open(os.path.join(copy, "timings.json"), encoding="utf-8") as f:
+        timings = json.load(f)
+    timings.pop("evaluate", None)
+    with open(os.path.join(copy, "timings.json"), "w", encoding="utf-8") as f:
+        json.dump(timings, f)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", RAY_AUTH_MODE="disabled")
+    command = [sys.executable, "-m", "vtab_eval.demo", f"--workdir={copy}"]
+    command += ["--quick"] * args.demo_quick + [f"--threads_per_item={args.threads_per_item}"]
+    command += ["--executor=ray", "--cpus_per_item=1"] if method == "ray" else []
+    load = os.getloadavg()[0]
+    pin = ",".join(map(str, cores))
+    done = subprocess.run(["taskset", "-c", pin, *command], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"demo {method} failed:\n{done.stderr[-3000:]}")
+    with open(os.path.join(copy, "timings.json"), encoding="utf-8") as f:
+        seconds = json.load(f)["evaluate"]
+    records, item_seconds = _records(os.path.join(copy, "evaluation", "finetunes"))
+    shutil.rmtree(copy, ignore_errors=True)
+    return seconds, records, load, item_seconds
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--collection", required=True)
-    parser.add_argument("--tasks", required=True, help="comma list, as vtab_eval.run --tasks")
+    parser.add_argument("--collection", help="as vtab_eval.run --collection")
+    parser.add_argument("--tasks", help="comma list, as vtab_eval.run --tasks")
+    parser.add_argument(
+        "--demo_workdir",
+        help="measure the demo's evaluate stage instead (methods local and ray), on copies of "
+        "this finished demo work directory",
+    )
+    parser.add_argument("--demo_quick", action="store_true", help="the demo workdir is --quick")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sweep", default="quick")
@@ -147,6 +185,8 @@ def main(argv=None):
         help="as vtab_eval.run's; 1 makes every method's records equal (scores depend on it)",
     )
     args = parser.parse_args(argv)
+    if not args.demo_workdir and not (args.collection and args.tasks):
+        parser.error("give --collection and --tasks, or --demo_workdir")
     methods = args.methods.split(",")
     cores = sorted(os.sched_getaffinity(0))
     os.makedirs(args.work, exist_ok=True)
@@ -154,7 +194,8 @@ def main(argv=None):
     loads, reference = [], None
     for round_index in range(args.repeats):
         for method in methods if round_index % 2 == 0 else methods[::-1]:
-            seconds, records, load, item_seconds = measure(method, args, cores, args.work)
+            run = measure_demo if args.demo_workdir else measure
+            seconds, records, load, item_seconds = run(method, args, cores, args.work)
             items[method].append(item_seconds)
             reference = reference or records
             same = records == reference
