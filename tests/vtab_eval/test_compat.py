@@ -90,13 +90,18 @@ def test_rank_command_maps_every_old_keyword_onto_the_config(monkeypatch):
     monkeypatch.setattr(
         engine, "rank", lambda cfg, log: seen.append((cfg, log)) or {"left_out": []}
     )
-    kwargs = {name: value for name, (value, _, _) in RANK_KEYWORDS.items()}
+    # The fallback needs B ranked: include_baseline=False goes on its own.
+    together = {k: v for k, v in RANK_KEYWORDS.items() if k != "include_baseline"}
+    kwargs = {name: value for name, (value, _, _) in together.items()}
     with pytest.warns(DeprecationWarning, match="use vtab_eval.rank"):
         out = vtab_eval.rank_command("C", "dtd", "/r.json", log=print, **kwargs)
     assert out == {"left_out": []}
     [(made, log)] = seen
     base = {"collection": "C", "tasks": ["dtd"], "output_json": "/r.json"}
-    assert made == _expected(base, RANK_KEYWORDS) and log is print
+    assert made == _expected(base, together) and log is print
+    with pytest.warns(DeprecationWarning):
+        compat.rank_command("C", "dtd", "/r.json", include_baseline=False)
+    assert seen[-1][0]["selection"]["include_baseline"] is False
     # resolution and batch_size are the ranking's here, the fine-tuning's in run_command.
     assert made["finetune"] == config.DEFAULTS["finetune"]
 
