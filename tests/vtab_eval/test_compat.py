@@ -158,7 +158,7 @@ def test_run_command_evaluates_and_rewrites_the_report_as_tasks_finish(inputs, t
     second_row = next(
         line for line in seen[2][1].splitlines() if line.startswith(f"| {tasks[1]} |")
     )
-    assert "n=2" in first_row and "(incomplete)" not in first_row
+    assert "n = 2" in first_row and "(incomplete)" not in first_row
     assert second_row.endswith("| — |")
     # It returns what the result files hold, and the final report has plots.
     for task in tasks:
