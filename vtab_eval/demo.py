@@ -51,7 +51,7 @@ def expectation_lines(results, tasks_dir):
         picked = knn["selections"][0]["selection"]["selected_name"]
         gap = f"{100 * (k['value'] - b['value']):+.1f} points"
         if k["ci_low"] is None or b["ci_low"] is None:
-            verdict = f"{gap} from single fine-tunes (n = 1): too few to call either better"
+            verdict = f"{gap}, called neither better nor worse: a single outcome has no interval"
         elif k["ci_low"] > b["ci_high"] or k["ci_high"] < b["ci_low"]:
             verdict = f"{'better' if k['value'] > b['value'] else 'worse'} ({gap}, 95% intervals "
             verdict += "apart)"

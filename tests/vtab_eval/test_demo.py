@@ -155,8 +155,8 @@ def test_expectations_call_knn_better_only_where_the_intervals_are_apart(tmp_pat
 
     single = line([0.978], [0.960])
     assert single.endswith(
-        "against the baseline's 96.0% (n = 1): +1.8 points from single fine-tunes (n = 1): too "
-        "few to call either better."
+        "against the baseline's 96.0% (n = 1): +1.8 points, called neither better nor worse: a "
+        "single outcome has no interval."
     )
     assert "better (+7.0 points, 95% intervals apart)" in line(
         [0.97, 0.975, 0.98], [0.9, 0.905, 0.91]
