@@ -7,6 +7,7 @@ believe in "planted", and label priors. `assert_selector_battery` checks a selec
 """
 
 import re
+import types
 
 import numpy as np
 import pytest
@@ -28,10 +29,11 @@ def clustered(rng, labels, separation, dim=16):
 class FakeContext:
     """What a selector may read (`selectors.Context`'s interface), from arrays in memory."""
 
-    def __init__(self, seed=0, num_classes=4, per_class=25):
+    def __init__(self, seed=0, num_classes=4, per_class=25, task="fake"):
         rng = np.random.default_rng(seed)
         self.labels = np.repeat(np.arange(num_classes), per_class)
         self.seed, self.record = seed, {}
+        self.task = types.SimpleNamespace(name=task, fingerprint=lambda: f"fingerprint of {task}")
         self.experts = list(EXPERTS)
         self.feature_arrays = {
             "noise": rng.normal(size=(len(self.labels), 16)).astype(np.float32),

@@ -17,13 +17,16 @@ def _num(value, digits=1, signed=False):
 
 
 def _interval(item, digits=1, signed=False, scale=1.0):
-    """`mean [low, high]` of a `audit_metrics.mean_interval` dict (scaled), or `–`."""
+    """`mean [low, high]` of a `audit_metrics.mean_interval` dict (scaled), `mean (n = 1)` for
+    one value, or `–`."""
     if not item or item.get("mean") is None:
         return "–"
     text = _num(scale * item["mean"], digits, signed)
     if item.get("ci_low") is not None:
         text += f" [{_num(scale * item['ci_low'], digits, signed)}, "
         text += f"{_num(scale * item['ci_high'], digits, signed)}]"
+    elif item.get("n") == 1:
+        text += " (n = 1)"
     return text
 
 
@@ -62,7 +65,7 @@ def _group_table(audit):
         if item is None:
             continue
         found = [item["groups"].get(g) for g in groups]
-        cells = ["–" if not f else f"{f['mean']:.1f} (n={f['n']})" for f in found]
+        cells = ["–" if not f else f"{f['mean']:.1f} (n = {f['n']})" for f in found]
         cells.append(_num(item["regret"]["mean"]))
         lines.append(f"| {policy} | " + " | ".join(cells) + " |")
     return lines

@@ -135,7 +135,8 @@ def resolve(user):
     """Fills in `DEFAULTS` and checks every key; returns the complete config (a new dict).
 
     Besides each value's type and range: every selector is registered (`vtab_eval.selectors`),
-    the sweep is a preset or "auto" and the shard index is below the shard count. Nothing is read or
+    the fallback "baseline" has B ranked and a selector with per-image hits to apply to, the
+    sweep is a preset or "auto" and the shard index is below the shard count. Nothing is read or
     written.
     Raises ValueError: one line naming the first bad key, what was expected and what was given.
     """
@@ -149,6 +150,19 @@ def resolve(user):
     cs.require(not unknown, f"selection.selectors: unknown {unknown}; expected some of {known}")
     known = (AUTO, *sweeps.PRESETS)
     cs.require(sweep in known, f"finetune.sweep must be one of {known}, got {sweep!r}")
+    if selection["fallback"] == "baseline":  # it applies to the selectors with per-image hits
+        rows, chosen = selectors.names(rows=True), selection["selectors"]
+        cs.require(
+            any(m in rows for m in chosen),
+            f"selection.fallback 'baseline' needs per-image correctness, which "
+            f"{', '.join(map(repr, chosen))} lack{'s' if len(chosen) == 1 else ''}; "
+            f"use one of {rows}",
+        )
+        cs.require(
+            selection["include_baseline"],
+            "selection.fallback 'baseline' needs the baseline B ranked with the experts: "
+            "selection.include_baseline (--include_baseline) must be true",
+        )
     cs.require(
         selection["shard_index"] < selection["num_shards"],
         f"selection.shard_index must be in [0, num_shards={selection['num_shards']}), got "
@@ -241,6 +255,11 @@ FLAGS = {
         "tpu": ("finetune.tpu", "TPU address for --strategy=tpu."),
         "seed": ("seed", "Base seed of every selection, random search and fine-tune."),
         "include_baseline": ("selection.include_baseline", "Rank B together with the experts."),
+        "fallback": (
+            "selection.fallback",
+            "baseline: selectors with per-image hits pick B unless their best expert beats it.",
+        ),
+        "fallback_confidence": ("selection.fallback_confidence", "Probability to beat B with."),
         "save_models": ("finetune.save_models", "Also export every final fine-tune (OUT/models)."),
     },
     "rank": {

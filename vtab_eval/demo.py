@@ -40,22 +40,29 @@ def define_flags():
 
 
 def expectation_lines(results, tasks_dir):
-    """Plain statements about the expected outcome, computed from the results (never by hand)."""
+    """Plain statements about the expected outcome, computed from the results (never by hand):
+    kNN "better" or "worse" than B only where their intervals do not overlap."""
     entries = files.read_json(os.path.join(tasks_dir, "tasks.json"), "task index")["tasks"]
     lines = []
     for info in entries:
         name = f"folder:{os.path.join(tasks_dir, info['name'])}"
         knn, base = (results.get(m, {}).get(name) or {} for m in ("knn", "baseline"))
-        knn_summary, base_summary = protocol.task_summary(knn), protocol.task_summary(base)
-        if not info.get("near_expert") or not knn_summary or not base_summary:
+        k, b = protocol.task_summary(knn), protocol.task_summary(base)
+        if not info.get("near_expert") or not k or not b:
             continue
         picked = knn["selections"][0]["selection"]["selected_name"]
-        knn_acc, base_acc = knn_summary["value"], base_summary["value"]
+        gap = f"{100 * (k['value'] - b['value']):+.1f} points"
+        if k["ci_low"] is None or b["ci_low"] is None:
+            verdict = f"{gap}, called neither better nor worse: a single outcome has no interval"
+        elif k["ci_low"] > b["ci_high"] or k["ci_high"] < b["ci_low"]:
+            verdict = f"{'better' if k['value'] > b['value'] else 'worse'} ({gap}, 95% intervals "
+            verdict += "apart)"
+        else:
+            verdict = f"{gap}, within overlapping 95% intervals: not separated"
         lines.append(
             f"- `{info['name']}` is built near the `{info['near_expert']}` domain: kNN picked "
-            f"`{picked}` ({100 * knn_acc:.1f}% test accuracy, {knn_summary['kind']} of n = "
-            f"{knn_summary['n']}) against the baseline's {100 * base_acc:.1f}% "
-            f"({'better' if knn_acc > base_acc else 'not better'})."
+            f"`{picked}` ({100 * k['value']:.1f}% test accuracy, {k['kind']} of n = {k['n']}) "
+            f"against the baseline's {100 * b['value']:.1f}% (n = {b['n']}): {verdict}."
         )
     return lines
 

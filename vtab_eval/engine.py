@@ -9,11 +9,18 @@ from hub_export import collection
 from vtab_eval import checks, files, identity, plan, protocol, ranking, results, runner, selectors
 from vtab_eval.tasks import get_task
 
+# Options that change a kept ranking besides those its key names; each is part of the identity
+# only away from its default, so rankings kept before keep their ids (the seed: where it draws the
+# intervals).
+_KEYED = "split precision fallback fallback_confidence confidence_level n_resamples".split()
+
 
 def cached_ranking(job, method, pool, seed, context):
     """The ranking of `method` on `job`'s task: OUT/rankings/<task slug>/<method>-<identity>.json
     when it holds one of the same identity, else computed (`ranking.rank`) and kept there."""
-    options = ranking.options_of(context["config"], seed)
+    options, selector = ranking.options_of(context["config"], seed), selectors.get(method)
+    if not selector.rows:  # the fallback needs per-image hits: the others rank without it
+        options["fallback"] = "none"
     key = {
         "modules": [{"module": identity.module_identity(e)} for e in pool],
         "task": job.task_id,
@@ -22,9 +29,12 @@ def cached_ranking(job, method, pool, seed, context):
         "resolution": options["resolution"],
         "include_baseline": options["include_baseline"],
     }
-    revision = selectors.get(method).revision
-    if revision is not None:  # absent otherwise: the rankings of unrevised methods keep their ids
-        key["revision"] = revision
+    keyed = _KEYED + (["seed"] if selector.rows else [])
+    changed = {k: options[k] for k in keyed if options[k] != ranking.DEFAULTS[k]}
+    if changed:
+        key["options"] = changed
+    if selector.revision is not None:
+        key["revision"] = selector.revision
     ranking_id = identity.content_hash(key, 16)
     slug = files.task_slug(job.task.name)
     path = os.path.join(context["output_dir"], "rankings", slug, f"{method}-{ranking_id}.json")

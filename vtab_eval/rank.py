@@ -14,7 +14,7 @@ import os
 from absl import app, flags
 
 from bit_experts import cli
-from vtab_eval import checks, config, plots
+from vtab_eval import checks, config, plots, report
 
 FLAGS = flags.FLAGS
 
@@ -41,9 +41,7 @@ def main(argv):
             print(
                 f"selected {result['selected_name']} ({result['selected']}) by {result['method']}"
             )
-        if result.get("fallback"):
-            fired = result["fallback"]["fired"]
-            print(f"fallback to the baseline {'fired' if fired else 'did not fire'}")
+            print("\n".join(report.confidence_lines(result)))
 
 
 def _disk_error_line(err):

@@ -29,13 +29,23 @@ def _pct(value):
 
 
 def _interval_cell(value, low, high, n=None):
-    """A table cell: "62.0 [59.0, 64.0] n=30", or "62.0 (n=1)" without an interval."""
+    """A table cell: "62.0 [59.0, 64.0] n = 30", or "62.0 (n = 1)" without an interval."""
     if value is None:
         return "—"
     if low is None or high is None:
-        return f"{_pct(value)} (n={n})" if n is not None else _pct(value)
+        return f"{_pct(value)} (n = {n})" if n is not None else _pct(value)
     cell = f"{_pct(value)} [{_pct(low)}, {_pct(high)}]"
-    return cell + (f" n={n}" if n is not None else "")
+    return cell + (f" n = {n}" if n is not None else "")
+
+
+def _group_cell(group, results):
+    """A group's cell: its mean with its interval, or "(n = 1)" when each of its tasks (names in
+    `group["tasks"]`, results in `results`) has one outcome; "—" for no group."""
+    if not group:
+        return "—"
+    ns = {(protocol.task_summary(results.get(t) or {}) or {}).get("n") for t in group["tasks"]}
+    n = 1 if ns == {1} else None
+    return _interval_cell(group["mean"], group["ci_low"], group["ci_high"], n)
 
 
 def _table(header, rows):
@@ -54,8 +64,7 @@ def markdown_report(all_results, title="Transfer results", summaries=None):
     for method in methods:
         cells = [method]
         for group in [*present, protocol.ALL_GROUP]:
-            g = summaries[method].get(group)
-            cells.append(_interval_cell(g["mean"], g["ci_low"], g["ci_high"]) if g else "—")
+            cells.append(_group_cell(summaries[method].get(group), all_results[method]))
         kinds = summaries[method].get(protocol.ALL_GROUP, {}).get("aggregates") or []
         rows.append([*cells, ", ".join(kinds) or "—"])
     header = ["Method"] + [g.capitalize() for g in present] + ["Mean", "Per-task aggregate"]
@@ -67,7 +76,8 @@ def markdown_report(all_results, title="Transfer results", summaries=None):
         "paper's tables 1 and 2; mean for table 3), with a "
         f"{100 * protocol.CONFIDENCE_LEVEL:g}% bootstrap interval: each task's outcomes resampled",
         f"independently, {protocol.BOOTSTRAP_RESAMPLES} resamples, seed {protocol.BOOTSTRAP_SEED} "
-        "(percentile method).",
+        "(percentile method). One outcome has no interval: `n = 1` stands in its place, and a gap",
+        "between two such cells may be seed-to-seed noise.",
         "",
     ]
 
@@ -95,6 +105,7 @@ def markdown_report(all_results, title="Transfer results", summaries=None):
     lines += _table(["Task", "Group", "Aggregate", *methods], rows)
     lines += _random_search_note(all_results, task_names)
     lines += ["", "## Selected expert", "", *_table(["Task", *methods], picks)]
+    lines += _confidence_section(all_results, task_names)
 
     knn_tables = _knn_scores(all_results)
     if knn_tables:
@@ -110,6 +121,67 @@ def markdown_report(all_results, title="Transfer results", summaries=None):
         lines += _table(["Expert", *knn_tables], rows)
         lines += ["", "Bold: the expert kNN selected. Left-out modules show —.", ""]
     return "\n".join(lines) + "\n"
+
+
+def ranking_confidence(ranking, top=3):
+    """How sure a ranking dict's pick is, as text: {"candidates": its `top` scored experts best
+    first, and B where ranked lower, each "name score [low, high]" (the interval only where the
+    selector has per-image hits) with the selected one marked; "chances": each pairwise
+    probability that an expert beats another; "fallback": what the baseline fallback did}, each
+    "" when there is none (docs/selection.md, "Confidence")."""
+    rows = plots.ranking_rows(ranking)
+    shown = rows[:top] + [r for r in rows[top:] if r["baseline"]]
+    cells = []
+    for r in shown:
+        interval = "" if r["ci_low"] is None else f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        cells.append(f"{r['name']} {r['score']:.3f}{interval}" + " (selected)" * r["selected"])
+    chances = []
+    for p in ranking.get("pairwise") or []:
+        who = "the runner-up" if p["pair"] == "top_vs_runner_up" else "B"
+        tie = f" (tie {p['p_tie']:.3f})" if p["p_tie"] >= 5e-4 else ""
+        chances.append(f"P({p['a_name']} beats {p['b_name']}, {who}) = {p['p_better']:.3f}{tie}")
+    fallback, names = ranking.get("fallback"), {e["handle"]: e["name"] for e in ranking["experts"]}
+    said = ""
+    if fallback:
+        fired = "fired" if fallback["fired"] else "did not fire"
+        said = f"fallback to B {fired} (needs P >= {fallback['confidence']:g})"
+        said += f": B replaces {names[fallback['proxy_selected']]}" * fallback["fired"]
+    return {"candidates": "; ".join(cells), "chances": "; ".join(chances), "fallback": said}
+
+
+def confidence_lines(ranking):
+    """`ranking_confidence` as the console lines `python -m vtab_eval.rank` prints."""
+    said = ranking_confidence(ranking)
+    level = (ranking.get("confidence") or {}).get("level")
+    how = f"[{100 * level:g}% interval]" if level else "(no interval: no per-image hits)"
+    lines = [f"top candidates, score {how}: {said['candidates']}"]
+    return lines + [said[k] for k in ("chances", "fallback") if said[k]]
+
+
+def _confidence_section(all_results, task_names):
+    """The report's "How sure each pick is" lines: a row per ranking with two or more scored
+    experts (the first selection's), or none."""
+    rows = []
+    for name in task_names:
+        for method, by_task in all_results.items():
+            ranking = (by_task.get(name) or {}).get("ranking")
+            if ranking and len(plots.ranking_rows(ranking)) > 1:
+                said = ranking_confidence(ranking)
+                cells = [said["chances"] or "—", said["fallback"] or "—"]
+                rows.append([name, method, said["candidates"], *cells])
+    if not rows:
+        return []
+    header = "Task|Selector|Top candidates: score [interval]|Win probabilities|Fallback".split("|")
+    return [
+        "",
+        "## How sure each pick is (the ranking of the first selection)",
+        "",
+        *_table(header, rows),
+        "",
+        "Intervals: bootstrap over the task's images, shown only for selectors with per-image",
+        "hits (knn, linear_loo, ncm; docs/selection.md); P: the paired bootstrap probability that",
+        "the first expert beats the second on the same resampled images. P near 0.5 is a coin toss.",
+    ]
 
 
 def _random_search_note(all_results, task_names):

@@ -46,7 +46,7 @@ def _track_result(track, memo):
 def run_settings(config):
     """What every track of a run shares, as recorded in each result ("config" key)."""
     proto, selection = config["protocol"], config["selection"]
-    return {
+    settings = {
         "num_selections": proto["num_selections"],
         "num_retrains": proto["num_retrains"],
         "seed": config["seed"],
@@ -55,6 +55,10 @@ def run_settings(config):
         "selection_resolution": selection["resolution"] or None,
         "collection": config["collection"] or "",
     }
+    if selection["fallback"] != "none":  # absent without one: results kept before keep their ids
+        policy = {"policy": selection["fallback"]}
+        settings["fallback"] = policy | {"confidence": selection["fallback_confidence"]}
+    return settings
 
 
 def write_result(tracks, memo, settings, pool, output_dir, log):

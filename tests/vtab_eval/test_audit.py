@@ -152,6 +152,14 @@ def test_mean_interval():
     assert min(values) <= first["ci_low"] and first["ci_high"] <= max(values)
 
 
+def test_report_cells_say_n_1_where_one_value_has_no_interval():
+    from vtab_eval import audit_report
+
+    assert audit_report._interval(metrics.mean_interval([2.0])) == "2.0 (n = 1)"
+    two = metrics.mean_interval([1.0, 3.0, 2.5])
+    assert audit_report._interval(two) == f"2.2 [{two['ci_low']:.1f}, {two['ci_high']:.1f}]"
+
+
 # --- end to end -------------------------------------------------------------------------------
 
 

@@ -90,13 +90,18 @@ def test_rank_command_maps_every_old_keyword_onto_the_config(monkeypatch):
     monkeypatch.setattr(
         engine, "rank", lambda cfg, log: seen.append((cfg, log)) or {"left_out": []}
     )
-    kwargs = {name: value for name, (value, _, _) in RANK_KEYWORDS.items()}
+    # The fallback needs B ranked: include_baseline=False goes on its own.
+    together = {k: v for k, v in RANK_KEYWORDS.items() if k != "include_baseline"}
+    kwargs = {name: value for name, (value, _, _) in together.items()}
     with pytest.warns(DeprecationWarning, match="use vtab_eval.rank"):
         out = vtab_eval.rank_command("C", "dtd", "/r.json", log=print, **kwargs)
     assert out == {"left_out": []}
     [(made, log)] = seen
     base = {"collection": "C", "tasks": ["dtd"], "output_json": "/r.json"}
-    assert made == _expected(base, RANK_KEYWORDS) and log is print
+    assert made == _expected(base, together) and log is print
+    with pytest.warns(DeprecationWarning):
+        compat.rank_command("C", "dtd", "/r.json", include_baseline=False)
+    assert seen[-1][0]["selection"]["include_baseline"] is False
     # resolution and batch_size are the ranking's here, the fine-tuning's in run_command.
     assert made["finetune"] == config.DEFAULTS["finetune"]
 
@@ -153,7 +158,7 @@ def test_run_command_evaluates_and_rewrites_the_report_as_tasks_finish(inputs, t
     second_row = next(
         line for line in seen[2][1].splitlines() if line.startswith(f"| {tasks[1]} |")
     )
-    assert "n=2" in first_row and "(incomplete)" not in first_row
+    assert "n = 2" in first_row and "(incomplete)" not in first_row
     assert second_row.endswith("| — |")
     # It returns what the result files hold, and the final report has plots.
     for task in tasks:

@@ -234,8 +234,13 @@ def test_flags_become_the_configs_values():
             "--selection_resolution=16",
             "--nodeterministic",
             "--aggregate=mean",
+            "--selectors=knn,random",
+            "--fallback=baseline",
+            "--fallback_confidence=0.8",
         ),
     )
+    assert made["selection"]["fallback"] == "baseline"
+    assert made["selection"]["fallback_confidence"] == 0.8
     assert made["tasks"] == ["cifar100", "folder:/x"]
     assert made["finetune"]["learning_rates"] == [0.1, 0.01] and made["finetune"]["steps"] == [3]
     assert made["selection"]["resolution"] == 16 and made["finetune"]["resolution"] == 0
@@ -264,6 +269,18 @@ def test_flags_become_the_configs_values():
             "bad config: selection.shard_index (--shard_index) must be in [0, num_shards=2)",
         ),
         ("run", ["--learning_rates=abc", "--steps=3"], "--learning_rates=abc: expected numbers"),
+        (
+            "run",
+            ["--selectors=random,baseline", "--fallback=baseline"],
+            "bad config: selection.fallback (--fallback) 'baseline' needs per-image correctness, "
+            "which 'random', 'baseline' lack; use one of ('knn', ",
+        ),
+        (
+            "run",
+            ["--fallback=baseline", "--noinclude_baseline"],
+            "bad config: selection.fallback (--fallback) 'baseline' needs the baseline B ranked",
+        ),
+        ("run", ["--fallback_confidence=2"], "bad config: selection.fallback_confidence (--fa"),
         ("audit", ["--seeds=0,x"], "--seeds=0,x: expected integers"),
     ],
 )

@@ -134,6 +134,38 @@ def test_results_section_is_replaced_between_markers(tmp_path):
     assert (tmp_path / "bare.md").read_text() == "no markers"
 
 
+def test_expectations_call_knn_better_only_where_the_intervals_are_apart(tmp_path):
+    """Issue 26: a single 1.8-point gap was called "better" right after "n = 1 cannot separate
+    methods"; now only intervals that do not overlap say better or worse."""
+    from vtab_eval import demo, files, protocol
+
+    files.write_json(str(tmp_path / "tasks.json"), {"tasks": [{"name": "t", "near_expert": "g"}]})
+    name = f"folder:{tmp_path / 't'}"
+
+    def line(knn, base):
+        results = {
+            method: {
+                name: {"summary": protocol.aggregate(outcomes, "median"), "outcomes": outcomes}
+            }
+            for method, outcomes in (("knn", knn), ("baseline", base))
+        }
+        results["knn"][name]["selections"] = [{"selection": {"selected_name": "expert_g"}}]
+        (found,) = demo.expectation_lines(results, str(tmp_path))
+        return found
+
+    single = line([0.978], [0.960])
+    assert single.endswith(
+        "against the baseline's 96.0% (n = 1): +1.8 points, called neither better nor worse: a "
+        "single outcome has no interval."
+    )
+    assert "better (+7.0 points, 95% intervals apart)" in line(
+        [0.97, 0.975, 0.98], [0.9, 0.905, 0.91]
+    )
+    assert "worse (-7.0 points" in line([0.9, 0.905, 0.91], [0.97, 0.975, 0.98])
+    overlapping = line([0.95, 0.97, 0.99], [0.94, 0.96, 0.98])
+    assert overlapping.endswith("+1.0 points, within overlapping 95% intervals: not separated.")
+
+
 def test_the_demo_evaluates_the_demo_config_under_its_workdir(tmp_path):
     made = offline_demo.evaluation_config(str(tmp_path), quick=True, seed=3, strategy="one_device")
     named = config.make("demo:quick")

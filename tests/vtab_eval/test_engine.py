@@ -153,6 +153,32 @@ def test_a_ranking_kept_under_another_selector_revision_is_computed_again(
     assert len(kept) == 2 and all(name.startswith("domain_prediction-") for name in kept)
 
 
+def test_the_fallback_reaches_the_rankings_with_hits_and_random_draws_per_task(inputs, tmp_path):
+    """Issue 26: `run --fallback` ranks knn with it (a kept ranking of another fallback is not
+    reused) and random without it; random draws anew on each task from the same seed."""
+    _, pool, tasks = inputs
+    out = tmp_path / "out"
+    plain = _config(pool, tasks, out)
+    sure = config.set_key(plain, "selection.fallback", "baseline")
+    entries, jobs, _ = checks.prepare(plain, str)
+    kwargs = {"cache_dir": str(tmp_path / "cache")}
+
+    def rank(cfg, method, job=jobs[0], seed=0):
+        context = dict(config=cfg, output_dir=str(out), log=str, rank_kwargs=kwargs)
+        return engine.cached_ranking(job, method, entries, seed, context)
+
+    knn, knn_sure = rank(plain, "knn"), rank(sure, "knn")
+    assert knn["fallback"] is None and knn_sure["fallback"]["policy"] == "baseline"
+    assert knn_sure["identity"] != knn["identity"] and knn["pairwise"] == knn_sure["pairwise"]
+    assert rank(plain, "knn", seed=1)["identity"] != knn["identity"]  # its intervals' seed
+    random, random_sure = rank(plain, "random", seed=7), rank(sure, "random", seed=7)
+    assert random_sure == random and random["fallback"] is None
+    scores = lambda r: [e["score"] for e in r["experts"]]
+    assert scores(rank(plain, "random", jobs[1], seed=7)) != scores(random)
+    kept = sorted(p.name for p in (out / "rankings").rglob("*.json"))
+    assert len(kept) == 5  # knn x 3 identities, random on two tasks
+
+
 @pytest.mark.parametrize("linked", ["results", "tensorboard", "models", "finetunes"])
 def test_an_output_folder_holding_a_link_out_of_it_is_refused_before_any_work(
     inputs, tmp_path, linked

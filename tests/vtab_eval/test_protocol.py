@@ -252,7 +252,7 @@ def test_aggregate_value_interval_and_edge_cases():
     small = protocol.aggregate(values[:6], "mean")
     large = protocol.aggregate(values, "mean")
     assert small["ci_high"] - small["ci_low"] > large["ci_high"] - large["ci_low"]
-    # One outcome has no spread to resample: no interval (reported as n=1).
+    # One outcome has no spread to resample: no interval (reported as n = 1).
     assert protocol.aggregate([0.7], "median") == {
         "value": 0.7,
         "ci_low": None,

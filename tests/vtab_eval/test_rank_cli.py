@@ -69,6 +69,13 @@ def test_command_line_ranks_a_handle_list(setup):
     assert result["left_out"][0]["handle"] == modules["nan"]
     assert "non-finite" in result["left_out"][0]["error"]
     assert (root / "cli" / "plot.png").stat().st_size > 0
+    # How sure the pick is, on screen: the top candidates with intervals, the win probability.
+    lines = proc.stdout.splitlines()
+    assert f"selected colour ({modules['colour']}) by knn" in lines
+    top = "top candidates, score [95% interval]: colour 1.000 [1.000, 1.000] (selected); noise "
+    assert sum(line.startswith(top) for line in lines) == 1
+    win = result["pairwise"][0]
+    assert f"P(colour beats noise, the runner-up) = {win['p_better']:.3f}" in lines
     assert os.listdir(root / "cli" / "feature_cache")  # Default cache beside the JSON.
 
 

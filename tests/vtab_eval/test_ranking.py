@@ -97,7 +97,8 @@ def test_random_is_seeded_and_baseline_picks_b(setup):
     a = ranking.rank(pool, task, "random", {"seed": 5}, cache_dir=None)
     assert a == ranking.rank(pool, task, "random", {"seed": 5}, cache_dir=None)
     handles = [e.handle for e in selectors.candidates(pool)]
-    expected = selectors.select_best(selectors.get("random").score_names(handles, 5)).selected
+    scores = selectors.get("random").score_names(handles, 5, task.fingerprint())
+    expected = selectors.select_best(scores).selected
     assert a["selected"] == expected and a["seed"] == 5
     assert a["experts"][0]["name"] == "baseline"  # include_baseline is the default
     assert ranking.rank(pool, task, "baseline", cache_dir=None)["selected_name"] == "baseline"

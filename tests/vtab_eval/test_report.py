@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from vtab_eval import files, protocol, report
+from vtab_eval import confidence, files, protocol, ranking, report, selectors
 
 
 def _result(task, group, method, median, selected="expert_b", ranking=None):
@@ -62,7 +62,8 @@ def test_markdown_report_sections():
     assert "| knn | 65.0 | 90.0 | 50.0 | 67.5 | median |" in lines
     assert "| baseline | 50.0 | 80.0 | — | 65.0 | median |" in lines
     assert (
-        "| cifar100 | natural | median | 60.0 [59.0, 62.0] n=3 | 50.0 [49.0, 52.0] n=3 |" in lines
+        "| cifar100 | natural | median | 60.0 [59.0, 62.0] n = 3 | 50.0 [49.0, 52.0] n = 3 |"
+        in lines
     )
     assert "| cifar100 | expert_b | baseline |" in lines
     # kNN scores per expert per task, the selected one in bold, left-out ones absent.
@@ -109,7 +110,7 @@ def test_markdown_shows_group_intervals_and_each_rows_aggregate():
     cell = f"{100 * natural['mean']:.1f} [{100 * natural['ci_low']:.1f}, {100 * natural['ci_high']:.1f}]"
     assert f"| knn | {cell} | {cell} | mean, median |" in lines
     row = next(line for line in lines if line.startswith("| cars196 |"))
-    assert row.startswith("| cars196 | natural | mean | ") and row.endswith(" n=30 |")
+    assert row.startswith("| cars196 | natural | mean | ") and row.endswith(" n = 30 |")
     assert any(line.startswith("| cifar100 | natural | median | ") for line in lines)
 
 
@@ -181,8 +182,8 @@ def test_only_the_commands_import_the_report():
                 continue
             if "report" in names or "vtab_eval.report" in names:
                 importers.add(path.relative_to(root).as_posix())
-    # The commands (run, demo) and the old Python API they keep for one release.
-    assert importers == {"run.py", "demo.py", "compat.py"}
+    # The commands (run, rank, demo) and the old Python API they keep for one release.
+    assert importers == {"run.py", "rank.py", "demo.py", "compat.py"}
 
 
 def test_a_random_search_is_reported_as_this_packages_own_space():
@@ -199,3 +200,93 @@ def test_a_random_search_is_reported_as_this_packages_own_space():
     assert "Random search (cifar10): the settings were drawn from this package's own" in text
     assert "not the paper's, which gives only their number (36) for table 3" in text
     assert "(dtd" not in text and "cifar10, dtd" not in text
+
+
+def test_single_outcomes_show_n_1_where_an_interval_would_stand():
+    one = {"dtd": _task("natural", [0.61]), "cifar100": _task("natural", [0.52])}
+    lines = report.markdown_report({"knn": one, "random": {"dtd": _task("natural", [0.6, 0.7])}})
+    lines = lines.splitlines()
+    # Every task of the group has one outcome: no interval, "n = 1" in its place.
+    assert "| knn | 56.5 (n = 1) | 56.5 (n = 1) | median |" in lines
+    assert "| dtd | natural | median | 61.0 (n = 1) | 65.0 [60.0, 70.0] n = 2 |" in lines
+    assert any(line.startswith("| random | 65.0 [60.0, 70.0] | ") for line in lines)
+    text = " ".join(lines)
+    assert "One outcome has no interval: `n = 1` stands in its place" in text
+
+
+def _hits(first, extra=(), n=300):
+    """bool [n]: hits on the first `first` images and on the images `extra`."""
+    hits = np.arange(n) < first
+    hits[list(extra)] = True
+    return hits
+
+
+def _sure_ranking(b_hits, fallback_confidence=0.9):
+    """A knn ranking annotated by `confidence.annotate` from per-image hits of four experts and B
+    (`b_hits`), with the baseline fallback at `fallback_confidence`."""
+    correct = {"a": _hits(240), "b": _hits(234, [290, 291, 292]), "c": _hits(150)}
+    correct |= {"d": _hits(135), "B": b_hits}
+    scores = {h: float(np.mean(c)) for h, c in correct.items()}
+    experts = [
+        {"handle": h, "name": "baseline" if h == "B" else f"expert_{h}", "score": scores[h]}
+        | {"kind": "baseline" if h == "B" else "full"}
+        for h in correct
+    ]
+    selection = selectors.select_best(scores, True, "knn")
+    result = {"task": "cifar100", "method": "knn", "higher_is_better": True, "experts": experts}
+    result.update(selected=selection.selected, selected_name=f"expert_{selection.selected}")
+    options = dict(ranking.DEFAULTS, fallback="baseline", n_resamples=999)
+    options["fallback_confidence"] = fallback_confidence
+    confidence.annotate(result, selection, correct, "B", options)
+    return result
+
+
+def test_ranking_confidence_shows_the_top_candidates_b_and_the_win_chances():
+    result = _sure_ranking(_hits(90))
+    said = report.ranking_confidence(result)
+    info = {e["name"]: e for e in result["experts"]}
+    cell = lambda n: (
+        f"{n} {info[n]['score']:.3f} [{info[n]['ci_low']:.3f}, {info[n]['ci_high']:.3f}]"
+    )
+    # The top three best first, the pick marked, then B (ranked last); expert_d (fourth) not.
+    expected = [
+        cell("expert_a") + " (selected)",
+        cell("expert_b"),
+        cell("expert_c"),
+        cell("baseline"),
+    ]
+    assert said["candidates"] == "; ".join(expected)
+    top, vs_b = result["pairwise"]
+    tie = f" (tie {top['p_tie']:.3f})"
+    assert said["chances"] == (
+        f"P(expert_a beats expert_b, the runner-up) = {top['p_better']:.3f}{tie}; "
+        f"P(expert_a beats baseline, B) = {vs_b['p_better']:.3f}"
+    )
+    assert 0.2 < top["p_better"] < 0.9 and vs_b["p_better"] > 0.999  # a coin toss; a sure win
+    assert said["fallback"] == "fallback to B did not fire (needs P >= 0.9)"
+    lines = report.confidence_lines(result)
+    assert lines == [
+        f"top candidates, score [95% interval]: {said['candidates']}",
+        said["chances"],
+        said["fallback"],
+    ]
+
+
+def test_a_fallback_that_fires_says_what_b_replaced_and_the_report_shows_it():
+    result = _sure_ranking(_hits(237, [295, 296]))  # B: 239 hits, 2 of them where a misses
+    assert result["fallback"]["fired"] and result["selected"] == "B"
+    said = report.ranking_confidence(result)
+    assert said["fallback"] == "fallback to B fired (needs P >= 0.9): B replaces expert_a"
+    assert said["candidates"].split("; ")[1].endswith(" (selected)")  # B, second by score
+    assert said["candidates"].startswith("expert_a ") and said["candidates"].count("; ") == 2
+    results = {
+        "knn": {"cifar100": dict(_result("cifar100", "natural", "knn", 0.6), ranking=result)}
+    }
+    lines = report.markdown_report(results).splitlines()
+    row = f"| cifar100 | knn | {said['candidates']} | {said['chances']} | {said['fallback']} |"
+    assert row in lines
+    # Without per-image hits: scores only, no interval, no chances.
+    no_hits = "top candidates, score (no interval: no per-image hits): "
+    assert report.confidence_lines(RANKING) == [
+        no_hits + "expert_b 0.620 (selected); expert_a 0.410"
+    ]

@@ -357,6 +357,11 @@ def test_command_line_errors_are_one_line(finished_run, tmp_path):
             "bad config: finetune.batch_size (--batch_size) must be an int >= 1, got 0",
         ),
         (
+            ["--selectors=random", "--fallback=baseline"],
+            "bad config: selection.fallback (--fallback) 'baseline' needs per-image correctness, "
+            "which 'random' lacks; use one of ('knn', 'linear_loo', 'ncm')",
+        ),
+        (
             ["--config=nope"],
             "unknown config 'nope': give a .py file or one of ['demo', 'local', 'table3', 'vtab1k']",
         ),
@@ -392,6 +397,34 @@ def test_aggregate_flag_and_bad_choices(finished_run, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="--aggregate: task cifar100: the vtab1k suite"):
         _rerun(pool, "cifar100", tmp_path / "v", {"protocol.aggregate": "mean"})
     assert calls == [] and not (tmp_path / "v" / "finetunes").exists()
+
+
+def test_the_report_says_how_sure_each_pick_is_and_the_fallback_reaches_knn(
+    finished_run, tmp_path, monkeypatch
+):
+    import shutil
+
+    _, pool, task, out, _ = finished_run
+    text = (out / "report.md").read_text()
+    assert "## How sure each pick is (the ranking of the first selection)" in text
+    row = f"| {task} | knn | expert_colour 1.000 [1.000, 1.000] (selected); "
+    assert text.count(row) == 1 and "P(expert_colour beats baseline, the runner-up) = 1.000" in text
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    calls = _count_finetunes(monkeypatch)
+    results = _rerun(pool, task, copy, {"selection.fallback": "baseline"})
+    assert calls == []  # expert_colour surely beats B: the same pick, the same fine-tunes
+    knn = results["knn"][task]
+    assert (
+        knn["ranking"]["fallback"]["fired"] is False
+        and knn["ranking"]["fallback"]["p_better"] > 0.99
+    )
+    assert knn["config"]["fallback"] == {"policy": "baseline", "confidence": 0.9}
+    assert results["random"][task]["ranking"]["fallback"] is None  # no per-image hits
+    report_row = next(
+        line for line in (copy / "report.md").read_text().splitlines() if line.startswith(row)
+    )
+    assert report_row.endswith(" | fallback to B did not fire (needs P >= 0.9) |")
 
 
 def test_task_sweep_applies_the_task_policy_and_whole_split_statistics(finished_run):

@@ -9,21 +9,28 @@ from vtab_eval import selectors
 random_scores = selectors.get("random").score_names
 
 
-def test_random_scores_are_seeded_and_pick_every_expert_sometimes():
+def test_random_scores_are_seeded_per_task_and_pick_every_expert_sometimes():
     names = ["a", "b", "c", "d"]
-    assert random_scores(names, seed=3) == random_scores(names, seed=3)
-    assert random_scores(names, seed=3) != random_scores(names, seed=4)
-    picks = {selectors.select_best(random_scores(names, s)).selected for s in range(60)}
+    assert random_scores(names, 3, "t") == random_scores(names, 3, "t")
+    assert random_scores(names, 3, "t") != random_scores(names, 4, "t")
+    assert random_scores(names, 3, "t") != random_scores(names, 3, "u")
+    picks = {selectors.select_best(random_scores(names, s, "t")).selected for s in range(60)}
+    assert picks == set(names)
+    # One seed, many tasks: the picks differ between tasks (issue 26: one draw gave one pick).
+    picks = {selectors.select_best(random_scores(names, 0, f"t{i}")).selected for i in range(60)}
     assert picks == set(names)
     with pytest.raises(ValueError, match="unique"):
-        random_scores(["a", "a"], seed=0)
+        random_scores(["a", "a"], 0, "t")
     with pytest.raises(ValueError, match="seed"):
-        random_scores(names, seed=-1)
+        random_scores(names, -1, "t")
 
 
-def test_random_reads_the_seed_and_the_experts_of_the_context():
-    ctx = battery.FakeContext(seed=11)
-    assert selectors.get("random").score(ctx).scores == random_scores(battery.EXPERTS, 11)
+def test_random_reads_the_seed_the_experts_and_the_task_of_the_context():
+    ctx = battery.FakeContext(seed=11, task="cifar")
+    expected = random_scores(battery.EXPERTS, 11, "fingerprint of cifar")
+    assert selectors.get("random").score(ctx).scores == expected
+    other = selectors.get("random").score(battery.FakeContext(seed=11, task="dtd")).scores
+    assert other != expected
 
 
 def test_baseline_ranks_b_alone_and_needs_it():

@@ -1,6 +1,8 @@
 """The references every selector is compared with (Puigcerver et al., ICLR 2021): random (kind
 "none"), baseline (kind "none") and hindsight (kind "every"). None looks at the task's images."""
 
+import hashlib
+
 import numpy as np
 
 from vtab_eval.selectors import base
@@ -9,18 +11,20 @@ from vtab_eval.selectors import base
 @base.register
 class Random(base.Selector):
     """Random selection, the paper's lower reference (Puigcerver et al., ICLR 2021): uniform
-    [0, 1) scores from `numpy.random.default_rng(ctx.seed)`, one per expert in collection order;
-    higher wins. The same experts and seed give the same pick."""
+    [0, 1) scores, one per expert in collection order, drawn per task from the seed and the task's
+    fingerprint; higher wins. The same experts, seed and task give the same pick."""
 
     name = "random"
     kind = "none"
+    revision = 2  # 2: drawn per task (issue 26); 1: one draw, the same pick on every task
 
     def score(self, ctx):
-        return base.Scores(self.score_names(ctx.handles(), ctx.seed))
+        return base.Scores(self.score_names(ctx.handles(), ctx.seed, ctx.task.fingerprint()))
 
     @staticmethod
-    def score_names(expert_names, seed) -> dict[str, float]:
-        """name -> uniform [0, 1) score; ValueError for no, repeated names or a bad seed."""
+    def score_names(expert_names, seed, task) -> dict[str, float]:
+        """name -> uniform [0, 1) score from `numpy.random.default_rng` seeded with `seed` and the
+        SHA-256 of `task` (a task's fingerprint); ValueError for no, repeated names or a bad seed."""
         names = list(expert_names)
         if not names:
             raise ValueError("expert_names is empty")
@@ -28,7 +32,8 @@ class Random(base.Selector):
             raise ValueError(f"expert_names must be unique; got {names}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-        values = np.random.default_rng(int(seed)).random(len(names))
+        words = np.frombuffer(hashlib.sha256(str(task).encode("utf-8")).digest(), np.uint32)
+        values = np.random.default_rng([int(seed), *map(int, words)]).random(len(names))
         return {name: float(value) for name, value in zip(names, values)}
 
 
