@@ -2,8 +2,9 @@
 
 `FakeContext` stands in for `vtab_eval.selectors.Context` with arrays: three experts ("noise",
 "planted" and "weak" features of 4 classes x 25 images), an EPN and a baseline classifier that
-believe in "planted", and label priors. `assert_selector_battery` checks a selector's face;
-`assert_ranking_battery` checks the ranking dict `ranking.rank` builds with it.
+believe in "planted", and label priors. `assert_selector_battery` checks a selector's face (a
+probe policy's with `assert_probe_policy`); `assert_ranking_battery` checks the ranking dict
+`ranking.rank` builds with it.
 """
 
 import re
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import vtab_eval_toys as toys
 
-from vtab_eval import selectors
+from vtab_eval import selectors, sweeps
 
 EXPERTS = ("noise", "planted", "weak")
 PLANTED = "planted"
@@ -95,9 +96,11 @@ def assert_selector_battery(name, ctx, pool):
     assert re.search(r"\b(19|20)\d\d\b", doc), f"{name}: its docstring names no dated source"
     found_candidates = selector.candidates(pool, True)
     assert found_candidates and all(c in pool for c in found_candidates)
-    if selector.kind == "every":
+    if selector.kind in selectors.PLANNED:
         with pytest.raises(ValueError, match="scores nothing"):
             selector.score(ctx)
+        if selector.kind == "probe":
+            assert_probe_policy(selector, ctx)
         return None
     found = selector.score(ctx)
     assert isinstance(found, selectors.Scores)
@@ -116,12 +119,33 @@ def assert_selector_battery(name, ctx, pool):
     return found
 
 
+def assert_probe_policy(policy, ctx):
+    """A probe policy's face: B first, then its proxy's best experts (the planted one first) or
+    every expert; a valid probe setting shorter than the sweep's; the best probe wins."""
+    scores = {h: 0.0 for h in ctx.handles()}
+    if policy.proxy is not None:
+        scores = selectors.get(policy.proxy).score(ctx).scores
+    finalists = policy.finalists({"b": 1.0, **scores}, "b")
+    assert finalists[0] == "b" and len(finalists) == len(set(finalists))
+    assert len(finalists) == 1 + min(policy.top_k or len(scores), len(scores))
+    assert set(finalists[1:]) <= set(ctx.handles())
+    if policy.proxy is not None:
+        assert finalists[1] == PLANTED
+    sweep = [sweeps.make_setting(0.01, 100, 8, warmup_steps=10, name="s")]
+    probe = policy.probe_setting(sweep)
+    sweeps.validate_setting(probe)
+    assert 1 <= probe["steps"] < 100 and probe["name"] != "s"
+    last = {f: float(i == len(finalists) - 1) for i, f in enumerate(finalists)}
+    assert policy.choose(last).selected == finalists[-1]
+
+
 def assert_ranking_battery(result, name):
     """The ranking dict of docs/evaluation.md ("Ranking JSON"), consistent with the selector."""
     selector = selectors.get(name)
     assert result["method"] == name and result["higher_is_better"] == selector.higher_is_better
     if selector.kind != "feature":
         assert result["precision"] == "float32"
+    assert (result["forward_passes"] > 0) == (selector.kind != "none")
     assert ("seed" in result) == (selector.kind == "none")
     ok = [e for e in result["experts"] if e["status"] == "ok"]
     assert ok and all(isinstance(e["score"], float) for e in ok)

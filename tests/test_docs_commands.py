@@ -79,7 +79,7 @@ EXCLUDED = {
     r"python -m vtab_eval\.audit --collection=C .*": (
         "usage synopsis: C, T1, T2 and OUT are placeholders"
     ),
-    r"python -m vtab_eval\.audit --collection=runs/demo/collection .*": (
+    r"python -m vtab_eval\.audit --collection=runs/demo/\S+ .*": (
         "needs the finished demo in runs/demo and fine-tunes the task bank: hours on 2 cores"
     ),
     r"python -m bit_experts\.expert_quality --workdir=runs/demo/upstream .*": (

@@ -1,7 +1,8 @@
 """The selection audit's metrics (docs/selection.md, "Audit"), pure functions of an *accuracy
 table* `{candidate: [accuracy per seed]}`: fractions in [0, 1], every candidate fine-tuned with
 the same seeds in the same order. The hindsight best has the highest mean over seeds; regrets
-are in points (percentage points).
+are in points (percentage points). A pick is a candidate, or a list of one per seed (a policy
+whose choice depends on the seed): then seed i scores its own pick's accuracy on seed i.
 """
 
 import itertools
@@ -54,23 +55,38 @@ def hindsight_best(acc):
     return _tied_top(means(acc))
 
 
-def _pick(table, pick):
-    if pick not in table:
-        raise ValueError(f"pick {pick!r} is not a candidate; expected one of {list(table)}")
-    return table[pick]
+def _picks(table, pick):
+    """The pick as one candidate per seed; ValueError for a non-candidate or a wrong count."""
+    n = next(iter(table.values())).size
+    picks = [pick] * n if isinstance(pick, str) else list(pick)
+    for p in picks:
+        if p not in table:
+            raise ValueError(f"pick {p!r} is not a candidate; expected one of {list(table)}")
+    if len(picks) != n:
+        raise ValueError(f"a pick per seed needs {n} picks; got {len(picks)}: {picks}")
+    return picks
+
+
+def pick_accuracies(acc, pick):
+    """float64 [n]: per seed the accuracy of that seed's pick."""
+    table = check_table(acc)
+    return np.array([table[p][i] for i, p in enumerate(_picks(table, pick))])
 
 
 def regret(acc, pick):
     """Points between the hindsight best's mean accuracy and the pick's (>= 0; 0 for a tie);
     biased upwards by the winner's curse with noisy fine-tunes, unlike `split_half_regret`."""
-    mean = means(acc)
-    gap = max(mean.values()) - _pick(mean, pick)
+    table = check_table(acc)
+    gap = max(means(table).values()) - float(np.mean(pick_accuracies(table, pick)))
     return 0.0 if gap <= TIE_TOLERANCE else POINTS * gap
 
 
 def hit(acc, pick):
-    """Whether the pick is a hindsight best (ties count as hits)."""
-    return pick in hindsight_best(acc)
+    """The fraction of seeds whose pick is a hindsight best (ties count as hits): 1.0 or 0.0 for
+    one candidate."""
+    table = check_table(acc)
+    best = hindsight_best(table)
+    return float(np.mean([p in best for p in _picks(table, pick)]))
 
 
 def seed_splits(n):
@@ -90,7 +106,7 @@ def split_half_regret(acc, pick):
     over `seed_splits(n)`, the mean of the choosing seeds' best (the mean over its ties) minus the
     pick, both scored on the scoring seeds. None with fewer than 2 seeds; it can be < 0."""
     table = check_table(acc)
-    chosen = _pick(table, pick)
+    chosen = pick_accuracies(table, pick)
     splits = seed_splits(chosen.size)
     if not splits:
         return None

@@ -4,8 +4,10 @@ and, per task, a plot of proxy score against accuracy. Accuracies and regrets ar
 
 import os
 
+import numpy as np
+
 from bit_experts.training import slice_eval
-from vtab_eval import files, plots
+from vtab_eval import files, plan, plots
 
 PANEL_COLUMNS = 3
 
@@ -57,6 +59,51 @@ def _aggregate_table(audit):
     return lines
 
 
+def _cost_order(audit):
+    """The policies with a cost, cheapest first (ties: report order)."""
+    found = [p for p in audit["policies"] if (audit["aggregate"].get(p) or {}).get("cost")]
+    return sorted(found, key=lambda p: audit["aggregate"][p]["cost"]["fine_tunes"])
+
+
+def _cost_table(audit):
+    ref = audit["reference"]
+    lines = [
+        f"| policy | regret | regret − {ref} | regret − baseline | regret − agnostic | forward "
+        "passes | fine-tuning steps | cost (fine-tunes) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for policy in _cost_order(audit):
+        item = audit["aggregate"][policy]
+        paired = [item["regret_minus_reference"], *item["regret_minus"].values()]
+        cost = item["cost"]
+        lines.append(
+            f"| {policy} | {_interval(item['regret'])} | "
+            + " | ".join(_interval(p, 1, True) for p in paired)
+            + f" | {cost['forward_passes']:,.0f} | {cost['finetune_steps']:,.0f} | "
+            f"{cost['fine_tunes']:.2f} |"
+        )
+    seconds = audit["timing"].get("fine_tune_seconds") or {}
+    full, probe = seconds.get("full") or {}, seconds.get("probe") or {}
+    lines += [
+        "",
+        "Cost per task of choosing, besides the pick's own fine-tune: forward passes (images x "
+        "modules embedded to rank, cached or not) and the steps of the fine-tunes the choice "
+        "needs (probes on the tuning splits; hindsight: every candidate's); cost in units of one "
+        "fine-tune at the task's first sweep setting, a training image counted as "
+        f"{plan.TRAIN_PASSES} forward passes. `agnostic` spends nothing on the task (it reads the "
+        "other tasks' hindsight). Cheapest first: read it as a curve from no selection to "
+        "hindsight.",
+    ]
+    if probe.get("mean") is not None and full.get("mean"):
+        lines += [
+            "",
+            f"Measured: a probe took {_interval(probe)} s, a full fine-tune {_interval(full)} s "
+            f"(setup and evaluation included), so by time a probe costs "
+            f"{probe['mean'] / full['mean']:.2f} of a fine-tune.",
+        ]
+    return lines + ["", "![regret against cost](plots/regret_cost.png)"]
+
+
 def _group_table(audit):
     groups = sorted({g for item in audit["aggregate"].values() for g in item["groups"]})
     lines = ["| policy | " + " | ".join(groups) + " | all |", "|---|" + "---|" * (len(groups) + 1)]
@@ -100,16 +147,21 @@ def _spread_table(audit):
 
 
 def _task_section(audit, task_name, task):
-    proxies = audit["proxies"]
+    proxies, probes = audit["proxies"], task.get("probes")
     best = ", ".join(task["hindsight_best"])
     lines = [
         f"### {plots.display_name(task_name)} ({task['group'] or 'no group'})",
         "",
         f"`{task_name}`. Hindsight best: {best}. Accuracy in % (mean ± sd over "
-        f"{len(audit['seeds'])} seeds); proxy scores as each proxy reports them.",
+        f"{len(audit['seeds'])} seeds); proxy scores as each proxy reports them"
+        + (
+            "; probe: validation accuracy of the probe fine-tune (%, mean over seeds)."
+            if probes
+            else "."
+        ),
         "",
-        "| candidate | accuracy | " + " | ".join(proxies) + " |",
-        "|---|---|" + "---|" * len(proxies),
+        "| candidate | accuracy | " + " | ".join(proxies) + " |" + (" probe |" if probes else ""),
+        "|---|---|" + "---|" * (len(proxies) + bool(probes)),
     ]
     for name, acc in task["accuracy"].items():
         cells = []
@@ -117,6 +169,8 @@ def _task_section(audit, task_name, task):
             score = task["proxies"][p]["scores"].get(name)
             mark = " ◀" if task["proxies"][p]["pick"] == name else ""
             cells.append(("–" if score is None else f"{score + 0.0:.4g}") + mark)  # no "-0"
+        if probes:
+            cells.append(f"{100 * np.mean(probes['scores'][name]):.1f}")
         sd = "" if acc["sd"] is None else f" ± {acc['sd']:.1f}"
         star = " **★**" if name in task["hindsight_best"] else ""
         lines.append(f"| {name}{star} | {100 * acc['mean']:.1f}{sd} | " + " | ".join(cells) + " |")
@@ -133,8 +187,10 @@ def _task_section(audit, task_name, task):
         if row is None:
             continue
         fired = "" if "fired" not in row else ("fired" if row["fired"] else "kept")
+        pick = row["pick"]
+        pick = pick if isinstance(pick, str | None) else " / ".join(pick) + " (per seed)"
         lines.append(
-            f"| {policy} | {row['pick'] or '(uniform)'} | {_num(row['regret'])} | "
+            f"| {policy} | {pick or '(uniform)'} | {_num(row['regret'])} | "
             f"{_num(row['split_half_regret'], 1, True)} | {_num(row['loss_vs_baseline'], 1, True)} "
             f"| {fired} |"
         )
@@ -172,6 +228,7 @@ def markdown(audit):
     ]
     sections = {
         "Aggregate over tasks": _aggregate_table(audit),
+        **({"Regret against cost": _cost_table(audit)} if _cost_order(audit) else {}),
         "Mean regret by group (points)": _group_table(audit),
         "Proxy time": _timing_table(audit),
         "Seed-to-seed sd of fine-tuned accuracy (points)": _spread_table(audit),
@@ -234,9 +291,41 @@ def plot_task(audit, task_name, path):
     return path
 
 
+def plot_cost(audit, path):
+    """Each policy's mean regret with its interval over tasks against its mean cost in
+    fine-tunes (symmetric log scale: 0 is no cost); policies at the same point share a label."""
+    plt = plots.pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    points = {}
+    for policy in _cost_order(audit):
+        item = audit["aggregate"][policy]
+        points.setdefault((item["cost"]["fine_tunes"], item["regret"]["mean"]), []).append(policy)
+    for (x, y), names in points.items():
+        regret = audit["aggregate"][names[0]]["regret"]
+        low, high = regret["ci_low"], regret["ci_high"]
+        yerr = None if low is None else [[y - low], [high - y]]
+        ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=3, markersize=5)
+        label = ", ".join(names)
+        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("cost per task (fine-tunes)", fontsize=8)
+    ax.set_ylabel("mean regret (points)", fontsize=8)
+    ax.set_title(
+        f"Regret against cost over {len(audit['tasks'])} tasks (95% intervals)", fontsize=9
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    plots.save_png(fig, path)
+    return path
+
+
 def write_plots(audit, plots_dir):
-    """plots_dir/<task slug>.png for every task; returns the paths."""
-    return [
+    """plots_dir/<task slug>.png for every task and plots_dir/regret_cost.png (when policies have
+    a cost); returns the paths."""
+    paths = [
         plot_task(audit, name, os.path.join(plots_dir, f"{files.task_slug(name)}.png"))
         for name in audit["tasks"]
     ]
+    if _cost_order(audit):
+        paths.append(plot_cost(audit, os.path.join(plots_dir, "regret_cost.png")))
+    return paths

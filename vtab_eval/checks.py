@@ -14,7 +14,7 @@ import time
 
 from bit_experts import atomic_files
 from hub_export import collection
-from vtab_eval import files, plan, protocol, tasks
+from vtab_eval import files, plan, protocol, selectors, tasks
 from vtab_eval.selectors import base as pool_lib
 
 # Less free space than this on the disk of an output or cache directory is refused up front
@@ -141,18 +141,20 @@ def _empty(task, split, train, evaluation):
         message = str(err)
     return (
         f"{message}; the protocol fine-tunes {train} -> {evaluation} (a single-setting sweep "
-        "needs no tuning split)"
+        "needs no tuning split unless a probe policy probes on it)"
     )
 
 
-def check_jobs(jobs, data_dir=None):
-    """({task: {split: size}}, problems) for the splits of every job (its settings were checked
-    when `make_jobs` made them: `sweeps.make_setting`)."""
+def check_jobs(jobs, data_dir=None, probe=False):
+    """({task: {split: size}}, problems) for the splits of every job, the tuning splits too with
+    `probe` (a probe policy runs); its settings were checked when `make_jobs` made them
+    (`sweeps.make_setting`)."""
     sizes, problems = {}, []
     for job in jobs:
         task = job.task
         facts = sizes.setdefault(task.name, {})
-        for train, evaluation in job.splits():
+        tuning = [tuple(protocol.SPLIT_SCHEMES[job.scheme][:2])] if probe else []
+        for train, evaluation in dict.fromkeys(tuning + job.splits()):
             for split in (train, evaluation):
                 if split in facts:
                     continue
@@ -186,16 +188,27 @@ def check_old_layout(output_dir, jobs):
     return problems
 
 
+def _probe_steps(method, job, pool, count):
+    """The steps of each probe a probe policy runs on `job` (as if its proxy tied every expert)."""
+    policy, baseline = selectors.get(method), pool_lib.find_baseline(pool)
+    handles = {plan.entry_handle(e): 0.0 for e in pool_lib.candidates(pool)}
+    finalists = policy.finalists(handles, baseline and plan.entry_handle(baseline))
+    return [policy.probe_setting(job.sweep)["steps"]] * (count * len(finalists))
+
+
 def _planned(jobs, pool, config, memo):
-    """(tuning specs, retrain placeholders, retrain specs known now), each key once, before any
-    ranking (picks are stand-ins; a module's retrains are known once its tuning is in `memo`)."""
+    """(tuning specs, retrain placeholders, retrain specs known now, steps of every probe), each
+    key once, before any ranking (picks are stand-ins; a module's retrains are known once its
+    tuning is in `memo`; probes are counted, not keyed: their finalists are not known yet)."""
     baseline, count = pool_lib.find_baseline(pool), config["protocol"]["num_selections"]
-    tracks = []
+    tracks, probes = [], []
     for job in jobs:
         for method in config["selection"]["selectors"]:
             if method == "hindsight":
                 tracks += plan.hindsight_tracks(job, pool, config)
                 continue
+            if selectors.get(method).kind == "probe":
+                probes += _probe_steps(method, job, pool, count)
             pick = f"<{method}'s pick>"
             if method == "baseline" and baseline is not None:
                 pick = baseline
@@ -211,7 +224,7 @@ def _planned(jobs, pool, config, memo):
         if not stand_in and all(memo.get(s) is not None for s in specs):
             plan.plan_retrains(track, memo)
             known += [s for specs in track.retrains for s in specs]
-    return plan.unique(tuning), placeholders, plan.unique(known)
+    return plan.unique(tuning), placeholders, plan.unique(known), probes
 
 
 PROBE_STEPS = (1, 1, 11)  # a warm-up (the process's first tracing, not counted), then two probes
@@ -265,20 +278,22 @@ def print_plan(jobs, sizes, pool, config, executor, log):
                 f"    setting {s['name']}: lr {s['learning_rate']}, {s['steps']} steps, batch "
                 f"{s['batch_size']}, resolution {s['resolution']}"
             )
-    tuning, retrains, known = _planned(jobs, pool, config, executor.memo)
-    total = len(tuning) + len(retrains)
+    tuning, retrains, known, probes = _planned(jobs, pool, config, executor.memo)
+    total = len(tuning) + len(retrains) + len(probes)
     # Tuning specs have their final identity; a retrain's depends on the setting tuning picks.
     recorded = sum(executor.memo.get(s) is not None for s in tuning + known)
     log(
         f"  fine-tunes: {total} after sharing identical ones ({len(tuning)} tuning, "
-        f"{len(retrains)} final); selectors not ranked yet count as distinct picks; "
+        + (f"{len(probes)} short probes, " if probes else "")
+        + f"{len(retrains)} final); selectors not ranked yet count as distinct picks; "
         f"{recorded} already recorded, {total - recorded} to run"
     )
     entry = pool_lib.find_baseline(pool) or pool_lib.candidates(pool, include_baseline=True)[0]
     setup, per_step, probe = measure(jobs[0], entry, executor)
     steps = [s["steps"] for job in jobs for s in job.sweep]
     mean_steps = sum(steps) / len(steps)
-    seconds = (total - recorded) * (setup + mean_steps * per_step)
+    seconds = (total - len(probes) - recorded) * (setup + mean_steps * per_step)
+    seconds += sum(setup + s * per_step for s in probes)  # counted as still to run
     log(
         f"  time: about {seconds / 60:.1f} min ({setup:.1f}s setup + {per_step:.3f}s per step at "
         f"batch {probe['batch_size']}, resolution {probe['resolution']}, measured on "
@@ -318,11 +333,14 @@ def make_jobs(config, log=None):
     return jobs
 
 
-def prepare(config, log=print, extra_problems=()):
+def prepare(config, log=print, extra_problems=(), probe=None):
     """Checks everything before any work; returns (pool, jobs, split sizes). Output folders, the
-    collection, every task with its sweep (`make_jobs`), every split (`check_jobs`), the pool
-    and the results layout: every problem, and a command's `extra_problems`, raised together as
-    one ValueError with a line each (`raise_problems`)."""
+    collection, every task with its sweep (`make_jobs`), every split (`check_jobs`; the tuning
+    splits too with `probe`, None: when a selector is a probe policy), the pool and the results
+    layout: every problem, and a command's `extra_problems`, raised together as one ValueError
+    with a line each (`raise_problems`)."""
+    if probe is None:
+        probe = any(selectors.get(m).kind == "probe" for m in config["selection"]["selectors"])
     out, memo_dir, cache = files.output_paths(config)
     problems = list(extra_problems)
     for flag, path in (("--output_dir", out), ("--memo_dir", memo_dir), ("--cache_dir", cache)):
@@ -345,7 +363,7 @@ def prepare(config, log=print, extra_problems=()):
     except (ValueError, FileNotFoundError) as err:
         raise_problems(problems + [str(err)])
         raise
-    sizes, found = check_jobs(jobs, config["data_dir"])
+    sizes, found = check_jobs(jobs, config["data_dir"], probe)
     if not pool_lib.candidates(pool, include_baseline=True):
         found.append(
             "--collection: it has no feature-vector module to fine-tune; expected experts or B"

@@ -51,6 +51,7 @@ _NON_NEGATIVE = (lambda x: cs.is_number(x) and x >= 0, "a number >= 0")
 _PROBABILITY = (lambda x: cs.is_number(x) and 0 <= x <= 1, "a number in [0, 1]")
 _LEVEL = (lambda x: cs.is_number(x) and 0 < x < 1, "a number in (0, 1)")
 _TASKS = (lambda x: isinstance(x, list) and cs.is_str_list(x), "a list of task names")
+_OPT_NAMES = (lambda x: x is None or cs.is_str_list(x), "None or a list of names")
 _NAMES = (lambda x: cs.is_str_list(x) and len(x) > 0, "a non-empty list of names")
 _ANY_STR = (lambda x: isinstance(x, str), "a string")
 _SEEDS = (
@@ -116,6 +117,7 @@ _KEYS = {
     "audit": {
         "seeds": (None, _SEEDS),  # None: 0, 1, 2 (quick: 0, 1)
         "proxies": (None, _OPT_LIST),  # None: every feature proxy
+        "probe_policies": (None, _OPT_NAMES),  # None: every probe policy whose proxy is audited
         "reference": ("knn", cs.STR),
         "quick": (False, cs.BOOL),
         "upstream_dir": (None, cs.OPT_STR),
@@ -291,6 +293,10 @@ FLAGS = {
         "bank_dir": ("audit.bank_dir", "Write the offline world's task bank here and audit it."),
         "seeds": ("audit.seeds", "Base seeds (>= 3; default 0,1,2; --quick: 0,1)."),
         "proxies": ("audit.proxies", "Feature proxies to audit; default: every one."),
+        "probe_policies": (
+            "audit.probe_policies",
+            "Probe policies to audit (empty: none); default: each whose proxy is audited.",
+        ),
         "reference": ("audit.reference", "The proxy other policies' regret is paired against."),
         "fallback_confidence": ("selection.fallback_confidence", "Confidence of the fallback."),
         "quick": ("audit.quick", "Tiny mode: 1-2 seeds allowed, quick sweep (smoke tests)."),
@@ -303,7 +309,13 @@ _CONFIG_HELP = (
     "here override it."
 )
 _SINGLE = {"dataset", "method"}  # string flags that fill a one-item list
-_LISTS = {"learning_rates": float, "steps": int, "seeds": int, "proxies": str}  # default None
+_LISTS = {
+    "learning_rates": float,
+    "steps": int,
+    "seeds": int,
+    "proxies": str,
+    "probe_policies": str,
+}
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}
 
 

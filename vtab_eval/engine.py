@@ -6,7 +6,18 @@ import os
 
 from bit_experts import determinism
 from hub_export import collection
-from vtab_eval import checks, files, identity, plan, protocol, ranking, results, runner, selectors
+from vtab_eval import (
+    checks,
+    files,
+    identity,
+    module_contract,
+    plan,
+    protocol,
+    ranking,
+    results,
+    runner,
+    selectors,
+)
 from vtab_eval.tasks import get_task
 
 # Options that change a kept ranking besides those its key names; each is part of the identity
@@ -39,12 +50,37 @@ def cached_ranking(job, method, pool, seed, context):
     slug = files.task_slug(job.task.name)
     path = os.path.join(context["output_dir"], "rankings", slug, f"{method}-{ranking_id}.json")
     found = files.read_json(path, "ranking")
-    if found is not None and found.get("identity") == ranking_id:
-        return found
+    if found is not None and found.get("identity") == ranking_id and "forward_passes" in found:
+        return found  # (kept before forward passes were counted: ranked again, from the cache)
     found = ranking.rank(pool, job.task, method, options, **context["rank_kwargs"])
     found["identity"] = ranking_id
     files.write_json(path, found)
     return found
+
+
+def probe_track(job, policy, pool, context):
+    """The track of a probe policy (`selectors.policies`): its proxy's ranking (kept as any
+    selector's), its finalists among the fine-tunable candidates and their probe specs."""
+    config, ranking = context["config"], None
+    baseline = selectors.find_baseline(pool)
+    if baseline is not None and not module_contract.finetunable(baseline)[0]:
+        baseline = None
+    if policy.proxy is None:
+        found = [e for e in selectors.candidates(pool) if module_contract.finetunable(e)[0]]
+        scores, higher = {plan.entry_handle(e): 0.0 for e in found}, True
+    else:
+        seed = protocol.selection_seed(config["seed"], policy.proxy, 0)
+        ranking = cached_ranking(job, policy.proxy, pool, seed, context)
+        ok = [e for e in ranking["experts"] if e["status"] == "ok" and e["finetunable"]]
+        scores, higher = {e["handle"]: e["score"] for e in ok}, ranking["higher_is_better"]
+    handle = None if baseline is None else baseline.handle
+    by_handle = {plan.entry_handle(e): e for e in pool}
+    finalists = [by_handle[h] for h in policy.finalists(scores, handle, higher)]
+    if not finalists:
+        raise selectors.SelectorUnavailable(f"{policy.name}: no fine-tunable finalist")
+    names = ", ".join(plan.entry_name(e) for e in finalists)
+    context["log"](f"{job.task.name} / {policy.name}: probing {names}")
+    return plan.probe_track(config, job, policy.name, finalists, ranking)
 
 
 def select(job, method, pool, context):
@@ -52,6 +88,8 @@ def select(job, method, pool, context):
     config = context["config"]
     if method == results.HINDSIGHT:
         return plan.hindsight_tracks(job, pool, config)
+    if selectors.get(method).kind == "probe":
+        return [probe_track(job, selectors.get(method), pool, context)]
     by_handle = {plan.entry_handle(e): e for e in pool}
     entries, first = [], None
     for i in range(config["protocol"]["num_selections"]):

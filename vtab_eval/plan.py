@@ -1,14 +1,18 @@
 """What an evaluation runs. A `Track` is one selector on one `Job` (a task with its protocol):
-the expert of every selection, its tuning specs (`plan_tuning`) and, from the recorded tuning, its
-retrain specs (`plan_retrains`). A `Spec` is one fine-tune; equal keys are the same fine-tune, run
-once and shared by every track that holds it.
+the expert of every selection (a probe policy's from its recorded probes, `choose_probed`), its
+tuning specs (`plan_tuning`) and, from the recorded tuning, its retrain specs (`plan_retrains`). A
+`Spec` is one fine-tune; equal keys are the same fine-tune, run once and shared by every track that
+holds it. `cost`: what a pick spent, in forward passes, fine-tuning steps and fine-tunes.
 """
 
 import dataclasses
 import functools
 
-from vtab_eval import identity, protocol, sweeps
+from vtab_eval import identity, protocol, selectors, sweeps
 from vtab_eval.selectors.base import candidates, entry_handle, entry_name
+
+# A training image costs its forward pass and a backward pass of about twice that (`cost`).
+TRAIN_PASSES = 3
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -95,7 +99,8 @@ class Job:
 @dataclasses.dataclass
 class Track:
     """One method on one job (or hindsight candidate): per selection, `entries` (pool entry,
-    selection dict), `tuning` and `retrains` (lists of `Spec`) and `best` (a setting's name)."""
+    selection dict), `tuning` and `retrains` (lists of `Spec`) and `best` (a setting's name); a
+    probe policy's track also has `finalists` (pool entries) and per selection their `probes`."""
 
     job: Job
     method: str
@@ -108,6 +113,8 @@ class Track:
     tuning: list = dataclasses.field(default_factory=list)
     retrains: list = dataclasses.field(default_factory=list)
     best: list = dataclasses.field(default_factory=list)
+    finalists: list = dataclasses.field(default_factory=list)
+    probes: list = dataclasses.field(default_factory=list)
 
 
 def make_track(config, job, method, entries, **extra):
@@ -133,6 +140,70 @@ def hindsight_tracks(job, pool, config):
         )
         for e in candidates(pool, include_baseline=True)
     ]
+
+
+def probe_specs(policy, job, finalists, seed, selection=0, deterministic=True):
+    """The probes of `finalists` (pool entries) by a probe policy (`selectors.policies`) in
+    selection `selection` of a run with base seed `seed`: each on the tuning splits (train800 ->
+    val200) at `policy.probe_setting(job.sweep)`, seeded by `protocol.probe_seed`."""
+    splits = protocol.SPLIT_SCHEMES[job.scheme][:2]
+    setting, seed = policy.probe_setting(job.sweep), protocol.probe_seed(seed, selection)
+    return [make_spec(e, job, splits, setting, seed, deterministic) for e in finalists]
+
+
+def probe_track(config, job, method, finalists, ranking=None):
+    """The `Track` of probe policy `method` with its `finalists` and, per selection, their probe
+    specs; its entries come from the recorded probes (`choose_probed`)."""
+    policy, count = selectors.get(method), config["protocol"]["num_selections"]
+    track = make_track(config, job, method, [], ranking=ranking, finalists=list(finalists))
+    seed, deterministic = track.seed, track.deterministic
+    track.probes = [
+        probe_specs(policy, job, finalists, seed, i, deterministic) for i in range(count)
+    ]
+    return track
+
+
+def choose_probed(track, memo):
+    """Sets a probe policy's `track.entries`: per selection the finalist whose probe scored best
+    (`policy.choose`), with every finalist's probe in its selection dict."""
+    policy, track.entries = selectors.get(track.method), []
+    for specs in track.probes:
+        scores = {s.handle: memo.get(s)["score"] for s in specs}
+        chosen = policy.choose(scores)
+        entry = next(e for e in track.finalists if entry_handle(e) == chosen.selected)
+        probes = [{"name": s.name, "score": scores[s.handle], "key": s.key} for s in specs]
+        extra = {"selected_name": entry_name(entry), "seed": specs[0].seed}
+        extra.update(score=scores[chosen.selected], tie_note=chosen.tie_note, probes=probes)
+        track.entries.append((entry, extra))
+
+
+def cost(forward_passes, settings, unit):
+    """What a choice spent: `forward_passes` (images x modules embedded), the `finetune_steps`
+    and `finetune_images` (steps x batch) of fine-tunes at `settings` (a setting dict each), and
+    all of it in `fine_tunes` of the setting `unit`, a training image counted as TRAIN_PASSES
+    forward passes."""
+    steps = sum(int(s["steps"]) for s in settings)
+    images = sum(int(s["steps"]) * int(s["batch_size"]) for s in settings)
+    one = TRAIN_PASSES * int(unit["steps"]) * int(unit["batch_size"])
+    spent = int(forward_passes) + TRAIN_PASSES * images
+    return {
+        "forward_passes": int(forward_passes),
+        "finetune_steps": steps,
+        "finetune_images": images,
+        "fine_tunes": spent / one,
+    }
+
+
+def pick_cost(tracks):
+    """`cost` of one selection of a method's tracks on a job, in fine-tunes of its sweep's first
+    setting: its ranking's forward passes, and the fine-tunes the choice needs besides the pick's
+    own (a probe policy's probes; hindsight: every candidate's tuning and first retrain)."""
+    first = tracks[0]
+    forward = (first.ranking or {}).get("forward_passes", 0)
+    specs = first.probes[0] if first.probes else []
+    if selectors.get(first.method).kind == "every":
+        specs = [s for t in tracks for s in t.tuning[0] + (t.retrains[0][:1] if t.retrains else [])]
+    return cost(forward, [s.setting for s in specs], first.job.sweep[0])
 
 
 def plan_tuning(track):

@@ -20,7 +20,9 @@ def write_plots(output_dir, results, summaries):
         for task_name, result in by_task.items():
             ranking = result.get("ranking")
             path = os.path.join(folder, f"{files.task_slug(task_name)}__{method}.png")
-            skip = method == "baseline" or not ranking or atomic_files.exists(path)
+            # A ranking is drawn under the method that made it (not a probe policy's proxy's).
+            skip = method == "baseline" or not ranking or ranking.get("method") != method
+            skip = skip or atomic_files.exists(path)
             if not skip and ranking_rows(ranking):  # Without a scored expert: nothing to draw.
                 plot_scores(ranking, path)
 

@@ -73,6 +73,11 @@ def retrain_seed(base_seed, selection, retrain):
     return derive_seed(base_seed, "retrain", selection, retrain)
 
 
+def probe_seed(base_seed, selection):
+    """The seed of selection i's probe fine-tunes (every finalist's: their modules differ)."""
+    return derive_seed(base_seed, "probe", selection)
+
+
 def suite_aggregate(suite, override=None):
     """The aggregate ("median" or "mean") of a task of `suite`; folder tasks may `override` it
     (None or "auto": the suite's). Raises ValueError when a paper suite is given the other one."""

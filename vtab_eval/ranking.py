@@ -31,8 +31,9 @@ def options_of(config, seed):
 
 
 def methods():
-    """The selector names `rank` accepts: every registered one but kind "every" (hindsight)."""
-    return tuple(n for n in selectors.names() if selectors.get(n).kind != "every")
+    """The selector names `rank` accepts: every registered one but the kinds the run plans
+    (`selectors.PLANNED`: hindsight and the probe policies)."""
+    return tuple(n for n in selectors.names() if selectors.get(n).kind not in selectors.PLANNED)
 
 
 def check_options(options=None, selector=None):
@@ -80,8 +81,8 @@ def rank(
         priors, B), or every expert was left out, or none can be fine-tuned.
     """
     selector = selectors.get(method)
-    if selector.kind == "every":
-        raise ValueError(f"{method!r} ranks nothing: every candidate is fine-tuned (vtab_eval.run)")
+    if selector.kind in selectors.PLANNED:
+        raise ValueError(f"{method!r} ranks nothing: it fine-tunes candidates (vtab_eval.run)")
     options = check_options(options, selector)
     experts = selector.candidates(pool, options["include_baseline"])
     if not experts:
@@ -91,7 +92,7 @@ def rank(
     precision = options["precision"] if selector.kind == "feature" else "float32"
     result = {"task": task.name, "method": method, "split": options["split"]}
     result.update(resolution=options["resolution"], precision=precision, num_images=None)
-    result.update(higher_is_better=selector.higher_is_better, left_out=[])
+    result.update(higher_is_better=selector.higher_is_better, left_out=[], forward_passes=0)
     found = selector.score(ctx)
     if (found.correct is not None) != selector.rows:
         raise ValueError(f"selector {method!r}: per-image hits given iff rows={selector.rows}")
@@ -127,6 +128,8 @@ def feature_items(pool, task, methods, options):
     items, seen = [], set()
     for method in methods:
         selector = selectors.get(method)
+        if selector.kind == "probe" and selector.proxy is not None:  # its proxy's features
+            selector = selectors.get(selector.proxy)
         if selector.kind != "feature":
             continue
         checked = check_options(options, selector)

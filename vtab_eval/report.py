@@ -6,7 +6,7 @@ markdown's layout (the paper's tables, then per task) is in docs/evaluation.md (
 import os
 
 from bit_experts import atomic_files
-from vtab_eval import files, plots, protocol
+from vtab_eval import files, plan, plots, protocol
 
 
 def write(output_dir, with_plots=True):
@@ -106,7 +106,7 @@ def markdown_report(all_results, title="Transfer results", summaries=None):
     lines += _random_search_note(all_results, task_names)
     lines += ["", "## Selected expert", "", *_table(["Task", *methods], picks)]
     lines += _confidence_section(all_results, task_names)
-
+    lines += _cost_section(all_results)
     knn_tables = _knn_scores(all_results)
     if knn_tables:
         experts = dict.fromkeys(e for scores in knn_tables.values() for e in scores)
@@ -181,6 +181,32 @@ def _confidence_section(all_results, task_names):
         "Intervals: bootstrap over the task's images, shown only for selectors with per-image",
         "hits (knn, linear_loo, ncm; docs/selection.md); P: the paired bootstrap probability that",
         "the first expert beats the second on the same resampled images. P near 0.5 is a coin toss.",
+    ]
+
+
+def _cost_section(all_results):
+    """ "What each pick cost": per method, the mean over tasks of its results' `cost`."""
+    rows = []
+    for method, by_task in all_results.items():
+        costs = [r["cost"] for r in by_task.values() if r.get("cost")]
+        if costs:
+            mean = {k: sum(c[k] for c in costs) / len(costs) for k in costs[0]}
+            counts = [f"{mean[k]:,.0f}" for k in ("forward_passes", "finetune_steps")]
+            rows.append([method, *counts, f"{mean['fine_tunes']:.2f}"])
+    if not rows:
+        return []
+    header = ["Method", "Forward passes", "Fine-tuning steps", "Fine-tunes"]
+    return [
+        "",
+        "## What each pick cost (mean per task, one selection)",
+        "",
+        *_table(header, rows),
+        "",
+        "Forward passes: images x modules embedded to rank (read from the cache or not). Steps:",
+        "the fine-tunes the choice itself needs (probes; hindsight: every candidate's tuning and",
+        "first retrain), not the pick's own. Fine-tunes: both in units of one fine-tune at the",
+        f"task's first sweep setting, a training image counted as {plan.TRAIN_PASSES} forward "
+        "passes.",
     ]
 
 

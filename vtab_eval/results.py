@@ -1,11 +1,12 @@
 """Result files, OUT/results/<task slug>/<method>.json, rebuilt from the memo alone (never
 trains): per selection the expert, its tuning, best setting and retrains, then the outcomes, their
-summary, `complete`, the spec keys and the content identity (docs/evaluation.md, "Result JSON").
+summary, `complete`, the spec keys, what the pick cost and the content identity
+(docs/evaluation.md, "Result JSON").
 """
 
 import os
 
-from vtab_eval import files, identity, protocol
+from vtab_eval import files, identity, plan, protocol
 
 HINDSIGHT = "hindsight"
 
@@ -33,7 +34,7 @@ def _track_result(track, memo):
                 "retrains": retrains,
             }
         )
-    keys = [s.key for specs in track.tuning + track.retrains for s in specs]
+    keys = [s.key for specs in track.probes + track.tuning + track.retrains for s in specs]
     return {
         "selections": selections,
         "outcomes": outcomes,
@@ -102,6 +103,7 @@ def write_result(tracks, memo, settings, pool, output_dir, log):
         "deterministic": settings["deterministic"],
         "aggregate": job.aggregate,
         "identity": result_id,
+        "cost": plan.pick_cost(tracks),
         **({"ranking": first.ranking} if first.ranking else {}),
         **body,
     }

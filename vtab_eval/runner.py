@@ -199,7 +199,8 @@ def make_executor(config, log=print, progress=True, finetune_fn=None):
 
 
 def run_tracks(tracks, executor, before_retrains=None, on_result=None):
-    """Runs every track's tuning, then plans and runs its retrains, through `executor`; calls
+    """Runs every probe policy's probes and chooses its picks (`plan.choose_probed`), then every
+    track's tuning, then plans and runs its retrains, through `executor`; calls
     `before_retrains()` in between and `on_result(spec, result)` after each retrain it trains.
     Every result is in `executor.memo`."""
     stale = executor.memo.earlier_formats()
@@ -207,6 +208,16 @@ def run_tracks(tracks, executor, before_retrains=None, on_result=None):
         executor.log(
             f"{executor.memo.directory}: {stale} fine-tunes recorded by an earlier version (spec "
             f"format other than {identity.SPEC_FORMAT}) are not reused; they are run again"
+        )
+    probing = [t for t in tracks if t.probes]
+    if probing:
+        executor.run([s for t in probing for specs in t.probes for s in specs])
+    for track in probing:
+        plan.choose_probed(track, executor.memo)
+        executor.log(
+            f"{track.job.task.name} / {track.method}: selected "
+            + ", ".join(extra["selected_name"] for _, extra in track.entries)
+            + " (best probe on validation)"
         )
     for track in tracks:
         plan.plan_tuning(track)

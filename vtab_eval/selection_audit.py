@@ -1,8 +1,11 @@
-"""The selection audit: every proxy and policy scored by regret against hindsight (issue 11).
+"""The selection audit: every proxy and policy scored by regret against hindsight (issue 11),
+next to what it cost (issue 28).
 
 `run(config)` returns the audit dict (docs/selection.md, "Audit") in three stages: `rank_task`
 (one forward pass per candidate, each feature proxy timed on the cached features and ranked),
-`finetune_hindsight` (as `vtab_eval.run`'s hindsight, through the same memo) and `audit_scores`.
+`finetune_hindsight` (as `vtab_eval.run`'s hindsight, through the same memo) with
+`probe_candidates` (every candidate probed as the probe policies probe their finalists), and
+`audit_scores`.
 """
 
 import functools
@@ -32,10 +35,36 @@ def settings(config):
     return list(seeds), list(proxies), n_resamples
 
 
+def probe_policies(config):
+    """The probe policies to audit: `--probe_policies`, else every registered one whose proxy is
+    audited (or that has none)."""
+    chosen = config["audit"]["probe_policies"]
+    if chosen is not None:
+        return list(chosen)
+    _, proxies, _ = settings(config)
+    found = [selectors.get(n) for n in selectors.names(kind="probe")]
+    return [p.name for p in found if p.proxy is None or p.proxy in proxies]
+
+
+def _probe_problems(config):
+    chosen, problems = probe_policies(config), []
+    known = selectors.names(kind="probe")
+    _, proxies, _ = settings(config)
+    if any(p not in known for p in chosen):
+        return [f"--probe_policies={chosen}: expected some of {list(known)}"]
+    for name in chosen:
+        proxy = selectors.get(name).proxy
+        if proxy is not None and proxy not in proxies:
+            problems.append(f"--probe_policies: {name} needs its proxy {proxy!r} in --proxies")
+    if len({selectors.get(n).fraction for n in chosen}) > 1:
+        problems.append(f"--probe_policies={chosen}: they probe with other steps; audit apart")
+    return problems
+
+
 def check_arguments(config):
     """Problems (one line each) with the audit's own settings."""
     seeds, proxies, _ = settings(config)
-    audit, problems = config["audit"], []
+    audit, problems = config["audit"], _probe_problems(config)
     if any(s < 0 for s in seeds):
         problems.append(f"--seeds={seeds}: expected non-negative integers")
     elif len(set(seeds)) != len(seeds):
@@ -89,6 +118,7 @@ def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
     if not embedded.features:
         raise ValueError(f"task {job.task.name}: no candidate could be embedded")
     labels = selectors.validate_task_labels(embedded.labels, job.task.num_classes)
+    forward["passes"] = int(labels.size) * len(embedded.features)  # images x modules
     out = {}
     for proxy in proxies:
         selector = selectors.get(proxy)
@@ -127,8 +157,8 @@ def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
 
 def finetune_hindsight(jobs, pool, seeds, config, executor):
     """Stage 2: every candidate fine-tuned with every seed, as `vtab_eval.run`'s hindsight with
-    `--seed=s` (one selection, one retrain); returns {task: {candidate: [(score, spec key) per
-    seed]}}."""
+    `--seed=s` (one selection, one retrain); returns {task: {"cost": `plan.pick_cost` of the first
+    seed's, candidate: [(score, spec key, seconds) per seed]}}."""
     one = dict(config, protocol={"num_selections": 1, "num_retrains": 1})
     plans = [
         (j, plan.hindsight_tracks(j, pool, dict(one, seed=int(s)))) for j in jobs for s in seeds
@@ -136,12 +166,41 @@ def finetune_hindsight(jobs, pool, seeds, config, executor):
     runner.run_tracks([t for _, tracks in plans for t in tracks], executor)
     found = {}
     for job, tracks in plans:
-        by_candidate = found.setdefault(job.task.name, {})
+        by_candidate = found.setdefault(job.task.name, {"cost": plan.pick_cost(tracks)})
         for track in tracks:
             spec = track.retrains[0][0]
-            score = float(executor.memo.get(spec)["score"])
-            by_candidate.setdefault(track.candidate, []).append((score, spec.key))
+            result = executor.memo.get(spec)
+            row = (float(result["score"]), spec.key, result["seconds"])
+            by_candidate.setdefault(track.candidate, []).append(row)
     return found
+
+
+def probe_candidates(jobs, pool, seeds, config, executor, policy):
+    """Stage 2, probes: every candidate probed with every seed as `vtab_eval.run
+    --selectors=<policy> --seed=s` probes its finalists (`plan.probe_specs`, selection 0), so any
+    finalists' probes are known; returns {task: {"setting", "scores" (validation), "seconds",
+    "spec_keys"}}, each {candidate: [one per seed]}."""
+    found = selectors.candidates(pool, include_baseline=True)
+    policy, deterministic = selectors.get(policy), config["deterministic"]
+    plans = [
+        (job, plan.probe_specs(policy, job, found, int(s), 0, deterministic))
+        for job in jobs
+        for s in seeds
+    ]
+    executor.run([spec for _, specs in plans for spec in specs])
+    out = {}
+    for job, specs in plans:
+        entry = out.setdefault(job.task.name, {"setting": specs[0].setting})
+        for spec in specs:
+            result = executor.memo.get(spec)
+            values = {
+                "scores": result["score"],
+                "seconds": result["seconds"],
+                "spec_keys": spec.key,
+            }
+            for key, value in values.items():
+                entry.setdefault(key, {}).setdefault(spec.name, []).append(value)
+    return out
 
 
 def run(config, *, executor=None, log=print, command=None):
@@ -154,7 +213,8 @@ def run(config, *, executor=None, log=print, command=None):
     started = time.time()
     determinism.fix_threads(config["executor"]["threads_per_item"])  # before TF starts
     seeds, proxies, n_resamples = settings(config)
-    pool, jobs, _ = checks.prepare(config, log, extra_problems=check_arguments(config))
+    problems, probing = check_arguments(config), probe_policies(config)
+    pool, jobs, _ = checks.prepare(config, log, extra_problems=problems, probe=bool(probing))
     checks.raise_problems(_pool_problems(pool))
     _, memo_dir, cache_dir = files.output_paths(config)
     candidates = [plan.entry_name(e) for e in selectors.candidates(pool, include_baseline=True)]
@@ -174,14 +234,16 @@ def run(config, *, executor=None, log=print, command=None):
         job.task.name: rank_task(job, pool, proxies, options, cache_dir, config["data_dir"], log)
         for job in jobs
     }
-    executor = executor or runner.make_executor(config, log)
+    executor, probes = executor or runner.make_executor(config, log), None
     try:
         finetuned = finetune_hindsight(jobs, pool, seeds, config, executor)
+        if probing:
+            probes = probe_candidates(jobs, pool, seeds, config, executor, probing[0])
     finally:
         executor.close()
-    tasks = audit_scores.score_tasks(jobs, ranked, finetuned, candidates, baseline)
+    tasks = audit_scores.score_tasks(jobs, ranked, finetuned, candidates, baseline, probes, probing)
     rows = [p for p in proxies if selectors.get(p).rows]
-    policies = audit_scores.policy_names(proxies, rows)
+    policies = audit_scores.policy_names(proxies, rows, probing)
     reference = config["audit"]["reference"]
     audit = {
         "format": audit_scores.AUDIT_FORMAT,
@@ -193,6 +255,7 @@ def run(config, *, executor=None, log=print, command=None):
         "seeds": seeds,
         "quick": bool(config["audit"]["quick"]),
         "proxies": proxies,
+        "probe_policies": probing,
         "policies": policies,
         "reference": reference,
         "fallback_confidence": float(selection["fallback_confidence"]),

@@ -178,8 +178,9 @@ def _quiet(message):
 def bank(tmp_path_factory):
     root = tmp_path_factory.mktemp("audit")
     pool = toys.save_toy_pool(str(root))
+    # 350 images per class: 840 pool images, so val200 (the probes' split) holds 40.
     tasks = [
-        "folder:" + toys.make_colour_folder(str(root / f"data{i}"), per_class=8, seed=i)
+        "folder:" + toys.make_colour_folder(str(root / f"data{i}"), per_class=350, seed=i)
         for i in range(2)
     ]
     return root, pool, tasks
@@ -217,16 +218,21 @@ def finished(bank):
     return root, pool, tasks, out, result
 
 
+PROBE_POLICIES = ["knn_probe", "knn_probe_top1", "probe_all"]
+
+
 def _default_policies():
     proxies = selectors.names(kind="feature")
     rows = [p for p in proxies if selectors.get(p).rows]
     assert {"knn", "ncm", "linear_loo"} <= set(rows) and "logme" not in rows
-    return [*proxies, *(p + "+fallback" for p in rows), "baseline", "agnostic", "random"]
+    assert list(selectors.names(kind="probe")) == PROBE_POLICIES
+    fallbacks = [p + "+fallback" for p in rows]
+    return [*proxies, *fallbacks, *PROBE_POLICIES, "baseline", "agnostic", "random", "hindsight"]
 
 
 def test_audit_end_to_end_matches_the_memo_by_hand(finished):
     root, _, tasks, out, result = finished
-    assert result["trained"] == 3 * 2 * 2  # candidates x seeds x tasks
+    assert result["trained"] == 2 * 3 * 2 * 2  # (fine-tune, probe) x candidates x seeds x tasks
     written = json.loads((out / "audit.json").read_text())
     assert written == {k: v for k, v in result.items() if k != "trained"}
     assert written["candidates"] == ["baseline", "expert_noise", "expert_colour"]
@@ -272,6 +278,7 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
         sd = np.std([100 * a for a in acc["baseline"]], ddof=1)
         assert info["accuracy"]["baseline"]["sd"] == pytest.approx(sd, abs=TOL)
         assert info["forward"]["computed"] + info["forward"]["cached"] == 3
+        _check_probe_policies(info, acc, memo, written["candidates"])
     # Agnostic: the best mean on the other task.
     for task, other in (tasks, tasks[::-1]):
         order = written["candidates"]
@@ -282,13 +289,61 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
     agg = written["aggregate"]["baseline"]["regret"]
     by_task = [written["tasks"][t]["policies"]["baseline"]["regret"] for t in tasks]
     assert agg["mean"] == pytest.approx(sum(by_task) / 2, abs=TOL) and agg["n"] == 2
+    # Paired differences and the mean cost over tasks.
+    for policy in PROBE_POLICIES:
+        item, rows = written["aggregate"][policy], [written["tasks"][t]["policies"] for t in tasks]
+        for other in ("baseline", "agnostic"):
+            diff = [r[policy]["regret"] - r[other]["regret"] for r in rows]
+            assert item["regret_minus"][other]["mean"] == pytest.approx(sum(diff) / 2, abs=TOL)
+        steps = [r[policy]["cost"]["finetune_steps"] for r in rows]
+        assert item["cost"]["finetune_steps"] == sum(steps) / 2
     # Outputs: the report and one plot per task.
     text = (out / "audit.md").read_text()
     assert "## Aggregate over tasks" in text and "| knn+fallback |" in text
+    cost_rows = [
+        line.split(" | ")[0][2:]
+        for line in text.split("## Regret against cost")[1].split("\n\n")[1].splitlines()[2:]
+    ]
+    costs = [written["aggregate"][p]["cost"]["fine_tunes"] for p in cost_rows]
+    assert costs == sorted(costs) and set(cost_rows) == set(_default_policies())
+    assert (out / "plots" / "regret_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for task in tasks:
         png = out / "plots" / f"{files.task_slug(task)}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{png.name}" in text
+
+
+def _check_probe_policies(info, acc, memo, candidates):
+    """Each probe policy's pick per seed is its best finalist's probe of that seed (from the
+    memo), its regret that of those picks, its cost its finalists' probe steps."""
+    probes = info["probes"]
+    assert probes["setting"]["steps"] == 1 and probes["setting"]["name"].endswith("_probe1")
+    val = {c: [_memo_score(memo, k) for k in keys] for c, keys in probes["spec_keys"].items()}
+    assert val == probes["scores"] and set(val) == set(acc)
+    knn = info["proxies"]["knn"]["scores"]
+    experts = sorted(candidates[1:], key=lambda c: -knn[c])  # ties in collection order
+    finalists = {
+        "knn_probe": ["baseline", *experts[:2]],
+        "knn_probe_top1": ["baseline", experts[0]],
+        "probe_all": candidates,
+    }
+    best = max(sum(v) / len(v) for v in acc.values())
+    passes = info["forward"]["passes"]
+    assert passes == 840 * 3  # train800val200 x candidates
+    for policy, chosen in finalists.items():
+        row = info["policies"][policy]
+        picks = [max(chosen, key=lambda c: (val[c][s], -chosen.index(c))) for s in range(2)]
+        assert row["finalists"] == chosen and row["pick"] == picks
+        mean = sum(acc[p][s] for s, p in enumerate(picks)) / 2
+        assert row["regret"] == pytest.approx(max(0.0, 100 * (best - mean)), abs=TOL)
+        forward = 0 if policy == "probe_all" else passes
+        assert row["cost"]["forward_passes"] == forward
+        assert row["cost"]["finetune_steps"] == len(chosen)  # one step each
+        assert row["cost"]["fine_tunes"] == pytest.approx((forward + 3 * 16 * len(chosen)) / 192)
+    assert info["policies"]["knn"]["cost"]["fine_tunes"] == pytest.approx(passes / 192)
+    assert info["policies"]["baseline"]["cost"]["fine_tunes"] == 0
+    assert info["policies"]["hindsight"]["cost"]["fine_tunes"] == 3  # each candidate, 4 steps
+    assert info["policies"]["hindsight"]["regret"] == 0
 
 
 def _count_finetunes(monkeypatch):
@@ -324,6 +379,17 @@ def test_rescore_reproduces_the_audit_and_follows_changed_results(finished):
     assert written == json.loads((out / "audit.json").read_text())  # input left alone
     with pytest.raises(ValueError, match="not an audit.json"):
         audit_scores.rescore({"format": -1})
+    # An audit recorded before probes and costs (docs/results/): scored again, hindsight added,
+    # no cost anywhere rather than a partial one.
+    old = json.loads(json.dumps(written))
+    del old["probe_policies"]
+    old["policies"] = [p for p in old["policies"] if p not in [*PROBE_POLICIES, "hindsight"]]
+    for info in old["tasks"].values():
+        del info["forward"]["passes"], info["probes"], info["hindsight_cost"]
+    from_old = audit_scores.rescore(old)
+    assert from_old["policies"] == [*old["policies"], "hindsight"]
+    assert all(item["cost"] is None for item in from_old["aggregate"].values())
+    assert from_old["aggregate"]["knn"]["regret"] == written["aggregate"]["knn"]["regret"]
 
 
 def test_rerun_trains_nothing_and_resumes_a_kill(finished, monkeypatch):
@@ -351,15 +417,20 @@ def test_rerun_trains_nothing_and_resumes_a_kill(finished, monkeypatch):
     # As if killed before one fine-tune was recorded: only that one runs again.
     key = first["tasks"][tasks[1]]["accuracy"]["expert_colour"]["spec_keys"][1]
     (out / "finetunes" / f"{key}.json").unlink()
+    probe = first["tasks"][tasks[0]]["probes"]["spec_keys"]["baseline"][0]
+    (out / "finetunes" / f"{probe}.json").unlink()
     resumed = _audit(pool, tasks, out)
-    assert resumed["trained"] == 1 and calls == [str(out.parent / "colour")]
+    assert resumed["trained"] == 2 and calls == [str(out.parent / n) for n in ("colour", "b")]
     # Deterministic fine-tunes: the redone one gives the same score, so the same table.
+    scores = lambda audit, t: {c: v["seeds"] for c, v in audit["tasks"][t]["accuracy"].items()}
     for t in tasks:
-        assert resumed["tasks"][t]["accuracy"] == first["tasks"][t]["accuracy"]
+        assert scores(resumed, t) == scores(first, t)
+        assert resumed["tasks"][t]["probes"]["scores"] == first["tasks"][t]["probes"]["scores"]
 
 
 def test_shares_fine_tunes_with_run_hindsight(finished, monkeypatch):
-    """`vtab_eval.run --selectors=hindsight --seed=s` on the same output trains nothing new."""
+    """`vtab_eval.run --selectors=hindsight,knn_probe --seed=s` on the same output trains nothing
+    new, and the run's probe policy picks what the audit scored for seed s."""
     _, pool, tasks, out, _ = finished
     calls = _count_finetunes(monkeypatch)
     cfg = config.make(
@@ -367,7 +438,7 @@ def test_shares_fine_tunes_with_run_hindsight(finished, monkeypatch):
         tasks=tasks[:1],
         output_dir=str(out),
         seed=1,
-        selection={"selectors": ["hindsight"], "resolution": 16},
+        selection={"selectors": ["hindsight", "knn_probe"], "resolution": 16},
         finetune={"sweep": "quick", "resolution": 16},
     )
     results = engine.evaluate(
@@ -377,6 +448,8 @@ def test_shares_fine_tunes_with_run_hindsight(finished, monkeypatch):
     audit = json.loads((out / "audit.json").read_text())
     seed_1 = {row["spec_keys"][1] for row in audit["tasks"][tasks[0]]["accuracy"].values()}
     assert set(results["hindsight"][tasks[0]]["spec_keys"]) == seed_1
+    probe = results["knn_probe"][tasks[0]]["selections"][0]["selection"]
+    assert probe["selected_name"] == audit["tasks"][tasks[0]]["policies"]["knn_probe"]["pick"][1]
 
 
 def test_bad_input_is_one_line_and_writes_nothing(bank, tmp_path):
@@ -390,6 +463,15 @@ def test_bad_input_is_one_line_and_writes_nothing(bank, tmp_path):
         _audit(pool, tasks, out, proxies=["knn"], reference="ncm")
     with pytest.raises(ValueError, match="repeated"):
         _audit(pool, tasks, out, seeds=[1, 1])
+    with pytest.raises(ValueError, match=r"--probe_policies=\['knn'\]: expected some of"):
+        _audit(pool, tasks, out, probe_policies=["knn"])
+    with pytest.raises(ValueError, match="knn_probe needs its proxy 'knn' in --proxies"):
+        _audit(pool, tasks, out, proxies=["ncm"], reference="ncm", probe_policies=["knn_probe"])
+    small = ["folder:" + toys.make_colour_folder(str(tmp_path / "small"), per_class=8)]
+    with pytest.raises(ValueError, match="too small for split 'val200'"):
+        _audit(pool, small, out)
+    _audit_without_probes = _config(pool, small, out, probe_policies=[])
+    assert selection_audit.check_arguments(_audit_without_probes) == []
     no_b = toys.write_handle_list(str(tmp_path / "no_b.txt"), [str(bank[0] / "colour")])
     with pytest.raises(ValueError, match="no baseline B"):
         _audit(no_b, tasks, out)
@@ -432,9 +514,11 @@ def test_command_line(finished):
         "ncm",
         "knn+fallback",
         "ncm+fallback",
+        *PROBE_POLICIES,
         "baseline",
         "agnostic",
         "random",
+        "hindsight",
     ]
     assert written["command"].startswith("python -m vtab_eval.audit --collection=")
 

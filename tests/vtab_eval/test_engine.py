@@ -137,7 +137,7 @@ def test_a_ranking_kept_under_another_selector_revision_is_computed_again(
 
     def fake_rank(pool, task, method, options, **kwargs):
         computed.append(method)
-        return {"method": method, "selected": "x"}
+        return {"method": method, "selected": "x", "forward_passes": 0}
 
     monkeypatch.setattr(engine.ranking, "rank", fake_rank)
     context = dict(config=cfg, output_dir=str(tmp_path / "out"), log=str, rank_kwargs={})

@@ -70,6 +70,7 @@ def test_knn_picks_the_informative_expert_and_reports_bad_ones(setup):
     scores = {e["name"]: e["score"] for e in result["experts"]}
     assert scores["expert_b"] == 1.0 and scores["expert_a"] < 0.8
     assert result["num_images"] == 19 and result["higher_is_better"]
+    assert result["forward_passes"] == 19 * 2  # images x the two experts with features
     assert "seed" not in result and result["cache"]["computed"] + result["cache"]["cached"]
 
 
@@ -84,6 +85,7 @@ def test_every_selector_ranks_through_rank_into_the_documented_dict(setup, metho
 def test_domain_prediction_and_label_matching_pick_planted_experts(setup):
     dp = _rank(setup, "domain_prediction")
     assert dp["selected_name"] == "expert_b" and dp["num_images"] == 19
+    assert dp["forward_passes"] == 19  # the EPN alone
     lm = _rank(setup, "label_matching", include_baseline=False)
     assert lm["selected_name"] == "expert_b" and lm["higher_is_better"]
     # b explains the predicted labels 2-3, c (every label) scores 0, a (labels 0-1) far below.
@@ -99,7 +101,7 @@ def test_random_is_seeded_and_baseline_picks_b(setup):
     handles = [e.handle for e in selectors.candidates(pool)]
     scores = selectors.get("random").score_names(handles, 5, task.fingerprint())
     expected = selectors.select_best(scores).selected
-    assert a["selected"] == expected and a["seed"] == 5
+    assert a["selected"] == expected and a["seed"] == 5 and a["forward_passes"] == 0
     assert a["experts"][0]["name"] == "baseline"  # include_baseline is the default
     assert ranking.rank(pool, task, "baseline", cache_dir=None)["selected_name"] == "baseline"
 
@@ -113,11 +115,13 @@ def test_options_default_and_are_checked(setup):
         ranking.rank(pool, task, "random", {"colour": 1}, cache_dir=None)
 
 
-def test_methods_are_the_registry_but_hindsight(setup):
+def test_methods_are_the_registry_but_what_the_run_plans(setup):
     _, pool, task = setup
-    assert ranking.methods() == tuple(n for n in selectors.names() if n != "hindsight")
-    with pytest.raises(ValueError, match="'hindsight' ranks nothing"):
-        ranking.rank(pool, task, "hindsight", cache_dir=None)
+    planned = {"hindsight", "knn_probe", "knn_probe_top1", "probe_all"}
+    assert ranking.methods() == tuple(n for n in selectors.names() if n not in planned)
+    for name in planned:
+        with pytest.raises(ValueError, match=f"'{name}' ranks nothing: it fine-tunes"):
+            ranking.rank(pool, task, name, cache_dir=None)
 
 
 class CentroidProxy(selectors.Selector):

@@ -106,6 +106,24 @@ def test_ray_records_equal_the_local_executors(cluster, inputs, tmp_path):
             assert a == b, [(k, a[k], b[k]) for k in a if a[k] != b[k]]
 
 
+def test_probe_policies_probe_on_ray_as_in_process(cluster, tmp_path_factory, tmp_path):
+    """A probe policy's probes are items like any fine-tune: on Ray the same records and pick."""
+    root = tmp_path_factory.mktemp("ray_probe")
+    pool = toys.save_toy_pool(str(root))
+    task = "folder:" + toys.make_colour_folder(str(root / "data"), per_class=350)  # val200: 40
+    found = {}
+    for name in ("local", "ray"):
+        cfg = _config(pool, [task], tmp_path / name, executor=name)
+        cfg = config.set_key(cfg, "selection.selectors", ["knn_probe"])
+        executor = runner.make_executor(cfg, None, progress=False)
+        result = engine.evaluate(cfg, executor=executor, log=lambda line: None)["knn_probe"][task]
+        found[name] = _records(tmp_path / name / "finetunes"), result["selections"][0]
+    local, on_ray = found["local"], found["ray"]
+    probes = [r for r in local[0].values() if r["eval_split"] == "val200"]
+    assert len(probes) == 3 and len(local[0]) == 4 and local[0] == on_ray[0]
+    assert local[1]["selection"] == on_ray[1]["selection"]
+
+
 class DiesOnce:
     """A fine-tune whose first attempt at `victim` kills its own worker process (as a lost node or
     the OOM killer would); every attempt leaves a marker file."""

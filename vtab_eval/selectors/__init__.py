@@ -2,8 +2,9 @@
 
 The registry and the one signature live in `base`, what `score` reads in `context`. Built in, in
 registration order: knn, logme, linear_loo, ncm, gbc (`features`), domain_prediction,
-label_matching (`classifiers`), random, baseline, hindsight (`references`); a selector registered
-anywhere else (`@selectors.register`) is ranked like these.
+label_matching (`classifiers`), random, baseline, hindsight (`references`), knn_probe,
+knn_probe_top1, probe_all (`policies`); a selector registered anywhere else (`@selectors.register`)
+is ranked like these.
 """
 
 # Importing the built-in selectors registers them; knn first, the paper's selector.
@@ -11,8 +12,12 @@ from vtab_eval.selectors import features  # noqa: F401
 
 # isort: split
 from vtab_eval.selectors import classifiers, references  # noqa: F401
+
+# isort: split
+from vtab_eval.selectors import policies  # noqa: F401
 from vtab_eval.selectors.base import (  # noqa: F401
     KINDS,
+    PLANNED,
     Scores,
     SelectionResult,
     Selector,

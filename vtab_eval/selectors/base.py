@@ -11,14 +11,16 @@ import re
 import numpy as np
 
 # What each kind of selector reads; `ranking.rank` records `precision` for "feature" selectors
-# and `seed` for "none" ones, and refuses to rank with an "every" one.
+# and `seed` for "none" ones, and refuses to rank with a kind the run plans (`PLANNED`).
 KINDS = {
     "feature": "the experts' features of the task's images (cached; ctx.features())",
     "epn": "the expert prediction network's probabilities on the task's images",
     "classifier": "the baseline classifier's upstream-label probabilities and the label priors",
     "none": "no task image",
     "every": "nothing: every candidate is fine-tuned and the best kept (planned by the run)",
+    "probe": "a proxy's ranking, then short fine-tunes of the finalists (planned by the run)",
 }
+PLANNED = ("every", "probe")  # kinds whose selection fine-tunes: the run plans them, rank refuses
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _REGISTRY = {}
 

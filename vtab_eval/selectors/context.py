@@ -13,7 +13,8 @@ class Context:
     selection options (`ranking.DEFAULTS`; `seed` is theirs), `label_priors` expert name -> [L]
     prior or None, `where` the cache_dir, data_dir and log of `embed.embed_pool`, through which
     features and classifier outputs go (the feature cache). `record` keeps "num_images",
-    "left_out" and "cache" for the ranking dict.
+    "left_out", "cache" and "forward_passes" (images x modules embedded, from the cache or not)
+    for the ranking dict.
     """
 
     def __init__(self, pool, task, experts, options, label_priors=None, **where):
@@ -29,7 +30,7 @@ class Context:
     def embed(self, entries, precision="float32", cache_only=None):
         """`embed.embed_pool` of `entries` on the task with these options."""
         o = self.options
-        return embed.embed_pool(
+        found = embed.embed_pool(
             entries,
             self.task,
             o["split"],
@@ -39,6 +40,9 @@ class Context:
             cache_only=o["cache_only"] if cache_only is None else cache_only,
             **self._where,
         )
+        passes = 0 if found.labels is None else len(found.labels) * len(found.features)
+        self.record["forward_passes"] = self.record.get("forward_passes", 0) + passes
+        return found
 
     def features(self):
         """(handle -> float [N, d] features, int64 labels [N]) of the experts at
