@@ -298,17 +298,27 @@ def expand_tasks(names):
     return list(dict.fromkeys(expanded))
 
 
-def make_jobs(config, log=None):
-    """One `Job` per task of `config["tasks"]` (suites expanded), from the evaluation config;
-    ValueError or FileNotFoundError for an unknown task, a bad folder, sweep or aggregate."""
-    proto, jobs = config["protocol"], []
+def module_side(pool):
+    """The image side a sweep given by flags fine-tunes at: the largest `resolution` the pool's
+    candidates' metadata recommend (`embed.module_resolution`; 224 without one or without a pool)."""
+    from vtab_eval import embed  # here: it loads tensorflow_hub, whose flags rank must not get
+
+    found = [embed.module_resolution(e) for e in pool_lib.candidates(pool, include_baseline=True)]
+    return max(found, default=embed.DEFAULT_RESOLUTION)
+
+
+def make_jobs(config, log=None, pool=()):
+    """One `Job` per task of `config["tasks"]` (suites expanded), from the evaluation config and
+    the `pool` it fine-tunes (`module_side`); ValueError or FileNotFoundError for an unknown task,
+    a bad folder, sweep or aggregate."""
+    proto, jobs, side = config["protocol"], [], module_side(pool)
     for name in expand_tasks(config["tasks"]):
         task = tasks.get_task(name, skip_bad_images=config["skip_bad_images"])
         scheme, search = protocol.default_protocol(task)
         scheme = proto["scheme"] if proto["scheme"] != "auto" else scheme
         search = proto["search"] if proto["search"] != "auto" else search
         sweep = plan.task_sweep(
-            task, scheme, config["finetune"], config["seed"], config["data_dir"], log
+            task, scheme, config["finetune"], config["seed"], config["data_dir"], log, side
         )
         preset = plan.sweep_preset(task, config["finetune"])
         job = plan.Job(
@@ -341,7 +351,7 @@ def prepare(config, log=print, extra_problems=()):
         )
     try:
         pool = collection.resolve_pool(config["collection"], check_signatures=False)
-        jobs = make_jobs(config, log)
+        jobs = make_jobs(config, log, pool)
     except (ValueError, FileNotFoundError) as err:
         raise_problems(problems + [str(err)])
         raise

@@ -293,8 +293,8 @@ def test_problems_are_found_before_training(finished_run, tmp_path, monkeypatch)
     _, pool, task, _, _ = finished_run
     calls = _count_finetunes(monkeypatch)
     # A bad value of the config itself: one line naming its key, before anything is looked at.
-    with pytest.raises(ValueError, match=r"^bad config: finetune.batch_size must be an int >= 1"):
-        _rerun(pool, task, tmp_path / "b", {"finetune.batch_size": 0})
+    with pytest.raises(ValueError, match=r"^bad config: finetune.batch_size must be an int >= 0"):
+        _rerun(pool, task, tmp_path / "b", {"finetune.batch_size": -1})
     # Problems with the inputs: all of them, one line each. Two settings need the tuning split
     # val200, which 24 images cannot fill; the output folder is under a regular file.
     two = {"finetune.learning_rates": [0.1, 0.01], "finetune.steps": [4], "finetune.batch_size": 8}
@@ -353,8 +353,8 @@ def test_command_line_errors_are_one_line(finished_run, tmp_path):
     base = [sys.executable, "-m", "vtab_eval.run", f"--collection={pool}", f"--tasks={task}"]
     for flags, last in (
         (
-            ["--batch_size=0"],
-            "bad config: finetune.batch_size (--batch_size) must be an int >= 1, got 0",
+            ["--batch_size=-1"],
+            "bad config: finetune.batch_size (--batch_size) must be an int >= 0, got -1",
         ),
         (
             ["--config=nope"],
