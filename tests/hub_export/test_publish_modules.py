@@ -79,15 +79,23 @@ def test_metadata_is_read_from_the_savedmodel_when_the_sidecar_is_missing(publis
         read_metadata(copy)
 
 
-def test_module_page_gives_absolute_usage_license_and_citation(published):
+def test_module_page_usage_runs_from_a_copied_collection(published, tmp_path):
     _, c, _ = published
     page = (c / "bit-tiny" / "1" / "doc.md").read_text()
-    handle = json.dumps(str(c / "bit-tiny" / "1"))
-    assert os.path.isabs(str(c))
-    assert f"hub.KerasLayer({handle}, trainable=True" in page
-    assert f"bit_experts.load_expert({handle})" in page
-    assert f"hub.load({handle}).get_metadata()" in page
+    # The module is named by its path in the collection, never by the publisher's own path.
+    assert 'handle = "COLLECTION/bit-tiny/1"' in page and str(c) not in page
+    assert "hub.KerasLayer(handle, trainable=True" in page
+    assert "bit_experts.load_expert(handle)" in page and "hub.load(handle).get_metadata()" in page
     assert f"<!-- license: {LICENSE} -->" in page and CITATION in page
+    # Its snippets run as they are from a copy, COLLECTION being the copy's folder.
+    copy = tmp_path / "moved"
+    shutil.copytree(c, copy)
+    snippets = [b.split("```", 1)[0] for b in page.split("```python\n")[1:]]
+    for code in snippets:
+        scope = {}
+        exec(code.replace('"COLLECTION/', f'"{copy}/'), scope)  # noqa: S102 - our own page
+        assert scope.get("features", scope.get("outputs")).shape == (8, 256)
+    assert len(snippets) == 2
     readme = (c / "README.md").read_text()
     assert readme.startswith(f"# Collection bit-experts/{c.name}/1\n")
     assert LICENSE in readme and CITATION in readme
@@ -249,7 +257,7 @@ def test_renumbered_module_gets_its_new_version_in_every_copy_of_its_metadata(pu
     _, c, written = published
     staged = tmp_path / "staging" / "bit-tiny"
     shutil.copytree(c / "bit-tiny" / "1", staged)
-    entry = publish._renumber(str(staged), written[0], 5, "bit-experts", str(c))
+    entry = publish._renumber(str(staged), written[0], 5, "bit-experts")
     assert (entry["version"], entry["path"], entry["metadata"]["version"]) == (5, "bit-tiny/5", 5)
     assert read_metadata(staged) == entry["metadata"]
     assert json.loads((staged / METADATA_ASSET).read_text()) == entry["metadata"]
@@ -257,5 +265,5 @@ def test_renumbered_module_gets_its_new_version_in_every_copy_of_its_metadata(pu
     assert expert_archive.read_metadata(str(archive)) == entry["metadata"]
     page = (staged / "doc.md").read_text()
     assert page.startswith("# Module bit-experts/bit-tiny/5\n")
-    assert json.dumps(str(c / "bit-tiny" / "5")) in page
+    assert 'handle = "COLLECTION/bit-tiny/5"' in page
     assert entry["sha256"] == handles.module_sha256(str(staged)) != written[0]["sha256"]

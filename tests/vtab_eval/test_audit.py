@@ -177,6 +177,9 @@ def bank(tmp_path_factory):
     return root, pool, tasks
 
 
+NAMES = ["data0", "data1"]  # the tasks' names: their folders'
+
+
 def _config(pool, tasks, out, **audit):
     """The config `python -m vtab_eval.audit --quick --seeds=0,1 --resolution=16
     --selection_resolution=16` makes (`audit`: more keys of the "audit" section)."""
@@ -228,7 +231,7 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
     assert written["policies"] == _default_policies()
     memo = str(out / "finetunes")
     means = {}
-    for task in tasks:
+    for task in NAMES:
         info = written["tasks"][task]
         acc = {}
         for name, row in info["accuracy"].items():
@@ -265,19 +268,19 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
         assert info["accuracy"]["baseline"]["sd"] == pytest.approx(sd, abs=TOL)
         assert info["forward"]["computed"] + info["forward"]["cached"] == 3
     # Agnostic: the best mean on the other task.
-    for task, other in (tasks, tasks[::-1]):
+    for task, other in (NAMES, NAMES[::-1]):
         order = written["candidates"]
         top = max(means[other].values())
         pick = next(c for c in order if means[other][c] == top)
         assert written["tasks"][task]["policies"]["agnostic"]["pick"] == pick
     # Aggregates: means over the two tasks.
     agg = written["aggregate"]["baseline"]["regret"]
-    by_task = [written["tasks"][t]["policies"]["baseline"]["regret"] for t in tasks]
+    by_task = [written["tasks"][t]["policies"]["baseline"]["regret"] for t in NAMES]
     assert agg["mean"] == pytest.approx(sum(by_task) / 2, abs=TOL) and agg["n"] == 2
     # Outputs: the report and one plot per task.
     text = (out / "audit.md").read_text()
     assert "## Aggregate over tasks" in text and "| knn+fallback |" in text
-    for task in tasks:
+    for task in NAMES:
         png = out / "plots" / f"{files.task_slug(task)}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{png.name}" in text
@@ -341,12 +344,12 @@ def test_rerun_trains_nothing_and_resumes_a_kill(finished, monkeypatch):
     assert again["expert_quality"] == quality
     assert "| expert_colour | colour | 10 | 90.0 | 60.0 | +30.0 |" in (out / "audit.md").read_text()
     # As if killed before one fine-tune was recorded: only that one runs again.
-    key = first["tasks"][tasks[1]]["accuracy"]["expert_colour"]["spec_keys"][1]
+    key = first["tasks"][NAMES[1]]["accuracy"]["expert_colour"]["spec_keys"][1]
     (out / "finetunes" / f"{key}.json").unlink()
     resumed = _audit(pool, tasks, out)
     assert resumed["trained"] == 1 and calls == [str(out.parent / "colour")]
     # Deterministic fine-tunes: the redone one gives the same score, so the same table.
-    for t in tasks:
+    for t in NAMES:
         assert resumed["tasks"][t]["accuracy"] == first["tasks"][t]["accuracy"]
 
 
@@ -367,8 +370,8 @@ def test_shares_fine_tunes_with_run_hindsight(finished, monkeypatch):
     )
     assert calls == []
     audit = json.loads((out / "audit.json").read_text())
-    seed_1 = {row["spec_keys"][1] for row in audit["tasks"][tasks[0]]["accuracy"].values()}
-    assert set(results["hindsight"][tasks[0]]["spec_keys"]) == seed_1
+    seed_1 = {row["spec_keys"][1] for row in audit["tasks"][NAMES[0]]["accuracy"].values()}
+    assert set(results["hindsight"][NAMES[0]]["spec_keys"]) == seed_1
 
 
 def test_bad_input_is_one_line_and_writes_nothing(bank, tmp_path):
