@@ -30,6 +30,13 @@ MIXED_PRECISION_NOTE = (
 
 def _description(m):
     arch = m.get("architecture", {}).get("preset", "BiT ResNet-v2")
+    if not m.get("upstream_dataset") and m["role"] == "feature_vector" and not m.get("slice"):
+        if m.get("source_checkpoint"):  # hub_export.import_bit_checkpoint
+            return (
+                f"{arch} imported from the checkpoint `{m['source_checkpoint']}` (feature vector), "
+                "pre-trained on that checkpoint's data, not on this collection's upstream dataset."
+            )
+        return "A feature-vector module added as it is; the collection does not record its data."
     dataset = m.get("upstream_dataset", "the upstream dataset")
     if m["role"] == "packed":
         return (

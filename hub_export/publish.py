@@ -570,6 +570,11 @@ def publish(
         shutil.rmtree(staging, ignore_errors=True)
     with lock:
         clean_stale(collection_dir, log, report_links=False)  # said at the start already
+    if any(w["kind"] == "baseline" and w["role"] == "feature_vector" for w in written):
+        manifest = collection.load_manifest(_manifest_path(collection_dir))
+        note = collection.baselines_note(collection.latest_only(manifest["modules"]))
+        if note:
+            log(f"warning: {collection_dir}: {note}")
     return written
 
 

@@ -87,6 +87,9 @@ def test_module_page_usage_runs_from_a_copied_collection(published, tmp_path):
     assert "hub.KerasLayer(handle, trainable=True" in page
     assert "bit_experts.load_expert(handle)" in page and "hub.load(handle).get_metadata()" in page
     assert f"<!-- license: {LICENSE} -->" in page and CITATION in page
+    # Imported, not trained here: the page says where it comes from, not the upstream dataset.
+    assert "imported from the checkpoint `BiT-Tiny.npz`" in page
+    assert "trained on the upstream dataset" not in page
     # Its snippets run as they are from a copy, COLLECTION being the copy's folder.
     copy = tmp_path / "moved"
     shutil.copytree(c, copy)
@@ -136,6 +139,7 @@ def test_rerun_skips_and_a_third_party_module_joins_under_a_new_collection_versi
     page = (module_dir / "doc.md").read_text()
     assert "load_expert" not in page and "get_metadata" not in page
     assert "## Citation\n\nnot given by the publisher" in page
+    assert "added as it is; the collection does not record its data" in page
     after = json.loads((c / "manifest.json").read_text())
     assert (before.get("version", 1), after["version"]) == (1, 2)
     assert (c / "README.md").read_text().startswith(f"# Collection bit-experts/{c.name}/2\n")
@@ -267,3 +271,30 @@ def test_renumbered_module_gets_its_new_version_in_every_copy_of_its_metadata(pu
     assert page.startswith("# Module bit-experts/bit-tiny/5\n")
     assert 'handle = "COLLECTION/bit-tiny/5"' in page
     assert entry["sha256"] == handles.module_sha256(str(staged)) != written[0]["sha256"]
+
+
+def test_a_second_baseline_is_listed_with_a_warning(published, tmp_path):
+    from bit_experts.presets import create_model
+
+    _, c, _ = published
+    copy = tmp_path / "collection"
+    shutil.copytree(c, copy)
+    other = tmp_path / "other_b"
+    save_module(HubModule(create_model("r14_micro", 0), "features"), other)
+    lines = []
+    (entry,) = publish.publish(
+        (),
+        copy,
+        modules=[f"{other}:name=b2,kind=baseline,resolution=24"],
+        validate_modules=False,
+        log=lines.append,
+    )
+    assert entry["kind"] == "baseline"
+    warned = [line for line in lines if line.startswith("warning:")]
+    assert warned == [
+        f"warning: {copy}: 2 baseline modules (bit-tiny, b2): the baseline selector, the "
+        "fallback and B's fine-tunes use the first, bit-tiny; a pool should hold one"
+    ]
+    with pytest.warns(collection.BaselineWarning, match="2 baseline modules"):
+        pool = collection.resolve_pool(copy)
+    assert [e.name for e in pool if e.kind == "baseline"] == ["bit-tiny", "b2"]
