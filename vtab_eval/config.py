@@ -92,10 +92,7 @@ _KEYS = {
         "learning_rates": (None, _RATES),  # with steps: a grid sweep given by flags
         "steps": (None, _STEPS),
         "batch_size": (0, cs.INT_MIN0),  # a flags sweep's; 0: one that fits (sweeps.fitting_batch)
-        "resolution": (
-            0,
-            _SIDE,
-        ),  # 0: the preset's; a flags sweep: the modules' (checks.module_side)
+        "resolution": (0, _SIDE),  # 0: the preset's; flags sweep: the modules' (checks.module_side)
         "random_search_size": (36, cs.INT_MIN1),
         "strategy": ("default", _one_of(*STRATEGIES)),
         "tpu": ("", _ANY_STR),

@@ -59,7 +59,7 @@ def get_task(name: str, *, skip_bad_images: bool = False) -> Task:
 def distinct_names(found: list[Task]) -> list[Task]:
     """`found` with one task of each (name, fingerprint) and every name unique, none a registered
     task's or suite's: a folder task whose name is taken is `folder.disambiguated` (8 hex digits of
-    its fingerprint, all of them should 8 collide). ValueError if names still collide."""
+    its fingerprint; all 64 where 8 collide). ValueError if names still collide."""
     unique = {}
     for task in found:
         unique.setdefault((task.name, task.fingerprint()), task)
