@@ -134,12 +134,13 @@ def assign_from_checkpoint(model, weights, ignore_head=False):
 
 
 def load_bit_checkpoint(path, num_classes=None, num_experts=0, groups=32):
-    """Builds a `BiTResNetV2` whose architecture is inferred from the `.npz` at `path`, and fills it.
+    """Builds a `BiTResNetV2` whose architecture is inferred from the `.npz` at `path` (or from its
+    weights, as `read_npz` returns them), and fills it.
 
     `num_classes=None` keeps the checkpoint's head (if any); 0 drops it; any other value puts a new
     zero-initialised head of that size on the pre-trained backbone.
     """
-    weights = read_npz(path)
+    weights = path if isinstance(path, dict) else read_npz(path)
     arch = infer_architecture(weights)
     keep_head = num_classes is None or num_classes == arch["num_classes"]
     model = BiTResNetV2(

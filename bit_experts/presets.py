@@ -10,6 +10,7 @@ PRESETS = {
     for depth, units in _DEPTHS.items()
     for width in (1, 2, 3, 4)
 }
+BIT = tuple(PRESETS)  # BiT's own architectures (Kolesnikov et al., 2020): 32 groups, 224 px
 PRESETS.update(
     {
         # Small variants: same units, norms and adapters; fewer units and channels, fewer groups.

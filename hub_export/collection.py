@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -102,12 +103,38 @@ def resolve_pool(spec, verify_checksums=True, check_signatures=True, all_version
                 f"{spec} has no {MANIFEST_FILE}: expected a collection directory, a manifest or "
                 "a text file of module handles"
             )
-        return _pool_from_manifest(manifest_path, verify_checksums, check_signatures, all_versions)
-    if not atomic_files.isfile(spec):
+        pool = _pool_from_manifest(manifest_path, verify_checksums, check_signatures, all_versions)
+    elif not atomic_files.isfile(spec):
         raise CollectionError(f"collection {spec!r} does not exist")
-    if _looks_like_json(spec):
-        return _pool_from_manifest(spec, verify_checksums, check_signatures, all_versions)
-    return _pool_from_handle_list(spec, verify_checksums, check_signatures)
+    elif _looks_like_json(spec):
+        pool = _pool_from_manifest(spec, verify_checksums, check_signatures, all_versions)
+    else:
+        pool = _pool_from_handle_list(spec, verify_checksums, check_signatures)
+    note = baselines_note(pool)
+    if note:
+        warnings.warn(f"collection {spec}: {note}", BaselineWarning, stacklevel=2)
+    return pool
+
+
+class BaselineWarning(UserWarning):
+    """A pool lists more than one baseline feature-vector module (`baselines_note`)."""
+
+
+def baselines_note(entries):
+    """One line when `entries` (pool or manifest entries, latest versions) list more than one
+    baseline feature-vector module (`kind: baseline`), else None."""
+    field = lambda e, key: e.get(key) if isinstance(e, dict) else getattr(e, key)
+    names = [
+        field(e, "name")
+        for e in entries
+        if field(e, "kind") == "baseline" and field(e, "role") == "feature_vector"
+    ]
+    if len(names) < 2:
+        return None
+    return (
+        f"{len(names)} baseline modules ({', '.join(names)}): the baseline selector, the "
+        f"fallback and B's fine-tunes use the first, {names[0]}; a pool should hold one"
+    )
 
 
 def feature_extractors(pool):
@@ -273,7 +300,8 @@ def _read_checked(root, ref, spec):
     return data
 
 
-def _latest_only(entries):
+def latest_only(entries):
+    """The latest version of each module of manifest `entries`, in collection order."""
     latest = {}
     for e in entries:
         if e["name"] not in latest or e["version"] > latest[e["name"]]["version"]:
@@ -290,7 +318,7 @@ def _latest_only(entries):
 def _pool_from_manifest(path, verify_checksums, check_signatures, all_versions):
     manifest = load_manifest(path)
     root = os.path.dirname(atomic_files.abspath(path))
-    entries = manifest["modules"] if all_versions else _latest_only(manifest["modules"])
+    entries = manifest["modules"] if all_versions else latest_only(manifest["modules"])
     pool = []
     for e in entries:
         label = f"{e['name']}/{e['version']}"

@@ -2,9 +2,10 @@
 
 A tfhub.dev page starts with a `# Module publisher/name/version` (or `# Collection ...`) title, a
 one-line description, then `<!-- key: value -->` metadata lines, then free markdown sections. A module
-page's usage loads the module by its absolute path (copyable as is) with TF Hub and, when the module
-has its Keras archive, with Keras 3 (`bit_experts.load_expert`); it ends with the license and the
-citation (`hub_export.publish --license/--citation`; by default the paper for our own modules).
+page's usage loads the module by its path in the collection (`COLLECTION/name/version`, so the page
+holds true wherever the collection is copied) with TF Hub and, when the module has its Keras archive,
+with Keras 3 (`bit_experts.load_expert`); it ends with the license and the citation
+(`hub_export.publish --license/--citation`; by default the paper for our own modules).
 """
 
 import json
@@ -29,6 +30,13 @@ MIXED_PRECISION_NOTE = (
 
 def _description(m):
     arch = m.get("architecture", {}).get("preset", "BiT ResNet-v2")
+    if not m.get("upstream_dataset") and m["role"] == "feature_vector" and not m.get("slice"):
+        if m.get("source_checkpoint"):  # hub_export.import_bit_checkpoint
+            return (
+                f"{arch} imported from the checkpoint `{m['source_checkpoint']}` (feature vector), "
+                "pre-trained on that checkpoint's data, not on this collection's upstream dataset."
+            )
+        return "A feature-vector module added as it is; the collection does not record its data."
     dataset = m.get("upstream_dataset", "the upstream dataset")
     if m["role"] == "packed":
         return (
@@ -58,14 +66,19 @@ PAPER_CITATION = """@inproceedings{puigcerver2021scalable,
 NOT_GIVEN = "not given by the publisher"
 
 
-def _tf_hub_usage(m, handle, get_metadata):
+def _handle_line(path):
+    """The usage snippets' line naming the module by its path in the collection."""
+    return f"handle = {json.dumps('COLLECTION/' + path)}  # COLLECTION: the collection's folder"
+
+
+def _tf_hub_usage(m, path, get_metadata):
     size = m.get("resolution", 224)
-    quoted = json.dumps(handle)
     lines = ["```python", "import tensorflow as tf", "import tensorflow_hub as hub", ""]
+    lines.append(_handle_line(path))
     if m["role"] == "packed":
         first = (m.get("experts") or [{"name": "EXPERT"}])[0]["name"]
         lines += [
-            f"module = hub.load({quoted})",
+            "module = hub.load(handle)",
             f"images = tf.zeros([8, {size}, {size}, 3])  # float32 in [0, 1]",
             f'features = module.experts["{first}"](images)  # [8, {m.get("feature_dim")}]',
             "features = module.call_expert(images, 0)  # the same, by expert id",
@@ -73,7 +86,7 @@ def _tf_hub_usage(m, handle, get_metadata):
     else:
         out = "logits" if m.get("output") == "logits" else "features"
         lines += [
-            f'layer = hub.KerasLayer({quoted}, trainable=True, dtype="float32")',
+            'layer = hub.KerasLayer(handle, trainable=True, dtype="float32")',
             f"images = tf.zeros([8, {size}, {size}, 3])  # float32 in [0, 1], any size",
             f"{out} = layer(images)  # [8, {m['output_dim']}]",
         ]
@@ -81,22 +94,21 @@ def _tf_hub_usage(m, handle, get_metadata):
         lines += [
             "",
             "import json",
-            f"metadata = json.loads(hub.load({quoted}).get_metadata().numpy())",
+            "metadata = json.loads(hub.load(handle).get_metadata().numpy())",
         ]
     text = "\n".join(lines + ["```", ""])
     return text if m["role"] == "packed" else f"{text}\n{MIXED_PRECISION_NOTE}\n"
 
 
-def _keras_usage(m, handle):
+def _keras_usage(m, path):
     size = m.get("resolution", 224)
-    quoted = json.dumps(handle)
-    lines = ["```python", "import numpy as np", "", "import bit_experts", ""]
+    lines = ["```python", "import numpy as np", "", "import bit_experts", "", _handle_line(path)]
     if m["role"] == "packed":
         first = (m.get("experts") or [{"name": "EXPERT"}])[0]["name"]
-        lines.append(f'model = bit_experts.load_expert({quoted}, expert="{first}")')
+        lines.append(f'model = bit_experts.load_expert(handle, expert="{first}")')
         dim = m.get("feature_dim")
     else:
-        lines.append(f"model = bit_experts.load_expert({quoted})")
+        lines.append("model = bit_experts.load_expert(handle)")
         dim = m.get("output_dim")
     lines += [
         f'images = np.zeros([8, {size}, {size}, 3], "float32")  # in [0, 1], any size',
@@ -108,10 +120,10 @@ def _keras_usage(m, handle):
     return "\n".join(lines)
 
 
-def _usage(m, handle, keras=False, get_metadata=False):
-    parts = ["### TF Hub (TensorFlow, tf_keras)", "", _tf_hub_usage(m, handle, get_metadata)]
+def _usage(m, path, keras=False, get_metadata=False):
+    parts = ["### TF Hub (TensorFlow, tf_keras)", "", _tf_hub_usage(m, path, get_metadata)]
     if keras:
-        parts += ["### Keras 3 (TensorFlow or JAX backend)", "", _keras_usage(m, handle)]
+        parts += ["### Keras 3 (TensorFlow or JAX backend)", "", _keras_usage(m, path)]
     return "\n".join(parts)
 
 
@@ -127,13 +139,13 @@ def _citation_block(text):
     return ["```bibtex" if text.lstrip().startswith("@") else "```", text, "```"]
 
 
-def module_page(metadata, publisher, handle, keras=False, get_metadata=False):
+def module_page(metadata, publisher, path, keras=False, get_metadata=False):
     """The tfhub.dev-style page of one module.
 
     Args:
       metadata: the module's metadata dict.
       publisher: the publisher name in the title.
-      handle: what the usage snippets load: the module's absolute path (or a remote handle).
+      path: the module's path in its collection (`name/version`), which the usage snippets load.
       keras: whether the module has its Keras 3 archive (adds the `load_expert` usage).
       get_metadata: whether the SavedModel has `get_metadata()` (adds its usage).
     """
@@ -161,7 +173,7 @@ def module_page(metadata, publisher, handle, keras=False, get_metadata=False):
             lines.append(f"| {key} | {m[key]} |")
     lines.append(f"| input | float32 `[N, H, W, 3]` in {m.get('input_range', [0.0, 1.0])} |")
     lines.append(f"| license | {license_text} |")
-    lines += ["", "## Usage", "", _usage(m, handle, keras, get_metadata)]
+    lines += ["", "## Usage", "", _usage(m, path, keras, get_metadata)]
     if m["role"] in ("classifier", "epn"):
         labels = "label_names.json" if m["role"] == "classifier" else "the metadata's `outputs`"
         activation = m.get("output_activation", "sigmoid")

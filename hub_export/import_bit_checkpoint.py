@@ -4,17 +4,20 @@ r"""Turns a public BiT checkpoint (`.npz`) into a TF Hub image feature-vector mo
     python -m hub_export.import_bit_checkpoint --checkpoint=BiT-M-R50x1.npz --collection_dir=C \
         [--name=bit_m_r50x1] [--output_dir=DIR] [--license=TEXT] [--citation=TEXT]
 
-The architecture (depth and width) is inferred from the file. DIR becomes a reusable SavedModel:
-`__call__(images, training=False)` on float32 `[N, H, W, 3]` in [0, 1], returning `[N, feature_dim]`,
-with its metadata inside (`get_metadata()`) and beside it, and its Keras 3 archive
-(`keras/expert.keras`, `bit_experts.load_expert`). With `--collection_dir` the module is also
-published into collection C in the same step (`hub_export.publish` with `--module`; without
+The architecture (depth and width) is inferred from the file, and from it what the file does not
+store (`checkpoint_settings`): the GroupNorm groups of a known architecture (`bit_experts.presets`:
+BiT's 32; the small presets' own) and, for BiT's architectures, BiT's resolution, 224 px (BiT-S
+and BiT-M were pre-trained at 224 x 224; Kolesnikov et al., 2020). Whatever cannot be known is
+asked for in one line naming its flag (`--groups`, `--resolution`). DIR becomes a reusable
+SavedModel: `__call__(images, training=False)` on float32 `[N, H, W, 3]` in [0, 1], returning
+`[N, feature_dim]`, with its metadata inside (`get_metadata()`) and beside it, and its Keras 3
+archive (`keras/expert.keras`, `bit_experts.load_expert`). With `--collection_dir` the module is
+also published into collection C in the same step (`hub_export.publish` with `--module`; without
 `--output_dir` it is imported into a temporary folder first).
 
 A public BiT checkpoint is a generic model, so the module is labelled as a baseline (`kind:
-baseline`, `slice: null`): the `baseline` selector picks it and ranking can fall back on it. Its
-metadata records the recommended `resolution`: BiT's own, 224 px (BiT-S and BiT-M were pre-trained
-at 224 x 224; Kolesnikov et al., 2020), unless `--resolution` says otherwise.
+baseline`, `slice: null`): the `baseline` selector picks it and ranking can fall back on it. A
+collection given a second baseline says so (`collection.baselines_note`).
 """
 
 import functools
@@ -24,13 +27,15 @@ import tempfile
 
 from absl import app, flags
 
-from bit_experts import atomic_files, checkpoint, cli
+from bit_experts import atomic_files, checkpoint, cli, presets
 from hub_export import identity, keras_artifact
 from hub_export.module import HubModule, save_module
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "BiT checkpoint .npz file.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory to write the TF Hub module to.")
-_GROUPS = flags.DEFINE_integer("groups", 32, "GroupNorm groups of the checkpoint's architecture.")
+_GROUPS = flags.DEFINE_integer(
+    "groups", None, "GroupNorm groups of the checkpoint's architecture; default: inferred."
+)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing output_dir.")
 _COLLECTION_DIR = flags.DEFINE_string(
     "collection_dir", None, "Also publish the module into this collection (hub_export.publish)."
@@ -49,24 +54,55 @@ _SKIP_VALIDATION = flags.DEFINE_bool(
 BIT_RESOLUTION = 224
 _RESOLUTION = flags.DEFINE_integer(
     "resolution",
-    BIT_RESOLUTION,
-    "Recommended image size (pixels) written into the metadata; BiT's own is 224.",
+    None,
+    "Image size (pixels) the checkpoint was trained at, written into the metadata; default: "
+    "224 for BiT's architectures, else required.",
 )
 
 
-def import_checkpoint(
-    checkpoint_path, output_dir, groups=32, overwrite=False, resolution=BIT_RESOLUTION
-):
+def checkpoint_settings(arch, groups=None, resolution=None):
+    """(groups, resolution) of a checkpoint of architecture `arch` (`infer_architecture`): the
+    given values, else the preset of the same units and width gives its groups and, when it is
+    one of BiT's (`presets.BIT`), BiT's 224 px. ValueError, one line naming `--groups` or
+    `--resolution`: what neither gives, or groups that do not divide the channels."""
+    units, width = tuple(arch["block_units"]), arch["width_factor"]
+    shape = (units, width)
+    name = next(
+        (n for n, p in presets.PRESETS.items() if (p["block_units"], p["width_factor"]) == shape),
+        None,
+    )
+    what = f"the checkpoint's architecture ({name or f'block units {list(units)}, width {width}'})"
+    if groups is None and name is None:
+        raise ValueError(
+            f"--groups: a checkpoint does not store its GroupNorm groups, and {what} is no "
+            "preset's; pass --groups=G as it was trained (BiT's checkpoints: 32)"
+        )
+    groups = presets.PRESETS[name]["groups"] if groups is None else groups
+    channels = round(64 * width)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or channels % groups:
+        raise ValueError(f"--groups={groups}: must divide the {channels} channels of {what}")
+    if resolution is None and name not in presets.BIT:
+        raise ValueError(
+            f"--resolution: {what} is not one of BiT's, so the image size it was trained at is "
+            "unknown; pass --resolution=PIXELS"
+        )
+    return groups, BIT_RESOLUTION if resolution is None else resolution
+
+
+def import_checkpoint(checkpoint_path, output_dir, groups=None, overwrite=False, resolution=None):
     """Loads `checkpoint_path` strictly and saves it as a feature-vector module; returns metadata.
 
-    The module is a baseline (`kind: "baseline"`, `slice: None`) whose metadata recommends
-    `resolution` pixels (default: BiT's 224); `output_dir` gets the SavedModel (metadata inside and
-    beside it) and its Keras 3 archive `keras/expert.keras`. Raises ValueError for a resolution
-    that is not a positive integer (before anything is loaded or written), ValueError/OSError for
-    a checkpoint that does not load, FileExistsError for an existing `output_dir` without
+    The module is a baseline (`kind: "baseline"`, `slice: None`) whose metadata records
+    `resolution` pixels; `groups` and `resolution` default to what the architecture tells
+    (`checkpoint_settings`). `output_dir` gets the SavedModel (metadata inside and beside it) and
+    its Keras 3 archive `keras/expert.keras`. Raises ValueError for a resolution that is not a
+    positive integer (before anything is read), or for groups or a resolution that cannot be
+    known or do not fit (one line naming the flag, before anything is written), ValueError/OSError
+    for a checkpoint that does not load, FileExistsError for an existing `output_dir` without
     `overwrite`.
     """
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+    bad = isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1
+    if resolution is not None and bad:
         raise ValueError(f"resolution must be a positive integer (pixels), got {resolution!r}")
     atomic_files.require_local(
         output_dir,
@@ -74,7 +110,10 @@ def import_checkpoint(
         "the module is saved locally; publish it to a URL with --collection_dir (or "
         "hub_export.publish --module=DIR --collection_dir=URL)",
     )
-    model = checkpoint.load_bit_checkpoint(checkpoint_path, num_classes=0, groups=groups)
+    weights = checkpoint.read_npz(checkpoint_path)
+    arch = checkpoint.infer_architecture(weights)
+    groups, resolution = checkpoint_settings(arch, groups, resolution)
+    model = checkpoint.load_bit_checkpoint(weights, num_classes=0, groups=groups)
     metadata = {
         "name": os.path.splitext(os.path.basename(checkpoint_path))[0],
         "kind": "baseline",
@@ -105,9 +144,9 @@ def publish_checkpoint(
     checkpoint_path,
     collection_dir,
     output_dir=None,
-    groups=32,
+    groups=None,
     overwrite=False,
-    resolution=BIT_RESOLUTION,
+    resolution=None,
     name=None,
     **publish_options,
 ):

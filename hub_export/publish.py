@@ -541,7 +541,7 @@ def publish(
             return []
         staging = _make_staging(collection_dir)
     written, new_revision = [], True
-    publication = {"license": license, "citation": citation, "collection_dir": collection_dir}
+    publication = {"license": license, "citation": citation}
     try:
         for i, (p, v) in enumerate(todo):
             entry = _stage_module(p, v, staging, publisher, validate_modules, log, publication)
@@ -570,6 +570,11 @@ def publish(
         shutil.rmtree(staging, ignore_errors=True)
     with lock:
         clean_stale(collection_dir, log, report_links=False)  # said at the start already
+    if any(w["kind"] == "baseline" and w["role"] == "feature_vector" for w in written):
+        manifest = collection.load_manifest(_manifest_path(collection_dir))
+        note = collection.baselines_note(collection.latest_only(manifest["modules"]))
+        if note:
+            log(f"warning: {collection_dir}: {note}")
     return written
 
 
@@ -609,7 +614,7 @@ def _commit(
                 "it (pass --overwrite to replace it, or omit --version to publish the next one)"
             )
         # Another publisher took this version meanwhile: take the next one.
-        entry = _renumber(module_dir, entry, max(versions) + 1, publisher, collection_dir)
+        entry = _renumber(module_dir, entry, max(versions) + 1, publisher)
     target = _target(collection_dir, planned.name, entry["version"])
     # A listed version is only replaced with overwrite (checked above); an unlisted folder there is
     # the leftover of a killed publish.
@@ -640,19 +645,19 @@ def _move_into_place(module_dir, target):
     _replace_directory(module_dir, target, overwrite=True)
 
 
-def _write_module_files(module_dir, metadata, publisher, handle):
+def _write_module_files(module_dir, metadata, publisher, path):
     """Rewrites a staged module's metadata (sidecar, in-SavedModel asset, Keras archive) and its
     doc page."""
     write_metadata(module_dir, metadata)
     keras_artifact.update_keras_metadata(module_dir, metadata)
-    _write_doc_page(module_dir, metadata, publisher, handle)
+    _write_doc_page(module_dir, metadata, publisher, path)
 
 
-def _write_doc_page(module_dir, metadata, publisher, handle):
+def _write_doc_page(module_dir, metadata, publisher, path):
     page = doc_pages.module_page(
         metadata,
         publisher,
-        handle,
+        path,
         keras=os.path.isfile(keras_artifact.keras_archive_path(module_dir)),
         get_metadata=metadata_asset_path(module_dir) is not None,
     )
@@ -661,10 +666,10 @@ def _write_doc_page(module_dir, metadata, publisher, handle):
     )
 
 
-def _renumber(module_dir, entry, version, publisher, collection_dir):
+def _renumber(module_dir, entry, version, publisher):
     path = f"{entry['name']}/{version}"
     metadata = dict(entry["metadata"], version=version)
-    _write_module_files(module_dir, metadata, publisher, _handle(collection_dir, path))
+    _write_module_files(module_dir, metadata, publisher, path)
     return dict(
         entry,
         version=version,
@@ -673,11 +678,6 @@ def _renumber(module_dir, entry, version, publisher, collection_dir):
         metadata=metadata,
         sha256=handles.module_sha256(module_dir),
     )
-
-
-def _handle(collection_dir, path):
-    """The absolute local handle of `path` (`name/version`) in the collection."""
-    return os.path.join(collection_dir, *path.split("/"))
 
 
 def _copy_module(source, target):
@@ -715,8 +715,7 @@ def _stage_module(planned, version, staging, publisher, validate_modules, log, p
         )
         save_module(module, module_dir, metadata, overwrite=True)
         keras_artifact.write_keras_artifact(module, module_dir, metadata)
-    collection_dir = publication.get("collection_dir") or os.path.dirname(staging)
-    _write_doc_page(module_dir, metadata, publisher, _handle(collection_dir, path))
+    _write_doc_page(module_dir, metadata, publisher, path)
     report = None
     if validate_modules:
         report = validate.validate_module(

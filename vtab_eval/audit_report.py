@@ -150,9 +150,9 @@ def _task_section(audit, task_name, task):
     proxies, probes = audit["proxies"], task.get("probes")
     best = ", ".join(task["hindsight_best"])
     lines = [
-        f"### {plots.display_name(task_name)} ({task['group'] or 'no group'})",
+        f"### {task_name} ({task['group'] or 'no group'})",
         "",
-        f"`{task_name}`. Hindsight best: {best}. Accuracy in % (mean ± sd over "
+        f"Hindsight best: {best}. Accuracy in % (mean ± sd over "
         f"{len(audit['seeds'])} seeds); proxy scores as each proxy reports them"
         + (
             "; probe: validation accuracy of the probe fine-tune (%, mean over seeds)."
@@ -194,7 +194,7 @@ def _task_section(audit, task_name, task):
             f"{_num(row['split_half_regret'], 1, True)} | {_num(row['loss_vs_baseline'], 1, True)} "
             f"| {fired} |"
         )
-    lines += ["", f"![{plots.display_name(task_name)}](plots/{files.task_slug(task_name)}.png)", ""]
+    lines += ["", f"![{task_name}](plots/{files.task_slug(task_name)}.png)", ""]
     return lines
 
 
@@ -281,7 +281,7 @@ def plot_task(audit, task_name, path):
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(
-        f"{plots.display_name(task_name)}: proxy score vs test accuracy (mean ± sd over "
+        f"{task_name}: proxy score vs test accuracy (mean ± sd over "
         f"{len(audit['seeds'])} seeds)\nred: the proxy's pick; square and dotted line: B; "
         "star: hindsight best",
         fontsize=9,

@@ -174,16 +174,22 @@ def check_jobs(jobs, data_dir=None, probe=False):
     return sizes, problems
 
 
-def check_old_layout(output_dir, jobs):
-    """Problems: results of these tasks written in the layout before name hashes were added."""
-    problems = []
-    for job in jobs:
-        old = os.path.join(output_dir, "results", files.name_slug(job.task.name) or "task")
-        new = os.path.join(output_dir, "results", files.task_slug(job.task.name))
-        if old != new and atomic_files.isdir(old):
+def check_old_layout(output_dir):
+    """Problems: result folders of an older layout: without the name hash, or of a folder task
+    named by its path (before tasks were named by their folder; docs/evaluation.md)."""
+    root, problems = os.path.join(output_dir, "results"), []
+    for name in sorted(atomic_files.listdir(root)) if atomic_files.isdir(root) else []:
+        folder = os.path.join(root, name)
+        if not atomic_files.isdir(folder):
+            continue
+        found = sorted(f for f in atomic_files.listdir(folder) if f.endswith(".json"))
+        result = files.read_json(os.path.join(folder, found[0]), "result file") if found else None
+        task = (result or {}).get("task") or ""
+        if task.startswith(tasks.folder.PREFIX) or (task and name != files.task_slug(task)):
             problems.append(
-                f"--output_dir={output_dir}: {old} holds results in an older layout (no name "
-                "hash, no content identity); use another --output_dir or move that folder away"
+                f"--output_dir={output_dir}: {folder} holds results of {task} in an older layout "
+                "(named by its path, or without a name hash); move that folder away (the "
+                "fine-tunes recorded in the memo are reused, nothing is trained again)"
             )
     return problems
 
@@ -313,17 +319,28 @@ def expand_tasks(names):
     return list(dict.fromkeys(expanded))
 
 
-def make_jobs(config, log=None):
-    """One `Job` per task of `config["tasks"]` (suites expanded), from the evaluation config;
-    ValueError or FileNotFoundError for an unknown task, a bad folder, sweep or aggregate."""
-    proto, jobs = config["protocol"], []
-    for name in expand_tasks(config["tasks"]):
-        task = tasks.get_task(name, skip_bad_images=config["skip_bad_images"])
+def module_side(pool):
+    """The image side a sweep given by flags fine-tunes at: the largest `resolution` the pool's
+    candidates' metadata recommend (`embed.module_resolution`; 224 without one or without a pool)."""
+    from vtab_eval import embed  # here: it loads tensorflow_hub, whose flags rank must not get
+
+    found = [embed.module_resolution(e) for e in pool_lib.candidates(pool, include_baseline=True)]
+    return max(found, default=embed.DEFAULT_RESOLUTION)
+
+
+def make_jobs(config, log=None, pool=()):
+    """One `Job` per task of `config["tasks"]` (suites expanded; names `tasks.distinct_names`),
+    from the evaluation config and the `pool` it fine-tunes (`module_side`); ValueError or
+    FileNotFoundError for an unknown task, a bad folder, sweep or aggregate."""
+    proto, jobs, side = config["protocol"], [], module_side(pool)
+    skip = config["skip_bad_images"]
+    found = [tasks.get_task(name, skip_bad_images=skip) for name in expand_tasks(config["tasks"])]
+    for task in tasks.distinct_names(found):
         scheme, search = protocol.default_protocol(task)
         scheme = proto["scheme"] if proto["scheme"] != "auto" else scheme
         search = proto["search"] if proto["search"] != "auto" else search
         sweep = plan.task_sweep(
-            task, scheme, config["finetune"], config["seed"], config["data_dir"], log
+            task, scheme, config["finetune"], config["seed"], config["data_dir"], log, side
         )
         preset = plan.sweep_preset(task, config["finetune"])
         job = plan.Job(
@@ -359,7 +376,7 @@ def prepare(config, log=print, extra_problems=(), probe=None):
         )
     try:
         pool = collection.resolve_pool(config["collection"], check_signatures=False)
-        jobs = make_jobs(config, log)
+        jobs = make_jobs(config, log, pool)
     except (ValueError, FileNotFoundError) as err:
         raise_problems(problems + [str(err)])
         raise
@@ -368,6 +385,6 @@ def prepare(config, log=print, extra_problems=(), probe=None):
         found.append(
             "--collection: it has no feature-vector module to fine-tune; expected experts or B"
         )
-    problems += found + check_old_layout(out, jobs)
+    problems += found + check_old_layout(out)
     raise_problems(problems)
     return pool, jobs, sizes

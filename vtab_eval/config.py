@@ -92,8 +92,8 @@ _KEYS = {
         "sweep": (AUTO, cs.STR),  # a preset, or auto: the task's suite's (protocol.default_sweep)
         "learning_rates": (None, _RATES),  # with steps: a grid sweep given by flags
         "steps": (None, _STEPS),
-        "batch_size": (512, cs.INT_MIN1),
-        "resolution": (0, _SIDE),  # 0: the sweep's
+        "batch_size": (0, cs.INT_MIN0),  # a flags sweep's; 0: one that fits (sweeps.fitting_batch)
+        "resolution": (0, _SIDE),  # 0: the preset's; flags sweep: the modules' (checks.module_side)
         "random_search_size": (36, cs.INT_MIN1),
         "strategy": ("default", _one_of(*STRATEGIES)),
         "tpu": ("", _ANY_STR),
@@ -232,8 +232,14 @@ _SWEEP = {
     ),
     "learning_rates": ("finetune.learning_rates", "Sweep given by flags: learning rates."),
     "steps": ("finetune.steps", "Sweep given by flags: step counts (with --learning_rates)."),
-    "batch_size": ("finetune.batch_size", "Batch size of a sweep given by flags."),
-    "resolution": ("finetune.resolution", "Fine-tuning image side; 0: the sweep preset's."),
+    "batch_size": (
+        "finetune.batch_size",
+        "Batch size of a sweep given by flags; 0: one that fits the image side and the task.",
+    ),
+    "resolution": (
+        "finetune.resolution",
+        "Fine-tuning image side; 0: the preset's (a sweep given by flags: the modules').",
+    ),
     "selection_resolution": ("selection.resolution", "Ranking image side; 0: module metadata."),
     "strategy": ("finetune.strategy", "tf.distribute strategy for fine-tuning."),
 }

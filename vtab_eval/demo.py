@@ -45,8 +45,7 @@ def expectation_lines(results, tasks_dir):
     entries = files.read_json(os.path.join(tasks_dir, "tasks.json"), "task index")["tasks"]
     lines = []
     for info in entries:
-        name = f"folder:{os.path.join(tasks_dir, info['name'])}"
-        knn, base = (results.get(m, {}).get(name) or {} for m in ("knn", "baseline"))
+        knn, base = (results.get(m, {}).get(info["name"]) or {} for m in ("knn", "baseline"))
         k, b = protocol.task_summary(knn), protocol.task_summary(base)
         if not info.get("near_expert") or not k or not b:
             continue
@@ -96,8 +95,6 @@ def summary_markdown(config, tasks_dir, timings, command):
     }
     table = report.markdown_report(results, title="Demo results", summaries=summaries)
     table = table.replace("# Demo results\n", "", 1).replace("\n## ", "\n#### ")
-    for task in offline_demo.DEMO_TASKS:
-        table = table.replace(f"folder:{os.path.join(tasks_dir, task)}", task)
     outcomes = sorted(
         {
             (r.get("summary") or {}).get("n") or len(r.get("outcomes") or [])

@@ -40,9 +40,13 @@ def name_slug(text):
 
 
 def task_slug(task_name):
-    """An injective, file-name-safe `<readable>-<hash>` of a task name: the last 48 characters of
-    its `name_slug` (folder tasks hold long paths) and 10 hex digits of the name's SHA-256."""
-    readable = name_slug(task_name)[-48:].strip("_.-") or "task"
+    """An injective, file-name-safe `<readable>-<hash>` of a task name: its `name_slug`, cut after
+    a whole word within 48 characters when longer, and 10 hex digits of the name's SHA-256."""
+    readable = name_slug(task_name)
+    if len(readable) > 48:
+        words = re.match(r"(.{1,48})(?=[_.-])", readable)
+        readable = words[1] if words else readable[:48]
+    readable = readable.strip("_.-") or "task"
     digest = hashlib.sha256(task_name.encode("utf-8")).hexdigest()[:10]
     return f"{readable}-{digest}"
 

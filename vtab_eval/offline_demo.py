@@ -100,5 +100,7 @@ def run_demo(workdir, eval_config, evaluate, log=print):
         "tasks",
         lambda: world.write_downstream_tasks(where["tasks"], seed=0, image_size=IMAGE_SIZE),
     )
+    report = os.path.join(eval_config["output_dir"], "report.md")
+    log(f"the report is {report}, rewritten as each task finishes")
     timed("evaluate", evaluate)
     return timings

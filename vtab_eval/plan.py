@@ -263,19 +263,27 @@ def sweep_preset(task, finetune):
     return protocol.default_sweep(task) if finetune["sweep"] == "auto" else finetune["sweep"]
 
 
-def task_sweep(task, scheme, finetune, seed, data_dir=None, log=None):
+def training_images(task, scheme):
+    """Images in the smaller training split of `scheme`: counted for folder tasks, VTAB-1k's 800
+    (train800) for registered tasks, None (not known without reading) for their full splits."""
+    tune, _, final, _ = protocol.SPLIT_SCHEMES[scheme]
+    sizes = [task.split_size(tune), task.split_size(final)]
+    if None not in sizes:
+        return min(sizes)
+    return 800 if scheme == "vtab1k" else None
+
+
+def task_sweep(task, scheme, finetune, seed, data_dir=None, log=None, module_side=224):
     """The sweep of one task from the config's "finetune" section: its learning rates x steps when
-    given, else its preset (`sweep_preset`; BiT-HyperRule's from the whole final training split's
-    image count and median image side), with the task's augmentation policy applied
-    (`sweeps.for_task`)."""
+    given (at its resolution, else `module_side`, the modules' (`checks.module_side`); at its batch
+    size, else `sweeps.fitting_batch`), else its preset (`sweep_preset`; BiT-HyperRule's from the
+    whole final training split's image count and median image side), with the task's augmentation
+    policy applied (`sweeps.for_task`)."""
     preset = sweep_preset(task, finetune)
     if preset == "flags":
-        settings = sweeps.from_values(
-            finetune["learning_rates"],
-            finetune["steps"],
-            finetune["batch_size"],
-            finetune["resolution"] or 224,
-        )
+        side = finetune["resolution"] or module_side
+        batch = finetune["batch_size"] or sweeps.fitting_batch(side, training_images(task, scheme))
+        settings = sweeps.from_values(finetune["learning_rates"], finetune["steps"], batch, side)
         return sweeps.for_task(settings, task)
     stats = {"num_images": 1000, "image_side": 224}
     if preset == "bit_hyperrule":

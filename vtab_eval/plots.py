@@ -44,13 +44,6 @@ def ordered_tasks(all_results):
     return sorted(tasks, key=lambda t: groups.index(tasks[t]) if tasks[t] in groups else 99), tasks
 
 
-def display_name(task_name):
-    """A short name for titles: registry names as they are, `folder:PATH` as PATH's last part."""
-    if not task_name.startswith("folder:"):
-        return task_name
-    return os.path.basename(task_name[len("folder:") :].rstrip("/\\")) or "folder"
-
-
 def pyplot():
     import matplotlib
 
@@ -153,7 +146,7 @@ def plot_scores(ranking, path):
     direction = "higher" if higher else "lower"
     ax.set_xlabel(f"{ranking['method']} score ({direction} is better; axis zoomed)", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
-    title = f"{display_name(ranking['task'])}: {ranking['method']} ranking of {rows} modules"
+    title = f"{ranking['task']}: {ranking['method']} ranking of {rows} modules"
     ax.set_title(title, fontsize=10, pad=8)
     legend_height = 0.0
     if legend:
@@ -178,7 +171,7 @@ def plot_outcomes(all_results, path, summaries=None, columns=3):
     if not task_names:
         raise ValueError("no method has a summarised task: nothing to plot")
 
-    panels = [("Mean over tasks", None)] + [(display_name(t), t) for t in task_names]
+    panels = [("Mean over tasks", None)] + [(t, t) for t in task_names]
     columns = max(1, min(columns, len(panels)))
     grid_rows = math.ceil(len(panels) / columns)
     height = 0.9 + 0.32 * len(methods)

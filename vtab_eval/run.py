@@ -6,10 +6,12 @@ r"""Selects experts and fine-tunes them on one task or many, then reports; resum
 
 Flags become an evaluation config (`vtab_eval.config`) and one call runs it
 (`vtab_eval.engine.evaluate`). Everything is checked before anything trains; each fine-tune is
-recorded by its content the moment it ends (OUT/finetunes/), so re-running after a kill redoes
-nothing finished. `--dry_run` prints the plan and a time estimate. Writes OUT/results/, the report
-(OUT/report.md, OUT/summary.json) and OUT/plots/. Flags, layout and JSON schema:
-docs/evaluation.md.
+recorded the moment it ends (OUT/finetunes/) under a key of its content: the module's weights
+fingerprint (its checksum when it has none), the task's fingerprint, splits, setting and seed. So
+re-running after a kill redoes nothing finished, and a module republished with the same weights
+reuses its fine-tunes and features. `--dry_run` prints the plan and a time estimate. Writes
+OUT/results/, the report (OUT/report.md, OUT/summary.json) and OUT/plots/. Flags, layout and JSON
+schema: docs/evaluation.md.
 """
 
 import os

@@ -287,6 +287,17 @@ def split_statistics(task, split, data_dir=None, log=None):
     return image_statistics(dataset, what=f"{task.name}/{split}", log=log)
 
 
+def fitting_batch(resolution, num_images=None):
+    """The batch of a sweep given by flags without one: BiT's 512, halved while it holds more pixels
+    than 512 images of 224 px or more images than the training split (`num_images`; None: not
+    known)."""
+    batch = HYPERRULE_BATCH_SIZE
+    pixels = HYPERRULE_BATCH_SIZE * 224**2
+    while batch > 1 and (batch * resolution**2 > pixels or batch > (num_images or batch)):
+        batch //= 2
+    return batch
+
+
 def from_values(learning_rates, steps, batch_size, resolution, **common):
     """A grid sweep given on the command line: every learning rate x every step count."""
     if not learning_rates or not steps:

@@ -79,15 +79,26 @@ def test_metadata_is_read_from_the_savedmodel_when_the_sidecar_is_missing(publis
         read_metadata(copy)
 
 
-def test_module_page_gives_absolute_usage_license_and_citation(published):
+def test_module_page_usage_runs_from_a_copied_collection(published, tmp_path):
     _, c, _ = published
     page = (c / "bit-tiny" / "1" / "doc.md").read_text()
-    handle = json.dumps(str(c / "bit-tiny" / "1"))
-    assert os.path.isabs(str(c))
-    assert f"hub.KerasLayer({handle}, trainable=True" in page
-    assert f"bit_experts.load_expert({handle})" in page
-    assert f"hub.load({handle}).get_metadata()" in page
+    # The module is named by its path in the collection, never by the publisher's own path.
+    assert 'handle = "COLLECTION/bit-tiny/1"' in page and str(c) not in page
+    assert "hub.KerasLayer(handle, trainable=True" in page
+    assert "bit_experts.load_expert(handle)" in page and "hub.load(handle).get_metadata()" in page
     assert f"<!-- license: {LICENSE} -->" in page and CITATION in page
+    # Imported, not trained here: the page says where it comes from, not the upstream dataset.
+    assert "imported from the checkpoint `BiT-Tiny.npz`" in page
+    assert "trained on the upstream dataset" not in page
+    # Its snippets run as they are from a copy, COLLECTION being the copy's folder.
+    copy = tmp_path / "moved"
+    shutil.copytree(c, copy)
+    snippets = [b.split("```", 1)[0] for b in page.split("```python\n")[1:]]
+    for code in snippets:
+        scope = {}
+        exec(code.replace('"COLLECTION/', f'"{copy}/'), scope)  # noqa: S102 - our own page
+        assert scope.get("features", scope.get("outputs")).shape == (8, 256)
+    assert len(snippets) == 2
     readme = (c / "README.md").read_text()
     assert readme.startswith(f"# Collection bit-experts/{c.name}/1\n")
     assert LICENSE in readme and CITATION in readme
@@ -128,6 +139,7 @@ def test_rerun_skips_and_a_third_party_module_joins_under_a_new_collection_versi
     page = (module_dir / "doc.md").read_text()
     assert "load_expert" not in page and "get_metadata" not in page
     assert "## Citation\n\nnot given by the publisher" in page
+    assert "added as it is; the collection does not record its data" in page
     after = json.loads((c / "manifest.json").read_text())
     assert (before.get("version", 1), after["version"]) == (1, 2)
     assert (c / "README.md").read_text().startswith(f"# Collection bit-experts/{c.name}/2\n")
@@ -249,7 +261,7 @@ def test_renumbered_module_gets_its_new_version_in_every_copy_of_its_metadata(pu
     _, c, written = published
     staged = tmp_path / "staging" / "bit-tiny"
     shutil.copytree(c / "bit-tiny" / "1", staged)
-    entry = publish._renumber(str(staged), written[0], 5, "bit-experts", str(c))
+    entry = publish._renumber(str(staged), written[0], 5, "bit-experts")
     assert (entry["version"], entry["path"], entry["metadata"]["version"]) == (5, "bit-tiny/5", 5)
     assert read_metadata(staged) == entry["metadata"]
     assert json.loads((staged / METADATA_ASSET).read_text()) == entry["metadata"]
@@ -257,5 +269,32 @@ def test_renumbered_module_gets_its_new_version_in_every_copy_of_its_metadata(pu
     assert expert_archive.read_metadata(str(archive)) == entry["metadata"]
     page = (staged / "doc.md").read_text()
     assert page.startswith("# Module bit-experts/bit-tiny/5\n")
-    assert json.dumps(str(c / "bit-tiny" / "5")) in page
+    assert 'handle = "COLLECTION/bit-tiny/5"' in page
     assert entry["sha256"] == handles.module_sha256(str(staged)) != written[0]["sha256"]
+
+
+def test_a_second_baseline_is_listed_with_a_warning(published, tmp_path):
+    from bit_experts.presets import create_model
+
+    _, c, _ = published
+    copy = tmp_path / "collection"
+    shutil.copytree(c, copy)
+    other = tmp_path / "other_b"
+    save_module(HubModule(create_model("r14_micro", 0), "features"), other)
+    lines = []
+    (entry,) = publish.publish(
+        (),
+        copy,
+        modules=[f"{other}:name=b2,kind=baseline,resolution=24"],
+        validate_modules=False,
+        log=lines.append,
+    )
+    assert entry["kind"] == "baseline"
+    warned = [line for line in lines if line.startswith("warning:")]
+    assert warned == [
+        f"warning: {copy}: 2 baseline modules (bit-tiny, b2): the baseline selector, the "
+        "fallback and B's fine-tunes use the first, bit-tiny; a pool should hold one"
+    ]
+    with pytest.warns(collection.BaselineWarning, match="2 baseline modules"):
+        pool = collection.resolve_pool(copy)
+    assert [e.name for e in pool if e.kind == "baseline"] == ["bit-tiny", "b2"]

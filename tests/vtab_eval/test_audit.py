@@ -186,6 +186,9 @@ def bank(tmp_path_factory):
     return root, pool, tasks
 
 
+NAMES = ["data0", "data1"]  # the tasks' names: their folders'
+
+
 def _config(pool, tasks, out, **audit):
     """The config `python -m vtab_eval.audit --quick --seeds=0,1 --resolution=16
     --selection_resolution=16` makes (`audit`: more keys of the "audit" section)."""
@@ -242,7 +245,7 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
     assert written["policies"] == _default_policies()
     memo = str(out / "finetunes")
     means = {}
-    for task in tasks:
+    for task in NAMES:
         info = written["tasks"][task]
         acc = {}
         for name, row in info["accuracy"].items():
@@ -280,14 +283,14 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
         assert info["forward"]["computed"] + info["forward"]["cached"] == 3
         _check_probe_policies(info, acc, memo, written["candidates"])
     # Agnostic: the best mean on the other task.
-    for task, other in (tasks, tasks[::-1]):
+    for task, other in (NAMES, NAMES[::-1]):
         order = written["candidates"]
         top = max(means[other].values())
         pick = next(c for c in order if means[other][c] == top)
         assert written["tasks"][task]["policies"]["agnostic"]["pick"] == pick
     # Aggregates: means over the two tasks.
     agg = written["aggregate"]["baseline"]["regret"]
-    by_task = [written["tasks"][t]["policies"]["baseline"]["regret"] for t in tasks]
+    by_task = [written["tasks"][t]["policies"]["baseline"]["regret"] for t in NAMES]
     assert agg["mean"] == pytest.approx(sum(by_task) / 2, abs=TOL) and agg["n"] == 2
     # Paired differences and the mean cost over tasks.
     for policy in PROBE_POLICIES:
@@ -307,7 +310,7 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
     costs = [written["aggregate"][p]["cost"]["fine_tunes"] for p in cost_rows]
     assert costs == sorted(costs) and set(cost_rows) == set(_default_policies())
     assert (out / "plots" / "regret_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for task in tasks:
+    for task in NAMES:
         png = out / "plots" / f"{files.task_slug(task)}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{png.name}" in text
@@ -415,15 +418,15 @@ def test_rerun_trains_nothing_and_resumes_a_kill(finished, monkeypatch):
     assert again["expert_quality"] == quality
     assert "| expert_colour | colour | 10 | 90.0 | 60.0 | +30.0 |" in (out / "audit.md").read_text()
     # As if killed before one fine-tune was recorded: only that one runs again.
-    key = first["tasks"][tasks[1]]["accuracy"]["expert_colour"]["spec_keys"][1]
+    key = first["tasks"][NAMES[1]]["accuracy"]["expert_colour"]["spec_keys"][1]
     (out / "finetunes" / f"{key}.json").unlink()
-    probe = first["tasks"][tasks[0]]["probes"]["spec_keys"]["baseline"][0]
+    probe = first["tasks"][NAMES[0]]["probes"]["spec_keys"]["baseline"][0]
     (out / "finetunes" / f"{probe}.json").unlink()
     resumed = _audit(pool, tasks, out)
     assert resumed["trained"] == 2 and calls == [str(out.parent / n) for n in ("colour", "b")]
     # Deterministic fine-tunes: the redone one gives the same score, so the same table.
     scores = lambda audit, t: {c: v["seeds"] for c, v in audit["tasks"][t]["accuracy"].items()}
-    for t in tasks:
+    for t in NAMES:
         assert scores(resumed, t) == scores(first, t)
         assert resumed["tasks"][t]["probes"]["scores"] == first["tasks"][t]["probes"]["scores"]
 
@@ -446,10 +449,10 @@ def test_shares_fine_tunes_with_run_hindsight(finished, monkeypatch):
     )
     assert calls == []
     audit = json.loads((out / "audit.json").read_text())
-    seed_1 = {row["spec_keys"][1] for row in audit["tasks"][tasks[0]]["accuracy"].values()}
-    assert set(results["hindsight"][tasks[0]]["spec_keys"]) == seed_1
-    probe = results["knn_probe"][tasks[0]]["selections"][0]["selection"]
-    assert probe["selected_name"] == audit["tasks"][tasks[0]]["policies"]["knn_probe"]["pick"][1]
+    seed_1 = {row["spec_keys"][1] for row in audit["tasks"][NAMES[0]]["accuracy"].values()}
+    assert set(results["hindsight"][NAMES[0]]["spec_keys"]) == seed_1
+    probe = results["knn_probe"][NAMES[0]]["selections"][0]["selection"]
+    assert probe["selected_name"] == audit["tasks"][NAMES[0]]["policies"]["knn_probe"]["pick"][1]
 
 
 def test_bad_input_is_one_line_and_writes_nothing(bank, tmp_path):

@@ -111,7 +111,7 @@ def test_an_unknown_or_bad_keyword_is_refused_before_any_work(call, tmp_path):
     with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="'sweeep'"):
         call("C", ["t"] if call is compat.run_command else "t", str(tmp_path / "x"), sweeep="quick")
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"batch_size must be"):
-        call("C", ["t"] if call is compat.run_command else "t", str(tmp_path / "x"), batch_size=0)
+        call("C", ["t"] if call is compat.run_command else "t", str(tmp_path / "x"), batch_size=-1)
     assert os.listdir(tmp_path) == []
 
 
@@ -149,19 +149,17 @@ def test_run_command_evaluates_and_rewrites_the_report_as_tasks_finish(inputs, t
             log=lambda m: None,
             progress=False,
         )
-    assert [t for t, _ in seen] == [tasks[0], tasks[0], tasks[1], tasks[1]]
+    assert [t for t, _ in seen] == ["data0", "data0", "data1", "data1"]  # folder names
     assert "fine-tunes:" not in capsys.readouterr().err  # progress=False: no progress bar
     # Before the first retrain the report lists every task as incomplete; when the second task
     # starts, the first one's row is final.
     assert seen[0][1].count("(incomplete)") == 0  # no outcome yet: no cell to mark
-    first_row = next(line for line in seen[2][1].splitlines() if line.startswith(f"| {tasks[0]} |"))
-    second_row = next(
-        line for line in seen[2][1].splitlines() if line.startswith(f"| {tasks[1]} |")
-    )
+    first_row = next(line for line in seen[2][1].splitlines() if line.startswith("| data0 |"))
+    second_row = next(line for line in seen[2][1].splitlines() if line.startswith("| data1 |"))
     assert "n = 2" in first_row and "(incomplete)" not in first_row
     assert second_row.endswith("| — |")
     # It returns what the result files hold, and the final report has plots.
-    for task in tasks:
+    for task in ("data0", "data1"):
         assert found["baseline"][task] == files.read_json(
             results.result_path(str(out), task, "baseline")
         )

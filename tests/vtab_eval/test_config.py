@@ -64,7 +64,7 @@ def test_changes_apply_per_section_and_copies_are_kept():
     [
         ({"selction": {}}, r"^unknown config key 'selction'; did you mean 'selection'"),
         ({"finetune": {"stesp": [1]}}, r"^unknown config key 'finetune.stesp'.*'steps'"),
-        ({"finetune": {"batch_size": 0}}, r"^bad config: finetune.batch_size must be an int >= 1"),
+        ({"finetune": {"batch_size": -1}}, r"^bad config: finetune.batch_size must be an int >= 0"),
         ({"seed": -1}, r"^bad config: seed must be an int in \[0, 2\*\*31 - 1\], got -1$"),
         ({"deterministic": 1}, r"^bad config: deterministic must be true or false, got 1$"),
         ({"selection": {"split": "train900"}}, r"^bad config: selection.split must be one of"),
@@ -257,7 +257,7 @@ def test_flags_become_the_configs_values():
 @pytest.mark.parametrize(
     "command, argv, message",
     [
-        ("run", ["--batch_size=0"], "bad config: finetune.batch_size (--batch_size) must be"),
+        ("run", ["--batch_size=-1"], "bad config: finetune.batch_size (--batch_size) must be"),
         ("rank", ["--batch_size=0"], "bad config: selection.batch_size (--batch_size) must be"),
         ("rank", ["--method=oracle"], "bad config: selection.selectors (--method): unknown"),
         ("run", ["--selectors=knn,oracle"], "bad config: selection.selectors (--selectors): "),

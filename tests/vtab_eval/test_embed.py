@@ -1,5 +1,7 @@
 """Embedding a task with a pool of modules, through the feature cache; bad modules left out."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import vtab_eval_toys as toys
@@ -60,3 +62,37 @@ def test_module_identity_of_a_plain_handle_is_its_file_checksum(setup):
     colour = identity.module_identity(modules["colour"])
     assert colour == handles.module_sha256(modules["colour"])
     assert colour != identity.module_identity(modules["noise"])
+
+
+def test_a_module_republished_with_the_same_weights_keeps_its_features_and_fine_tunes(setup):
+    """What caches and fine-tunes key a module on is its weights fingerprint (docs/selection.md,
+    "Feature cache"; docs/evaluation.md, "Identity"), not its checksum, which another export of
+    the same weights changes."""
+    import shutil
+
+    from hub_export import identity as hub_identity
+    from vtab_eval import plan, sweeps
+
+    root, modules, task = setup
+    copy = str(root / "republished")
+    shutil.copytree(modules["colour"], copy)
+    (root / "republished" / "README.md").write_text("another page, another checksum\n")
+    fingerprint = {hub_identity.FINGERPRINT_FIELD: "f" * 64}
+    first, again = (
+        toys.Entry(
+            h, "colour", "full", "feature_vector", dict(fingerprint), handles.module_sha256(h)
+        )
+        for h in (modules["colour"], copy)
+    )
+    assert first.sha256 != again.sha256
+    cache = str(root / "cache_republished")
+    embed.embed_pool([first], task, resolution=16, cache_dir=cache)
+    assert embed.embed_pool([again], task, resolution=16, cache_dir=cache).cached == [copy]
+    job = plan.Job(task, "vtab1k", "per_selection", sweeps.quick())
+
+    def key(entry):
+        return plan.make_spec(entry, job, ("train800val200", "test"), job.sweep[0], 0).key
+
+    assert key(first) == key(again)
+    plain = [dataclasses.replace(e, metadata={}) for e in (first, again)]
+    assert identity.module_identity(plain[0]) == first.sha256 and key(plain[0]) != key(plain[1])

@@ -21,6 +21,9 @@ def inputs(tmp_path_factory):
     return root, pool, tasks
 
 
+NAMES = ["data0", "data1"]  # the tasks' names: their folders'
+
+
 def _config(pool, tasks, out, **changes):
     return config.make(
         collection=pool,
@@ -60,17 +63,17 @@ def test_results_are_written_as_tasks_finish(inputs, tmp_path):
     out = tmp_path / "out"
     cfg = _config(pool, tasks, out)
     methods = ["knn", "baseline"]
-    fake, reports, lines = Fake(out, tasks, methods), [], []
+    fake, reports, lines = Fake(out, NAMES, methods), [], []
     executor = runner.make_executor(cfg, lines.append, progress=False, finetune_fn=fake)
     found = engine.evaluate(
         cfg,
         executor=executor,
         log=lines.append,
-        on_task_done=lambda d: reports.append((d, _states(out, tasks, methods))),
+        on_task_done=lambda d: reports.append((d, _states(out, NAMES, methods))),
     )
     # Per task: kNN's 2 retrains of expert_colour, then the baseline's 2 of B.
     assert [(t, os.path.basename(h)) for t, h, _ in fake.calls] == [
-        (task, name) for task in tasks for name in ("colour", "colour", "b", "b")
+        (task, name) for task in NAMES for name in ("colour", "colour", "b", "b")
     ]
     # Every result file exists (incomplete) when the first retrain starts ...
     assert set(fake.calls[0][2].values()) == {False}
@@ -85,12 +88,12 @@ def test_results_are_written_as_tasks_finish(inputs, tmp_path):
     assert reports[1][1] == {(0, m): True for m in methods} | {(1, m): False for m in methods}
     # What evaluate returns is what the files hold.
     for method in methods:
-        for task in tasks:
+        for task in NAMES:
             written = files.read_json(results.result_path(str(out), task, method))
             assert found[method][task] == written and written["complete"]
             assert len(written["outcomes"]) == 2
-    assert found["knn"][tasks[0]]["ranking"]["selected_name"] == "expert_colour"
-    assert f"{tasks[0]} / knn: selected expert_colour" in lines
+    assert found["knn"][NAMES[0]]["ranking"]["selected_name"] == "expert_colour"
+    assert f"{NAMES[0]} / knn: selected expert_colour" in lines
 
 
 def test_a_selector_the_pool_cannot_serve_is_skipped_in_one_line(inputs, tmp_path):
@@ -104,9 +107,9 @@ def test_a_selector_the_pool_cannot_serve_is_skipped_in_one_line(inputs, tmp_pat
     )
     found = engine.evaluate(cfg, executor=executor, log=lines.append)
     skipped = [line for line in lines if "SKIPPED" in line]
-    assert len(skipped) == 1 and skipped[0].startswith(f"{tasks[0]} / domain_prediction: SKIPPED")
+    assert len(skipped) == 1 and skipped[0].startswith(f"{NAMES[0]} / domain_prediction: SKIPPED")
     assert set(found) == {"baseline"}
-    assert not os.path.exists(results.result_path(str(out), tasks[0], "domain_prediction"))
+    assert not os.path.exists(results.result_path(str(out), NAMES[0], "domain_prediction"))
 
 
 def test_dry_run_plans_and_trains_nothing(inputs, tmp_path):
@@ -121,7 +124,7 @@ def test_dry_run_plans_and_trains_nothing(inputs, tmp_path):
     # Each task's line names the preset its sweep comes from.
     assert sum("search per_selection, sweep quick, aggregate" in line for line in lines) == 2
     # The time is measured with a warm-up and two short probes, not by running the plan.
-    assert [c[0] for c in fake.calls] == [tasks[0]] * 3
+    assert [c[0] for c in fake.calls] == [NAMES[0]] * 3
     assert not out.exists()
 
 

@@ -1,5 +1,6 @@
 """`vtab_eval.files`: the one place JSON, text and names are written and read back."""
 
+import hashlib
 import json
 import os
 
@@ -9,15 +10,18 @@ from vtab_eval import files
 
 
 def test_task_slug_is_readable_and_injective():
-    slug = files.task_slug("folder:/data/my flowers")
-    assert slug.startswith("folder_data_my_flowers-")
+    slug = files.task_slug("my flowers")
+    assert slug.startswith("my_flowers-")
     # Injective: names that give the same readable part still get different slugs.
-    assert files.task_slug("folder:/data/my_flowers") != slug
+    assert files.task_slug("my_flowers") != slug
     assert files.task_slug("a/b") != files.task_slug("a_b")
-    # Long folder paths keep their last 48 readable characters and the hash.
-    long = files.task_slug("folder:/" + "x" * 100 + "/flowers")
+    # A registered task's slug is its name and the hash, as before names were shortened.
+    assert files.task_slug("cifar100") == "cifar100-" + hashlib.sha256(b"cifar100").hexdigest()[:10]
+    # A long name keeps its leading whole words within 48 characters, then the hash.
+    long = files.task_slug("flowers_of_the_" + "x" * 40 + "_valley")
     readable, digest = long.rsplit("-", 1)
-    assert readable.endswith("_flowers") and len(readable) <= 48 and len(digest) == 10
+    assert readable == "flowers_of_the" and len(digest) == 10
+    assert files.task_slug("y" * 60).rsplit("-", 1)[0] == "y" * 48  # no word: cut at 48
     assert files.name_slug("a b/c:d") == "a_b_c_d"
 
 

@@ -66,15 +66,10 @@ def test_ranking_rows_sort_and_mark_baseline_and_ties():
     assert [r["name"] for r in lower] == ["a", "B", "b", "c"]
 
 
-def test_display_names_have_no_paths():
-    assert plots.display_name("cifar100") == "cifar100"
-    assert plots.display_name("folder:/tmp/tmpab12/tasks/world_digits/") == "world_digits"
-
-
 def test_plots_write_pngs(tmp_path):
     ranking = {
         **RANKING,
-        "task": "folder:/tmp/tmpxyz/tasks/digits",
+        "task": "digits",
         "experts": [dict(e, ci_low=0.3, ci_high=0.7) for e in RANKING["experts"][:2]],
     }
     path = plots.plot_scores(ranking, str(tmp_path / "r.png"))

@@ -3,6 +3,8 @@ checks before training, dry run and report."""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +17,7 @@ from vtab_eval import checks, config, engine, files, finetune, plan, report, run
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMON = ["--sweep=quick", "--resolution=16", "--selection_resolution=16", "--num_retrains=2"]
 ARGS = ["--selectors=knn,random,baseline,hindsight", *COMMON, "--save_models"]
+NAME = "data"  # the task's name: its folder's (ROOT/data)
 
 
 def _env():
@@ -47,14 +50,14 @@ def finished_run(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Later tests rerun into `out` with other settings; keep this run's kNN result as it was.
-    slug = files.task_slug(f"folder:{data}")
+    slug = files.task_slug(NAME)
     (root / "knn_uninterrupted.json").write_text((out / "results" / slug / "knn.json").read_text())
     return root, pool, f"folder:{data}", out, proc.stdout + proc.stderr
 
 
 def test_end_to_end_selects_finetunes_shares_and_reports(finished_run):
     root, _, task, out, console = finished_run
-    slug = files.task_slug(task)
+    slug = files.task_slug(NAME)
     knn = json.loads((out / "results" / slug / "knn.json").read_text())
     assert knn["complete"] and knn["summary"]["n"] == 2
     # A folder task's outcomes are summarised by their median unless --aggregate says otherwise.
@@ -92,8 +95,11 @@ def test_end_to_end_selects_finetunes_shares_and_reports(finished_run):
     groups = summary["knn"]["groups"]
     assert set(groups) == {"other", "all", "bootstrap"}  # folder tasks have no VTAB group
     assert groups["all"]["mean"] == knn["summary"]["value"]  # one task: its own aggregate
-    assert summary["knn"]["tasks"] == {task: knn["summary"]}
+    assert summary["knn"]["tasks"] == {NAME: knn["summary"]}
     assert "selected expert_colour" in console
+    # Short names (issue 26): the folder's name in the report, the plots and the paths.
+    assert f"| {NAME} | other |" in text and str(root) not in text
+    assert knn["task"] == NAME and slug.startswith(f"{NAME}-")
 
 
 def _memo_records(out):
@@ -213,7 +219,7 @@ def test_changed_settings_give_new_fine_tunes_not_old_results(finished_run, monk
     # One more retrain per candidate: only the new ones run, the old ones are shared.
     results = _rerun(pool, task, out, {"protocol.num_retrains": 3})
     assert len(calls) == 3 and all(c == ("train800val200", "test") for c in calls)
-    assert all(r[task]["summary"]["n"] == 3 for r in results.values())
+    assert all(r[NAME]["summary"]["n"] == 3 for r in results.values())
     # Another resolution: every fine-tune is a new one, nothing old is reported as current.
     del calls[:]
     results = _rerun(
@@ -223,7 +229,7 @@ def test_changed_settings_give_new_fine_tunes_not_old_results(finished_run, monk
         {"finetune.resolution": 8, "selection.selectors": ["baseline"], "protocol.num_retrains": 1},
     )
     assert len(calls) == 1
-    assert results["baseline"][task]["sweep"][0]["resolution"] == 8
+    assert results["baseline"][NAME]["sweep"][0]["resolution"] == 8
     with pytest.raises(ValueError, match=r"^bad config: selection.selectors: unknown \['oracle'\]"):
         _rerun(pool, task, out, {"selection.selectors": ["oracle"]})
 
@@ -249,7 +255,7 @@ def test_killed_run_resumed_equals_uninterrupted_run(finished_run, tmp_path, mon
     assert len(os.listdir(tmp_path / "killed" / "finetunes")) == 2
     # Results and report were written as the run went: all when the final fine-tunes started
     # (incomplete), then kNN's again when its two fine-tunes (the first to run) were recorded.
-    results = tmp_path / "killed" / "results" / files.task_slug(task)
+    results = tmp_path / "killed" / "results" / files.task_slug(NAME)
     knn = json.loads((results / "knn.json").read_text())
     assert knn["complete"] is True and len(knn["outcomes"]) == 2
     partial = json.loads((results / "hindsight.json").read_text())
@@ -266,8 +272,8 @@ def test_killed_run_resumed_equals_uninterrupted_run(finished_run, tmp_path, mon
     monkeypatch.setattr(finetune, "finetune_and_evaluate", real)
     fresh = _rerun(pool, task, tmp_path / "fresh")
     for method, by_task in fresh.items():
-        assert resumed[method][task]["outcomes"] == by_task[task]["outcomes"], method
-    assert knn["outcomes"] == fresh["knn"][task]["outcomes"]
+        assert resumed[method][NAME]["outcomes"] == by_task[NAME]["outcomes"], method
+    assert knn["outcomes"] == fresh["knn"][NAME]["outcomes"]
 
 
 def test_same_seed_same_score_other_seed_differs(finished_run, tmp_path):
@@ -293,8 +299,8 @@ def test_problems_are_found_before_training(finished_run, tmp_path, monkeypatch)
     _, pool, task, _, _ = finished_run
     calls = _count_finetunes(monkeypatch)
     # A bad value of the config itself: one line naming its key, before anything is looked at.
-    with pytest.raises(ValueError, match=r"^bad config: finetune.batch_size must be an int >= 1"):
-        _rerun(pool, task, tmp_path / "b", {"finetune.batch_size": 0})
+    with pytest.raises(ValueError, match=r"^bad config: finetune.batch_size must be an int >= 0"):
+        _rerun(pool, task, tmp_path / "b", {"finetune.batch_size": -1})
     # Problems with the inputs: all of them, one line each. Two settings need the tuning split
     # val200, which 24 images cannot fill; the output folder is under a regular file.
     two = {"finetune.learning_rates": [0.1, 0.01], "finetune.steps": [4], "finetune.batch_size": 8}
@@ -353,8 +359,8 @@ def test_command_line_errors_are_one_line(finished_run, tmp_path):
     base = [sys.executable, "-m", "vtab_eval.run", f"--collection={pool}", f"--tasks={task}"]
     for flags, last in (
         (
-            ["--batch_size=0"],
-            "bad config: finetune.batch_size (--batch_size) must be an int >= 1, got 0",
+            ["--batch_size=-1"],
+            "bad config: finetune.batch_size (--batch_size) must be an int >= 0, got -1",
         ),
         (
             ["--selectors=random", "--fallback=baseline"],
@@ -380,15 +386,13 @@ def test_command_line_errors_are_one_line(finished_run, tmp_path):
 
 
 def test_aggregate_flag_and_bad_choices(finished_run, tmp_path, monkeypatch):
-    import shutil
-
     _, pool, task, out, _ = finished_run
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     calls = _count_finetunes(monkeypatch)
     results = _rerun(pool, task, copy, {"protocol.aggregate": "mean"})
     assert calls == []  # the aggregate changes the summary, not a fine-tune
-    knn = results["knn"][task]
+    knn = results["knn"][NAME]
     assert knn["summary"]["kind"] == knn["aggregate"] == "mean"
     assert knn["summary"]["value"] == float(np.mean(knn["outcomes"]))
     groups = json.loads((copy / "summary.json").read_text())["knn"]["groups"]
@@ -499,7 +503,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(finished_run, tmp_pat
     }
     assert 1 <= len(kept) < 2
     # The report written when the final fine-tunes started is there, and says it is incomplete.
-    slug = files.task_slug(task)
+    slug = files.task_slug(NAME)
     partial = json.loads((out / "results" / slug / "knn.json").read_text())
     assert partial["complete"] is False
     calls = _count_finetunes(monkeypatch)
@@ -518,3 +522,25 @@ def test_expand_tasks():
     assert checks.expand_tasks(["cifar100", "vtab1k"]).count("cifar100") == 1
     with pytest.raises(ValueError, match="no tasks"):
         checks.expand_tasks([" "])
+
+
+def test_results_named_by_a_folder_path_are_refused_then_resumed(
+    finished_run, tmp_path, monkeypatch
+):
+    """Results written before folder tasks were named by their folder are named (one line) and,
+    once moved away, rebuilt from the memo without training (the memo is keyed by content)."""
+    _, pool, task, out, _ = finished_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    old_name = f"folder:{tmp_path}/old/{NAME}"
+    old = copy / "results" / files.task_slug(old_name)
+    (copy / "results" / files.task_slug(NAME)).rename(old)
+    for path in old.iterdir():
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), task=old_name)))
+    calls = _count_finetunes(monkeypatch)
+    with pytest.raises(
+        ValueError, match=re.escape(f"{old} holds results of {old_name} in an older layout")
+    ):
+        _rerun(pool, task, copy)
+    shutil.rmtree(old)
+    assert set(_rerun(pool, task, copy)["knn"]) == {NAME} and calls == []

@@ -81,8 +81,8 @@ def test_run_on_ram_writes_memo_and_outputs_and_a_rerun_redoes_only_what_a_kill_
     results = _run(pool, task, out)
     records = runner.load_records(f"{out}/finetunes")
     assert len(calls) == len(records) - 1  # the recorded fine-tune is not redone
-    outcomes = results["baseline"][task]["outcomes"]
-    assert len(outcomes) == 2 and results["baseline"][task]["complete"] is True
+    outcomes = results["baseline"]["data"]["outcomes"]
+    assert len(outcomes) == 2 and results["baseline"]["data"]["complete"] is True
 
     # Every final fine-tune's predictions and scalars are on the URL, next to the report.
     finals = [r for r in records.values() if "predictions_path" in r.get("outputs", {})]
@@ -95,10 +95,10 @@ def test_run_on_ram_writes_memo_and_outputs_and_a_rerun_redoes_only_what_a_kill_
         events = atomic_files.listdir(f"{out}/{record['outputs']['summary_dir']}")
         assert len(events) == 1 and events[0].startswith("events.out.tfevents.")
     assert "| baseline |" in atomic_files.read_bytes(f"{out}/report.md").decode("utf-8")
-    assert report.load_results(out)["baseline"][task]["outcomes"] == outcomes
+    assert report.load_results(out)["baseline"]["data"]["outcomes"] == outcomes
 
     del calls[:]
-    assert _run(pool, task, out)["baseline"][task]["outcomes"] == outcomes
+    assert _run(pool, task, out)["baseline"]["data"]["outcomes"] == outcomes
     assert calls == []  # everything memoised
 
 

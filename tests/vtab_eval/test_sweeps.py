@@ -161,3 +161,38 @@ def test_image_side_is_on_the_right_side_of_the_hyperrule_threshold():
     assert sweeps.hyperrule_resolution(at["image_side"]) == (512, 480)
     with pytest.raises(ValueError, match="empty/split has no images"):
         sweeps.image_statistics(_sized_images([]), what="empty/split")
+
+
+def test_a_flags_sweep_batch_fits_the_image_side_and_the_training_split():
+    # BiT's 512 at 224 px; halved while over 512 images of 224 px or over the training split.
+    assert sweeps.fitting_batch(224) == sweeps.fitting_batch(224, 800) == 512
+    assert sweeps.fitting_batch(32, 192) == 128 and sweeps.fitting_batch(32, 128) == 128
+    assert sweeps.fitting_batch(480) == 64 and sweeps.fitting_batch(225) == 256
+    assert sweeps.fitting_batch(32, 1) == 1 and sweeps.fitting_batch(2048, 10**6) == 4
+
+
+def test_a_flags_sweep_takes_the_modules_side_and_a_batch_that_fits(tmp_path):
+    import vtab_eval_toys as toys
+
+    from vtab_eval import checks, config
+
+    # 3 classes x 80 images: 192 pool images (train800 and train800val200), 48 test.
+    task = "folder:" + toys.make_colour_folder(str(tmp_path / "data"), per_class=80)
+    pool = [
+        toys.Entry(n, n, kind, "feature_vector", {"resolution": side})
+        for n, kind, side in (("b", "baseline", 24), ("e", "full", 32), ("x", "full", None))
+    ]
+    flags_sweep = {"learning_rates": [0.01], "steps": [100]}
+    (job,) = checks.make_jobs(config.make(tasks=[task], finetune=flags_sweep), pool=pool[:2])
+    assert [(s["resolution"], s["batch_size"]) for s in job.sweep] == [(32, 128)]
+    # A module without a recommended side counts as BiT's 224 (as ranking sees it).
+    (job,) = checks.make_jobs(config.make(tasks=[task], finetune=flags_sweep), pool=pool)
+    assert [(s["resolution"], s["batch_size"]) for s in job.sweep] == [(224, 128)]
+    given = dict(flags_sweep, resolution=16, batch_size=8)
+    (job,) = checks.make_jobs(config.make(tasks=[task], finetune=given), pool=pool)
+    assert [(s["resolution"], s["batch_size"]) for s in job.sweep] == [(16, 8)]
+    # A registered VTAB-1k task trains on 800 images at the modules' side; no pool: 224.
+    (job,) = checks.make_jobs(config.make(tasks=["dtd"], finetune=flags_sweep))
+    assert [(s["resolution"], s["batch_size"]) for s in job.sweep] == [(224, 512)]
+    with pytest.raises(ValueError, match=r"finetune.batch_size must be an int >= 0, got -1"):
+        config.make(finetune={"batch_size": -1})

@@ -147,3 +147,34 @@ def test_a_link_to_elsewhere_inside_the_folder_is_read_like_its_target(tmp_path)
     assert str(tmp_path / "train" / "a_green" / "0001.png") in every
     images, labels = _load_all(task, "trainval")
     assert images.shape[0] == len(task.files["trainval"][0])
+
+
+def test_a_folder_task_is_named_by_its_folder_and_names_never_collide(tmp_path):
+    for where, counts in (("a/pets", {"b_red": 3, "a_green": 2}), ("b/pets", {"b_red": 2})):
+        _write_images(tmp_path / where / "train", {**counts, "c_blue": 2})
+    _write_images(tmp_path / "dtd" / "train", {"b_red": 2, "c_blue": 2})
+    a, b = (tasks.get_task(f"folder:{tmp_path / w}") for w in ("a/pets", "b/pets"))
+    assert (a.name, b.name) == ("pets", "pets") and a.root == str(tmp_path / "a" / "pets")
+    # A copy elsewhere keeps its name and fingerprint; a relative path gives the same task.
+    shutil.copytree(tmp_path / "a" / "pets", tmp_path / "copy" / "pets")
+    copy = tasks.get_task(f"folder:{tmp_path / 'copy' / 'pets'}")
+    assert (copy.name, copy.fingerprint()) == (a.name, a.fingerprint())
+    relative = tasks.get_task("folder:" + os.path.relpath(tmp_path / "a" / "pets"))
+    assert (relative.name, relative.fingerprint()) == (a.name, a.fingerprint())
+    # Two tasks of one name: each folder task gets 8 hex digits of its fingerprint; one task
+    # given twice (or a copy of it) is one task.
+    found = tasks.distinct_names([a, tasks.get_task("dtd"), b, copy])
+    assert [t.name for t in found] == [
+        f"pets~{a.fingerprint()[:8]}",
+        "dtd",
+        f"pets~{b.fingerprint()[:8]}",
+    ]
+    assert [t.fingerprint() for t in found] == [
+        a.fingerprint(),
+        found[1].fingerprint(),
+        b.fingerprint(),
+    ]
+    # A folder named like a registered task never takes that name, even alone.
+    named_dtd = tasks.get_task(f"folder:{tmp_path / 'dtd'}")
+    assert named_dtd.name.startswith("dtd~") and len(named_dtd.name) == len("dtd~") + 8
+    assert tasks.distinct_names([named_dtd, tasks.get_task("dtd")])[0] is named_dtd

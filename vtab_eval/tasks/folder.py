@@ -1,4 +1,5 @@
-"""Tasks read from an image folder: `folder:PATH` with PATH/train/<class>/*.png|jpg.
+"""Tasks read from an image folder: `folder:PATH` with PATH/train/<class>/*.png|jpg, named by the
+folder's name (PATH's last part; `disambiguated` when another task has it).
 
 Classes are the sub-folders of train/, sorted by name (label i is the i-th name). The train/
 images are put in a seeded order (numpy's RandomState, whose stream is frozen); test is PATH/test/
@@ -119,6 +120,13 @@ class FolderTask(base.Task):
             "skipped_images": [{"path": p, "reason": r} for p, r in self.skipped_images],
             "fingerprint": self.fingerprint(),
         }
+
+
+def disambiguated(task: FolderTask, digits: int = 8) -> FolderTask:
+    """`task` named `<its folder's name>~<the first `digits` hex digits of its fingerprint>`, for a
+    folder whose name another task has (`vtab_eval.tasks.distinct_names`)."""
+    base = os.path.basename(task.root) or "folder"
+    return dataclasses.replace(task, name=f"{base}~{task.fingerprint()[:digits]}")
 
 
 def _read_image(example):
@@ -327,7 +335,7 @@ def make_folder_task(
     files, descriptions = _pool_splits(pool, pool_note)
     files["test"], descriptions["test"] = test_files, test_note
     return FolderTask(
-        name=PREFIX + path,
+        name=os.path.basename(root) or "folder",
         num_classes=len(class_names),
         group=_declared_group(root),
         suite="folder",
