@@ -294,7 +294,7 @@ def test_audit_end_to_end_matches_the_memo_by_hand(finished):
     assert agg["mean"] == pytest.approx(sum(by_task) / 2, abs=TOL) and agg["n"] == 2
     # Paired differences and the mean cost over tasks.
     for policy in PROBE_POLICIES:
-        item, rows = written["aggregate"][policy], [written["tasks"][t]["policies"] for t in tasks]
+        item, rows = written["aggregate"][policy], [written["tasks"][t]["policies"] for t in NAMES]
         for other in ("baseline", "agnostic"):
             diff = [r[policy]["regret"] - r[other]["regret"] for r in rows]
             assert item["regret_minus"][other]["mean"] == pytest.approx(sum(diff) / 2, abs=TOL)

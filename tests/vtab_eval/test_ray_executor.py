@@ -116,7 +116,7 @@ def test_probe_policies_probe_on_ray_as_in_process(cluster, tmp_path_factory, tm
         cfg = _config(pool, [task], tmp_path / name, executor=name)
         cfg = config.set_key(cfg, "selection.selectors", ["knn_probe"])
         executor = runner.make_executor(cfg, None, progress=False)
-        result = engine.evaluate(cfg, executor=executor, log=lambda line: None)["knn_probe"][task]
+        result = engine.evaluate(cfg, executor=executor, log=lambda line: None)["knn_probe"]["data"]
         found[name] = _records(tmp_path / name / "finetunes"), result["selections"][0]
     local, on_ray = found["local"], found["ray"]
     probes = [r for r in local[0].values() if r["eval_split"] == "val200"]

@@ -59,7 +59,7 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("policies")
     pool = toys.save_toy_pool(str(root))
     data = toys.make_colour_folder(str(root / "data"), per_class=PER_CLASS)
-    return root, pool, f"folder:{data}"
+    return root, pool, f"folder:{data}"  # named "data" (its folder's name) in results
 
 
 # Validation scores of the planted fine-tune, by module folder: the noise expert probes best, B
@@ -97,7 +97,9 @@ def test_the_best_probe_wins_and_is_recorded_once(inputs, tmp_path):
     methods = ["knn", "knn_probe_top1", "knn_probe", "hindsight"]
     found = _evaluate(pool, task, out, methods, fake, lines)
     # kNN picks the colour expert; top-1 probes B and it (B wins), knn_probe all three (noise).
-    picked = {m: found[m][task]["selections"][0]["selection"]["selected_name"] for m in methods[:3]}
+    picked = {
+        m: found[m]["data"]["selections"][0]["selection"]["selected_name"] for m in methods[:3]
+    }
     assert picked == {
         "knn": "expert_colour",
         "knn_probe_top1": "baseline",
@@ -107,7 +109,7 @@ def test_the_best_probe_wins_and_is_recorded_once(inputs, tmp_path):
     # Each module probed once (shared by both policies), 1 step of train800 -> val200, first.
     assert sorted(probes) == [(m, "train800", "val200", 1) for m in ("b", "colour", "noise")]
     assert fake.calls[:3] == probes
-    knn_probe = found["knn_probe"][task]
+    knn_probe = found["knn_probe"]["data"]
     selection = knn_probe["selections"][0]["selection"]
     assert [(p["name"], p["score"]) for p in selection["probes"]] == [
         ("baseline", 0.6),
@@ -125,7 +127,7 @@ def test_the_best_probe_wins_and_is_recorded_once(inputs, tmp_path):
     assert any("knn_probe: selected expert_noise (best probe" in line for line in lines)
     # A rerun trains nothing: probes, retrains and hindsight all come from the memo.
     again = Planted()
-    assert _evaluate(pool, task, out, methods, again)["knn_probe"][task] == knn_probe
+    assert _evaluate(pool, task, out, methods, again)["knn_probe"]["data"] == knn_probe
     assert again.calls == []
 
 
@@ -133,7 +135,7 @@ def test_each_pick_states_its_cost(inputs, tmp_path):
     _, pool, task = inputs
     methods = ["knn", "knn_probe", "probe_all", "random", "baseline", "hindsight"]
     found = _evaluate(pool, task, tmp_path / "out", methods, Planted())
-    cost = {m: found[m][task]["cost"] for m in methods}
+    cost = {m: found[m]["data"]["cost"] for m in methods}
     unit = 3 * QUICK["steps"] * QUICK["batch_size"]  # one fine-tune: 4 steps of 16 images
     passes = POOL_IMAGES * 3  # train800val200 x the three candidates
     assert cost["knn"] == plan.cost(passes, [], QUICK)
@@ -201,7 +203,7 @@ def test_run_command_with_a_probe_policy(inputs):
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    written = json.loads(open(results.result_path(str(out), task, "knn_probe")).read())
+    written = json.loads(open(results.result_path(str(out), "data", "knn_probe")).read())
     selection = written["selections"][0]["selection"]
     probes = {p["name"]: p["score"] for p in selection["probes"]}
     assert list(probes) == ["baseline", "expert_colour", "expert_noise"]
