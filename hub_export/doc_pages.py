@@ -2,9 +2,10 @@
 
 A tfhub.dev page starts with a `# Module publisher/name/version` (or `# Collection ...`) title, a
 one-line description, then `<!-- key: value -->` metadata lines, then free markdown sections. A module
-page's usage loads the module by its absolute path (copyable as is) with TF Hub and, when the module
-has its Keras archive, with Keras 3 (`bit_experts.load_expert`); it ends with the license and the
-citation (`hub_export.publish --license/--citation`; by default the paper for our own modules).
+page's usage loads the module by its absolute path (copyable as is; a Kaggle variation's page: by
+its `kaggle:` handle, through `kagglehub` for TF Hub) with TF Hub and, when the module has its Keras
+archive, with Keras 3 (`bit_experts.load_expert`); it ends with the license and the citation
+(`hub_export.publish --license/--citation`; by default the paper for our own modules).
 """
 
 import json
@@ -27,7 +28,8 @@ MIXED_PRECISION_NOTE = (
 )
 
 
-def _description(m):
+def module_description(m):
+    """The one-line description of a module from its metadata `m`."""
     arch = m.get("architecture", {}).get("preset", "BiT ResNet-v2")
     dataset = m.get("upstream_dataset", "the upstream dataset")
     if m["role"] == "packed":
@@ -62,6 +64,10 @@ def _tf_hub_usage(m, handle, get_metadata):
     size = m.get("resolution", 224)
     quoted = json.dumps(handle)
     lines = ["```python", "import tensorflow as tf", "import tensorflow_hub as hub", ""]
+    if handle.startswith("kaggle:"):  # tensorflow_hub reads the folder kagglehub downloads
+        slug = json.dumps(handle.removeprefix("kaggle:"))
+        lines[3:3] = ["import kagglehub", "", f"path = kagglehub.model_download({slug})"]
+        quoted = "path"
     if m["role"] == "packed":
         first = (m.get("experts") or [{"name": "EXPERT"}])[0]["name"]
         lines += [
@@ -142,7 +148,7 @@ def module_page(metadata, publisher, handle, keras=False, get_metadata=False):
     lines = [
         f"# Module {publisher}/{m['name']}/{m['version']}",
         "",
-        _description(m),
+        module_description(m),
         "",
         f"<!-- task: {_TASKS[m['role']]} -->",
         "<!-- network-architecture: bit-resnet-v2 -->",
