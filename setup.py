@@ -2,6 +2,13 @@
 
 import setuptools
 
+HUB = [
+    "tensorflow-hub>=0.16",
+    "tf-keras>=2.21,<2.22",  # tensorflow_hub.KerasLayer needs Keras 2 (tf_keras).
+    "setuptools<81",  # tensorflow_hub imports pkg_resources, which setuptools 81+ dropped.
+]
+KAGGLE = ["kagglehub>=1.0"]  # tested with 1.0.3: its cache layout and model_download
+
 setuptools.setup(
     name="bit-experts",
     version="0.1.0",
@@ -12,10 +19,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["bit_experts*", "hub_export*", "vtab_eval*"]),
     install_requires=[
         "tensorflow>=2.21,<2.22",
-        "tf-keras>=2.21,<2.22",  # tensorflow_hub.KerasLayer needs Keras 2 (tf_keras).
         "keras>=3.10",
-        "tensorflow-hub>=0.16",
-        "setuptools<81",  # tensorflow_hub imports pkg_resources, which setuptools 81+ dropped.
         "tensorflow-datasets>=4.9",
         "absl-py",
         "numpy",
@@ -27,7 +31,21 @@ setuptools.setup(
     ],
     extras_require={
         # jax: the Keras 3 archive test runs under KERAS_BACKEND=jax too (CPU jaxlib, ~380 MB).
-        "test": ["pytest>=8", "pytest-xdist>=3.6", "ruff==0.17.6", "jax[cpu]>=0.6", "ray>=2.40"],
+        # The hub and kaggle extras too: hub.KerasLayer and kaggle: handles are tested.
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.6",
+            "ruff==0.17.6",
+            "jax[cpu]>=0.6",
+            "ray>=2.40",
+            *HUB,
+            *KAGGLE,
+        ],
+        # Loading our modules needs neither: tf.saved_model.load and the Keras archive do.
+        # hub: hub.KerasLayer (tf_keras) for users, and remote tfhub.dev handles.
+        "hub": HUB,
+        # kaggle: kaggle: handles (kagglehub's cache and downloads) and kagglehub.model_upload.
+        "kaggle": KAGGLE,
         # --executor=ray: fine-tunes and embeddings as Ray tasks (docs/scale.md).
         "ray": ["ray>=2.40"],
         # timm imports torchvision at load time; this pair installs (and runs on the CPU) here.

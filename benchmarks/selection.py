@@ -11,7 +11,7 @@ Every module is a randomly initialised BiT model exported as a TF Hub module (no
 downloaded); the task is the offline world's `textures` folder task (1000 training images). For
 each (size, E, repeat) one child process measures, side by side on the same modules and images:
 
-  floor    for each module: `hub.load`, then a `tf.function` forward over the task's images,
+  floor    for each module: `tf.saved_model.load`, then a `tf.function` forward over the task's images,
            already decoded and resized, in batches of `--batch` (load and forward timed apart)
   rank     `vtab_eval.engine.rank` (what `python -m vtab_eval.rank` calls) on a handle
            list, knn, a fresh cache: checksums, loading, decoding, embedding, cache writes, kNN,
@@ -96,13 +96,12 @@ def write_task(out_dir, image_size):
 def _floor(handles, batches):
     """Bare cost: load each module and run a compiled forward pass; features by handle."""
     import tensorflow as tf
-    import tensorflow_hub as hub
 
     load_s = forward_s = 0.0
     features = {}
     for handle in handles:
         start = time.perf_counter()
-        module = hub.load(handle)
+        module = tf.saved_model.load(handle)  # what ranking loads with (no tensorflow_hub)
         loaded = time.perf_counter()
         forward = tf.function(lambda x, module=module: module(x))
         features[handle] = np.concatenate([forward(b).numpy() for b in batches])

@@ -5,8 +5,10 @@ SavedModel through `keras.layers.TFSMLayer` but not fine-tune it with SGD-moment
 limitation). So every published module also ships the same weights as a `.keras` archive of the
 `BiTResNetV2`, at `<module folder>/keras/expert.keras` (`ARCHIVE_PATH`); this module writes and reads
 it. The model code uses `keras.ops` only, so the archive loads and trains on any Keras backend
-(TensorFlow, JAX); nothing here imports TensorFlow except `load_expert` on a remote TF Hub handle
-and reads or writes of a `tf.io.gfile` URL (`gs://...`).
+(TensorFlow, JAX); nothing here imports TensorFlow except reads or writes of a `tf.io.gfile` URL
+(`gs://...`). `load_expert` here takes paths; the public `bit_experts.load_expert`
+(`hub_export.keras_artifact.load_expert`) takes every module handle (a collection name, a `kaggle:`
+handle, ...) and resolves it to a path first.
 
 The archive is the file `keras.Model.save` writes plus one member, `bit_experts_metadata.json` (the
 module's metadata; Keras ignores members it does not know). `load_expert(...).metadata` gives it back,
@@ -139,28 +141,28 @@ def replace_metadata(path, metadata):
     return atomic_files.write_atomic(path, write)
 
 
-def archive_path(handle_or_path):
-    """The `.keras` file that `handle_or_path` names: the file itself, `<module folder>/keras/
-    expert.keras`, or that file inside a remote TF Hub handle's resolved folder (this one needs
-    `tensorflow_hub`). Raises FileNotFoundError naming the handle when there is none."""
-    text = os.fspath(handle_or_path)
+def archive_path(path):
+    """The `.keras` file that `path` names: the file itself or `<module folder>/keras/
+    expert.keras`. Raises FileNotFoundError naming it when there is none (other handles:
+    `bit_experts.load_expert`, which resolves them first)."""
+    text = os.fspath(path)
     if os.path.isfile(text):
         return os.path.abspath(text)
-    if os.path.isdir(text):
-        folder = text
-    elif "://" in text:
-        import tensorflow_hub as hub  # noqa: PLC0415 (remote handles only; it imports TensorFlow)
-
-        folder = hub.resolve(text)
-    else:
+    if not os.path.isdir(text):
         raise FileNotFoundError(f"{text!r} is neither a .keras file nor a module folder")
-    path = os.path.join(folder, ARCHIVE_PATH)
-    if not os.path.isfile(path):
+    archive = os.path.join(text, ARCHIVE_PATH)
+    if not os.path.isfile(archive):
+        if not os.path.isfile(os.path.join(text, "saved_model.pb")):
+            raise FileNotFoundError(
+                f"{text!r} is no module folder (no saved_model.pb); a collection's module folder "
+                "is COLLECTION/<name>/<version>"
+            )
         raise FileNotFoundError(
             f"{text!r} has no Keras archive ({ARCHIVE_PATH}): modules published before it existed, "
-            "and third-party modules, have none; use hub.KerasLayer, or publish the module again"
+            "and third-party modules, have none; load it with tf.saved_model.load or "
+            "hub.KerasLayer, or publish the module again"
         )
-    return os.path.abspath(path)
+    return os.path.abspath(archive)
 
 
 def _zip_source(path):
@@ -229,8 +231,8 @@ def load_expert(handle_or_path, expert=None):
     """Loads a published expert as a Keras 3 model on the current backend.
 
     Args:
-      handle_or_path: a `.keras` archive written by `save_expert`, a module folder holding one at
-        `keras/expert.keras` (every module `hub_export.publish` writes), or a remote TF Hub handle.
+      handle_or_path: a `.keras` archive written by `save_expert`, or a module folder holding one
+        at `keras/expert.keras` (every module `hub_export.publish` writes).
       expert: for a packed adapter archive (metadata role `packed`), the name of the adapter expert
         to return as a standalone 1-expert model (`metadata["experts"]` lists them). Without it a
         packed archive loads whole: call it as `model(images, expert_ids=ID)`.
@@ -240,7 +242,7 @@ def load_expert(handle_or_path, expert=None):
     module docstring). Fine-tune it as any Keras model (e.g. below a `Dense` head, with `fit`); save
     it again, metadata included, with `save_expert(model, path, model.metadata)`.
 
-    Raises FileNotFoundError for a handle without an archive, ValueError for a file that is not an
+    Raises FileNotFoundError for a path without an archive, ValueError for a file that is not an
     expert archive or an `expert` that is unknown or given for an archive that is not packed.
     """
     path = archive_path(handle_or_path)

@@ -65,10 +65,11 @@ def plan_module(spec):
     Raises CollectionError (ModuleError for the module itself) naming the spec: a missing folder,
     a signature that is not a feature vector (or packed adapter module), a role other than those.
     """
+    from hub_export import collection
     from hub_export.collection import _name_from_handle
 
     handle, options = parse_spec(spec)
-    module_dir = handles.resolve(handle, name=os.fspath(spec))
+    module_dir = collection.resolve_handle(handle, name=os.fspath(spec))
     try:
         metadata = read_metadata(module_dir) or {}
     except ValueError as error:
@@ -125,8 +126,7 @@ def probe_output_dim(module_dir, resolution):
     """The last output axis of a feature-vector module, from one `[1, r, r, 3]` batch (for modules
     whose metadata does not give `output_dim`)."""
     import tensorflow as tf
-    import tensorflow_hub as hub
 
-    module = hub.load(module_dir)
+    module = tf.saved_model.load(module_dir)
     out = module(tf.zeros([1, resolution, resolution, 3]))
     return int(out.shape[-1])

@@ -11,7 +11,8 @@ A collection directory (layout and manifest schema in docs/hub_modules.md):
     .publish.lock, .staging-*/    while hub_export.publish writes (collection_lock, publish)
 
 Wherever a pool is consumed, `resolve_pool` accepts the collection directory, its manifest, or a text
-file with one module handle per line. Every path a manifest gives is read only inside the collection
+file with one module handle per line (any form of `resolve_handle`: a path, `COLLECTION:NAME`, a
+Kaggle or a TF Hub handle). Every path a manifest gives is read only inside the collection
 (`inside`: no `..`, absolute path, URL or symbolic link out of it), and every module folder only
 without following a link (`handles.module_folder`).
 """
@@ -21,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import warnings
 
 import numpy as np
@@ -37,6 +39,9 @@ __all__ = [
     "resolve_pool",
     "feature_extractors",
     "find",
+    "named_module",
+    "resolve_handle",
+    "load_module",
     "label_priors",
     "label_names",
 ]
@@ -142,10 +147,12 @@ def feature_extractors(pool):
     return [e for e in pool if e.role == "feature_vector"]
 
 
-def find(pool, role, name=None):
-    """The first entry with `role` (and `name`, if given), or None. An exact name wins over an
-    alias (`ModuleEntry.aliases`)."""
-    matches = [e for e in pool if e.role == role]
+def find(pool, role=None, name=None):
+    """The first entry with `role` and `name` (each when given), or None. An exact name wins over
+    an alias (`ModuleEntry.aliases`). ValueError for a role not in ROLES."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES} or None, got {role!r}")
+    matches = [e for e in pool if role is None or e.role == role]
     if name is None:
         return matches[0] if matches else None
     for e in matches:
@@ -155,6 +162,62 @@ def find(pool, role, name=None):
         if name in e.aliases:
             return e
     return None
+
+
+def named_module(spec, name, label=None):
+    """The ModuleEntry of the module called `name` in the local collection `spec` (its folder or
+    manifest): its latest version, or `NAME/VERSION`. Reads the manifest and that module's folder
+    listing only (no checksum: as for a module named by its path). ModuleError naming `label`
+    (default `spec:name`) for an unknown name, listing the names, or an unknown version, listing
+    the versions."""
+    label = label or f"{spec}:{name}"
+    base, _, version = name.rpartition("/") if re.fullmatch(r".+/\d+", name) else (name, "", "")
+    manifest_path = manifest_file(spec) if atomic_files.isdir(spec) else spec
+    if not atomic_files.isfile(manifest_path):
+        raise ModuleError(f"module {label!r}: {spec} is no collection (no {MANIFEST_FILE})")
+    manifest = load_manifest(manifest_path)
+    entries = [
+        e
+        for e in manifest["modules"]
+        if e["name"] == base or base in name_aliases(e["name"], e["metadata"])
+    ]
+    if not entries:
+        names = sorted({e["name"] for e in manifest["modules"]})
+        raise ModuleError(f"module {label!r}: no module named {base!r} in {spec}; it lists {names}")
+    versions = sorted(int(e["version"]) for e in entries)
+    if version and int(version) not in versions:
+        raise ModuleError(
+            f"module {label!r}: {spec} lists versions {versions} of {base!r}, not {int(version)}"
+        )
+    want = int(version) if version else versions[-1]
+    entry = next(e for e in entries if int(e["version"]) == want)
+    root = os.path.dirname(atomic_files.abspath(manifest_path))
+    module_dir = listed_module_dir(root, entry, manifest_path)
+    if not atomic_files.isdir(module_dir):
+        raise ModuleError(
+            f"module {label!r}: listed in {manifest_path} but {module_dir} is missing"
+        )
+    return _entry(entry, module_dir)
+
+
+def resolve_handle(handle, name=None):
+    """The local module folder of any handle (docs/hub_modules.md, "Handles"): `COLLECTION:NAME`
+    and `COLLECTION:NAME/VERSION` (`named_module`), else `handles.resolve` (a path, a Kaggle or a
+    TF Hub handle). ModuleError, one line naming it (`name`, default the handle), otherwise."""
+    named = handles.split_name(handles.local_handle(handle, name))
+    if named is None:
+        return handles.resolve(handle, name)
+    label = name or handle
+    return handles.module_folder(named_module(*named, label=label).path, label)
+
+
+def load_module(handle, name=None):
+    """The module at `handle` (any form of `resolve_handle`) loaded with `tf.saved_model.load`,
+    what `hub.load` does for a TF2 module, without `tensorflow_hub`. ModuleError when it cannot be
+    resolved; a module that fails to load raises TensorFlow's error."""
+    import tensorflow as tf
+
+    return tf.saved_model.load(resolve_handle(handle, name))
 
 
 def name_aliases(name, metadata):
@@ -333,20 +396,23 @@ def _pool_from_manifest(path, verify_checksums, check_signatures, all_versions):
             )
         if check_signatures:
             handles.check_signature(module_dir, e["role"], label)
-        pool.append(
-            ModuleEntry(
-                handle=module_dir,
-                name=e["name"],
-                kind=e["kind"],
-                role=e["role"],
-                metadata=dict(e["metadata"]),
-                sha256=e["sha256"],
-                version=int(e["version"]),
-                path=module_dir,
-                aliases=name_aliases(e["name"], e["metadata"]),
-            )
-        )
+        pool.append(_entry(e, module_dir))
     return pool
+
+
+def _entry(e, module_dir):
+    """The ModuleEntry of manifest entry `e`, whose folder is `module_dir`."""
+    return ModuleEntry(
+        handle=module_dir,
+        name=e["name"],
+        kind=e["kind"],
+        role=e["role"],
+        metadata=dict(e["metadata"]),
+        sha256=e["sha256"],
+        version=int(e["version"]),
+        path=module_dir,
+        aliases=name_aliases(e["name"], e["metadata"]),
+    )
 
 
 def listed_module_dir(root, entry, manifest_path):
@@ -359,10 +425,18 @@ def listed_module_dir(root, entry, manifest_path):
 
 
 def _name_from_handle(handle):
-    """`.../expert_a/3` -> `expert_a`; `https://tfhub.dev/google/bit/m-r50x1/1` -> `google/bit/m-r50x1`."""
-    text = handle.split("://", 1)[1] if handles.is_remote(handle) else handle
-    if handles.is_remote(handle):
+    """`.../expert_a/3` -> `expert_a`; `https://tfhub.dev/google/bit/m-r50x1/1` -> `google/bit/m-r50x1`;
+    `kaggle:google/bit/tensorFlow2/m-r50x1/1` -> `google/bit/tensorFlow2/m-r50x1`; `C:expert_a/2`
+    -> `expert_a`."""
+    if handles.is_kaggle(handle):
+        text = handles.kaggle_slug(handle)
+    elif handles.split_name(handle):
+        text = handles.split_name(handle)[1]
+    elif handles.is_remote(handle):
+        text = handle.split("://", 1)[1]
         text = text.split("/", 1)[1] if "/" in text else text  # Drop the host.
+    else:
+        text = handle
     parts = [p for p in text.replace(os.sep, "/").split("/") if p]
     if len(parts) > 1 and parts[-1].isdigit():
         parts = parts[:-1]
@@ -387,7 +461,7 @@ def _pool_from_handle_list(path, verify_checksums, check_signatures):
             handle = handles.local_handle(handle)  # file:///a/m -> /a/m: one form everywhere
             if not handles.is_remote(handle) and not os.path.isabs(handle):
                 handle = os.path.normpath(os.path.join(base, handle))
-            module_dir = handles.resolve(handle)  # a module folder: refused before any hashing
+            module_dir = resolve_handle(handle)  # a module folder: refused before any hashing
         except ModuleError as error:
             raise ModuleError(f"{path}:{number}: {error}") from None
         metadata = read_metadata(module_dir) or {}

@@ -3,8 +3,9 @@
 A tfhub.dev page starts with a `# Module publisher/name/version` (or `# Collection ...`) title, a
 one-line description, then `<!-- key: value -->` metadata lines, then free markdown sections. A module
 page's usage loads the module by its path in the collection (`COLLECTION/name/version`, so the page
-holds true wherever the collection is copied) with TF Hub and, when the module has its Keras archive,
-with Keras 3 (`bit_experts.load_expert`); it ends with the license and the citation
+holds true wherever the collection is copied; a Kaggle variation's page: by its `kaggle:` handle,
+through `kagglehub` for TF Hub) with TF Hub and, when the module has its Keras archive, with Keras 3
+(`bit_experts.load_expert`); it ends with the license and the citation
 (`hub_export.publish --license/--citation`; by default the paper for our own modules).
 """
 
@@ -28,7 +29,8 @@ MIXED_PRECISION_NOTE = (
 )
 
 
-def _description(m):
+def module_description(m):
+    """The one-line description of a module from its metadata `m`."""
     arch = m.get("architecture", {}).get("preset", "BiT ResNet-v2")
     if not m.get("upstream_dataset") and m["role"] == "feature_vector" and not m.get("slice"):
         if m.get("source_checkpoint"):  # hub_export.import_bit_checkpoint
@@ -66,15 +68,21 @@ PAPER_CITATION = """@inproceedings{puigcerver2021scalable,
 NOT_GIVEN = "not given by the publisher"
 
 
-def _handle_line(path):
-    """The usage snippets' line naming the module by its path in the collection."""
+def _handle_line(path, hub=False):
+    """The usage snippets' line naming the module: by its path in the collection, or by its
+    `kaggle:` handle (`hub`: TF Hub reads the folder kagglehub downloads)."""
+    if path.startswith("kaggle:"):
+        if hub:
+            slug = json.dumps(path.removeprefix("kaggle:"))
+            return f"import kagglehub\n\nhandle = kagglehub.model_download({slug})"
+        return f"handle = {json.dumps(path)}"
     return f"handle = {json.dumps('COLLECTION/' + path)}  # COLLECTION: the collection's folder"
 
 
 def _tf_hub_usage(m, path, get_metadata):
     size = m.get("resolution", 224)
     lines = ["```python", "import tensorflow as tf", "import tensorflow_hub as hub", ""]
-    lines.append(_handle_line(path))
+    lines.append(_handle_line(path, hub=True))
     if m["role"] == "packed":
         first = (m.get("experts") or [{"name": "EXPERT"}])[0]["name"]
         lines += [
@@ -145,7 +153,8 @@ def module_page(metadata, publisher, path, keras=False, get_metadata=False):
     Args:
       metadata: the module's metadata dict.
       publisher: the publisher name in the title.
-      path: the module's path in its collection (`name/version`), which the usage snippets load.
+      path: the module's path in its collection (`name/version`), which the usage snippets load,
+        or its `kaggle:` handle (a Kaggle variation's page).
       keras: whether the module has its Keras 3 archive (adds the `load_expert` usage).
       get_metadata: whether the SavedModel has `get_metadata()` (adds its usage).
     """
@@ -154,7 +163,7 @@ def module_page(metadata, publisher, path, keras=False, get_metadata=False):
     lines = [
         f"# Module {publisher}/{m['name']}/{m['version']}",
         "",
-        _description(m),
+        module_description(m),
         "",
         f"<!-- task: {_TASKS[m['role']]} -->",
         "<!-- network-architecture: bit-resnet-v2 -->",

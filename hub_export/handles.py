@@ -1,16 +1,24 @@
-"""Reading module handles: resolving them to local directories, checksums, and cheap signature checks.
+"""Reading module handles: resolving them to local directories, checksums, and cheap signature
+checks.
 
-A handle is a local module directory or a remote handle that `tensorflow_hub` resolves (downloading
-when online, or from `TFHUB_CACHE_DIR` when the module was cached before). A local module has one
-handle syntax: a plain path or a `file://` URL, which `local_handle` turns into the plain absolute
-path, so that embedding, hashing, validation and the fine-tunability check all see one path.
-A resolved handle is a module folder (`module_folder`): it holds `saved_model.pb` and no symbolic
-link. Signatures are checked by reading `saved_model.pb` only, so a pool of many modules can be
-checked without loading any of them.
+A handle is one of (docs/hub_modules.md, "Handles"):
+
+  /path/to/module  or  file:///path/to/module     a local module folder (`local_handle`: one form)
+  kaggle:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION   Kaggle Models, through kagglehub (optional): its
+  https://www.kaggle.com/models/OWNER/...          cache without a network, else a download
+  https://tfhub.dev/...  and other URLs            resolved by `tensorflow_hub` (optional: online,
+                                                   or from `TFHUB_CACHE_DIR`)
+  COLLECTION:NAME[/VERSION]                        a module of a local collection by its name:
+                                                   `collection.resolve_handle` (it reads manifests)
+
+`resolve` turns every form but the last into a module folder (`module_folder`): it holds
+`saved_model.pb` and no symbolic link. Signatures are checked by reading `saved_model.pb` only, so a
+pool of many modules can be checked without loading any of them.
 """
 
 import hashlib
 import os
+import re
 
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
@@ -34,12 +42,48 @@ REQUIRED_ATTRIBUTES = {
     "epn": ("__call__", *_REUSABLE),
     "packed": ("experts", "call_expert", *_REUSABLE),
 }
+_KAGGLE_URL = re.compile(r"^https?://(www\.)?kaggle\.com/models/", re.I)
+_KAGGLE_LONG = ["frameworks", "variations", "versions"]  # the browser's URL: .../frameworks/F/...
+
+
+def is_kaggle(handle):
+    """True for a Kaggle Models handle: `kaggle:...` or a `kaggle.com/models/...` URL."""
+    return handle.lower().startswith("kaggle:") or bool(_KAGGLE_URL.match(handle))
 
 
 def is_remote(handle):
-    """True for handles `tensorflow_hub` downloads (URLs, gs://), False for local paths, `file://`
-    URLs included (`local_handle`)."""
-    return "://" in handle and not handle.lower().startswith("file://")
+    """True for handles fetched from elsewhere (Kaggle handles, URLs, gs://), False for local
+    paths, `file://` URLs included (`local_handle`)."""
+    return is_kaggle(handle) or ("://" in handle and not handle.lower().startswith("file://"))
+
+
+def split_name(handle):
+    """`(collection, name)` for a `COLLECTION:NAME` handle (the part before the last `:` an
+    existing local collection folder or manifest file), else None: a path that exists, even with a
+    `:` in it, is a path."""
+    if is_remote(handle) or ":" not in handle or os.path.exists(handle):
+        return None
+    spec, _, name = handle.rpartition(":")
+    spec = os.path.expanduser(spec)
+    if not name or not (os.path.isdir(spec) or os.path.isfile(spec)):
+        return None
+    return spec, name
+
+
+def kaggle_slug(handle):
+    """`OWNER/MODEL/FRAMEWORK/VARIATION[/VERSION]` of a Kaggle handle (`kaggle:...`, or a
+    kaggle.com/models URL, also in its `/frameworks/F/variations/V/versions/N` form); ModuleError
+    naming it for any other shape."""
+    text = handle[len("kaggle:") :] if handle.lower().startswith("kaggle:") else handle
+    parts = _KAGGLE_URL.sub("", text).strip("/").split("/")
+    if len(parts) in (6, 8) and parts[2::2] == _KAGGLE_LONG[: len(parts) // 2 - 1]:
+        parts = parts[:2] + parts[3::2]
+    if len(parts) not in (4, 5) or not all(parts) or (len(parts) == 5 and not parts[4].isdigit()):
+        raise ModuleError(
+            f"module {handle!r}: not a Kaggle Models handle; expected "
+            "kaggle:OWNER/MODEL/FRAMEWORK/VARIATION/VERSION"
+        )
+    return "/".join(parts)
 
 
 def local_handle(handle, label=None):
@@ -54,18 +98,26 @@ def local_handle(handle, label=None):
 
 
 def resolve(handle, name=None):
-    """The local module folder of `handle` (`module_folder`); ModuleError naming it if it cannot be
-    found or fetched, or is not a module folder."""
+    """The local module folder of `handle` (a path, a Kaggle or a TF Hub handle; a collection name
+    is `collection.resolve_handle`'s); ModuleError naming it (`name`, default the handle) if it
+    cannot be found or fetched, or is not a module folder."""
     label = name or handle
     handle = local_handle(handle, label)
+    if is_kaggle(handle):
+        return module_folder(_resolve_kaggle(handle, label), label)
     if not is_remote(handle):
         path = os.path.abspath(handle)
         if not os.path.isdir(path):
             what = "is a file, not a module folder" if os.path.exists(path) else "does not exist"
             raise ModuleError(f"module {label!r}: {path} {what}")
         return module_folder(path, label)
-    import tensorflow_hub as hub  # Imported lazily: it is only needed for remote handles.
-
+    try:
+        import tensorflow_hub as hub  # Optional: only remote TF Hub handles need it.
+    except ImportError:
+        raise ModuleError(
+            f"module {label!r}: resolving remote handle {handle!r} needs tensorflow_hub (pip "
+            "install tensorflow-hub), or name the module by its kaggle: handle"
+        ) from None
     try:
         path = hub.resolve(handle)
     except Exception as error:  # any resolver failure means "not available here".
@@ -75,6 +127,39 @@ def resolve(handle, name=None):
             f"{type(error).__name__}: {error}"
         ) from None
     return module_folder(path, label)
+
+
+def _resolve_kaggle(handle, label):
+    """`kagglehub.model_download` of the Kaggle handle: a version in kagglehub's cache without a
+    network, else downloaded. One-line ModuleError when kagglehub is missing or it cannot be
+    fetched; for a handle without a version, the line says to pin one and lists the cached ones."""
+    slug = kaggle_slug(handle)
+    try:
+        import kagglehub  # Optional: only Kaggle handles need it.
+        from kagglehub import cache
+        from kagglehub.handle import parse_model_handle
+    except ImportError:
+        raise ModuleError(
+            f"module {label!r}: Kaggle handles need kagglehub (pip install kagglehub)"
+        ) from None
+    try:
+        return kagglehub.model_download(slug)
+    except Exception as error:  # noqa: BLE001 - requests, kagglehub and OS errors alike
+        why = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+    h = parse_model_handle(slug)
+    if h.version is not None:
+        folder = os.path.dirname(cache.get_cached_path(h))
+        raise ModuleError(
+            f"module {label!r}: not in the kagglehub cache ({folder}) and cannot be downloaded "
+            f"({why})"
+        )
+    folder = os.path.dirname(cache.get_cached_path(h.with_version(1)))
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    cached = sorted(int(n[: -len(".complete")]) for n in names if re.fullmatch(r"\d+\.complete", n))
+    raise ModuleError(
+        f"module {label!r}: names no version, and the latest cannot be looked up ({why}); pin one: "
+        f"kaggle:{slug}/VERSION (in the kagglehub cache: {cached or 'none'})"
+    )
 
 
 def module_folder(module_dir, name=None):
@@ -115,10 +200,22 @@ def module_sha256(module_dir):
 
 
 def _no_saved_model(module_dir, label):
-    """Raises the ModuleError for a folder without `saved_model.pb`."""
+    """Raises the ModuleError for a folder without `saved_model.pb`: a TF1 Hub module, a module's
+    folder of versions (`COLLECTION/<name>` without `/<version>`), or none."""
     if atomic_files.isfile(os.path.join(module_dir, "tfhub_module.pb")):
         raise ModuleError(
             f"module {label!r}: {module_dir} is in the TF1 Hub format; a TF2 SavedModel is needed"
+        )
+    names = atomic_files.listdir(module_dir) if atomic_files.isdir(module_dir) else []
+    versions = sorted(
+        int(v)
+        for v in names
+        if v.isdigit() and atomic_files.isfile(os.path.join(module_dir, v, "saved_model.pb"))
+    )
+    if versions:
+        raise ModuleError(
+            f"module {label!r}: {module_dir} holds versions {versions} of a module, not a module: "
+            f"add the version ({os.path.join(module_dir, str(versions[-1]))})"
         )
     raise ModuleError(
         f"module {label!r}: {module_dir} has no saved_model.pb (a module folder must hold one)"

@@ -4,7 +4,7 @@ Written from the very Keras model the SavedModel was traced from (the `BiTResNet
 `PackedAdapterModule` holds), so both hold the same weights and compute the same function; the
 archive carries the module's metadata (`bit_experts.expert_archive`). It lies inside the module
 folder, so it is covered by the module's checksum, moved into a collection with it, and found from
-the module's path or handle by `bit_experts.load_expert`.
+the module's path or any of its handles by `load_expert` (what `bit_experts.load_expert` is).
 """
 
 import os
@@ -45,3 +45,24 @@ def update_keras_metadata(module_dir, metadata):
     if not os.path.isfile(path):
         return None
     return expert_archive.replace_metadata(path, metadata)
+
+
+def load_expert(handle_or_path, expert=None):
+    """`bit_experts.load_expert`: the expert's Keras 3 model (`expert_archive.load_expert`) from a
+    `.keras` file, a module folder, or any module handle (docs/hub_modules.md, "Handles"):
+    `"COLLECTION:expert_greek"` (by name: the latest version; `".../expert_greek/2"` for one),
+    `"kaggle:OWNER/MODEL/tensorFlow2/expert_greek/1"` (kagglehub's cache, else a download), a TF
+    Hub URL. `expert`: an adapter expert's name in a packed module (`expert_archive.load_expert`).
+
+    Raises `hub_export.ModuleError` (a ValueError), one line naming the handle, when it names no
+    module (an unknown name lists the collection's names; a folder of versions without
+    `/<version>` asks for it; a Kaggle handle without a version offline asks to pin one),
+    FileNotFoundError for a module without an archive, and what `expert_archive.load_expert`
+    raises.
+    """
+    path = os.fspath(handle_or_path)
+    if not (os.path.isfile(path) or os.path.isfile(keras_archive_path(path))):
+        from hub_export import collection  # reads manifests and handles; it imports TensorFlow
+
+        path = collection.resolve_handle(path)
+    return expert_archive.load_expert(path, expert)

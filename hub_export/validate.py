@@ -1,7 +1,7 @@
 """Checks a saved module before it is listed in a collection.
 
 `validate_module` checks the folder holds no symbolic link (`handles.module_folder`), loads the
-module with `hub.load`, runs a batch at two resolutions through every entry point of its role,
+module with `tf.saved_model.load` (no `tensorflow_hub`), runs a batch at two resolutions through every entry point of its role,
 checks the output shape and finiteness, and takes two SGD steps through it to check that
 fine-tuning reaches (and changes) its weights; a module with `get_metadata()` must return the
 metadata of its sidecar file. Any failure is a ModuleError naming the module.
@@ -47,16 +47,14 @@ def validate_module(module_dir, role, output_dim=None, resolutions=(32, 48), nam
       resolutions: two (or more) image sizes to run.
       name: how errors name the module (defaults to the directory).
     """
-    import tensorflow_hub as hub
-
     label = name or module_dir
     module_folder(module_dir, label)  # saved_model.pb and no symbolic link: nothing followed
     check_signature(module_dir, role, label)
     try:
-        module = hub.load(module_dir)
+        module = tf.saved_model.load(module_dir)
     except Exception as error:  # a corrupt module fails in many ways inside TF.
         raise ModuleError(
-            f"module {label!r}: hub.load failed: {type(error).__name__}: {error}"
+            f"module {label!r}: tf.saved_model.load failed: {type(error).__name__}: {error}"
         ) from None
     _check_metadata(module, module_dir, label)
     rng = np.random.default_rng(0)

@@ -33,6 +33,7 @@ ENTRY_POINTS = (
     "bit_experts.expert_quality",
     "hub_export.publish",
     "hub_export.import_bit_checkpoint",
+    "hub_export.kaggle_models",
     "vtab_eval.rank",
     "vtab_eval.run",
     "vtab_eval.demo",
@@ -75,6 +76,10 @@ EXCLUDED = {
     ),
     r"python -m hub_export\.publish .*--collection_dir=C .*": (
         "usage synopsis: W, C and the other capitals are placeholders"
+    ),
+    r"python -m hub_export\.kaggle_models --collection_dir=C .*": (
+        "usage synopsis: C, K, OWNER and MODEL are placeholders; tests/hub_export/"
+        "test_kaggle_models.py runs the command on a published toy collection"
     ),
     r"python -m vtab_eval\.audit --collection=C .*": (
         "usage synopsis: C, T1, T2 and OUT are placeholders"

@@ -240,7 +240,7 @@ def measure(job, entry, executor):
     """(seconds of setup, seconds per step, setting) of the job's first setting on `entry`: from
     fine-tunes of `PROBE_STEPS` run by `executor`'s fine-tuning function after one warm-up (none is
     recorded): per step = (t(11) - t(1)) / 10, setup = t(1) - per step."""
-    from vtab_eval import finetune  # here: it loads tensorflow_hub, whose flags rank must not get
+    from vtab_eval import finetune  # here: it imports TensorFlow, which parsing need not wait for
 
     train, evaluation = job.splits()[-1]
     fn, times = executor.finetune_fn or finetune.finetune_and_evaluate, []

@@ -8,8 +8,8 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_hub as hub
 
+from hub_export import collection
 from hub_export import module as hub_module
 from vtab_eval import module_contract
 
@@ -52,7 +52,7 @@ def _load(handle, strategy):
         return module
     with strategy.scope():
         try:
-            module = hub.load(handle)
+            module = collection.load_module(handle)
         except Exception as err:  # noqa: BLE001 - any load failure is reported by handle
             raise ValueError(f"module {handle!r} failed to load: {_first_line(err)}") from err
     ok, reason = module_contract.finetunable(handle)

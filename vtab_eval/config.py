@@ -19,7 +19,7 @@ from bit_experts.training.strategies import STRATEGIES
 from vtab_eval.tasks import SPLIT_NAMES
 
 AUTO = "auto"
-# embed.PRECISIONS (not imported: that would load tensorflow_hub, and its flags, before parsing).
+# embed.PRECISIONS (not imported: that would import TensorFlow before parsing).
 PRECISIONS = ("float32", "bfloat16", "float16", "float32_standardized")
 # An image side above this is refused before any work: a batch of 64 RGB float32 images at 2048 px
 # is 3 GiB before any activation. Raise it here for larger modules.

@@ -146,7 +146,7 @@ def replace_section(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from vtab_eval import engine  # after parsing: it loads tensorflow_hub and its flags
+    from vtab_eval import engine  # after parsing: it imports TensorFlow (seconds)
 
     command = "python -m vtab_eval.demo" + (" --quick" if FLAGS.quick else "")
     command += f" --seed={FLAGS.seed}" if FLAGS.seed else ""

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_hub as hub
 
+from hub_export import collection
 from vtab_eval import feature_cache
 from vtab_eval import identity as identity_lib
 
@@ -74,7 +74,8 @@ def check_precision(precision):
 def load_module(handle, precision="float32"):
     """The module at `handle` as a callable on float images `[N, H, W, 3]` in [0, 1].
 
-    float32: `hub.load(handle)`. bfloat16 / float16: the module's Keras archive
+    float32: the SavedModel (`collection.load_module`: `tf.saved_model.load` of the folder the
+    handle resolves to; no `tensorflow_hub` but for a TF Hub URL). bfloat16 / float16: the module's Keras archive
     (`<module>/keras/expert.keras`) under Keras' `mixed_<precision>` policy (Micikevicius et al.,
     ICLR 2018; float32 weights and GroupNorm statistics, float32 `[N, d]` outputs; speed:
     benchmarks/RESULTS.md, "Ranking E experts vs the bare forward pass"). float32_standardized:
@@ -89,11 +90,11 @@ def load_module(handle, precision="float32"):
     check_precision(precision)
     try:
         if precision == "float32":
-            return hub.load(handle)
-        from bit_experts import expert_archive
+            return collection.load_module(handle)
         from bit_experts.resnet_v2 import BiTResNetV2
+        from hub_export import keras_artifact
 
-        source = expert_archive.load_expert(handle)
+        source = keras_artifact.load_expert(handle)
         if precision == STANDARDIZED:
             model = source.standardized_copy()
         else:

@@ -22,18 +22,17 @@ _CHECKED: dict[tuple[str, int, int], tuple[bool, str]] = {}
 def finetunable(entry) -> tuple[bool, str]:
     """(True, "") when `vtab_eval.finetune` can fine-tune the module `entry`, else (False, one line
     saying what it lacks), from its saved_model.pb alone. `entry`: a `ModuleEntry` (its `path` when
-    set) or a handle string (a local module directory; remote ones through TFHUB_CACHE_DIR)."""
+    set) or a handle string (any form `hub_export.collection.resolve_handle` takes: a folder, a
+    collection name, a Kaggle handle in kagglehub's cache, a TF Hub handle in TFHUB_CACHE_DIR)."""
     handle = entry if isinstance(entry, str) else entry.handle
     path = None if isinstance(entry, str) else getattr(entry, "path", None)
-    if path is None and "://" not in handle:
-        path = os.path.abspath(os.path.expanduser(handle))
     if path is None:
-        try:
-            import tensorflow_hub as hub  # Only needed for remote handles.
+        from hub_export import collection
 
-            path = hub.resolve(handle)
-        except Exception as err:  # noqa: BLE001 - any resolver failure: not available here
-            return False, f"remote handle not available offline ({type(err).__name__})"
+        try:
+            path = collection.resolve_handle(handle)
+        except collection.ModuleError as err:  # names it; not available here
+            return False, str(err)
     pb = os.path.join(path, "saved_model.pb")
     try:
         info = os.stat(pb)

@@ -29,7 +29,7 @@ def main(argv):
         cli.one_line_errors("vtab_eval.rank", OSError, line=_disk_error_line),
         cli.one_line_errors("vtab_eval.rank"),
     ):
-        from vtab_eval import engine  # after parsing: it loads tensorflow_hub and its flags
+        from vtab_eval import engine  # after parsing: it imports TensorFlow (seconds)
 
         cfg = config.from_flags("rank")
         result = engine.rank(cfg)

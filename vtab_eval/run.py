@@ -49,7 +49,7 @@ def main(argv):
             print(text)
             return
         if not FLAGS.report_only:
-            from vtab_eval import engine  # after parsing: it loads tensorflow_hub and its flags
+            from vtab_eval import engine  # after parsing: it imports TensorFlow (seconds)
 
             cfg = config.from_flags("run")
             if not (cfg["collection"] and cfg["tasks"]):

@@ -149,8 +149,12 @@ def test_save_refuses_bad_input_and_writes_nothing(tmp_path):
 def test_load_names_what_is_wrong(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a .keras file nor a module folder"):
         load_expert(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="has no Keras archive"):
+    with pytest.raises(FileNotFoundError, match=r"is no module folder \(no saved_model.pb\)"):
         load_expert(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "saved_model.pb").write_bytes(b"")  # a module, as far as paths go
+    with pytest.raises(FileNotFoundError, match="has no Keras archive"):
+        load_expert(tmp_path / "m")
     (tmp_path / "text.keras").write_text("not a zip")
     with pytest.raises(ValueError, match="not a .keras archive"):
         load_expert(tmp_path / "text.keras")

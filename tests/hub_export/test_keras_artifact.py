@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -128,8 +129,11 @@ def test_write_refuses_what_is_not_a_saved_module(modules, tmp_path):
     with pytest.raises(ValueError, match="no saved_model.pb"):
         keras_artifact.write_keras_artifact(Held(), tmp_path, metadata)
     assert not os.listdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is no module folder .no saved_model.pb."):
+        load_expert(tmp_path)  # no module folder at all
+    shutil.copytree(dirs["adapters_plant"], tmp_path / "m", ignore=shutil.ignore_patterns("keras"))
     with pytest.raises(FileNotFoundError, match="has no Keras archive"):
-        load_expert(tmp_path)
+        load_expert(tmp_path / "m")  # a module without its archive
 
 
 def _run_backend(backend, module_dir, images, tmp):
