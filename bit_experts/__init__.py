@@ -1,12 +1,22 @@
 """bit-experts: BiT ResNet-v2 experts, their TF Hub export and their selection (ICLR 2021).
 
 Importing the package registers its Keras layers and models, so `keras.models.load_model` reads a
-saved `.keras` file after a plain `import bit_experts`.
+saved `.keras` file after a plain `import bit_experts`. Our own commands (`python -m
+bit_experts.train`, `vtab_eval.rank`, ...) skip that: they parse and check their flags first and
+import Keras and TensorFlow only when their work starts (bit_experts.cli).
 """
 
-from bit_experts import cli
+from bit_experts import cli, lazy_api
 
 cli.quiet_start()  # Before TensorFlow is imported: hides its start-up lines for our commands.
 
-from bit_experts import resnet_v2  # noqa: E402, F401 (registers the Keras serializables)
-from bit_experts.expert_archive import load_expert, save_expert  # noqa: E402, F401 (public API)
+if cli.command_argv() is None:  # a library import, not one of our commands
+    from bit_experts import resnet_v2  # noqa: E402, F401 (registers the Keras serializables)
+
+lazy_api.install(
+    globals(),
+    {
+        "load_expert": ("bit_experts.expert_archive", "load_expert"),
+        "save_expert": ("bit_experts.expert_archive", "save_expert"),
+    },
+)

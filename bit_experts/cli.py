@@ -41,7 +41,7 @@ def verbosity_requested(argv) -> bool:
     return False
 
 
-def _entry_point_argv():
+def command_argv():
     """The arguments after `-m <module>` when the program is `python -m <one of ours>`, else None."""
     argv = list(getattr(sys, "orig_argv", []))
     if "-m" not in argv:
@@ -57,7 +57,7 @@ def quiet_start() -> bool:
 
     Must run before TensorFlow is imported (the C++ runtime reads the variable once).
     """
-    args = _entry_point_argv()
+    args = command_argv()
     if args is None or verbosity_requested(args) or TF_LOG_LEVEL_ENV in os.environ:
         return False
     os.environ[TF_LOG_LEVEL_ENV] = QUIET_TF_CPP_LEVEL

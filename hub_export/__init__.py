@@ -7,7 +7,7 @@ none of the submodules below (and so no import cycle with vtab_eval):
   import_checkpoint(checkpoint_path, output_dir, ...)  `hub_export.import_bit_checkpoint`
   publish_checkpoint(checkpoint_path, collection_dir, ...)
   resolve_pool(spec, ...)                              `hub_export.collection.resolve_pool`
-  read_metadata(module_dir)                            `hub_export.module.read_metadata`
+  read_metadata(module_dir)                            `hub_export.metadata.read_metadata`
   module_identity(entry_or_path)                       `hub_export.identity.module_identity`
   CollectionError, ModuleError                         the errors they raise (ValueError)
 
@@ -22,7 +22,7 @@ _API = {
     "import_checkpoint": ("hub_export.import_bit_checkpoint", "import_checkpoint"),
     "publish_checkpoint": ("hub_export.import_bit_checkpoint", "publish_checkpoint"),
     "resolve_pool": ("hub_export.collection", "resolve_pool"),
-    "read_metadata": ("hub_export.module", "read_metadata"),
+    "read_metadata": ("hub_export.metadata", "read_metadata"),
     "module_identity": ("hub_export.identity", "module_identity"),
     "CollectionError": ("hub_export.handles", "CollectionError"),
     "ModuleError": ("hub_export.handles", "ModuleError"),
