@@ -29,26 +29,24 @@ def install(namespace, table):
     namespace.update(__all__=sorted(table), __getattr__=__getattr__, __dir__=__dir__)
 
 
-class _Module:
-    """Stands for the module `name` and imports it on first attribute access (`module`)."""
-
-    __slots__ = ("_name",)
+class LazyModule:
+    """Stands for the module `__name__` and imports it on first attribute access (`module`)."""
 
     def __init__(self, name):
-        self._name = name
+        self.__name__ = name
 
     def __getattr__(self, attribute):
-        return getattr(importlib.import_module(self._name), attribute)
+        return getattr(importlib.import_module(self.__name__), attribute)
 
     def __repr__(self):
-        return f"<module {self._name!r}, imported on first use>"
+        return f"<module {self.__name__!r}, imported on first use>"
 
 
-def module(name):
+def module(name) -> LazyModule:
     """A stand-in for module `name` that imports it when one of its attributes is first read.
 
     `tf = lazy_api.module("tensorflow")` at the top of a module lets its functions use `tf.` as
     usual while importing the module stays cheap: our commands parse and check their flags before
     TensorFlow (seconds to import) is loaded. Nothing is added to `sys.modules` until then.
     """
-    return _Module(name)
+    return LazyModule(name)

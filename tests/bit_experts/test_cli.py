@@ -126,16 +126,6 @@ def test_bad_input_is_one_line_before_tensorflow(tmp_path, module, args, line):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_a_library_import_still_registers_the_keras_classes():
-    # Only our commands skip it; `import bit_experts` lets keras.models.load_model read experts.
-    code = "import bit_experts, keras; print(keras.saving.get_registered_object('bit_experts>BiTResNetV2'))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    assert "BiTResNetV2" in done.stdout
-
-
 @pytest.mark.parametrize(
     "argv, expected",
     [
