@@ -19,6 +19,10 @@ Two calls hide those by default, and absl's own `--verbosity` (or `-v`) brings t
   sets TensorFlow's Python logger to WARNING unless `--verbosity` was given. Our own absl
   `logging.info` lines keep absl's usual level.
 
+`command_argv()` says whether the program is one of those commands; `import bit_experts` then
+skips registering the Keras classes, so that a command parses and checks its flags before anything
+imports TensorFlow (seconds), and `--help` or a typo answers at once.
+
 `one_line_errors(prog)` wraps an entry point's work so that an expected failure (bad input, a
 missing file) ends the program with one line `<prog>: error: <message>` instead of a traceback.
 """
