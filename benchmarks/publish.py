@@ -153,11 +153,14 @@ def _child(args) -> None:
             from hub_export import validate
 
             hub_module, save_module = module_py.HubModule, module_py.save_module
-        # Every phase is wrapped where publishing looks it up, for both paths alike.
-        expert_modules.HubModule = timed("make", hub_module)
+        # Every phase is wrapped where publishing looks it up, for both paths alike: expert_modules
+        # and publish call hub_export.module's HubModule and save_module when they build and save.
+        from hub_export import module as looked_up
+
+        looked_up.HubModule = timed("make", hub_module)
         expert_modules.load_model = timed("load", expert_modules.load_model)
         identity.weights_fingerprint = timed("fingerprint", identity.weights_fingerprint)
-        publish.save_module = timed("save", save_module)
+        looked_up.save_module = timed("save", save_module)
         keras_artifact.write_keras_artifact = timed("keras", keras_artifact.write_keras_artifact)
         validate.validate_module = timed("validate", validate.validate_module)
         publish.validate = validate

@@ -13,7 +13,6 @@ and call `scipy.stats.bootstrap` directly (`vtab_eval.protocol.bootstrap_interva
 import warnings
 
 import numpy as np
-from scipy import stats
 
 
 def bca_interval(
@@ -41,6 +40,8 @@ def bca_interval(
     """
     if not 0 < confidence_level < 1:
         raise ValueError(f"confidence_level must be in (0, 1); got {confidence_level!r}")
+    from scipy import stats  # here: importing it costs a command's start-up half a second
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         warnings.simplefilter("ignore", RuntimeWarning)  # BCa's 0/0 on degenerate resamples

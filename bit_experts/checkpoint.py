@@ -10,8 +10,10 @@ import re
 
 import numpy as np
 
-from bit_experts import atomic_files
-from bit_experts.resnet_v2 import NUM_BLOCKS, BiTResNetV2
+from bit_experts import atomic_files, lazy_api
+
+# Keras: imported when a model is built, so a bad .npz is named before (import_bit_checkpoint).
+resnet_v2 = lazy_api.module("bit_experts.resnet_v2")
 
 PREFIX = "resnet/"
 _UNIT_KEY = re.compile(r"^resnet/block(\d+)/unit(\d+)/")
@@ -77,13 +79,13 @@ def infer_architecture(weights):
         if match:
             block, unit = int(match.group(1)), int(match.group(2))
             units[block] = max(units.get(block, 0), unit)
-    if sorted(units) != list(range(1, NUM_BLOCKS + 1)):
+    if sorted(units) != list(range(1, resnet_v2.NUM_BLOCKS + 1)):
         raise CheckpointError(
-            f"expected blocks 1..{NUM_BLOCKS} in the checkpoint, found {sorted(units)}"
+            f"expected blocks 1..{resnet_v2.NUM_BLOCKS} in the checkpoint, found {sorted(units)}"
         )
     head = weights.get(f"{PREFIX}head/conv2d/kernel")
     return {
-        "block_units": tuple(units[b] for b in range(1, NUM_BLOCKS + 1)),
+        "block_units": tuple(units[b] for b in range(1, resnet_v2.NUM_BLOCKS + 1)),
         "width_factor": root_filters / 64 if root_filters % 64 else root_filters // 64,
         "num_classes": 0 if head is None else int(np.shape(head)[-1]),
     }
@@ -143,7 +145,7 @@ def load_bit_checkpoint(path, num_classes=None, num_experts=0, groups=32):
     weights = path if isinstance(path, dict) else read_npz(path)
     arch = infer_architecture(weights)
     keep_head = num_classes is None or num_classes == arch["num_classes"]
-    model = BiTResNetV2(
+    model = resnet_v2.BiTResNetV2(
         block_units=arch["block_units"],
         width_factor=arch["width_factor"],
         num_classes=arch["num_classes"] if num_classes is None else num_classes,

@@ -1,7 +1,5 @@
 """Named model sizes: the BiT ResNet-v2 family and small variants of the same structure for CPUs."""
 
-from bit_experts.resnet_v2 import BiTResNetV2
-
 _DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 # name -> constructor arguments. R-depth = 3 * sum(block_units) + 2.
@@ -30,6 +28,8 @@ def preset_config(name):
 
 def create_model(preset, num_classes=0, num_experts=0, **overrides):
     """Builds a `BiTResNetV2` from a preset name, e.g. `create_model("r50x1", num_classes=10)`."""
+    from bit_experts.resnet_v2 import BiTResNetV2  # here: configs are checked without Keras
+
     config = preset_config(preset)
     config.update(overrides)
     return BiTResNetV2(num_classes=num_classes, num_experts=num_experts, name=preset, **config)

@@ -8,17 +8,13 @@ from absl import app, flags, logging
 
 from bit_experts import cli
 from bit_experts.training.config import STAGES
+from bit_experts.training.strategies import STRATEGIES
 
 _CONFIG = flags.DEFINE_string(
     "config", None, "Config: a .py file or a bit_experts/configs name, optionally ':arg'."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (outputs, checkpoints, logs).")
-_STRATEGY = flags.DEFINE_enum(
-    "strategy",
-    "default",
-    ["default", "one_device", "mirrored", "multi_worker", "tpu"],
-    "tf.distribute strategy.",
-)
+_STRATEGY = flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
 _TPU = flags.DEFINE_string("tpu", "", "TPUClusterResolver address for --strategy=tpu.")
 _STAGES = flags.DEFINE_list("stages", list(STAGES), "Stages to run, in the order of STAGES.")
 _SET = flags.DEFINE_multi_string("set", [], "Config override key.sub=value (repeatable).")
@@ -41,7 +37,10 @@ _INIT_FROM = flags.DEFINE_string(
     "(sets config 'init_from').",
 )
 _CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", 0, "Split the CPU into this many logical devices (0: leave as is)."
+    "cpu_devices",
+    0,
+    "Split the CPU into this many logical devices (0: leave as is).",
+    lower_bound=0,
 )
 _PREEMPTION = flags.DEFINE_bool(
     "preemption_handler",
@@ -56,17 +55,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Progress lines are printed; INFO logs are noise.
-    # Imported here so that --help stays fast and devices are configured before TF starts.
     from bit_experts.config_schema import apply_overrides
     from bit_experts.locks import LockHeldError
     from bit_experts.training import strategies
-    from bit_experts.training.config import load_config, resolve_config
-    from bit_experts.training.job import DiskFullError, check_stages, check_workdir, prepare_job
+    from bit_experts.training.config import check_stages, load_config, resolve_config
+    from bit_experts.training.work_directory import DiskFullError, check_workdir
 
     with cli.one_line_errors("bit_experts.train", (ValueError, FileNotFoundError, LockHeldError)):
-        # Every check on the inputs happens here, before any model is built or anything written.
-        if _CPU_DEVICES.value:
-            strategies.configure_cpu_devices(_CPU_DEVICES.value)
+        # Every check on the inputs happens here, before TensorFlow is imported (seconds), any
+        # model is built or anything is written.
         stages = check_stages(_STAGES.value)
         config = load_config(_CONFIG.value)
         overrides = list(_SET.value)
@@ -81,6 +78,10 @@ def main(argv):
             config["init_from"] = _INIT_FROM.value
         config = resolve_config(config)
         check_workdir(_WORKDIR.value)
+        from bit_experts.training.job import prepare_job  # TensorFlow, Keras and the data
+
+        if _CPU_DEVICES.value:  # before TensorFlow starts its devices
+            strategies.configure_cpu_devices(_CPU_DEVICES.value)
         strategy = strategies.make_strategy(_STRATEGY.value, tpu=_TPU.value)
         job = prepare_job(
             config,

@@ -9,7 +9,7 @@ none of the submodules below (and so no import cycle with vtab_eval):
   resolve_pool(spec, ...)                              `hub_export.collection.resolve_pool`
   write_kaggle_layout(collection_dir, kaggle_dir, owner, model)
                                                        `hub_export.kaggle_models.write_layout`
-  read_metadata(module_dir)                            `hub_export.module.read_metadata`
+  read_metadata(module_dir)                            `hub_export.metadata.read_metadata`
   module_identity(entry_or_path)                       `hub_export.identity.module_identity`
   CollectionError, ModuleError                         the errors they raise (ValueError)
 
@@ -25,7 +25,7 @@ _API = {
     "publish_checkpoint": ("hub_export.import_bit_checkpoint", "publish_checkpoint"),
     "resolve_pool": ("hub_export.collection", "resolve_pool"),
     "write_kaggle_layout": ("hub_export.kaggle_models", "write_layout"),
-    "read_metadata": ("hub_export.module", "read_metadata"),
+    "read_metadata": ("hub_export.metadata", "read_metadata"),
     "module_identity": ("hub_export.identity", "module_identity"),
     "CollectionError": ("hub_export.handles", "CollectionError"),
     "ModuleError": ("hub_export.handles", "ModuleError"),

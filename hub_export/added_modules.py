@@ -19,7 +19,7 @@ import re
 from hub_export import expert_modules, handles, identity
 from hub_export.expert_modules import PlannedModule
 from hub_export.handles import CollectionError
-from hub_export.module import read_metadata
+from hub_export.metadata import read_metadata
 
 OPTIONS = ("name", "kind", "resolution")
 KINDS = (*expert_modules.KINDS, "third_party")

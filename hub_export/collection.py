@@ -30,7 +30,7 @@ import numpy as np
 from bit_experts import atomic_files
 from hub_export import handles
 from hub_export.handles import CollectionError, ModuleError
-from hub_export.module import read_metadata
+from hub_export.metadata import read_metadata
 
 __all__ = [
     "CollectionError",

@@ -26,10 +26,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bit_experts import atomic_files
+from bit_experts import atomic_files, lazy_api
 from hub_export import identity
-from hub_export.module import HubModule
-from hub_export.packed import PackedAdapterModule
+
+# TensorFlow's modules: imported when the first module is built, not when one is planned.
+hub_module = lazy_api.module("hub_export.module")
+packed = lazy_api.module("hub_export.packed")
 
 KINDS = ("baseline", "full", "adapter", "epn")
 _INFO_KEYS = ("name", "kind", "preset", "resolution", "upstream_dataset", "num_classes")
@@ -277,7 +279,7 @@ def _plan_model(workdir, model_dir, info, loader, priors, num_labels):
             meta = metadata(
                 model, name, "feature_vector", "features", model.feature_dim, slice=slice_name
             )
-            return HubModule(backbone_copy(model), "features"), meta
+            return hub_module.HubModule(backbone_copy(model), "features"), meta
 
         prior = _prior(priors, slice_name, model_dir) if slice_name else None
         yield PlannedModule(name, "feature_vector", make_features, prior)
@@ -299,7 +301,7 @@ def _plan_model(workdir, model_dir, info, loader, priors, num_labels):
                     output_activation=info.get("output_activation", "sigmoid"),
                     labels="label_names.json",
                 )
-                return HubModule(model, "logits"), meta
+                return hub_module.HubModule(model, "logits"), meta
 
             yield PlannedModule(f"{name}_classifier", "classifier", make_classifier)
     elif kind == "adapter":
@@ -320,7 +322,7 @@ def _plan_model(workdir, model_dir, info, loader, priors, num_labels):
                     expert_id=m["expert_id"],
                     packed_module=name,
                 )
-                return HubModule(backbone_copy(model, m["expert_id"]), "features"), meta
+                return hub_module.HubModule(backbone_copy(model, m["expert_id"]), "features"), meta
 
             prior = _prior(priors, m["slice"], model_dir)
             yield PlannedModule(m["module"], "feature_vector", make_expert, prior, expert=m)
@@ -329,7 +331,7 @@ def _plan_model(workdir, model_dir, info, loader, priors, num_labels):
             model = loader()
             meta = metadata(model, name, "packed", "features", model.feature_dim, experts=members)
             names = [m["name"] for m in members]
-            return PackedAdapterModule(backbone_copy(model), names), meta
+            return packed.PackedAdapterModule(backbone_copy(model), names), meta
 
         yield PlannedModule(name, "packed", make_packed)
     else:  # epn
@@ -352,7 +354,7 @@ def _plan_model(workdir, model_dir, info, loader, priors, num_labels):
                 outputs=[str(e) for e in experts],
                 upstream_log_p=info.get("upstream_log_p"),  # the EPN's own prior, per output
             )
-            return HubModule(model, "logits"), meta
+            return hub_module.HubModule(model, "logits"), meta
 
         yield PlannedModule(name, "epn", make_epn)
 

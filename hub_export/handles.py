@@ -20,9 +20,6 @@ import hashlib
 import os
 import re
 
-from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import saved_model_pb2
-
 from bit_experts import atomic_files
 
 
@@ -226,6 +223,8 @@ def _read_saved_model(module_dir, label):
     pb = os.path.join(module_dir, "saved_model.pb")
     if not atomic_files.isfile(pb):
         _no_saved_model(module_dir, label)
+    from tensorflow.core.protobuf import saved_model_pb2  # here: it imports TensorFlow
+
     proto = saved_model_pb2.SavedModel()
     try:
         with atomic_files.open_file(pb, "rb") as f:
@@ -254,6 +253,8 @@ def _tensor_specs(value):
 
 
 def _is_image_spec(spec):
+    from tensorflow.core.framework import types_pb2
+
     dims = [d.size for d in spec.shape.dim]
     return (
         spec.dtype == types_pb2.DT_FLOAT

@@ -156,7 +156,7 @@ def module_identity(entry_or_path):
     (third-party, or published before fingerprints), its file checksum `sha256`.
     """
     from hub_export import handles
-    from hub_export.module import read_metadata
+    from hub_export.metadata import read_metadata
 
     if isinstance(entry_or_path, (str, os.PathLike)):
         path = handles.module_folder(os.fspath(entry_or_path))  # no link read as its metadata

@@ -27,9 +27,10 @@ import tempfile
 
 from absl import app, flags
 
-from bit_experts import atomic_files, checkpoint, cli, presets
+from bit_experts import atomic_files, checkpoint, cli, lazy_api, presets
 from hub_export import identity, keras_artifact
-from hub_export.module import HubModule, save_module
+
+hub_module = lazy_api.module("hub_export.module")  # TensorFlow: imported when the module is built
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "BiT checkpoint .npz file.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory to write the TF Hub module to.")
@@ -131,11 +132,11 @@ def import_checkpoint(checkpoint_path, output_dir, groups=None, overwrite=False,
         "resolution": resolution,
         "input_range": [0.0, 1.0],
     }
-    module = HubModule(model, output="features")
+    module = hub_module.HubModule(model, output="features")
     metadata[identity.FINGERPRINT_FIELD] = identity.weights_fingerprint(
         module, identity.export_settings(metadata)
     )
-    save_module(module, output_dir, metadata, overwrite=overwrite)
+    hub_module.save_module(module, output_dir, metadata, overwrite=overwrite)
     keras_artifact.write_keras_artifact(module, output_dir, metadata)
     return metadata
 

@@ -9,7 +9,9 @@ the module's path or any of its handles by `load_expert` (what `bit_experts.load
 
 import os
 
-from bit_experts import expert_archive
+from bit_experts import lazy_api
+
+expert_archive = lazy_api.module("bit_experts.expert_archive")  # Keras: imported on first use
 
 
 def keras_archive_path(module_dir):

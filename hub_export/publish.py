@@ -18,10 +18,11 @@ import functools
 import os
 import shutil
 import socket
+import sys
 
 from absl import app, flags
 
-from bit_experts import atomic_files, cli, locks
+from bit_experts import atomic_files, cli, lazy_api, locks
 from hub_export import (
     added_modules,
     collection,
@@ -34,12 +35,9 @@ from hub_export import (
     validate,
 )
 from hub_export.collection import CollectionError
-from hub_export.module import (
-    _replace_directory,
-    metadata_asset_path,
-    save_module,
-    write_metadata,
-)
+from hub_export.metadata import metadata_asset_path, write_metadata
+
+hub_module = lazy_api.module("hub_export.module")  # TensorFlow: imported when a module is saved
 
 
 def _define_flags():
@@ -642,7 +640,7 @@ def _move_into_place(module_dir, target):
         atomic_files.upload_tree(module_dir, target)
         return
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    _replace_directory(module_dir, target, overwrite=True)
+    hub_module._replace_directory(module_dir, target, overwrite=True)
 
 
 def _write_module_files(module_dir, metadata, publisher, path):
@@ -713,7 +711,7 @@ def _stage_module(planned, version, staging, publisher, validate_modules, log, p
         metadata[identity.FINGERPRINT_FIELD] = identity.weights_fingerprint(
             module, identity.export_settings(metadata)
         )
-        save_module(module, module_dir, metadata, overwrite=True)
+        hub_module.save_module(module, module_dir, metadata, overwrite=True)
         keras_artifact.write_keras_artifact(module, module_dir, metadata)
     _write_doc_page(module_dir, metadata, publisher, path)
     report = None
@@ -748,8 +746,7 @@ _DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
 def error_line(error, collection_dir):
     """One line for an expected failure of `publish` (bad input, a full disk, a held lock), or None
     for an unexpected one (a bug), which should keep its traceback."""
-    import tensorflow as tf
-
+    tf = sys.modules.get("tensorflow")  # an OpError comes only from an imported TensorFlow
     text = str(error)
     disk_full = getattr(error, "errno", None) in _DISK_FULL or any(
         t in text for t in _DISK_FULL_TEXT
@@ -760,7 +757,7 @@ def error_line(error, collection_dir):
             f"no space left on the device (or quota exceeded) writing {where}: free some and rerun "
             "the same command; it resumes, and no half-written module was listed"
         )
-    if isinstance(error, tf.errors.OpError):
+    if tf is not None and isinstance(error, tf.errors.OpError):
         return f"{type(error).__name__}: {(error.message or text).strip().splitlines()[0]}"
     if isinstance(error, (ValueError, OSError)):
         return " ".join(text.split())  # One line, whatever the message held.

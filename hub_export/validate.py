@@ -11,9 +11,11 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
+from bit_experts import lazy_api
 from hub_export.handles import ModuleError, check_signature, module_folder
+
+tf = lazy_api.module("tensorflow")  # imported on first use: commands check flags first
 
 BATCH = 2
 # The image side of a module whose metadata recommends none (BiT's; as vtab_eval.embed).
@@ -98,7 +100,7 @@ def validate_module(module_dir, role, output_dim=None, resolutions=(32, 48), nam
 
 def _check_metadata(module, module_dir, label):
     """The metadata inside the SavedModel (`get_metadata()`) equals the sidecar file's."""
-    from hub_export.module import METADATA_FILE
+    from hub_export.metadata import METADATA_FILE
 
     if not hasattr(module, "get_metadata"):
         return  # third-party, or exported before metadata travelled with the module

@@ -14,8 +14,8 @@ import sys
 
 from absl import app, flags
 
-from bit_experts import atomic_files, cli, determinism, world
-from vtab_eval import audit_report, audit_scores, config, files, offline_demo, selection_audit
+from bit_experts import atomic_files, cli, determinism
+from vtab_eval import audit_report, audit_scores, config, files, offline_demo
 
 FLAGS = flags.FLAGS
 
@@ -34,6 +34,8 @@ def define_flags():
 def bank_task_names(bank_dir, names=None, log=print):
     """Writes the offline world's task bank (`bit_experts.world.BANK`, seed 0, the demo's image
     size) into `bank_dir` (complete tasks are kept) and returns their `folder:` task names."""
+    from bit_experts import world  # here: it imports matplotlib
+
     atomic_files.require_local(
         bank_dir, "--bank_dir", "folder: tasks read local folders; write the bank to a local disk"
     )
@@ -89,6 +91,8 @@ def main(argv):
             cfg = config.set_key(cfg, "finetune.sweep", sweep)
             if cfg["audit"]["bank_dir"]:
                 cfg["tasks"] = cfg["tasks"] + bank_task_names(cfg["audit"]["bank_dir"])
+            from vtab_eval import selection_audit  # after the flags: it imports TensorFlow
+
             seeds, _, _ = selection_audit.settings(cfg)
             determinism.configure((seeds or [0])[0], cfg["deterministic"])
             command = "python -m vtab_eval.audit " + " ".join(sys.argv[1:])

@@ -9,7 +9,6 @@ import itertools
 import math
 
 import numpy as np
-from scipy import stats
 
 from bit_experts import bootstrap
 from vtab_eval.protocol import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE_LEVEL
@@ -164,6 +163,8 @@ def weighted_tau(scores, acc, higher_is_better=True):
     y = np.array([mean[c] for c in names], dtype=np.float64)
     if np.all(x == x[0]) or np.all(y == y[0]):
         return None
+    from scipy import stats  # here: importing it costs a command's start-up half a second
+
     tau = stats.weightedtau(x, y).statistic
     return float(tau) if math.isfinite(tau) else None
 

@@ -4,21 +4,15 @@ OUT/results/ as each (task, selector) finishes; `rank(config)`, `dry_run(config)
 
 import os
 
-from bit_experts import determinism
+from bit_experts import determinism, lazy_api
 from hub_export import collection
-from vtab_eval import (
-    checks,
-    files,
-    identity,
-    module_contract,
-    plan,
-    protocol,
-    ranking,
-    results,
-    runner,
-    selectors,
-)
+from vtab_eval import checks, files, identity, module_contract, plan, protocol, results, selectors
 from vtab_eval.tasks import get_task
+
+# TensorFlow and tensorflow_hub: imported when the first feature or fine-tune is computed, so
+# that every check above runs first.
+ranking = lazy_api.module("vtab_eval.ranking")
+runner = lazy_api.module("vtab_eval.runner")
 
 # Options that change a kept ranking besides those its key names; each is part of the identity
 # only away from its default, so rankings kept before keep their ids (the seed: where it draws the

@@ -8,13 +8,18 @@ brute-force search's (ties: the lowest index) whatever `chunk_size` and `num_thr
 and its bound: docs/selection.md, "Leave-one-out nearest neighbours"; speed: `benchmarks/knn.py`.
 """
 
+from __future__ import annotations
+
 import concurrent.futures
 import os
 import threading
 
 import numpy as np
-import tensorflow as tf
 from threadpoolctl import threadpool_limits
+
+from bit_experts import lazy_api
+
+tf = lazy_api.module("tensorflow")  # imported on first use: commands check flags first
 
 # Tile rows per `chunk_size` columns: a 256 x 1024 float32 tile (1 MiB) stays in L2 cache.
 _TILE_ROWS_PER_CHUNK = 4

@@ -8,7 +8,6 @@ The JSON fields are documented in docs/tasks.md.
 """
 
 import json
-import sys
 
 from absl import app, flags
 
@@ -47,10 +46,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     names = _TASK.value or tasks.list_tasks(_SUITE.value)
-    try:
+    with cli.one_line_errors("vtab_eval.list_tasks"):
         descriptions = [tasks.get_task(name).to_json() for name in names]
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     print(
         json.dumps(descriptions, indent=2) if _FORMAT.value == "json" else format_text(descriptions)
     )

@@ -10,7 +10,6 @@ import hashlib
 import warnings
 
 import numpy as np
-from scipy import stats
 
 SPLIT_SCHEMES = {
     "vtab1k": ("train800", "val200", "train800val200", "test"),
@@ -117,6 +116,8 @@ def aggregate(values, kind):
 def bootstrap_interval(samples, fns, constants, count, constant):
     """Percentile interval of (sum of fns[i](resampled samples[i]) + sum(constants)) / count,
     each sample resampled on its own (stratified); (constant, constant) when none has spread."""
+    from scipy import stats  # here: importing it costs a command's start-up half a second
+
     if all(np.all(s == s[0]) for s in samples):
         return constant, constant
     fixed = float(np.sum(constants))

@@ -14,7 +14,7 @@ import os
 from absl import app, flags
 
 from bit_experts import cli
-from vtab_eval import checks, config, plots, report
+from vtab_eval import config
 
 FLAGS = flags.FLAGS
 
@@ -29,9 +29,11 @@ def main(argv):
         cli.one_line_errors("vtab_eval.rank", OSError, line=_disk_error_line),
         cli.one_line_errors("vtab_eval.rank"),
     ):
-        from vtab_eval import engine  # after parsing: it imports TensorFlow (seconds)
-
         cfg = config.from_flags("rank")
+        # Only now: --help and flag errors need neither (engine imports TensorFlow once its
+        # checks pass).
+        from vtab_eval import engine, plots, report
+
         result = engine.rank(cfg)
         if cfg["plot_png"] and "selected" in result:
             plots.plot_scores(result, cfg["plot_png"])
@@ -45,6 +47,8 @@ def main(argv):
 
 
 def _disk_error_line(err):
+    from vtab_eval import checks
+
     dirs = {
         os.path.dirname(FLAGS.output_json) or ".": "--output_json",
         FLAGS.cache_dir: "--cache_dir",

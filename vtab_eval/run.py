@@ -19,7 +19,7 @@ import os
 from absl import app, flags
 
 from bit_experts import atomic_files, cli, determinism
-from vtab_eval import checks, config, report
+from vtab_eval import config
 
 FLAGS = flags.FLAGS
 
@@ -42,6 +42,8 @@ def main(argv):
         cli.one_line_errors("vtab_eval.run", OSError, line=_disk_error_line),
         cli.one_line_errors("vtab_eval.run", (ValueError, FileNotFoundError, FloatingPointError)),
     ):
+        from vtab_eval import report  # here, as engine below: --help and flag errors need neither
+
         out = atomic_files.abspath(FLAGS.output_dir)
         if FLAGS.compare:
             text = report.compare(FLAGS.compare)
@@ -49,11 +51,11 @@ def main(argv):
             print(text)
             return
         if not FLAGS.report_only:
-            from vtab_eval import engine  # after parsing: it imports TensorFlow (seconds)
-
             cfg = config.from_flags("run")
             if not (cfg["collection"] and cfg["tasks"]):
                 raise app.UsageError("--collection and --tasks are required (unless --report_only)")
+            from vtab_eval import engine
+
             determinism.configure(cfg["seed"], cfg["deterministic"])
             if FLAGS.dry_run:
                 engine.dry_run(cfg)
@@ -64,6 +66,8 @@ def main(argv):
 
 
 def _disk_error_line(err):
+    from vtab_eval import checks
+
     dirs = {FLAGS.output_dir: "--output_dir", FLAGS.cache_dir: "--cache_dir"}
     return checks.disk_error_line(err, dirs)
 

@@ -10,9 +10,6 @@ call it on every sweep before fine-tuning and before keying caches on the settin
 import math
 
 import numpy as np
-import tensorflow as tf
-
-from bit_experts.training import schedules
 
 SCHEDULES = ("step", "cosine", "constant")
 # The schedule's keys of a setting, in `bit_experts.training.schedules.learning_rate_at`'s order.
@@ -102,6 +99,8 @@ def validate_setting(setting):
 
 def learning_rate_at(setting, step):
     """The learning rate of `setting` at step `step` (0-based), by `schedules.learning_rate_at`."""
+    from bit_experts.training import schedules  # here: it imports Keras
+
     decay = [setting.get(key, default) for key, default in _SCHEDULE_DEFAULTS]
     return schedules.learning_rate_at(step, setting["learning_rate"], setting["steps"], *decay)
 
@@ -260,6 +259,8 @@ def image_statistics(dataset, what="dataset", log=None):
     dataset of {"image": [H, W, C]}; ValueError naming `what` if it is empty. `image_side` is
     the square root of the median area rounded down, so `side**2 < 96*96` exactly when the median
     area is below BiT-HyperRule's threshold. `log(str)` gets one line."""
+    import tensorflow as tf  # here: a command checks its flags without it (seconds to import)
+
     shapes = dataset.map(lambda e: tf.shape(e["image"])[:2], num_parallel_calls=tf.data.AUTOTUNE)
     sizes = np.array([s.numpy() for s in shapes], dtype=np.int64).reshape(-1, 2)
     if len(sizes) == 0:

@@ -3,11 +3,21 @@ package's one config style (`bit_experts.config_schema`). docs/training.md lists
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bit_experts import config_schema as cs
 from bit_experts import presets
 
 STAGES = ("baseline", "full", "adapter", "epn")
 PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def check_stages(stages: Sequence[str]) -> list[str]:
+    """Returns `stages` as a list; ValueError naming any that is not in STAGES."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; expected some of {list(STAGES)}")
+    return list(stages)
 
 
 def _stage(steps, base_lr, warmup_steps):

@@ -21,7 +21,7 @@ import tensorflow as tf
 from bit_experts import atomic_files, determinism, presets
 from bit_experts.data import UpstreamSource, training_dataset
 from bit_experts.training import init_source, outputs, work_directory
-from bit_experts.training.config import STAGES, resolve_config
+from bit_experts.training.config import STAGES, check_stages, resolve_config
 from bit_experts.training.epn import build_epn, epn_targets, upstream_log_p
 from bit_experts.training.loop import UnitPlan, UnitResult, train_unit, weights_fingerprint
 from bit_experts.training.schedules import scaled_learning_rate
@@ -472,11 +472,3 @@ def run_job(
         source=source,
     )
     return job.run(stages)
-
-
-def check_stages(stages: Sequence[str]) -> list[str]:
-    """Returns `stages` as a list; ValueError naming any that is not in STAGES."""
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"unknown stages {unknown}; expected some of {list(STAGES)}")
-    return list(stages)

@@ -15,9 +15,9 @@ import shutil
 import tempfile
 import zipfile
 
-import keras
+from bit_experts import atomic_files, lazy_api
 
-from bit_experts import atomic_files
+keras = lazy_api.module("keras")  # imported on first use: commands check flags first
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "info.json"
@@ -109,6 +109,8 @@ def load_model(workdir: str, name: str) -> keras.Model:
     remote = atomic_files.is_url(path)
     if not atomic_files.isfile(path) or (remote and not model_exists(workdir, name)):
         raise FileNotFoundError(f"model {path!r} does not exist (was its stage trained?)")
+    from bit_experts import resnet_v2  # noqa: F401 (registers the classes the file holds)
+
     local = None if not remote else tempfile.mkdtemp(prefix="bit-experts-model-")
     try:
         if local is not None:

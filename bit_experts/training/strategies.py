@@ -1,9 +1,14 @@
 """`--strategy` names -> tf.distribute strategies, and logical CPU devices for local tests."""
 
+from __future__ import annotations
+
 import json
 import os
 
-import tensorflow as tf
+from bit_experts import lazy_api
+
+tf = lazy_api.module("tensorflow")  # imported on first use: commands check flags first
+
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 

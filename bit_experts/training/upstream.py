@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bit_experts import atomic_files, expert_domains
-from bit_experts.data import UpstreamSource, load_source
 from bit_experts.expert_domains import ExpertDomain
 from bit_experts.hierarchy import Hierarchy, two_level_from_tfds
+
+if TYPE_CHECKING:  # bit_experts.data imports TensorFlow: open_source imports it when it runs
+    from bit_experts.data import UpstreamSource
 
 DOMAINS_FILE = "expert_domains.json"
 
@@ -61,6 +64,8 @@ def load_hierarchy(config: dict, source: UpstreamSource) -> Hierarchy:
 
 def open_source(config: dict) -> UpstreamSource:
     """The upstream source of `config['upstream']`."""
+    from bit_experts.data import load_source
+
     up = config["upstream"]
     return load_source(
         up["source"],

@@ -154,16 +154,16 @@ def test_demo_publish_stage_killed_while_exporting_resumes(workdir, tmp_path, mo
     # so the manifest exists, which the stage used to take for "done".
     _run_killed(
         "import os, signal\n"
-        "from hub_export import publish, validate\n"
+        "from hub_export import module, validate\n"
         "from vtab_eval import offline_demo\n"
         "validate.validate_module = lambda path, role, **_: {'ok': 1}\n"
-        "real, saved = publish.save_module, []\n"
+        "real, saved = module.save_module, []\n"
         "def save_module(*args, **kwargs):\n"
         "    real(*args, **kwargs)\n"
         "    saved.append(1)\n"
         "    if len(saved) == 2:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "publish.save_module = save_module\n"
+        "module.save_module = save_module  # publish calls hub_export.module.save_module\n"
         f"offline_demo.run_publish({str(workdir)!r}, {str(c)!r}, print)\n"
     )
     first = _listed(c)

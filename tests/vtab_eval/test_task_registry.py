@@ -27,6 +27,7 @@ import textwrap
 import tokenize
 import types
 
+from bit_experts import lazy_api
 from vtab_eval import tasks
 from vtab_eval.tasks import base, fgvc_aircraft, folder, natural, specialized, structured, table3
 
@@ -73,7 +74,7 @@ def _value(value, seen: set):
         return _code(value, seen)
     if inspect.isclass(value) and own:
         return _source(value)
-    if isinstance(value, types.ModuleType):
+    if isinstance(value, (types.ModuleType, lazy_api.LazyModule)):  # `tf`, imported or not yet
         return f"module {value.__name__}"
     if callable(value):
         return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '?')}"

@@ -13,7 +13,9 @@ import re
 import types
 from collections.abc import Callable, Iterable, Mapping
 
-import tensorflow as tf
+from bit_experts import lazy_api
+
+tf = lazy_api.module("tensorflow")  # imported on first use: commands check flags first
 
 
 @dataclasses.dataclass(frozen=True)

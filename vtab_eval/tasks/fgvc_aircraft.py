@@ -21,9 +21,11 @@ import os
 import re
 
 import numpy as np
-import tensorflow as tf
 
+from bit_experts import lazy_api
 from vtab_eval.tasks import base, splits
+
+tf = lazy_api.module("tensorflow")  # imported on first use: commands check flags first
 
 ARCHIVE = "fgvc-aircraft-2013b"
 HOMEPAGE = "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/"

@@ -22,10 +22,11 @@ import warnings
 from collections.abc import Mapping
 
 import numpy as np
-import tensorflow as tf
 
-from bit_experts import atomic_files
+from bit_experts import atomic_files, lazy_api
 from vtab_eval.tasks import base
+
+tf = lazy_api.module("tensorflow")  # imported on first use: commands check flags first
 
 PREFIX = "folder:"
 # The version of the rules below (layout, labels, seeded splits); bumped when they change examples.

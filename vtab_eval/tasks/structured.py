@@ -6,12 +6,15 @@ A "binned" label is the index of the last threshold strictly below the value, wh
 VTAB's `reduce_max(where(thresholds - value < 0))` computes.
 """
 
+from __future__ import annotations
+
 import functools
 
-import tensorflow as tf
-
+from bit_experts import lazy_api
 from vtab_eval.tasks import splits
 from vtab_eval.tasks.base import Augmentation, registered
+
+tf = lazy_api.module("tensorflow")  # imported on first use: commands check flags first
 
 # clevr.py, closest_object_distance: bins of the smallest object depth (pixel_coords[:, 2]).
 CLEVR_DISTANCE_THRESHOLDS = (0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0)
