@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from bit_experts import atomic_files, cli, determinism
+from bit_experts import atomic_files, cli
 from vtab_eval import audit_report, audit_scores, config, files, offline_demo
 
 FLAGS = flags.FLAGS
@@ -93,8 +93,6 @@ def main(argv):
                 cfg["tasks"] = cfg["tasks"] + bank_task_names(cfg["audit"]["bank_dir"])
             from vtab_eval import selection_audit  # after the flags: it imports TensorFlow
 
-            seeds, _, _ = selection_audit.settings(cfg)
-            determinism.configure((seeds or [0])[0], cfg["deterministic"])
             command = "python -m vtab_eval.audit " + " ".join(sys.argv[1:])
             audit = selection_audit.run(cfg, command=command)
             write(out, {k: v for k, v in audit.items() if k != "trained"})

@@ -6,11 +6,12 @@ import os
 
 from bit_experts import determinism, lazy_api
 from hub_export import collection
-from vtab_eval import checks, files, identity, module_contract, plan, protocol, results, selectors
+from vtab_eval import checks, files, identity, plan, protocol, results, selectors
 from vtab_eval.tasks import get_task
 
 # TensorFlow and tensorflow_hub: imported when the first feature or fine-tune is computed, so
 # that every check above runs first.
+module_contract = lazy_api.module("vtab_eval.module_contract")
 ranking = lazy_api.module("vtab_eval.ranking")
 runner = lazy_api.module("vtab_eval.runner")
 
@@ -105,6 +106,7 @@ def evaluate(config, *, executor=None, log=print, on_task_done=None):
     whenever a task's last final fine-tune is recorded; it must not train."""
     determinism.fix_threads(config["executor"]["threads_per_item"])  # before TF starts
     pool, jobs, _ = checks.prepare(config, log)
+    determinism.configure(config["seed"], config["deterministic"])  # after the checks: imports TF
     out, _, cache_dir = files.output_paths(config)
     methods = config["selection"]["selectors"]
     executor = executor or runner.make_executor(config, log)
@@ -166,6 +168,7 @@ def dry_run(config, log=print, finetune_fn=None):
     (`checks.print_plan`); records nothing. Returns {"fine_tunes", "recorded", "seconds"}."""
     determinism.fix_threads(config["executor"]["threads_per_item"])  # before TF starts
     pool, jobs, sizes = checks.prepare(config, log)
+    determinism.configure(config["seed"], config["deterministic"])  # after the checks: imports TF
     executor = runner.make_executor(config, log, progress=False, finetune_fn=finetune_fn)
     return checks.print_plan(jobs, sizes, pool, config, executor, log)
 

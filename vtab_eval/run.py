@@ -18,7 +18,7 @@ import os
 
 from absl import app, flags
 
-from bit_experts import atomic_files, cli, determinism
+from bit_experts import atomic_files, cli
 from vtab_eval import config
 
 FLAGS = flags.FLAGS
@@ -56,7 +56,6 @@ def main(argv):
                 raise app.UsageError("--collection and --tasks are required (unless --report_only)")
             from vtab_eval import engine
 
-            determinism.configure(cfg["seed"], cfg["deterministic"])
             if FLAGS.dry_run:
                 engine.dry_run(cfg)
                 return

@@ -13,10 +13,14 @@ import os
 import time
 import timeit
 
-from bit_experts import atomic_files, determinism
-from bit_experts.training import slice_eval
-from vtab_eval import audit_metrics, audit_scores, checks, files, plan, ranking, runner, selectors
-from vtab_eval.embed import embed_pool
+from bit_experts import atomic_files, determinism, lazy_api
+from vtab_eval import audit_metrics, audit_scores, checks, files, plan, selectors
+
+# TensorFlow: imported when the first feature, fine-tune or expert check runs, after the checks.
+embed = lazy_api.module("vtab_eval.embed")
+ranking = lazy_api.module("vtab_eval.ranking")
+runner = lazy_api.module("vtab_eval.runner")
+slice_eval = lazy_api.module("bit_experts.training.slice_eval")
 
 MIN_SEEDS = 3  # the study's minimum; quick allows fewer
 DEFAULT_SEEDS = [0, 1, 2]
@@ -109,7 +113,9 @@ def rank_task(job, pool, proxies, options, cache_dir, data_dir, log):
     names = {plan.entry_handle(e): plan.entry_name(e) for e in candidates}
     start = time.perf_counter()
     where = dict(cache_dir=cache_dir, data_dir=data_dir)
-    embedded = embed_pool(candidates, job.task, options["split"], options["resolution"], **where)
+    embedded = embed.embed_pool(
+        candidates, job.task, options["split"], options["resolution"], **where
+    )
     forward = {
         "seconds": time.perf_counter() - start,
         "computed": len(embedded.computed),
@@ -215,6 +221,7 @@ def run(config, *, executor=None, log=print, command=None):
     seeds, proxies, n_resamples = settings(config)
     problems, probing = check_arguments(config), probe_policies(config)
     pool, jobs, _ = checks.prepare(config, log, extra_problems=problems, probe=bool(probing))
+    determinism.configure((seeds or [0])[0], config["deterministic"])  # after the checks
     checks.raise_problems(_pool_problems(pool))
     _, memo_dir, cache_dir = files.output_paths(config)
     candidates = [plan.entry_name(e) for e in selectors.candidates(pool, include_baseline=True)]

@@ -93,6 +93,16 @@ BAD_INPUT = [
         "vtab_eval.run: error: bad config: finetune.sweep (--sweep) must be one of",
     ),
     ("vtab_eval.audit", ["--output_dir=OUT", "--rescore"], "vtab_eval.audit: error: "),
+    (
+        "vtab_eval.run",
+        ["--output_dir=OUT", "--collection=missing", "--tasks=folder:missing"],
+        "vtab_eval.run: error: ",  # checked before TensorFlow seeds anything
+    ),
+    (
+        "vtab_eval.audit",
+        ["--output_dir=OUT", "--collection=missing", "--tasks=folder:missing"],
+        "vtab_eval.audit: error: ",
+    ),
     ("vtab_eval.demo", ["--seed=-1"], "vtab_eval.demo: error: bad config: seed must be"),
     ("vtab_eval.list_tasks", ["--task=nope"], "vtab_eval.list_tasks: error: Unknown task 'nope'"),
     (
@@ -200,13 +210,14 @@ def test_quiet_logs_sets_tensorflow_logger_unless_verbosity(monkeypatch):
 
 
 def test_a_command_prints_no_tensorflow_start_up_lines_unless_asked(tmp_path):
-    # `run` imports TensorFlow (to seed it) before it finds the collection missing. TensorFlow
-    # prints its oneDNN, CUDA-probe and cpu_feature_guard lines at import unless quiet_start
-    # hides them; the test environment's own TF_CPP_MIN_LOG_LEVEL is removed.
+    # With --threads_per_item, `run` starts TensorFlow (to size its thread pools) before it finds
+    # the collection missing. TensorFlow prints its oneDNN, CUDA-probe and cpu_feature_guard lines
+    # at import unless quiet_start hides them; the test environment's own TF_CPP_MIN_LOG_LEVEL is
+    # removed.
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = ROOT
     command = [sys.executable, "-m", "vtab_eval.run", "--output_dir=out", "--collection=none"]
-    command.append("--tasks=cifar100")
+    command += ["--tasks=cifar100", "--threads_per_item=1"]
     runs = [
         subprocess.Popen(
             command + extra,
