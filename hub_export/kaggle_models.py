@@ -77,7 +77,7 @@ def write_layout(collection_dir, kaggle_dir, owner, model, private=True, log=pri
             _copy_version(source, target, e["version"])
         written.append((handle_of(owner, model, e["name"], e["version"]), target))
     publisher = manifest.get("publisher") or owner
-    latest = {e["name"]: e for e in collection._latest_only(manifest["modules"])}
+    latest = {e["name"]: e for e in collection.latest_only(manifest["modules"])}
     for name, e in latest.items():
         folder = variation_dir(kaggle_dir, owner, model, name)
         _write_json(

@@ -99,7 +99,7 @@ def test_layout_is_one_variation_per_module_with_the_kaggle_metadata(published):
     assert instance["instanceSlug"] == "expert_a" and instance["framework"] == "tensorFlow2"
     assert instance["licenseName"] == "Apache 2.0" and instance["fineTunable"] is True
     assert instance["usage"].startswith("# Module bit-experts/expert_a/2\n")  # the latest
-    assert f'load_expert("{base}/expert_a/2")' in instance["usage"]
+    assert f'handle = "{base}/expert_a/2"' in instance["usage"]  # what load_expert(handle) loads
     assert (
         f'kagglehub.model_download("{OWNER}/{MODEL}/tensorFlow2/expert_a/2")' in instance["usage"]
     )

@@ -144,7 +144,7 @@ def test_expectations_call_knn_better_only_where_the_intervals_are_apart(tmp_pat
     from vtab_eval import demo, files, protocol
 
     files.write_json(str(tmp_path / "tasks.json"), {"tasks": [{"name": "t", "near_expert": "g"}]})
-    name = f"folder:{tmp_path / 't'}"
+    name = "t"  # the task's name in results: its folder's
 
     def line(knn, base):
         results = {

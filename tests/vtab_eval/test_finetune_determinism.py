@@ -26,13 +26,13 @@ SETTING = sweeps.make_setting(
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("determinism")
-    task = tasks.get_task("folder:" + toys.make_colour_folder(str(root / "data"), per_class=12))
+    spec = "folder:" + toys.make_colour_folder(str(root / "data"), per_class=12)
     handle = toys.save_toy_module(str(root / "dropout"), "dropout")
-    return task, handle, root
+    return tasks.get_task(spec), handle, root, spec
 
 
 def _run(world, seed, name, setting=SETTING):
-    task, handle, root = world
+    task, handle, root, _ = world
     path = root / f"{name}.npz"
     result = finetune.finetune_and_evaluate(
         handle, task, "train800", "test", setting, seed=seed, predictions_path=str(path)
@@ -66,7 +66,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(world):
 
 def test_a_fine_tune_does_not_depend_on_what_ran_before_it(world):
     """In this process after other fine-tunes (module reused) == alone in a fresh process."""
-    task, handle, root = world
+    task, handle, root, spec = world
     _run(world, 11, "before", sweeps.make_setting(0.1, 4, 8, resolution=16, flip=True))
     here, here_logits = _run(world, 5, "here")
     script = textwrap.dedent(f"""
@@ -76,7 +76,7 @@ def test_a_fine_tune_does_not_depend_on_what_ran_before_it(world):
         setting = json.loads({json.dumps(json.dumps(SETTING))})
         out = {str(root / "fresh.npz")!r}
         result = finetune.finetune_and_evaluate(
-            {handle!r}, tasks.get_task({task.name!r}), "train800", "test", setting, seed=5,
+            {handle!r}, tasks.get_task({spec!r}), "train800", "test", setting, seed=5,
             predictions_path=out)
         print("RESULT" + json.dumps(result))
     """)

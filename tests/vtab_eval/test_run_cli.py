@@ -411,20 +411,21 @@ def test_the_report_says_how_sure_each_pick_is_and_the_fallback_reaches_knn(
     _, pool, task, out, _ = finished_run
     text = (out / "report.md").read_text()
     assert "## How sure each pick is (the ranking of the first selection)" in text
-    row = f"| {task} | knn | expert_colour 1.000 [1.000, 1.000] (selected); "
+    name = task.rsplit("/", 1)[1]  # a folder task is named by its folder
+    row = f"| {name} | knn | expert_colour 1.000 [1.000, 1.000] (selected); "
     assert text.count(row) == 1 and "P(expert_colour beats baseline, the runner-up) = 1.000" in text
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     calls = _count_finetunes(monkeypatch)
     results = _rerun(pool, task, copy, {"selection.fallback": "baseline"})
     assert calls == []  # expert_colour surely beats B: the same pick, the same fine-tunes
-    knn = results["knn"][task]
+    knn = results["knn"][name]
     assert (
         knn["ranking"]["fallback"]["fired"] is False
         and knn["ranking"]["fallback"]["p_better"] > 0.99
     )
     assert knn["config"]["fallback"] == {"policy": "baseline", "confidence": 0.9}
-    assert results["random"][task]["ranking"]["fallback"] is None  # no per-image hits
+    assert results["random"][name]["ranking"]["fallback"] is None  # no per-image hits
     report_row = next(
         line for line in (copy / "report.md").read_text().splitlines() if line.startswith(row)
     )

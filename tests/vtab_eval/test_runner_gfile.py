@@ -138,7 +138,7 @@ def test_audit_keeps_url_output_memo_and_cache_dirs(ram_root, monkeypatch):
 
     seen = []
 
-    def prepare(cfg, log, extra_problems=()):
+    def prepare(cfg, log, extra_problems=(), probe=False):
         seen.append(files.output_paths(cfg))
         raise Killed  # stop before anything is resolved or run
 
