@@ -66,6 +66,10 @@ def write_layout(collection_dir, kaggle_dir, owner, model, private=True, log=pri
     if not os.path.isfile(manifest_path):
         raise CollectionError(f"collection {collection_dir!r} has no {collection.MANIFEST_FILE}")
     manifest = collection.load_manifest(manifest_path)
+    try:  # a link in the output would carry the copies out of it
+        atomic_files.refuse_links_out(kaggle_dir, "--kaggle_dir")
+    except ValueError as err:
+        raise CollectionError(str(err)) from None
     plan = []  # every module checked before anything is written
     for e in manifest["modules"]:
         source = collection.listed_module_dir(collection_dir, e, manifest_path)
@@ -95,11 +99,10 @@ def write_layout(collection_dir, kaggle_dir, owner, model, private=True, log=pri
 
 
 def _needs_copy(source, target, entry):
-    """False when `target` already holds the module of manifest `entry`; True when its `source`
-    folder matches the manifest's checksum; ModuleError naming the module otherwise."""
+    """ModuleError naming the module unless its `source` folder matches the manifest `entry`'s
+    checksum (on every run: a damaged collection is refused even where `target` is complete);
+    then False when `target` already holds it, True otherwise."""
     label = f"{entry['name']}/{entry['version']}"
-    if os.path.isdir(target) and handles.module_sha256(target) == entry["sha256"]:
-        return False
     if not os.path.isdir(source):
         raise ModuleError(f"module {label!r}: listed but {source} is missing; nothing was written")
     if handles.module_sha256(source) != entry["sha256"]:  # refuses a symbolic link too
@@ -107,7 +110,7 @@ def _needs_copy(source, target, entry):
             f"module {label!r}: checksum mismatch in {source} (files changed since it was "
             "published); nothing was written"
         )
-    return True
+    return not (os.path.isdir(target) and handles.module_sha256(target) == entry["sha256"])
 
 
 def _copy_version(source, target, version):

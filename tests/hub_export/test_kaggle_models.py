@@ -127,6 +127,17 @@ def test_layout_reruns_copy_only_what_changed_and_refuse_a_damaged_module(publis
         kaggle_models.write_layout(copy, tmp_path / "k", OWNER, MODEL, log=lambda *_: None)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "k").exists()  # checked before anything is written
+    with pytest.raises(ModuleError, match=r"'expert_b/1': checksum mismatch"):
+        kaggle_models.write_layout(copy, k, OWNER, MODEL, log=lambda *_: None)  # k is complete
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    linked = tmp_path / "linked"
+    shutil.copytree(k, linked)
+    shutil.rmtree(linked / OWNER / MODEL / "tensorFlow2" / "expert_a")
+    os.symlink(outside, linked / OWNER / MODEL / "tensorFlow2" / "expert_a")
+    with pytest.raises(CollectionError, match=r"--kaggle_dir .*expert_a' is a symbolic link"):
+        kaggle_models.write_layout(c, linked, OWNER, MODEL, log=lambda *_: None)
+    assert list(outside.iterdir()) == []  # nothing written through the link
     with pytest.raises(CollectionError, match=r"--owner='Me Too': a Kaggle slug is needed"):
         kaggle_models.write_layout(c, tmp_path / "k2", "Me Too", MODEL)
     assert not (tmp_path / "k2").exists()
